@@ -1,0 +1,3 @@
+//! gateway: an authenticating reverse proxy.
+pub mod clock;
+pub mod secret;
