@@ -1,3 +1,34 @@
-//! gateway: an authenticating reverse proxy.
+//! gateway: an authenticating reverse proxy for unmodified web apps.
+//!
+//! One binary and one YAML file. The gateway terminates TLS, serves its own auth API, checks an
+//! access token on every request to a protected route and tells the upstream who the user is.
+//!
+//! # How a request flows
+//! [`server`] accepts a connection (TLS via [`tls`]), speaks HTTP/1.1 or HTTP/2 with hyper, and
+//! hands each request to [`handler`], which answers health checks, normalises the path
+//! ([`proxy::path`]), matches a route ([`proxy::route`]), enforces the route's auth policy and
+//! forwards through [`proxy`], which rewrites headers ([`proxy::headers`]) and streams bodies.
+//! Every error a client sees is shaped in one place, [`error`].
+//!
+//! # Modules
+//! - [`config`]: `gateway.yaml` in two stages (raw serde structs, then the checked [`config::Config`]).
+//! - [`server`]: listeners, connection loop, graceful shutdown; [`run`] is the entry point.
+//! - [`handler`]: the per-request pipeline.
+//! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
+//! - [`tls`]: certificates and rustls settings.
+//! - [`error`]: errors -> HTTP responses. [`body`]: the body type.
+//! - [`secret`]: wrappers that keep secrets out of logs. [`clock`]: injectable time.
+//! - [`cli`]: the command line (`serve`, `check`).
+
+pub mod body;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod proxy;
 pub mod secret;
+pub mod server;
+pub mod tls;
+
+pub use server::{Listeners, run};

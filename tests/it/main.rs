@@ -1,1 +1,10 @@
-fn main(){}
+//! Integration tests: one binary, real sockets on 127.0.0.1, a real redb file, real TLS.
+//!
+//! `util` has the builders: a mock upstream that records what it received, a gateway started
+//! in-process on port 0 with a temp directory, and small clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+mod proxy;

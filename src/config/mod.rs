@@ -1,0 +1,297 @@
+//! Configuration: `gateway.yaml` parsed in two stages.
+//!
+//! 1. [`raw`] mirrors the file with serde (`deny_unknown_fields`, every value kept with its line).
+//! 2. [`validate`] turns that into the checked [`Config`]: socket addresses, durations, parsed
+//!    upstream URLs, loaded secrets and route specs. Every error names the key path and the line,
+//!    e.g. `gateway.yaml:12: routes[2].upstream: unsupported scheme "ftp" (use http or https)`.
+//!
+//! `gateway serve` and `gateway check` run exactly the same [`load`].
+
+mod raw;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+
+use crate::secret::Secret;
+pub use units::IpNet;
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has a key or value of the wrong kind.
+    #[error("{file}: {key}: {message}")]
+    Syntax {
+        file: String,
+        key: String,
+        message: String,
+    },
+    /// A value is well-formed YAML but not acceptable.
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: u64,
+        key: String,
+        message: String,
+    },
+}
+
+/// The checked configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where `relative paths` in the file are resolved from (the file's directory).
+    pub base_dir: PathBuf,
+    pub listen: Listen,
+    pub tls: TlsSettings,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+    pub upstream: UpstreamSettings,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    pub health: Health,
+    pub log: LogSettings,
+    pub store: StoreSettings,
+    pub auth: AuthSettings,
+    /// Routes in file order; the first match wins.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    /// Answer plain-HTTP requests with a redirect to the HTTPS listener.
+    pub redirect_http_to_https: bool,
+}
+
+/// Certificate settings for the HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Generate a self-signed `localhost` certificate when the files are missing.
+    pub self_signed: bool,
+    /// `Strict-Transport-Security` max-age on TLS responses; `None` sends no header.
+    pub hsts_max_age: Option<Duration>,
+}
+
+/// Protocol limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    /// Largest request body forwarded upstream (413 beyond).
+    pub max_body_bytes: u64,
+    /// Largest body accepted by the gateway's own auth endpoints.
+    pub auth_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// How the gateway talks to upstreams.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    /// Time allowed for an upstream to send its response headers.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+}
+
+/// Paths of the health endpoints the gateway answers itself.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub live: String,
+    pub ready: String,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+/// Where users and sessions are kept.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Redb { path: PathBuf },
+}
+
+/// Whether new accounts can be created through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signup {
+    Open,
+    Closed,
+}
+
+/// The algorithm access tokens are signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAlgorithm {
+    EdDSA,
+    HS256,
+}
+
+/// The gateway's own auth API and its tokens.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Path prefix of the auth API, e.g. `/api/auth`.
+    pub prefix: String,
+    pub signup: Signup,
+    pub default_roles: Vec<String>,
+    pub issuer: String,
+    pub audience: String,
+    pub algorithm: TokenAlgorithm,
+    /// HS256 only.
+    pub jwt_secret: Option<Secret<Vec<u8>>>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_grace: Duration,
+    pub tokens_in_body: bool,
+    pub password: PasswordSettings,
+}
+
+/// Password rules and hashing cost.
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    pub min_length: usize,
+    pub max_bytes: usize,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub max_concurrent_hashes: usize,
+}
+
+/// One route, validated.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// For logs and metrics: the `name` key, else the path.
+    pub name: String,
+    pub host: Option<HostPattern>,
+    /// Normalised path prefix, `/` or `/segment/...` without a trailing slash.
+    pub path: String,
+    /// `None` matches every method.
+    pub methods: Option<Vec<Method>>,
+    pub upstream: UpstreamTarget,
+    /// Remove `path` from the front of the forwarded path.
+    pub strip_prefix: bool,
+    pub policy: AuthPolicy,
+}
+
+/// A route's host condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `app.example.com`, compared case-insensitively, without port.
+    Exact(String),
+    /// `*.example.com`: any host ending in `.example.com` (one or more labels before it).
+    Wildcard(String),
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// Where a route's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamTarget {
+    /// The built-in echo app that shows what an upstream receives.
+    Whoami,
+    /// An HTTP(S) server.
+    Http {
+        scheme: http::uri::Scheme,
+        authority: http::uri::Authority,
+        /// Path prefix added in front of the forwarded path (`""` for none).
+        base_path: String,
+    },
+}
+
+impl std::fmt::Display for UpstreamTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamTarget::Whoami => f.write_str("builtin:whoami"),
+            UpstreamTarget::Http {
+                scheme,
+                authority,
+                base_path,
+            } => write!(f, "{scheme}://{authority}{base_path}"),
+        }
+    }
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// Anyone; no token needed.
+    Public,
+    /// A valid access token, and when `roles` is not empty, at least one of them.
+    Required { roles: Vec<String> },
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    from_str(&text, &path.display().to_string(), &base_dir, &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// Checks config text. `file` names it in errors; `env` looks up `${VAR}` references (tests pass
+/// their own).
+pub fn from_str(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut key = String::new();
+    let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, raw::RawConfig>(de).map_err(|e| {
+            key = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    let raw = parsed.map_err(|e| ConfigError::Syntax {
+        file: file.to_owned(),
+        key: if key.is_empty() || key == "." {
+            "(top level)".to_owned()
+        } else {
+            key
+        },
+        message: e.to_string(),
+    })?;
+    validate::validate(raw, file, base_dir, env)
+}

@@ -1,0 +1,194 @@
+//! The config file exactly as written: serde structs that mirror `gateway.yaml`.
+//!
+//! Every struct denies unknown fields, so a misspelt key is an error that names it. Values that
+//! need checking (addresses, durations, URLs, paths) are kept as text wrapped in `Spanned` so the
+//! second stage (`super::validate`) can say on which line a bad value stands. Nothing outside
+//! `config/` sees these types.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::units::SizeText;
+
+/// A value together with the line it was written on.
+pub type Sp<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub version: Sp<u32>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub listen: RawListen,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tls: RawTls,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub trusted_proxies: Vec<Sp<String>>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub limits: RawLimits,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub shutdown_grace: Option<Sp<String>>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub health: RawHealth,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub log: RawLog,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub store: RawStore,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub auth: RawAuth,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// `null` turns the listener off.
+    #[serde(default = "default_http")]
+    pub http: Option<Sp<String>>,
+    #[serde(default = "default_https")]
+    pub https: Option<Sp<String>>,
+    #[serde(default)]
+    pub redirect_http_to_https: bool,
+}
+
+fn default_http() -> Option<Sp<String>> {
+    Some(unspanned("127.0.0.1:8080".to_owned()))
+}
+
+fn default_https() -> Option<Sp<String>> {
+    Some(unspanned("127.0.0.1:8443".to_owned()))
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            http: default_http(),
+            https: default_https(),
+            redirect_http_to_https: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<Sp<String>>,
+    pub key: Option<Sp<String>>,
+    pub self_signed: Option<bool>,
+    pub hsts_max_age: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_bytes: Option<Sp<SizeText>>,
+    pub max_headers: Option<Sp<usize>>,
+    pub max_body_bytes: Option<Sp<SizeText>>,
+    pub auth_body_bytes: Option<Sp<SizeText>>,
+    pub header_read_timeout: Option<Sp<String>>,
+    pub idle_timeout: Option<Sp<String>>,
+    pub max_connections: Option<Sp<usize>>,
+    pub h2_max_concurrent_streams: Option<Sp<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub connect_timeout: Option<Sp<String>>,
+    pub response_timeout: Option<Sp<String>>,
+    pub pool_idle_timeout: Option<Sp<String>>,
+    pub pool_max_idle_per_host: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub live: Option<Sp<String>>,
+    pub ready: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<Sp<String>>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub redb: Option<RawRedb>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedb {
+    pub path: Sp<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub prefix: Option<Sp<String>>,
+    pub signup: Option<Sp<String>>,
+    pub default_roles: Option<Vec<Sp<String>>>,
+    pub issuer: Option<Sp<String>>,
+    pub audience: Option<Sp<String>>,
+    pub algorithm: Option<Sp<String>>,
+    /// HS256 secret, usually `${GATEWAY_JWT_SECRET}`.
+    pub jwt_secret: Option<Sp<String>>,
+    /// HS256 secret read from a file (Docker/Kubernetes secrets).
+    pub jwt_secret_file: Option<Sp<String>>,
+    pub access_ttl: Option<Sp<String>>,
+    pub refresh_ttl: Option<Sp<String>>,
+    pub refresh_grace: Option<Sp<String>>,
+    pub tokens_in_body: Option<bool>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub password: RawPassword,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassword {
+    pub min_length: Option<Sp<usize>>,
+    pub max_bytes: Option<Sp<usize>>,
+    pub memory_kib: Option<Sp<u32>>,
+    pub iterations: Option<Sp<u32>>,
+    pub parallelism: Option<Sp<u32>>,
+    pub max_concurrent_hashes: Option<Sp<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub host: Option<Sp<String>>,
+    pub path: Sp<String>,
+    pub methods: Option<Vec<Sp<String>>>,
+    pub upstream: Sp<String>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub auth: Option<Sp<String>>,
+    pub roles: Option<Vec<Sp<String>>>,
+}
+
+/// A default value that was not written in the file (line 0).
+pub fn unspanned<T>(value: T) -> Sp<T> {
+    Spanned::new(
+        value,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// A section written with only comments under it (`tls:` then nothing) is YAML null; read it as
+/// the section's defaults rather than an error.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}

@@ -1,0 +1,908 @@
+//! Second stage of config loading: raw YAML values -> checked [`Config`].
+//!
+//! Each check reports the key path and the line it found the value on, and says what would be
+//! accepted instead.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+
+use super::raw::{RawConfig, RawRoute, Sp};
+use super::units::{self, IpNet};
+use super::*;
+use crate::secret::Secret;
+
+/// Error context: the file name, so each message can say where.
+struct Ctx<'a> {
+    file: &'a str,
+    base_dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&self, at: &Sp<T>, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: at.referenced.line(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn path(&self, text: &str) -> PathBuf {
+        let p = PathBuf::from(text);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn duration(
+        &self,
+        value: &Option<Sp<String>>,
+        key: &str,
+        default: Duration,
+        range: (Duration, Duration),
+    ) -> Result<Duration, ConfigError> {
+        let Some(v) = value else { return Ok(default) };
+        let d = units::parse_duration(&v.value).map_err(|m| self.err(v, key, m))?;
+        if d < range.0 || d > range.1 {
+            return Err(self.err(
+                v,
+                key,
+                format!(
+                    "{} is out of range ({} to {})",
+                    v.value,
+                    humantime::format_duration(range.0),
+                    humantime::format_duration(range.1)
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn size(
+        &self,
+        value: &Option<Sp<units::SizeText>>,
+        key: &str,
+        default: u64,
+        range: (u64, u64),
+    ) -> Result<u64, ConfigError> {
+        let Some(v) = value else { return Ok(default) };
+        let n = v.value.bytes().map_err(|m| self.err(v, key, m))?;
+        if n < range.0 || n > range.1 {
+            return Err(self.err(
+                v,
+                key,
+                format!("{n} bytes is out of range ({} to {})", range.0, range.1),
+            ));
+        }
+        Ok(n)
+    }
+
+    fn number<T: Copy + PartialOrd + std::fmt::Display>(
+        &self,
+        value: &Option<Sp<T>>,
+        key: &str,
+        default: T,
+        range: (T, T),
+    ) -> Result<T, ConfigError> {
+        let Some(v) = value else { return Ok(default) };
+        if v.value < range.0 || v.value > range.1 {
+            return Err(self.err(
+                v,
+                key,
+                format!("{} is out of range ({} to {})", v.value, range.0, range.1),
+            ));
+        }
+        Ok(v.value)
+    }
+
+    /// A secret value: `${NAME}` reads the environment variable NAME; anything else is taken
+    /// literally. The value itself never appears in an error.
+    fn secret(&self, v: &Sp<String>, key: &str) -> Result<String, ConfigError> {
+        let text = v.value.trim();
+        if let Some(name) = text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
+            return match (self.env)(name) {
+                Some(value) if !value.is_empty() => Ok(value),
+                _ => Err(self.err(
+                    v,
+                    key,
+                    format!("environment variable {name} is not set or empty"),
+                )),
+            };
+        }
+        Ok(v.value.clone())
+    }
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    file: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let cx = Ctx {
+        file,
+        base_dir,
+        env,
+    };
+    if raw.version.value != 1 {
+        return Err(cx.err(
+            &raw.version,
+            "version",
+            format!(
+                "unsupported version {} (this gateway reads version 1)",
+                raw.version.value
+            ),
+        ));
+    }
+
+    let listen = validate_listen(&cx, &raw)?;
+    let tls = validate_tls(&cx, &raw)?;
+
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.trusted_proxies.iter().enumerate() {
+        let net: IpNet = p
+            .value
+            .parse()
+            .map_err(|m: String| cx.err(p, &format!("trusted_proxies[{i}]"), m))?;
+        trusted_proxies.push(net);
+    }
+
+    let l = &raw.limits;
+    let limits = Limits {
+        max_header_bytes: usize::try_from(cx.size(
+            &l.max_header_bytes,
+            "limits.max_header_bytes",
+            64 * 1024,
+            (8 * 1024, 1024 * 1024),
+        )?)
+        .unwrap_or(64 * 1024),
+        max_headers: cx.number(&l.max_headers, "limits.max_headers", 100, (8, 10_000))?,
+        max_body_bytes: cx.size(
+            &l.max_body_bytes,
+            "limits.max_body_bytes",
+            64 * 1024 * 1024,
+            (0, u64::MAX),
+        )?,
+        auth_body_bytes: usize::try_from(cx.size(
+            &l.auth_body_bytes,
+            "limits.auth_body_bytes",
+            16 * 1024,
+            (1024, 1024 * 1024),
+        )?)
+        .unwrap_or(16 * 1024),
+        header_read_timeout: cx.duration(
+            &l.header_read_timeout,
+            "limits.header_read_timeout",
+            Duration::from_secs(10),
+            (Duration::from_millis(100), Duration::from_secs(300)),
+        )?,
+        idle_timeout: cx.duration(
+            &l.idle_timeout,
+            "limits.idle_timeout",
+            Duration::from_secs(60),
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+        )?,
+        max_connections: cx.number(
+            &l.max_connections,
+            "limits.max_connections",
+            10_000,
+            (1, 1_000_000),
+        )?,
+        h2_max_concurrent_streams: cx.number(
+            &l.h2_max_concurrent_streams,
+            "limits.h2_max_concurrent_streams",
+            128,
+            (1, 10_000),
+        )?,
+    };
+
+    let u = &raw.upstream;
+    let upstream = UpstreamSettings {
+        connect_timeout: cx.duration(
+            &u.connect_timeout,
+            "upstream.connect_timeout",
+            Duration::from_secs(5),
+            (Duration::from_millis(10), Duration::from_secs(300)),
+        )?,
+        response_timeout: cx.duration(
+            &u.response_timeout,
+            "upstream.response_timeout",
+            Duration::from_secs(60),
+            (Duration::from_millis(10), Duration::from_secs(86_400)),
+        )?,
+        pool_idle_timeout: cx.duration(
+            &u.pool_idle_timeout,
+            "upstream.pool_idle_timeout",
+            Duration::from_secs(90),
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+        )?,
+        pool_max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(256),
+    };
+
+    let shutdown_grace = cx.duration(
+        &raw.shutdown_grace,
+        "shutdown_grace",
+        Duration::from_secs(10),
+        (Duration::ZERO, Duration::from_secs(3600)),
+    )?;
+
+    let health = Health {
+        live: endpoint_path(&cx, &raw.health.live, "health.live", "/healthz")?,
+        ready: endpoint_path(&cx, &raw.health.ready, "health.ready", "/readyz")?,
+    };
+
+    let log = LogSettings {
+        format: match raw.log.format.as_ref() {
+            None => LogFormat::Human,
+            Some(f) => match f.value.as_str() {
+                "human" => LogFormat::Human,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(cx.err(
+                        f,
+                        "log.format",
+                        format!("unknown format {other:?} (use human or json)"),
+                    ));
+                }
+            },
+        },
+        level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()),
+    };
+
+    let store = match &raw.store.redb {
+        Some(r) => StoreSettings::Redb {
+            path: cx.path(&r.path.value),
+        },
+        None => StoreSettings::Redb {
+            path: cx.path("data/gateway.redb"),
+        },
+    };
+
+    let auth = validate_auth(&cx, &raw)?;
+
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.iter().enumerate() {
+        routes.push(validate_route(&cx, i, r)?);
+    }
+
+    Ok(Config {
+        base_dir: base_dir.to_owned(),
+        listen,
+        tls,
+        trusted_proxies,
+        limits,
+        upstream,
+        shutdown_grace,
+        health,
+        log,
+        store,
+        auth,
+        routes,
+    })
+}
+
+fn validate_listen(cx: &Ctx, raw: &RawConfig) -> Result<Listen, ConfigError> {
+    let addr = |v: &Option<Sp<String>>, key: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(s) => s.value.parse::<SocketAddr>().map(Some).map_err(|_| {
+                cx.err(
+                    s,
+                    key,
+                    format!(
+                        "invalid address {:?}; write it like 127.0.0.1:8080 or [::]:8443",
+                        s.value
+                    ),
+                )
+            }),
+        }
+    };
+    let http = addr(&raw.listen.http, "listen.http")?;
+    let https = addr(&raw.listen.https, "listen.https")?;
+    if http.is_none() && https.is_none() {
+        return Err(cx.err(
+            &raw.version,
+            "listen",
+            "no listener: set listen.http, listen.https or both",
+        ));
+    }
+    if raw.listen.redirect_http_to_https && (https.is_none() || http.is_none()) {
+        return Err(cx.err(
+            &raw.version,
+            "listen.redirect_http_to_https",
+            "needs both listen.http and listen.https",
+        ));
+    }
+    Ok(Listen {
+        http,
+        https,
+        redirect_http_to_https: raw.listen.redirect_http_to_https,
+    })
+}
+
+fn validate_tls(cx: &Ctx, raw: &RawConfig) -> Result<TlsSettings, ConfigError> {
+    let t = &raw.tls;
+    let explicit = t.cert.is_some() || t.key.is_some();
+    if t.cert.is_some() != t.key.is_some() {
+        let at = t.cert.as_ref().or(t.key.as_ref());
+        if let Some(at) = at {
+            return Err(cx.err(at, "tls", "set both tls.cert and tls.key, or neither"));
+        }
+    }
+    let self_signed = t.self_signed.unwrap_or(!explicit);
+    let default_hsts = if self_signed {
+        // HSTS on a self-signed localhost certificate would pin every localhost port to HTTPS in
+        // the developer's browser; only send it for real certificates unless asked.
+        None
+    } else {
+        Some(Duration::from_secs(365 * 86_400))
+    };
+    let hsts_max_age = match &t.hsts_max_age {
+        None => default_hsts,
+        Some(v) => {
+            let d =
+                units::parse_duration(&v.value).map_err(|m| cx.err(v, "tls.hsts_max_age", m))?;
+            (!d.is_zero()).then_some(d)
+        }
+    };
+    Ok(TlsSettings {
+        cert: cx.path(t.cert.as_ref().map_or("certs/localhost.pem", |c| &c.value)),
+        key: cx.path(
+            t.key
+                .as_ref()
+                .map_or("certs/localhost-key.pem", |k| &k.value),
+        ),
+        self_signed,
+        hsts_max_age,
+    })
+}
+
+fn endpoint_path(
+    cx: &Ctx,
+    v: &Option<Sp<String>>,
+    key: &str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let Some(v) = v else {
+        return Ok(default.to_owned());
+    };
+    let p = v.value.trim_end_matches('/');
+    if !v.value.starts_with('/') || p.is_empty() || !is_clean_path(p) {
+        return Err(cx.err(
+            v,
+            key,
+            format!(
+                "invalid path {:?} (must start with / and contain no '..', '//', '%' or spaces)",
+                v.value
+            ),
+        ));
+    }
+    Ok(p.to_owned())
+}
+
+/// A path written in the config: plain segments only, so it matches exactly what the normaliser
+/// produces for requests.
+fn is_clean_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains("//")
+        && !p.split('/').any(|s| s == "." || s == "..")
+        && p.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'?' && b != b'#' && b != b'\\')
+}
+
+fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError> {
+    let a = &raw.auth;
+    let prefix = endpoint_path(cx, &a.prefix, "auth.prefix", "/api/auth")?;
+    let signup = match &a.signup {
+        None => Signup::Open,
+        Some(s) => match s.value.as_str() {
+            "open" => Signup::Open,
+            "closed" => Signup::Closed,
+            other => {
+                return Err(cx.err(
+                    s,
+                    "auth.signup",
+                    format!("unknown value {other:?} (use open or closed)"),
+                ));
+            }
+        },
+    };
+    let default_roles = match &a.default_roles {
+        None => vec!["user".to_owned()],
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, r) in list.iter().enumerate() {
+                out.push(role_name(cx, r, &format!("auth.default_roles[{i}]"))?);
+            }
+            out
+        }
+    };
+    let text = |v: &Option<Sp<String>>, key: &str, default: &str| -> Result<String, ConfigError> {
+        match v {
+            None => Ok(default.to_owned()),
+            Some(s) if s.value.trim().is_empty() || s.value.chars().any(char::is_control) => {
+                Err(cx.err(
+                    s,
+                    key,
+                    "must be a non-empty string without control characters",
+                ))
+            }
+            Some(s) => Ok(s.value.clone()),
+        }
+    };
+    let issuer = text(&a.issuer, "auth.issuer", "gateway")?;
+    let audience = text(&a.audience, "auth.audience", "gateway")?;
+    let algorithm = match &a.algorithm {
+        None => TokenAlgorithm::EdDSA,
+        Some(s) => match s.value.as_str() {
+            "EdDSA" => TokenAlgorithm::EdDSA,
+            "HS256" => TokenAlgorithm::HS256,
+            other => {
+                return Err(cx.err(
+                    s,
+                    "auth.algorithm",
+                    format!("unsupported algorithm {other:?} (use EdDSA or HS256)"),
+                ));
+            }
+        },
+    };
+
+    let jwt_secret = match (&a.jwt_secret, &a.jwt_secret_file) {
+        (Some(s), Some(_)) => {
+            return Err(cx.err(
+                s,
+                "auth.jwt_secret",
+                "set jwt_secret or jwt_secret_file, not both",
+            ));
+        }
+        (Some(s), None) => Some((s, cx.secret(s, "auth.jwt_secret")?.into_bytes())),
+        (None, Some(f)) => {
+            let path = cx.path(&cx.secret(f, "auth.jwt_secret_file")?);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                cx.err(
+                    f,
+                    "auth.jwt_secret_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            // A trailing newline from `echo secret > file` is not part of the secret.
+            let trimmed = bytes.trim_ascii_end().to_vec();
+            Some((f, trimmed))
+        }
+        (None, None) => None,
+    };
+    let jwt_secret = match (algorithm, jwt_secret) {
+        (TokenAlgorithm::HS256, None) => {
+            let line = a.algorithm.as_ref().map_or(0, |s| s.referenced.line());
+            return Err(ConfigError::Invalid {
+                file: cx.file.to_owned(),
+                line,
+                key: "auth.jwt_secret".to_owned(),
+                message:
+                    "HS256 needs a secret of at least 32 bytes: jwt_secret: ${GATEWAY_JWT_SECRET} or jwt_secret_file".to_owned(),
+            });
+        }
+        (TokenAlgorithm::HS256, Some((at, bytes))) if bytes.len() < 32 => {
+            return Err(cx.err(
+                at,
+                "auth.jwt_secret",
+                format!(
+                    "the secret is {} bytes; HS256 needs at least 32",
+                    bytes.len()
+                ),
+            ));
+        }
+        (TokenAlgorithm::EdDSA, Some((at, _))) => {
+            return Err(cx.err(
+                at,
+                "auth.jwt_secret",
+                "only used with algorithm: HS256 (EdDSA keys are generated and kept in the store)",
+            ));
+        }
+        (_, s) => s.map(|(_, bytes)| Secret::new(bytes)),
+    };
+
+    let access_ttl = cx.duration(
+        &a.access_ttl,
+        "auth.access_ttl",
+        Duration::from_secs(15 * 60),
+        (Duration::from_secs(60), Duration::from_secs(24 * 3600)),
+    )?;
+    let refresh_ttl = cx.duration(
+        &a.refresh_ttl,
+        "auth.refresh_ttl",
+        Duration::from_secs(7 * 86_400),
+        (Duration::from_secs(3600), Duration::from_secs(30 * 86_400)),
+    )?;
+    let refresh_grace = cx.duration(
+        &a.refresh_grace,
+        "auth.refresh_grace",
+        Duration::from_secs(5),
+        (Duration::ZERO, Duration::from_secs(10)),
+    )?;
+
+    let p = &a.password;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallelism = cx.number(&p.parallelism, "auth.password.parallelism", 1, (1, 16))?;
+    let password = PasswordSettings {
+        min_length: cx.number(&p.min_length, "auth.password.min_length", 8, (8, 64))?,
+        max_bytes: cx.number(&p.max_bytes, "auth.password.max_bytes", 256, (64, 4096))?,
+        memory_kib: cx.number(
+            &p.memory_kib,
+            "auth.password.memory_kib",
+            19_456,
+            (8 * parallelism, 4 * 1024 * 1024),
+        )?,
+        iterations: cx.number(&p.iterations, "auth.password.iterations", 2, (1, 100))?,
+        parallelism,
+        max_concurrent_hashes: cx.number(
+            &p.max_concurrent_hashes,
+            "auth.password.max_concurrent_hashes",
+            cores,
+            (1, 1024),
+        )?,
+    };
+
+    Ok(AuthSettings {
+        prefix,
+        signup,
+        default_roles,
+        issuer,
+        audience,
+        algorithm,
+        jwt_secret,
+        access_ttl,
+        refresh_ttl,
+        refresh_grace,
+        tokens_in_body: a.tokens_in_body.unwrap_or(true),
+        password,
+    })
+}
+
+fn role_name(cx: &Ctx, r: &Sp<String>, key: &str) -> Result<String, ConfigError> {
+    let ok = !r.value.is_empty()
+        && r.value.len() <= 64
+        && r.value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(cx.err(
+            r,
+            key,
+            format!(
+                "invalid role {:?} (letters, digits, - _ . : only, at most 64)",
+                r.value
+            ),
+        ));
+    }
+    Ok(r.value.clone())
+}
+
+fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigError> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+
+    let host = match &r.host {
+        None => None,
+        Some(h) => Some(host_pattern(&h.value).ok_or_else(|| {
+            cx.err(
+                h,
+                &key("host"),
+                format!(
+                    "invalid host {:?} (write app.example.com or *.example.com, no port or scheme)",
+                    h.value
+                ),
+            )
+        })?),
+    };
+
+    let trimmed = r.path.value.trim_end_matches('/');
+    let path = if trimmed.is_empty() && r.path.value.starts_with('/') {
+        "/".to_owned()
+    } else if is_clean_path(trimmed) {
+        trimmed.to_owned()
+    } else {
+        return Err(cx.err(
+            &r.path,
+            &key("path"),
+            format!(
+                "invalid path prefix {:?} (must start with / and contain no '..', '//', '%', '?' or spaces)",
+                r.path.value
+            ),
+        ));
+    };
+
+    let methods = match &r.methods {
+        None => None,
+        Some(list) => {
+            let mut out = Vec::new();
+            for (j, m) in list.iter().enumerate() {
+                let upper = m.value.to_ascii_uppercase();
+                let method = Method::from_bytes(upper.as_bytes())
+                    .ok()
+                    .filter(|_| upper.bytes().all(|b| b.is_ascii_uppercase()))
+                    .ok_or_else(|| {
+                        cx.err(
+                            m,
+                            &format!("routes[{i}].methods[{j}]"),
+                            format!("invalid method {:?}", m.value),
+                        )
+                    })?;
+                out.push(method);
+            }
+            if out.is_empty() {
+                return Err(ConfigError::Invalid {
+                    file: cx.file.to_owned(),
+                    line: r.path.referenced.line(),
+                    key: key("methods"),
+                    message: "an empty list matches nothing; leave methods out to match all".into(),
+                });
+            }
+            Some(out)
+        }
+    };
+
+    let upstream =
+        upstream_target(&r.upstream.value).map_err(|m| cx.err(&r.upstream, &key("upstream"), m))?;
+
+    let roles = match &r.roles {
+        None => Vec::new(),
+        Some(list) => {
+            let mut out = Vec::new();
+            for (j, role) in list.iter().enumerate() {
+                out.push(role_name(cx, role, &format!("routes[{i}].roles[{j}]"))?);
+            }
+            out
+        }
+    };
+    let policy = match r.auth.as_ref().map(|a| (a, a.value.as_str())) {
+        // Fail closed: a route that does not say is protected.
+        None | Some((_, "required")) => AuthPolicy::Required { roles },
+        Some((a, "public")) => {
+            if !roles.is_empty() {
+                return Err(cx.err(
+                    a,
+                    &key("roles"),
+                    "roles need auth: required (a public route admits everyone)",
+                ));
+            }
+            AuthPolicy::Public
+        }
+        Some((a, other)) => {
+            return Err(cx.err(
+                a,
+                &key("auth"),
+                format!("unknown policy {other:?} (use public or required)"),
+            ));
+        }
+    };
+
+    Ok(RouteSpec {
+        name: r.name.clone().unwrap_or_else(|| path.clone()),
+        host,
+        path,
+        methods,
+        upstream,
+        strip_prefix: r.strip_prefix,
+        policy,
+    })
+}
+
+/// `app.example.com` or `*.example.com`, lowercased; `None` if malformed.
+fn host_pattern(text: &str) -> Option<HostPattern> {
+    let lower = text.trim().to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid_label = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+        return None;
+    }
+    Some(if wild {
+        HostPattern::Wildcard(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_owned())
+    })
+}
+
+/// `builtin:whoami` or an `http(s)://host[:port][/base]` URL.
+fn upstream_target(text: &str) -> Result<UpstreamTarget, String> {
+    if let Some(name) = text.strip_prefix("builtin:") {
+        return match name {
+            "whoami" => Ok(UpstreamTarget::Whoami),
+            other => Err(format!("unknown builtin {other:?} (available: whoami)")),
+        };
+    }
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("invalid URL {text:?}; write it like http://127.0.0.1:3000"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => http::uri::Scheme::HTTP,
+        Some("https") => http::uri::Scheme::HTTPS,
+        Some(other) => return Err(format!("unsupported scheme {other:?} (use http or https)")),
+        None => {
+            return Err(format!(
+                "{text:?} has no scheme; write it like http://127.0.0.1:3000"
+            ));
+        }
+    };
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{text:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in upstream URLs are not supported".into());
+    }
+    if uri.query().is_some() {
+        return Err("an upstream URL cannot have a query string".into());
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    if !base_path.is_empty() && !is_clean_path(&base_path) {
+        return Err(format!("invalid path in upstream URL {text:?}"));
+    }
+    Ok(UpstreamTarget::Http {
+        scheme,
+        authority,
+        base_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        crate::config::from_str(yaml, "test.yaml", Path::new("/base"), &|name| {
+            (name == "JWT").then(|| "x".repeat(40))
+        })
+    }
+
+    #[test]
+    fn minimal_config_has_defaults() {
+        let c = load("version: 1\n").unwrap();
+        assert_eq!(c.listen.http, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.listen.https, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(c.auth.prefix, "/api/auth");
+        assert_eq!(c.auth.access_ttl, Duration::from_secs(900));
+        assert!(c.tls.self_signed);
+        assert_eq!(c.tls.cert, PathBuf::from("/base/certs/localhost.pem"));
+        assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path_and_line() {
+        let e = load("version: 1\nroutes:\n  - path: /a\n    upstream: builtin:whoami\n  - path: /b\n    upstreem: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routes[1].upstreem"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn bad_scheme_names_key_and_line() {
+        let e = load("version: 1\nroutes:\n  - path: /a\n    upstream: builtin:whoami\n  - path: /b\n    upstream: http://x\n  - path: /c\n    upstream: ftp://files\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "test.yaml:8: routes[2].upstream: unsupported scheme \"ftp\" (use http or https)"
+        );
+    }
+
+    #[test]
+    fn routes_are_parsed() {
+        let c = load(
+            "version: 1\nroutes:\n  - path: /admin/\n    host: '*.Example.com'\n    methods: [get, POST]\n    upstream: https://10.0.0.1:8443/base/\n    auth: required\n    roles: [admin]\n  - path: /\n    upstream: builtin:whoami\n    auth: public\n",
+        )
+        .unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.path, "/admin");
+        assert_eq!(r.host, Some(HostPattern::Wildcard(".example.com".into())));
+        assert_eq!(r.methods, Some(vec![Method::GET, Method::POST]));
+        assert_eq!(r.upstream.to_string(), "https://10.0.0.1:8443/base");
+        assert_eq!(
+            r.policy,
+            AuthPolicy::Required {
+                roles: vec!["admin".into()]
+            }
+        );
+        assert_eq!(c.routes[1].path, "/");
+        assert_eq!(c.routes[1].policy, AuthPolicy::Public);
+    }
+
+    #[test]
+    fn routes_fail_closed_by_default() {
+        let c = load("version: 1\nroutes:\n  - path: /\n    upstream: builtin:whoami\n").unwrap();
+        assert_eq!(c.routes[0].policy, AuthPolicy::Required { roles: vec![] });
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for (yaml, key) in [
+            ("version: 2\n", "version"),
+            ("version: 1\nlisten:\n  http: localhost\n", "listen.http"),
+            (
+                "version: 1\nlisten:\n  http: null\n  https: null\n",
+                "listen",
+            ),
+            ("version: 1\nauth:\n  access_ttl: 2d\n", "auth.access_ttl"),
+            (
+                "version: 1\nauth:\n  refresh_ttl: 31d\n",
+                "auth.refresh_ttl",
+            ),
+            (
+                "version: 1\nauth:\n  refresh_grace: 11s\n",
+                "auth.refresh_grace",
+            ),
+            ("version: 1\nauth:\n  algorithm: none\n", "auth.algorithm"),
+            ("version: 1\nauth:\n  algorithm: HS256\n", "auth.jwt_secret"),
+            (
+                "version: 1\nauth:\n  algorithm: HS256\n  jwt_secret: short\n",
+                "auth.jwt_secret",
+            ),
+            (
+                "version: 1\nauth:\n  algorithm: HS256\n  jwt_secret: ${MISSING}\n",
+                "auth.jwt_secret",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: admin\n    upstream: builtin:whoami\n",
+                "routes[0].path",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: /a/../b\n    upstream: builtin:whoami\n",
+                "routes[0].path",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: /a\n    upstream: builtin:nope\n",
+                "routes[0].upstream",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: /a\n    upstream: 127.0.0.1:3000\n",
+                "routes[0].upstream",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: /a\n    upstream: builtin:whoami\n    auth: maybe\n",
+                "routes[0].auth",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: /a\n    upstream: builtin:whoami\n    auth: public\n    roles: [x]\n",
+                "routes[0].roles",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: /a\n    upstream: builtin:whoami\n    host: 'a b'\n",
+                "routes[0].host",
+            ),
+            (
+                "version: 1\nroutes:\n  - path: /a\n    upstream: builtin:whoami\n    methods: ['GET\\r\\n']\n",
+                "routes[0].methods[0]",
+            ),
+            (
+                "version: 1\ntrusted_proxies: [10.0.0.0/99]\n",
+                "trusted_proxies[0]",
+            ),
+            (
+                "version: 1\nlimits:\n  max_body_bytes: 10 parsecs\n",
+                "limits.max_body_bytes",
+            ),
+        ] {
+            let e = load(yaml).expect_err(yaml).to_string();
+            assert!(e.contains(&format!(": {key}: ")), "{yaml:?} gave {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_show() {
+        let c = load("version: 1\nauth:\n  algorithm: HS256\n  jwt_secret: ${JWT}\n").unwrap();
+        let secret = c.auth.jwt_secret.as_ref().unwrap();
+        assert_eq!(secret.expose().len(), 40);
+        assert!(!format!("{c:?}").contains(&"x".repeat(40)));
+    }
+}

@@ -1,0 +1,249 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Handlers return [`HttpError`]; [`HttpError::response`] turns it into the status, headers and
+//! body the client sees: `{"detail": "..."}` for API clients, a short HTML page for browsers.
+//! Internal errors are logged here with their cause and answered with a generic body, so no
+//! detail of the failure reaches the client.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+
+/// An error answered by the gateway itself.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// 400 with a short reason.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 401; the client must authenticate (`WWW-Authenticate: Bearer`).
+    #[error("not authenticated")]
+    Unauthorized(&'static str),
+    /// 403.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// 404.
+    #[error("not found")]
+    NotFound,
+    /// 405 with the allowed methods.
+    #[error("method not allowed")]
+    MethodNotAllowed(&'static str),
+    /// 409 (e.g. email already registered).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// 413.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    /// 422 with a reason the user can act on (e.g. a weak password).
+    #[error("unprocessable: {0}")]
+    Unprocessable(String),
+    /// 429 with `Retry-After`.
+    #[error("too many requests")]
+    TooManyRequests { retry_after: Duration },
+    /// 502: the upstream could not be reached or broke the exchange.
+    #[error("bad gateway: {0}")]
+    BadGateway(String),
+    /// 503 (overloaded, shutting down, store unavailable).
+    #[error("service unavailable: {0}")]
+    Unavailable(&'static str),
+    /// 504: the upstream did not answer in time.
+    #[error("gateway timeout: {0}")]
+    GatewayTimeout(String),
+    /// 500; the cause is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl HttpError {
+    /// The status code this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::Conflict(_) => StatusCode::CONFLICT,
+            HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told: short, and never the internal cause.
+    pub fn detail(&self) -> String {
+        match self {
+            HttpError::BadRequest(m) | HttpError::Conflict(m) | HttpError::Unprocessable(m) => {
+                m.clone()
+            }
+            HttpError::Unauthorized(m) | HttpError::Forbidden(m) => (*m).to_owned(),
+            HttpError::NotFound => "Not found".to_owned(),
+            HttpError::MethodNotAllowed(_) => "Method not allowed".to_owned(),
+            HttpError::PayloadTooLarge => "Request body too large".to_owned(),
+            HttpError::UnsupportedMediaType => "Expected a JSON body".to_owned(),
+            HttpError::TooManyRequests { .. } => "Too many requests; try again later".to_owned(),
+            HttpError::BadGateway(_) => "Upstream unavailable".to_owned(),
+            HttpError::Unavailable(m) => (*m).to_owned(),
+            HttpError::GatewayTimeout(_) => "Upstream timed out".to_owned(),
+            HttpError::Internal(_) => "Internal error".to_owned(),
+        }
+    }
+
+    /// Builds the response. `html` picks a small HTML page (for browser navigations) over JSON.
+    pub fn response(&self, html: bool) -> Response<Body> {
+        let status = self.status();
+        match self {
+            HttpError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            HttpError::BadGateway(cause) | HttpError::GatewayTimeout(cause) => {
+                tracing::warn!(%cause, status = status.as_u16(), "upstream failure")
+            }
+            _ => {}
+        }
+        let detail = self.detail();
+        let mut resp = if html {
+            html_page(status, &detail)
+        } else {
+            json_response(status, &serde_json::json!({ "detail": detail }))
+        };
+        let headers = resp.headers_mut();
+        match self {
+            HttpError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            HttpError::TooManyRequests { retry_after } => {
+                let secs = retry_after.as_secs().max(1);
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    headers.insert(header::RETRY_AFTER, v);
+                }
+            }
+            HttpError::MethodNotAllowed(allow) => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A JSON response with the security headers every gateway-made response carries.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(body::full(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// Security headers for HTML the gateway serves: no framing, no inline script unless the page
+/// names its own, no external assets.
+pub fn html_headers(h: &mut http::HeaderMap) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+}
+
+/// A minimal error page for browsers.
+fn html_page(status: StatusCode, detail: &str) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {reason}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}</style></head>\
+         <body><h1>{code} {reason}</h1><p>{detail}</p></body></html>",
+        code = status.as_u16(),
+        reason = escape_html(reason),
+        detail = escape_html(detail),
+    );
+    let mut resp = Response::new(body::full(Bytes::from(page)));
+    *resp.status_mut() = status;
+    html_headers(resp.headers_mut());
+    resp
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let e = HttpError::Internal("db at /secret/path exploded".into());
+        assert_eq!(e.detail(), "Internal error");
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn unauthorized_has_www_authenticate() {
+        let r = HttpError::Unauthorized("Not authenticated").response(false);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn too_many_requests_has_retry_after() {
+        let r = HttpError::TooManyRequests {
+            retry_after: Duration::from_millis(2500),
+        }
+        .response(false);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! Header rewriting between client and upstream (RFC 9110 section 7.6).
+//!
+//! - Hop-by-hop headers (Connection and every header it names, Keep-Alive, TE, Trailer,
+//!   Transfer-Encoding, Upgrade, Proxy-*) never cross the proxy, in either direction. An
+//!   HTTP/1.1 upgrade re-adds `Connection: upgrade` and its `Upgrade` explicitly.
+//! - `X-Forwarded-For/-Proto/-Host` are set by the gateway. Values a client sent are kept (and
+//!   appended to) only when the socket peer is a configured trusted proxy.
+//! - Identity headers (everything under the reserved `X-Auth-` prefix, matched case-insensitively
+//!   with `_` read as `-`) are removed from every client request, so only the gateway can set them.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// The reserved prefix of identity headers the gateway sets.
+pub const IDENTITY_PREFIX: &str = "x-auth-";
+
+/// Removes hop-by-hop headers, including those listed in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade: x`).
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Whether a header name is in the identity namespace (`X-Auth-*`, `X_Auth_*`, any case).
+pub fn is_identity_header(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    n.len() >= IDENTITY_PREFIX.len()
+        && n.iter()
+            .zip(IDENTITY_PREFIX.as_bytes())
+            .all(|(&a, &b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// Removes every identity header a client sent, whatever its spelling and however many times.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_identity_header) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_identity_header(k))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// How the request reached the gateway, for the `X-Forwarded-*` headers.
+pub struct Forwarded<'a> {
+    pub peer: IpAddr,
+    /// The peer is a trusted proxy, so its `X-Forwarded-*` values are believed.
+    pub trusted: bool,
+    pub proto: &'static str,
+    pub host: Option<&'a str>,
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`, and removes `Forwarded` from untrusted peers.
+pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    let peer = f.peer.to_string();
+    if f.trusted {
+        let prior: Vec<&str> = headers
+            .get_all(&XFF)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let chain = if prior.is_empty() {
+            peer
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        };
+        set(headers, XFF, &chain);
+        if !headers.contains_key(&XFP) {
+            headers.insert(XFP, HeaderValue::from_static(f.proto));
+        }
+        if !headers.contains_key(&XFH)
+            && let Some(h) = f.host
+        {
+            set(headers, XFH, h);
+        }
+    } else {
+        set(headers, XFF, &peer);
+        headers.insert(XFP, HeaderValue::from_static(f.proto));
+        headers.remove(&XFH);
+        if let Some(h) = f.host {
+            set(headers, XFH, h);
+        }
+        headers.remove(header::FORWARDED);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("x-keep", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn identity_headers_in_every_spelling_go() {
+        let mut h = map(&[
+            ("x-auth-user-id", "admin"),
+            ("X-AUTH-ROLES", "admin"),
+            ("x_auth_email", "a@b"),
+            ("X_Auth_User_Id", "admin"),
+            ("x-auth-user-id", "second"),
+            ("x-authx", "stays"),
+            ("x-other", "stays"),
+        ]);
+        strip_identity(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-authx", "x-other"]);
+    }
+
+    #[test]
+    fn untrusted_forwarded_values_are_replaced() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &Forwarded {
+                peer: "10.0.0.9".parse().unwrap(),
+                trusted: false,
+                proto: "http",
+                host: Some("app.test"),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.test");
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn trusted_forwarded_values_are_appended() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        set_forwarded(
+            &mut h,
+            &Forwarded {
+                peer: "10.0.0.9".parse().unwrap(),
+                trusted: true,
+                proto: "http",
+                host: Some("app.test"),
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.test");
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        let h = map(&[("upgrade", "websocket")]);
+        assert!(upgrade_protocol(&h).is_none());
+    }
+}

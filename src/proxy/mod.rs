@@ -1,0 +1,214 @@
+//! Forwarding to upstreams: routing, header rewriting, streaming bodies, upgrades.
+//!
+//! [`Proxy::forward`] takes a request that has already been routed and authorised (on the
+//! normalised path, see [`path`]), rewrites it for the upstream ([`headers`]), sends it over a
+//! pooled connection and streams the answer back. Bodies are never buffered whole. An HTTP/1.1
+//! `Upgrade` (WebSocket) that the upstream accepts with 101 becomes a byte tunnel between the two
+//! upgraded connections.
+
+pub mod headers;
+pub mod path;
+pub mod route;
+pub mod whoami;
+
+use std::error::Error as _;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::{self, Body};
+use crate::config::{UpstreamSettings, UpstreamTarget};
+use crate::error::HttpError;
+use headers::Forwarded;
+use route::Route;
+
+/// Errors building the upstream client.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot set up TLS for upstreams: {0}")]
+    Tls(String),
+}
+
+/// The upstream client and its settings. Cheap to share behind an `Arc`.
+pub struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    settings: UpstreamSettings,
+    max_body_bytes: u64,
+}
+
+/// What [`Proxy::forward`] needs to know about a request besides the request itself.
+pub struct Forward<'a> {
+    pub route: &'a Route,
+    /// The normalised request path that routing and authorisation used.
+    pub path: &'a str,
+    pub forwarded: Forwarded<'a>,
+    /// Whether the client is a browser navigation (for the whoami page).
+    pub html: bool,
+}
+
+impl Proxy {
+    /// Builds the pooled client.
+    pub fn new(settings: &UpstreamSettings, max_body_bytes: u64) -> Result<Self, ProxyError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| ProxyError::Tls(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        Ok(Proxy {
+            client,
+            settings: settings.clone(),
+            max_body_bytes,
+        })
+    }
+
+    /// Sends a routed request upstream and returns the upstream's response.
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        f: Forward<'_>,
+    ) -> Result<Response<Body>, HttpError> {
+        let upgrade = if req.version() <= Version::HTTP_11 {
+            headers::upgrade_protocol(req.headers())
+        } else {
+            None
+        };
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > self.max_body_bytes
+        {
+            return Err(HttpError::PayloadTooLarge);
+        }
+
+        // HTTP/2 carries the host in :authority; the upstream speaks HTTP/1.1 and needs Host.
+        if !req.headers().contains_key(header::HOST)
+            && let Some(a) = req.uri().authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        let headers = req.headers_mut();
+        headers::remove_hop_by_hop(headers);
+        headers::set_forwarded(headers, &f.forwarded);
+        if let Some(proto) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, proto.clone());
+        }
+
+        let upstream_path = f.route.upstream_path(f.path);
+        let query = req.uri().query().map(str::to_owned);
+        let (scheme, authority, base) = match &f.route.upstream {
+            UpstreamTarget::Whoami => {
+                *req.uri_mut() = path_and_query(upstream_path, query.as_deref(), None)?;
+                return Ok(whoami::respond(req, f.html).await);
+            }
+            UpstreamTarget::Http {
+                scheme,
+                authority,
+                base_path,
+            } => (scheme, authority, base_path),
+        };
+        let pq = match query.as_deref() {
+            Some(q) => format!("{base}{upstream_path}?{q}"),
+            None => format!("{base}{upstream_path}"),
+        };
+        *req.uri_mut() = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| HttpError::BadRequest(format!("cannot forward this path: {e}")))?;
+        *req.version_mut() = Version::HTTP_11;
+
+        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let req = req.map(|b| Limited::new(b, limit).boxed());
+
+        let sent = tokio::time::timeout(self.settings.response_timeout, self.client.request(req));
+        let mut resp = match sent.await {
+            Err(_) => {
+                return Err(HttpError::GatewayTimeout(format!(
+                    "{} gave no response within {:?}",
+                    f.route.upstream, self.settings.response_timeout
+                )));
+            }
+            Ok(Err(e)) => return Err(classify(&e, &f.route.upstream.to_string())),
+            Ok(Ok(resp)) => resp,
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upgrade failed");
+                        return;
+                    }
+                };
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                }
+            });
+            return Ok(resp.map(body::boxed));
+        }
+
+        headers::remove_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(body::boxed))
+    }
+}
+
+/// Builds an origin-form URI for the whoami upstream.
+fn path_and_query(path: &str, query: Option<&str>, base: Option<&str>) -> Result<Uri, HttpError> {
+    let pq = format!(
+        "{}{path}{}{}",
+        base.unwrap_or(""),
+        if query.is_some() { "?" } else { "" },
+        query.unwrap_or("")
+    );
+    pq.parse()
+        .map_err(|_| HttpError::BadRequest("cannot forward this path".into()))
+}
+
+/// Maps a client error to 413 (body over the limit), 504 (connect timeout) or 502.
+fn classify(e: &hyper_util::client::legacy::Error, upstream: &str) -> HttpError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return HttpError::PayloadTooLarge;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return HttpError::GatewayTimeout(format!("connecting to {upstream} timed out"));
+        }
+        source = s.source();
+    }
+    HttpError::BadGateway(format!("{upstream}: {e}"))
+}
+
+/// Shared handle type.
+pub type SharedProxy = Arc<Proxy>;

@@ -1,0 +1,188 @@
+//! The route table: compiled once from the config, matched per request.
+//!
+//! Routes are tried in file order and the first match wins. A route matches on an optional host
+//! (exact or `*.suffix`), a segment-aware path prefix (`/admin` matches `/admin` and `/admin/x`,
+//! never `/administrator`) and an optional method list. Matching allocates nothing.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::{AuthPolicy, HostPattern, RouteSpec, UpstreamTarget};
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    host: Option<HostPattern>,
+    /// `""` for the root route, else `/seg/...` without trailing slash.
+    prefix: String,
+    methods: Option<Vec<Method>>,
+    pub upstream: UpstreamTarget,
+    pub strip_prefix: bool,
+    pub policy: AuthPolicy,
+}
+
+impl Route {
+    fn matches_path(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+
+    fn matches_host(&self, host: Option<&str>) -> bool {
+        match (&self.host, host) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(HostPattern::Exact(want)), Some(h)) => want.eq_ignore_ascii_case(h),
+            (Some(HostPattern::Wildcard(suffix)), Some(h)) => {
+                h.len() > suffix.len()
+                    && h.get(h.len() - suffix.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+            }
+        }
+    }
+
+    fn matches_method(&self, method: &Method) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method))
+    }
+
+    /// The path to send upstream: the normalised request path, minus the route prefix when
+    /// `strip_prefix` is set (never empty: at least `/`).
+    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
+        if !self.strip_prefix {
+            return path;
+        }
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        }
+    }
+}
+
+/// Every route, in order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Compiles the routes of a validated config.
+    pub fn new(specs: &[RouteSpec]) -> Self {
+        let routes = specs
+            .iter()
+            .map(|s| {
+                Arc::new(Route {
+                    name: s.name.clone(),
+                    host: s.host.clone(),
+                    prefix: if s.path == "/" {
+                        String::new()
+                    } else {
+                        s.path.clone()
+                    },
+                    methods: s.methods.clone(),
+                    upstream: s.upstream.clone(),
+                    strip_prefix: s.strip_prefix,
+                    policy: s.policy.clone(),
+                })
+            })
+            .collect();
+        RouteTable { routes }
+    }
+
+    /// The first route matching a request. `host` is the request host without port, `path` the
+    /// normalised path.
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<&Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| r.matches_path(path) && r.matches_host(host) && r.matches_method(method))
+    }
+
+    /// All routes, for `gateway check`.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+
+    /// The route's written path prefix (`/` for the root route).
+    pub fn prefix_of(route: &Route) -> &str {
+        if route.prefix.is_empty() {
+            "/"
+        } else {
+            &route.prefix
+        }
+    }
+
+    /// Describes a route's host and methods for `gateway check`.
+    pub fn describe(route: &Route) -> String {
+        let host = route
+            .host
+            .as_ref()
+            .map_or_else(|| "*".to_owned(), ToString::to_string);
+        let methods = route.methods.as_ref().map_or_else(
+            || "any".to_owned(),
+            |m| m.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
+        );
+        format!("host={host} methods={methods}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(yaml_routes: &str) -> RouteTable {
+        let yaml = format!("version: 1\nroutes:\n{yaml_routes}");
+        let cfg =
+            crate::config::from_str(&yaml, "t.yaml", std::path::Path::new("."), &|_| None).unwrap();
+        RouteTable::new(&cfg.routes)
+    }
+
+    fn name<'a>(t: &'a RouteTable, host: Option<&str>, m: Method, p: &str) -> Option<&'a str> {
+        t.find(host, &m, p).map(|r| r.name.as_str())
+    }
+
+    #[test]
+    fn prefixes_are_segment_aware_and_first_match_wins() {
+        let t = table(
+            "  - {name: admin, path: /admin, upstream: 'builtin:whoami'}\n  - {name: root, path: /, upstream: 'builtin:whoami'}\n",
+        );
+        assert_eq!(name(&t, None, Method::GET, "/admin"), Some("admin"));
+        assert_eq!(name(&t, None, Method::GET, "/admin/"), Some("admin"));
+        assert_eq!(name(&t, None, Method::GET, "/admin/x"), Some("admin"));
+        assert_eq!(name(&t, None, Method::GET, "/administrator"), Some("root"));
+        assert_eq!(name(&t, None, Method::GET, "/ADMIN"), Some("root"));
+        assert_eq!(name(&t, None, Method::GET, "/"), Some("root"));
+    }
+
+    #[test]
+    fn hosts_and_methods() {
+        let t = table(
+            "  - {name: api, host: api.example.com, path: /, methods: [POST], upstream: 'builtin:whoami'}\n  - {name: wild, host: '*.example.com', path: /, upstream: 'builtin:whoami'}\n",
+        );
+        assert_eq!(
+            name(&t, Some("API.example.com"), Method::POST, "/x"),
+            Some("api")
+        );
+        assert_eq!(
+            name(&t, Some("api.example.com"), Method::GET, "/x"),
+            Some("wild")
+        );
+        assert_eq!(
+            name(&t, Some("a.b.example.com"), Method::GET, "/"),
+            Some("wild")
+        );
+        assert_eq!(name(&t, Some("example.com"), Method::GET, "/"), None);
+        assert_eq!(name(&t, Some("evilexample.com"), Method::GET, "/"), None);
+        assert_eq!(name(&t, None, Method::GET, "/"), None);
+    }
+
+    #[test]
+    fn strip_prefix() {
+        let t = table("  - {path: /app, strip_prefix: true, upstream: 'builtin:whoami'}\n");
+        let r = t.find(None, &Method::GET, "/app/x/y").unwrap();
+        assert_eq!(r.upstream_path("/app/x/y"), "/x/y");
+        assert_eq!(r.upstream_path("/app"), "/");
+        assert_eq!(r.upstream_path("/app/"), "/");
+    }
+}

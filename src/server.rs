@@ -1,0 +1,334 @@
+//! Listeners, TLS accept, the connection loop and graceful shutdown.
+//!
+//! [`run`] takes listeners that are already bound (tests bind `127.0.0.1:0`), serves HTTP/1.1 and
+//! HTTP/2 (with upgrades) on each accepted connection until the shutdown future resolves, then
+//! stops accepting, asks every connection to finish its in-flight requests and waits up to the
+//! configured grace period. Connections are capped by a semaphore; at shutdown, acquiring every
+//! permit is how we know the last connection has ended.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::handler::{App, Conn};
+
+/// The sockets the gateway serves on. Bind them first (see [`Listeners::bind`]) so tests and
+/// callers can learn the ports before serving.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses named in the config.
+    pub async fn bind(config: &Config) -> Result<Self, ServerError> {
+        let bind = |addr: Option<SocketAddr>| async move {
+            match addr {
+                None => Ok(None),
+                Some(a) => TcpListener::bind(a)
+                    .await
+                    .map(Some)
+                    .map_err(|e| ServerError::Bind(a, e)),
+            }
+        };
+        Ok(Listeners {
+            http: bind(config.listen.http).await?,
+            https: bind(config.listen.https).await?,
+        })
+    }
+}
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Startup(#[from] crate::handler::StartupError),
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let tls = match &listeners.https {
+        Some(_) => Some(TlsAcceptor::from(crate::tls::server_config(&config.tls)?)),
+        None => None,
+    };
+    let grace = config.shutdown_grace;
+    let max_connections = config.limits.max_connections;
+    let builder = Arc::new(http_builder(&config));
+    let app = App::start(config).await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut loops = Vec::new();
+    for (listener, acceptor) in [(listeners.http, None), (listeners.https, tls)] {
+        let Some(listener) = listener else { continue };
+        if let Ok(addr) = listener.local_addr() {
+            let scheme = if acceptor.is_some() { "https" } else { "http" };
+            tracing::info!(%addr, scheme, "listening");
+        }
+        loops.push(tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            app.clone(),
+            builder.clone(),
+            permits.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
+    shutdown.await;
+    tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
+    app.set_draining();
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(grace, permits.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    app.stop();
+    Ok(())
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let limits = &config.limits;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off a little instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            peer,
+            tls: tls.is_some(),
+        };
+        let (app, builder, tls, stop) = (app.clone(), builder.clone(), tls.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => serve(stream, conn, app, &builder, stop).await,
+                Some(acceptor) => {
+                    let timeout = app.config().limits.header_read_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve(tls_stream, conn, app, &builder, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve<S>(
+    stream: S,
+    conn: Conn,
+    app: Arc<App>,
+    builder: &auto::Builder<TokioExecutor>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let idle_timeout = app.config().limits.idle_timeout;
+    let (stream, activity) = idle::Tracked::new(stream);
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.handle(req, conn).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let stopping = async {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {},
+            _ = activity.idle_for(idle_timeout) => {},
+        }
+    };
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = stopping => {
+            // In-flight requests finish; an idle connection closes at once.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Idle detection for client connections: the stream records when bytes last moved, and
+/// [`idle::Activity::idle_for`] resolves once none have moved for the given time. A connection
+/// waiting on a slow upstream is "idle" too, which is harmless: it is closed gracefully, so the
+/// request in flight still completes.
+mod idle {
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::time::Instant;
+
+    pub struct Tracked<S> {
+        inner: S,
+        activity: Activity,
+    }
+
+    #[derive(Clone)]
+    pub struct Activity {
+        origin: Instant,
+        last_ms: Arc<AtomicU64>,
+    }
+
+    impl Activity {
+        fn touch(&self) {
+            let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_ms.store(ms, Ordering::Relaxed);
+        }
+
+        /// Resolves when nothing has been read or written for `limit`.
+        pub async fn idle_for(&self, limit: Duration) {
+            loop {
+                let last =
+                    self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+                let deadline = last + limit;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline).await;
+            }
+        }
+    }
+
+    impl<S> Tracked<S> {
+        pub fn new(inner: S) -> (Self, Activity) {
+            let activity = Activity {
+                origin: Instant::now(),
+                last_ms: Arc::new(AtomicU64::new(0)),
+            };
+            (
+                Tracked {
+                    inner,
+                    activity: activity.clone(),
+                },
+                activity,
+            )
+        }
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let before = buf.filled().len();
+            let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                self.activity.touch();
+            }
+            r
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                self.activity.touch();
+            }
+            r
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                self.activity.touch();
+            }
+            r
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.inner.is_write_vectored()
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+}
