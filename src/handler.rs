@@ -19,6 +19,8 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use crate::auth::api::{AuthApi, Session, Unauthenticated};
+use crate::auth::cookies;
 use crate::body::{self, Body};
 use crate::config::{AuthPolicy, Config};
 use crate::error::{HttpError, json_response};
@@ -31,6 +33,10 @@ use crate::proxy::{Forward, Proxy, path};
 pub enum StartupError {
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot start the auth service: {0}")]
+    Auth(#[from] crate::auth::service::AuthError),
 }
 
 /// The accepted connection a request came in on.
@@ -45,8 +51,10 @@ pub struct App {
     config: Config,
     routes: RouteTable,
     proxy: Proxy,
+    auth: AuthApi,
     draining: AtomicBool,
     hsts: Option<HeaderValue>,
+    stop_background: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -54,6 +62,8 @@ impl App {
     pub async fn start(config: Config) -> Result<Arc<App>, StartupError> {
         let routes = RouteTable::new(&config.routes);
         let proxy = Proxy::new(&config.upstream, config.limits.max_body_bytes)?;
+        let (stop_background, stopped) = tokio::sync::watch::channel(false);
+        let auth = crate::auth::start(&config, stopped).await?;
         let hsts = config
             .tls
             .hsts_max_age
@@ -62,8 +72,10 @@ impl App {
             config,
             routes,
             proxy,
+            auth,
             draining: AtomicBool::new(false),
             hsts,
+            stop_background,
         }))
     }
 
@@ -77,8 +89,15 @@ impl App {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Stops background work.
-    pub fn stop(&self) {}
+    /// Stops background work (change-feed polling, sweeping).
+    pub fn stop(&self) {
+        let _ = self.stop_background.send(true);
+    }
+
+    /// The auth API and token checks.
+    pub fn auth(&self) -> &AuthApi {
+        &self.auth
+    }
 
     /// Handles one request; never fails (errors become responses here).
     pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Body> {
@@ -140,6 +159,12 @@ impl App {
         let path = path::normalize(raw_path).map_err(|e| HttpError::BadRequest(e.to_string()))?;
         log.path.clone_from(&path);
 
+        if self.auth.owns(&path) {
+            log.route = Some("auth".to_owned());
+            let client_ip = conn.peer.ip();
+            return self.auth.handle(req, &path, conn.tls, client_ip).await;
+        }
+
         let route = self
             .routes
             .find(host.as_deref(), req.method(), &path)
@@ -147,15 +172,31 @@ impl App {
             .clone();
         log.route = Some(route.name.clone());
 
+        headers::strip_identity(req.headers_mut());
         match &route.policy {
             AuthPolicy::Public => {}
-            AuthPolicy::Required { .. } => {
-                // Token checks arrive with the auth service; until then fail closed.
-                return Err(HttpError::Unauthorized("Not authenticated"));
+            AuthPolicy::Required { roles } => {
+                let session = match self.auth.authenticate(req.headers(), conn.tls) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        if let Unauthenticated::Rejected(reason) = why {
+                            tracing::debug!(reason, route = %route.name, "token rejected");
+                        }
+                        return Err(HttpError::Unauthorized("Not authenticated"));
+                    }
+                };
+                if !roles.is_empty() && !roles.iter().any(|r| session.claims.roles.contains(r)) {
+                    return Err(HttpError::Forbidden("Forbidden"));
+                }
+                if session.via_cookie && !is_safe(req.method()) {
+                    self.auth
+                        .check_csrf(req.headers(), conn.tls, &session.claims.sid)?;
+                }
+                set_identity(req.headers_mut(), &session);
+                strip_credentials(req.headers_mut(), conn.tls);
             }
         }
 
-        headers::strip_identity(req.headers_mut());
         log.upstream = Some(route.upstream.to_string());
         let peer = conn.peer.ip();
         let forwarded = Forwarded {
@@ -212,6 +253,54 @@ impl App {
         *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
         resp.headers_mut().insert(header::LOCATION, location);
         Ok(resp)
+    }
+}
+
+/// GET, HEAD, OPTIONS and TRACE change nothing, so they need no CSRF token.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Tells the upstream who the user is. Values are cleaned of control characters; the headers
+/// were stripped from the client's request before, so these are the only copies.
+fn set_identity(headers: &mut HeaderMap, session: &Session) {
+    let c = &session.claims;
+    let pairs: [(&'static str, std::borrow::Cow<'_, str>); 4] = [
+        ("x-auth-user-id", c.sub.as_str().into()),
+        ("x-auth-email", c.email.as_str().into()),
+        ("x-auth-name", c.name.as_deref().unwrap_or("").into()),
+        ("x-auth-roles", c.roles.join(",").into()),
+    ];
+    for (name, value) in pairs {
+        let clean: String = value.chars().filter(|ch| !ch.is_control()).collect();
+        if let Ok(v) = HeaderValue::from_bytes(clean.as_bytes()) {
+            headers.insert(http::header::HeaderName::from_static(name), v);
+        }
+    }
+}
+
+/// Removes the gateway's own credentials (bearer token, session cookies) before forwarding;
+/// other cookies pass untouched.
+fn strip_credentials(headers: &mut HeaderMap, tls: bool) {
+    if crate::auth::api::bearer(headers).is_some() {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let _ = tls;
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = cookies::iter(headers)
+        .filter(|(n, _)| !cookies::is_gateway_cookie(n))
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 

@@ -15,11 +15,14 @@
 //! - [`server`]: listeners, connection loop, graceful shutdown; [`run`] is the entry point.
 //! - [`handler`]: the per-request pipeline.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
+//! - [`auth`]: accounts, passwords, tokens, sessions and the auth API.
+//! - [`store`]: the embedded redb database (users, refresh tokens, revocations, keys).
 //! - [`tls`]: certificates and rustls settings.
 //! - [`error`]: errors -> HTTP responses. [`body`]: the body type.
 //! - [`secret`]: wrappers that keep secrets out of logs. [`clock`]: injectable time.
 //! - [`cli`]: the command line (`serve`, `check`).
 
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod clock;
@@ -29,6 +32,7 @@ pub mod handler;
 pub mod proxy;
 pub mod secret;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 pub use server::{Listeners, run};

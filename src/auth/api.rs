@@ -1,0 +1,504 @@
+//! The auth API the gateway serves itself, shaped for the seed Next.js frontend.
+//!
+//! Under `auth.prefix` (default `/api/auth`):
+//! - `POST /signup` `{email, password, name?}` -> 201 `{access_token, refresh_token, token_type,
+//!   expires_in, user}`
+//! - `POST /login` `{email, password}` -> 200, same shape
+//! - `POST /refresh` `{refresh_token}` or the refresh cookie -> 200, same shape, rotated
+//! - `POST /logout` -> 204, `POST /logout-all` -> 204
+//! - `GET /me` -> the user
+//!
+//! plus `GET /.well-known/jwks.json`. Errors are `{"detail": "..."}`. Every answer that carries a
+//! token also sets the session cookies (see [`super::cookies`]); requests authenticated by cookie
+//! with an unsafe method must carry the CSRF token, bearer requests are exempt.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::cookies::{self, CSRF_HEADER, Csrf, SetCookie};
+use super::service::{AuthError, AuthService, Issued};
+use super::token::AccessClaims;
+use crate::body::{self, Body};
+use crate::error::{HttpError, json_response};
+use crate::secret::SecretString;
+
+/// Where the public keys are published.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// A request that carried a valid access token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub claims: AccessClaims,
+    /// The token came from the access cookie (so unsafe methods need the CSRF token).
+    pub via_cookie: bool,
+}
+
+/// Why a request is not authenticated; the reason goes to logs and metrics only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthenticated {
+    /// No token at all.
+    Missing,
+    /// A token that failed a check (signature, expiry, type, revocation...).
+    Rejected(&'static str),
+}
+
+/// The auth endpoints and the token check shared with the proxy.
+pub struct AuthApi {
+    service: AuthService,
+    csrf: Csrf,
+    prefix: String,
+    tokens_in_body: bool,
+    body_limit: usize,
+}
+
+impl AuthApi {
+    /// Wraps the service. `csrf_key` signs CSRF tokens (at least 32 bytes).
+    pub fn new(
+        service: AuthService,
+        csrf_key: Vec<u8>,
+        prefix: &str,
+        tokens_in_body: bool,
+        body_limit: usize,
+    ) -> Self {
+        AuthApi {
+            service,
+            csrf: Csrf::new(csrf_key),
+            prefix: prefix.to_owned(),
+            tokens_in_body,
+            body_limit,
+        }
+    }
+
+    /// The service behind the API.
+    pub fn service(&self) -> &AuthService {
+        &self.service
+    }
+
+    /// Whether a normalised path belongs to the auth API.
+    pub fn owns(&self, path: &str) -> bool {
+        path == JWKS_PATH
+            || path
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// Checks the request's access token (bearer first, then the access cookie). Memory only.
+    pub fn authenticate(&self, headers: &HeaderMap, tls: bool) -> Result<Session, Unauthenticated> {
+        let (token, via_cookie) = match bearer(headers) {
+            Some(t) => (t, false),
+            None => match cookies::get(headers, cookies::names(tls).access) {
+                Some(t) if !t.is_empty() => (t, true),
+                _ => return Err(Unauthenticated::Missing),
+            },
+        };
+        match self.service.authenticate(token) {
+            Ok(claims) => Ok(Session { claims, via_cookie }),
+            Err(AuthError::NotAuthenticated(reason)) => Err(Unauthenticated::Rejected(reason)),
+            Err(_) => Err(Unauthenticated::Rejected("invalid")),
+        }
+    }
+
+    /// The CSRF rule for a cookie-authenticated request with an unsafe method: the
+    /// `X-CSRF-Token` header must equal the CSRF cookie and be bound to this session, and the
+    /// browser must not say the request is cross-site.
+    pub fn check_csrf(
+        &self,
+        headers: &HeaderMap,
+        tls: bool,
+        session: &str,
+    ) -> Result<(), HttpError> {
+        if cross_site(headers) {
+            return Err(HttpError::Forbidden("Cross-site request refused"));
+        }
+        let cookie = cookies::get(headers, cookies::names(tls).csrf);
+        let header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        if cookies::csrf_ok(&self.csrf, session, cookie, header) {
+            Ok(())
+        } else {
+            Err(HttpError::Forbidden("CSRF token missing or invalid"))
+        }
+    }
+
+    /// Serves one auth API request. `path` is the normalised path.
+    pub async fn handle(
+        &self,
+        req: Request<Body>,
+        path: &str,
+        tls: bool,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, HttpError> {
+        if path == JWKS_PATH {
+            return self.jwks(req.method());
+        }
+        let action = path
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or("")
+            .trim_end_matches('/');
+        let method = req.method().clone();
+        match (action, &method) {
+            ("/signup", &Method::POST) => self.signup(req, tls, client_ip).await,
+            ("/login", &Method::POST) => self.login(req, tls, client_ip).await,
+            ("/refresh", &Method::POST) => self.refresh(req, tls).await,
+            ("/logout", &Method::POST) => self.logout(req, tls).await,
+            ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
+            ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
+            ("/signup" | "/login" | "/refresh" | "/logout" | "/logout-all", _) => {
+                Err(HttpError::MethodNotAllowed("POST"))
+            }
+            ("/me", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+            _ => Err(HttpError::NotFound),
+        }
+    }
+
+    async fn signup(
+        &self,
+        req: Request<Body>,
+        tls: bool,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, HttpError> {
+        refuse_cross_site(req.headers())?;
+        let body: Credentials = read_json(req, self.body_limit).await?;
+        let password = SecretString::new(body.password);
+        let issued = self
+            .service
+            .signup(&body.email, &password, body.name.as_deref())
+            .instrument(tracing::info_span!("signup", %client_ip))
+            .await?;
+        Ok(self.issued_response(StatusCode::CREATED, &issued, tls))
+    }
+
+    async fn login(
+        &self,
+        req: Request<Body>,
+        tls: bool,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, HttpError> {
+        refuse_cross_site(req.headers())?;
+        let body: Credentials = read_json(req, self.body_limit).await?;
+        let password = SecretString::new(body.password);
+        let issued = self
+            .service
+            .login(&body.email, &password)
+            .instrument(tracing::info_span!("login", %client_ip))
+            .await?;
+        Ok(self.issued_response(StatusCode::OK, &issued, tls))
+    }
+
+    async fn refresh(&self, req: Request<Body>, tls: bool) -> Result<Response<Body>, HttpError> {
+        let headers = req.headers().clone();
+        let has_body = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req.headers().contains_key(header::CONTENT_TYPE);
+        let from_body = if has_body {
+            read_json::<RefreshBody>(req, self.body_limit)
+                .await?
+                .refresh_token
+                .filter(|t| !t.is_empty())
+        } else {
+            None
+        };
+        let token = match from_body {
+            Some(t) => SecretString::new(t),
+            None => {
+                let Some(cookie) = cookies::get(&headers, cookies::names(tls).refresh) else {
+                    return Err(HttpError::Unauthorized("Invalid or expired refresh token"));
+                };
+                let token = SecretString::new(cookie.to_owned());
+                // Cookie-borne refresh is a state change driven by an ambient credential: it needs
+                // the CSRF token of the session it refreshes, checked before anything rotates.
+                let family = self.family_of(&token).await?;
+                self.check_csrf(&headers, tls, &family)?;
+                token
+            }
+        };
+        let issued = self.service.refresh(&token).await?;
+        Ok(self.issued_response(StatusCode::OK, &issued, tls))
+    }
+
+    async fn logout(&self, req: Request<Body>, tls: bool) -> Result<Response<Body>, HttpError> {
+        let headers = req.headers().clone();
+        let session = self.authenticate(&headers, tls).ok();
+        if let Some(s) = &session
+            && s.via_cookie
+        {
+            self.check_csrf(&headers, tls, &s.claims.sid)?;
+        }
+        let has_body = headers.contains_key(header::CONTENT_TYPE);
+        let body_token = if has_body {
+            read_json::<RefreshBody>(req, self.body_limit)
+                .await
+                .ok()
+                .and_then(|b| b.refresh_token)
+                .filter(|t| !t.is_empty())
+                .map(SecretString::new)
+        } else {
+            None
+        };
+        // The refresh cookie alone can end its session too, but only with the CSRF token.
+        let cookie_token = match (
+            &body_token,
+            cookies::get(&headers, cookies::names(tls).refresh),
+        ) {
+            (None, Some(c)) if session.is_none() => {
+                let token = SecretString::new(c.to_owned());
+                match self.family_of(&token).await {
+                    Ok(family) => {
+                        self.check_csrf(&headers, tls, &family)?;
+                        Some(token)
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let refresh = body_token.or(cookie_token);
+        self.service
+            .logout(session.as_ref().map(|s| &s.claims), refresh.as_ref())
+            .await?;
+        Ok(self.cleared(tls))
+    }
+
+    async fn logout_all(&self, req: Request<Body>, tls: bool) -> Result<Response<Body>, HttpError> {
+        let session = self
+            .authenticate(req.headers(), tls)
+            .map_err(|_| HttpError::Unauthorized("Not authenticated"))?;
+        if session.via_cookie {
+            self.check_csrf(req.headers(), tls, &session.claims.sid)?;
+        }
+        self.service.logout_all(&session.claims.sub).await?;
+        Ok(self.cleared(tls))
+    }
+
+    async fn me(&self, req: Request<Body>, tls: bool) -> Result<Response<Body>, HttpError> {
+        let session = self
+            .authenticate(req.headers(), tls)
+            .map_err(|_| HttpError::Unauthorized("Not authenticated"))?;
+        let user = self.service.user(&session.claims.sub).await?;
+        let value = serde_json::to_value(&user).map_err(|e| HttpError::Internal(e.to_string()))?;
+        Ok(json_response(StatusCode::OK, &value))
+    }
+
+    fn jwks(&self, method: &Method) -> Result<Response<Body>, HttpError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(HttpError::MethodNotAllowed("GET, HEAD"));
+        }
+        let mut resp = json_response(StatusCode::OK, &self.service.jwks());
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        Ok(resp)
+    }
+
+    /// The refresh family a refresh token belongs to (for the CSRF binding).
+    async fn family_of(&self, token: &SecretString) -> Result<String, HttpError> {
+        let hash: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
+        let store = self.service.store().clone();
+        let rec = tokio::task::spawn_blocking(move || store.get_refresh(&hash))
+            .await
+            .map_err(|e| HttpError::Internal(e.to_string()))?
+            .map_err(|e| HttpError::Internal(e.to_string()))?;
+        rec.map(|r| r.family)
+            .ok_or(HttpError::Unauthorized("Invalid or expired refresh token"))
+    }
+
+    /// A token answer: JSON body plus the session cookies.
+    fn issued_response(&self, status: StatusCode, issued: &Issued, tls: bool) -> Response<Body> {
+        let mut value = serde_json::json!({
+            "token_type": "bearer",
+            "expires_in": issued.expires_in,
+            "user": issued.user,
+        });
+        if self.tokens_in_body {
+            value["access_token"] = issued.access_token.expose().as_str().into();
+            value["refresh_token"] = issued.refresh_token.expose().as_str().into();
+        }
+        let mut resp = json_response(status, &value);
+        let names = cookies::names(tls);
+        let now = self.service.clock().unix();
+        let refresh_age = issued.refresh_expires_at.saturating_sub(now);
+        let csrf = self.csrf.issue(&issued.claims.sid);
+        let refresh_path = self.prefix.as_str();
+        let set = [
+            SetCookie {
+                name: names.access,
+                value: issued.access_token.expose(),
+                path: "/",
+                max_age: Some(issued.expires_in),
+                http_only: true,
+                secure: tls,
+            },
+            SetCookie {
+                name: names.refresh,
+                value: issued.refresh_token.expose(),
+                path: refresh_path,
+                max_age: Some(refresh_age),
+                http_only: true,
+                secure: tls,
+            },
+            SetCookie {
+                name: names.csrf,
+                value: &csrf,
+                path: "/",
+                max_age: Some(refresh_age),
+                http_only: false,
+                secure: tls,
+            },
+        ];
+        append_cookies(resp.headers_mut(), &set);
+        resp
+    }
+
+    /// 204 that deletes the session cookies.
+    fn cleared(&self, tls: bool) -> Response<Body> {
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let names = cookies::names(tls);
+        let gone = |name, path, http_only| SetCookie {
+            name,
+            value: "",
+            path,
+            max_age: Some(0),
+            http_only,
+            secure: tls,
+        };
+        append_cookies(
+            resp.headers_mut(),
+            &[
+                gone(names.access, "/", true),
+                gone(names.refresh, self.prefix.as_str(), true),
+                gone(names.csrf, "/", false),
+            ],
+        );
+        resp
+    }
+}
+
+fn append_cookies(headers: &mut HeaderMap, cookies: &[SetCookie<'_>]) {
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c.header()) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+/// `Authorization: Bearer <token>` (scheme case-insensitive).
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Fetch Metadata says the request came from another site.
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+}
+
+fn refuse_cross_site(headers: &HeaderMap) -> Result<(), HttpError> {
+    if cross_site(headers) {
+        Err(HttpError::Forbidden("Cross-site request refused"))
+    } else {
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    email: String,
+    password: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// Reads a JSON body of at most `limit` bytes. Errors never quote the body (it may hold a
+/// password).
+async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Result<T, HttpError> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(HttpError::UnsupportedMediaType);
+    }
+    if req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+    {
+        return Err(HttpError::PayloadTooLarge);
+    }
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| HttpError::BadRequest("Could not read the request body".into()))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > limit {
+                return Err(HttpError::PayloadTooLarge);
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let msg = e.to_string();
+        let detail = match e.classify() {
+            serde_json::error::Category::Data if msg.starts_with("missing field") => msg
+                .split(" at line")
+                .next()
+                .unwrap_or("missing field")
+                .to_owned(),
+            serde_json::error::Category::Data => "A field has the wrong type".to_owned(),
+            _ => "Malformed JSON body".to_owned(),
+        };
+        HttpError::Unprocessable(detail)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  abc "),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&h), None);
+    }
+}

@@ -1,0 +1,226 @@
+//! Browser sessions: the gateway's cookies and the CSRF token that guards them.
+//!
+//! Three cookies per session:
+//! - access (`__Host-gw_access` over TLS, `gw_access` on plain HTTP): the access JWT, `HttpOnly`,
+//!   `SameSite=Lax`, `Path=/`, lives as long as the token;
+//! - refresh (`__Secure-gw_refresh` / `gw_refresh`): the opaque refresh token, `HttpOnly`,
+//!   `SameSite=Lax`, scoped to the auth API path so it is only sent to refresh and logout;
+//! - CSRF (`__Host-gw_csrf` / `gw_csrf`): readable by scripts, echoed back in `X-CSRF-Token`.
+//!
+//! The CSRF token is a signed double-submit token (OWASP): `nonce.HMAC(key, sid|nonce)`, bound to
+//! the session id, so a token from another session, or one an attacker planted as a cookie, does
+//! not validate.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use http::header::{COOKIE, HeaderMap};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::secret::Secret;
+
+/// The header that carries the CSRF token on unsafe requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Cookie names for one listener kind (TLS or plain).
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    pub access: &'static str,
+    pub refresh: &'static str,
+    pub csrf: &'static str,
+}
+
+/// The names used over TLS (`__Host-`/`__Secure-` prefixes, which browsers only accept with
+/// `Secure`) and over plain HTTP (development).
+pub fn names(tls: bool) -> Names {
+    if tls {
+        Names {
+            access: "__Host-gw_access",
+            refresh: "__Secure-gw_refresh",
+            csrf: "__Host-gw_csrf",
+        }
+    } else {
+        Names {
+            access: "gw_access",
+            refresh: "gw_refresh",
+            csrf: "gw_csrf",
+        }
+    }
+}
+
+/// Whether a cookie name is one of the gateway's own (either spelling).
+pub fn is_gateway_cookie(name: &str) -> bool {
+    matches!(
+        name,
+        "__Host-gw_access"
+            | "__Secure-gw_refresh"
+            | "__Host-gw_csrf"
+            | "gw_access"
+            | "gw_refresh"
+            | "gw_csrf"
+    )
+}
+
+/// Iterates over `name=value` pairs of every `Cookie` header (HTTP/2 may send several).
+pub fn iter(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (n, v) = pair.split_once('=')?;
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            Some((n.trim(), v))
+        })
+}
+
+/// The value of the first cookie called `name`.
+pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    iter(headers).find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+/// Attributes for one `Set-Cookie`.
+pub struct SetCookie<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+    pub path: &'a str,
+    /// `None` = session cookie; `Some(0)` deletes.
+    pub max_age: Option<u64>,
+    pub http_only: bool,
+    pub secure: bool,
+}
+
+impl SetCookie<'_> {
+    /// The `Set-Cookie` header value.
+    pub fn header(&self) -> String {
+        let mut s = format!(
+            "{}={}; Path={}; SameSite=Lax",
+            self.name, self.value, self.path
+        );
+        if let Some(age) = self.max_age {
+            s.push_str(&format!("; Max-Age={age}"));
+        }
+        if self.http_only {
+            s.push_str("; HttpOnly");
+        }
+        if self.secure {
+            s.push_str("; Secure");
+        }
+        s
+    }
+}
+
+/// Makes and checks CSRF tokens.
+#[derive(Clone)]
+pub struct Csrf {
+    key: Secret<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Csrf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Csrf(***)")
+    }
+}
+
+impl Csrf {
+    /// A CSRF signer with a key of at least 32 bytes.
+    pub fn new(key: Vec<u8>) -> Self {
+        Csrf {
+            key: Secret::new(key),
+        }
+    }
+
+    fn mac(&self, session: &str, nonce: &str) -> Option<Vec<u8>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose()).ok()?;
+        mac.update(session.as_bytes());
+        mac.update(b"|");
+        mac.update(nonce.as_bytes());
+        Some(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// A fresh token bound to `session` (the refresh family id).
+    pub fn issue(&self, session: &str) -> String {
+        let nonce = B64.encode(rand::random::<[u8; 16]>());
+        let mac = self.mac(session, &nonce).unwrap_or_default();
+        format!("{nonce}.{}", B64.encode(mac))
+    }
+
+    /// Whether `token` was issued for `session`.
+    pub fn verify(&self, session: &str, token: &str) -> bool {
+        let Some((nonce, mac)) = token.split_once('.') else {
+            return false;
+        };
+        let Ok(given) = B64.decode(mac) else {
+            return false;
+        };
+        let Some(expected) = self.mac(session, nonce) else {
+            return false;
+        };
+        given.len() == expected.len() && bool::from(given.ct_eq(&expected))
+    }
+}
+
+/// The double-submit check: the header equals the cookie (constant time) and the token is bound
+/// to this session.
+pub fn csrf_ok(csrf: &Csrf, session: &str, cookie: Option<&str>, header: Option<&str>) -> bool {
+    match (cookie, header) {
+        (Some(c), Some(h)) => {
+            c.len() == h.len()
+                && bool::from(c.as_bytes().ct_eq(h.as_bytes()))
+                && csrf.verify(session, h)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn parses_cookies_from_several_headers() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; gw_access=tok"));
+        h.append(COOKIE, HeaderValue::from_static("b=\"quoted\""));
+        assert_eq!(get(&h, "gw_access"), Some("tok"));
+        assert_eq!(get(&h, "b"), Some("quoted"));
+        assert_eq!(get(&h, "missing"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound_to_their_session() {
+        let csrf = Csrf::new(vec![7; 32]);
+        let t = csrf.issue("session-a");
+        assert!(csrf.verify("session-a", &t));
+        assert!(!csrf.verify("session-b", &t));
+        assert!(!csrf.verify("session-a", "garbage"));
+        assert!(!Csrf::new(vec![8; 32]).verify("session-a", &t));
+        assert!(csrf_ok(&csrf, "session-a", Some(&t), Some(&t)));
+        assert!(!csrf_ok(&csrf, "session-a", Some(&t), None));
+        let other = csrf.issue("session-a");
+        assert!(!csrf_ok(&csrf, "session-a", Some(&t), Some(&other)));
+    }
+
+    #[test]
+    fn set_cookie_attributes() {
+        let c = SetCookie {
+            name: "__Host-gw_access",
+            value: "v",
+            path: "/",
+            max_age: Some(900),
+            http_only: true,
+            secure: true,
+        };
+        assert_eq!(
+            c.header(),
+            "__Host-gw_access=v; Path=/; SameSite=Lax; Max-Age=900; HttpOnly; Secure"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Accounts, passwords and tokens.
+//!
+//! - [`password`]: the policy for new passwords and argon2id hashing on a bounded pool.
+//! - [`token`]: signing keys, access-token JWTs and the JWKS.
+//! - [`email`]: the canonical form of email addresses.
+//! - [`refresh_token`]: opaque refresh tokens and their derived successors.
+//! - [`revocation`]: the in-memory state that can kill a valid access token.
+//! - `rotation`: the store side of a refresh (rotation, grace window, reuse detection).
+//! - `keystore`: signing and refresh keys kept in the store's meta table.
+//! - [`api`]: the HTTP endpoints (`/api/auth/...`, JWKS) and the request token check.
+//! - [`cookies`]: session cookies and signed double-submit CSRF tokens.
+//! - [`service`]: sign-up, login, refresh, logout and per-request authentication, tying the
+//!   above to the store.
+pub mod api;
+pub mod cookies;
+pub mod email;
+mod keystore;
+pub mod password;
+pub mod refresh_token;
+pub mod revocation;
+mod rotation;
+pub mod service;
+pub mod token;
+
+use crate::clock::Clock;
+use crate::config::{Config, Signup, StoreSettings, TokenAlgorithm};
+use crate::handler::StartupError;
+use crate::store::Store;
+
+/// The settings the service runs with, derived from the checked config.
+pub fn service_settings(config: &Config) -> service::ServiceSettings {
+    let a = &config.auth;
+    let p = &a.password;
+    service::ServiceSettings {
+        issuer: a.issuer.clone(),
+        audience: a.audience.clone(),
+        access_ttl: a.access_ttl,
+        refresh_ttl: a.refresh_ttl,
+        refresh_grace: a.refresh_grace,
+        algorithm: match a.algorithm {
+            TokenAlgorithm::EdDSA => token::Algorithm::EdDSA,
+            TokenAlgorithm::HS256 => token::Algorithm::HS256,
+        },
+        hs256_secret: a.jwt_secret.clone(),
+        default_roles: a.default_roles.clone(),
+        signup_open: a.signup == Signup::Open,
+        policy: password::Policy {
+            min_chars: p.min_length,
+            max_bytes: p.max_bytes,
+        },
+        hasher: password::HasherConfig {
+            params: password::Argon2Params {
+                m_cost_kib: p.memory_kib,
+                t_cost: p.iterations,
+                p_cost: p.parallelism,
+            },
+            max_concurrent: p.max_concurrent_hashes,
+            ..password::HasherConfig::default()
+        },
+    }
+}
+
+/// Opens the store named in the config (blocking work off the async threads).
+pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
+    let StoreSettings::Redb { path } = &config.store;
+    let path = path.clone();
+    tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))?
+        .map_err(StartupError::Store)
+}
+
+/// Opens the store, starts the auth service and its background maintenance (stopped when
+/// `stop` turns true), and builds the HTTP API around it.
+pub async fn start(
+    config: &Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<api::AuthApi, StartupError> {
+    let store = open_store(config).await?;
+    let csrf_key = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.put_meta_if_absent("csrf_key", &rand::random::<[u8; 32]>())
+        })
+        .await
+        .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))??
+    };
+    // Building the hasher computes a dummy hash (tens of milliseconds): keep it off the
+    // async threads.
+    let settings = service_settings(config);
+    let service = service::AuthService::open(settings, store, Clock::system()).await?;
+    service.spawn_maintenance(stop);
+    Ok(api::AuthApi::new(
+        service,
+        csrf_key,
+        &config.auth.prefix,
+        config.auth.tokens_in_body,
+        config.limits.auth_body_bytes,
+    ))
+}

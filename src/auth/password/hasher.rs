@@ -1,0 +1,541 @@
+//! argon2id hashing and verification on a bounded slice of tokio's blocking pool.
+//!
+//! Every hash runs on the blocking pool, never on an async worker, and at most
+//! `max_concurrent` run at once; callers beyond that queue, and when the queue is full or a slot
+//! does not come in time they get [`HashError::Busy`] at once rather than piling up. Unknown
+//! users are verified against a dummy hash with the same cost, so a login for an email that does
+//! not exist takes as long as one that does.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::secret::SecretString;
+
+/// argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub m_cost_kib: u32,
+    /// Passes over memory.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for Argon2Params {
+    /// The OWASP Password Storage Cheat Sheet's first argon2id option: 19 MiB, 2 passes, 1 lane.
+    fn default() -> Self {
+        Argon2Params {
+            m_cost_kib: 19_456,
+            t_cost: 2,
+            p_cost: 1,
+        }
+    }
+}
+
+/// How much hashing may run at once and how long callers may queue for it.
+#[derive(Clone, Debug)]
+pub struct HasherConfig {
+    pub params: Argon2Params,
+    /// Hashes running at once; each holds `m_cost_kib` of memory and a CPU for its duration.
+    pub max_concurrent: usize,
+    /// Callers allowed to queue for a slot; one more gets [`HashError::Busy`] immediately.
+    pub max_waiting: usize,
+    /// How long a queued caller waits for a slot before getting [`HashError::Busy`].
+    pub wait_timeout: Duration,
+}
+
+impl Default for HasherConfig {
+    /// One hash per CPU, and a queue of four per CPU: with the default parameters a hash takes
+    /// tens of milliseconds, so a full queue adds well under a second; past that, refusing
+    /// quickly is kinder than timing out.
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(std::num::NonZero::get)
+            .unwrap_or(1);
+        HasherConfig {
+            params: Argon2Params::default(),
+            max_concurrent: cpus,
+            max_waiting: 4 * cpus,
+            wait_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The outcome of [`Hasher::verify`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verification {
+    /// The password matches the stored hash.
+    pub ok: bool,
+    /// The password matched but the stored hash uses other parameters (or not argon2id v19):
+    /// store a fresh [`Hasher::hash`] of the password.
+    pub needs_rehash: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing is saturated")]
+    Busy,
+    #[error("invalid password hashing parameters: {0}")]
+    InvalidParams(String),
+    #[error("password hashing failed: {0}")]
+    Internal(String),
+}
+
+/// argon2id hashing and verification with bounded concurrency. Cheap to clone.
+#[derive(Clone)]
+pub struct Hasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    params: Argon2Params,
+    argon2_params: argon2::Params,
+    /// A hash of a random password with the configured parameters, verified against when the
+    /// user is unknown so that the answer takes the same time.
+    dummy_phc: String,
+    permits: Arc<Semaphore>,
+    max_concurrent: usize,
+    max_waiting: usize,
+    waiting: AtomicUsize,
+    wait_timeout: Duration,
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hasher")
+            .field("params", &self.inner.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hasher {
+    /// Checks the parameters and computes the dummy hash. This runs one hash on the calling
+    /// thread, so call it at start-up (or from `spawn_blocking` on reload).
+    pub fn new(cfg: HasherConfig) -> Result<Hasher, HashError> {
+        let p = cfg.params;
+        let argon2_params = argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, None)
+            .map_err(|e| HashError::InvalidParams(e.to_string()))?;
+        if cfg.max_concurrent == 0 {
+            return Err(HashError::InvalidParams(
+                "max_concurrent must be at least 1".to_owned(),
+            ));
+        }
+        let dummy_password: [u8; 32] = rand::random();
+        let dummy_phc = argon2id(&argon2_params)
+            .hash_password(&dummy_password)
+            .map_err(|e| HashError::Internal(e.to_string()))?
+            .to_string();
+        Ok(Hasher {
+            inner: Arc::new(Inner {
+                params: p,
+                argon2_params,
+                dummy_phc,
+                permits: Arc::new(Semaphore::new(cfg.max_concurrent)),
+                max_concurrent: cfg.max_concurrent,
+                max_waiting: cfg.max_waiting,
+                waiting: AtomicUsize::new(0),
+                wait_timeout: cfg.wait_timeout,
+            }),
+        })
+    }
+
+    /// Hashes `password` with argon2id v19, the configured parameters and a random 16-byte salt,
+    /// giving a PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`).
+    #[tracing::instrument(skip_all)]
+    pub async fn hash(&self, password: &SecretString) -> Result<String, HashError> {
+        let password = password.clone();
+        let argon2_params = self.inner.argon2_params.clone();
+        self.run(move || {
+            argon2id(&argon2_params)
+                .hash_password(password.expose().as_bytes())
+                .map(|phc| phc.to_string())
+                .map_err(|e| HashError::Internal(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Verifies `password` against a stored PHC string, or against the dummy hash when there is
+    /// none (unknown user), which always answers `ok: false` after the same amount of work.
+    ///
+    /// A stored string that does not parse, names another algorithm or has invalid parameters
+    /// is a mismatch, not an error: the caller answers "wrong email or password" either way.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify(
+        &self,
+        password: &SecretString,
+        phc: Option<&str>,
+    ) -> Result<Verification, HashError> {
+        let parsed = match phc {
+            Some(s) => match PasswordHash::new(s) {
+                Ok(hash) => Some(hash),
+                Err(_) => {
+                    tracing::warn!("stored password hash is not a valid PHC string");
+                    None
+                }
+            },
+            None => None,
+        };
+        let password = password.clone();
+        let inner = Arc::clone(&self.inner);
+        self.run(move || {
+            let argon2 = argon2id(&inner.argon2_params);
+            let pw = password.expose().as_bytes();
+            let Some(stored) = parsed else {
+                // Same work as a real verify; the result is irrelevant.
+                let _ = argon2.verify_password(pw, inner.dummy_phc.as_str());
+                return Verification {
+                    ok: false,
+                    needs_rehash: false,
+                };
+            };
+            // `verify_password` uses the algorithm, version and parameters of the stored hash.
+            let ok = argon2.verify_password(pw, &stored).is_ok();
+            Verification {
+                ok,
+                needs_rehash: ok && !matches_config(&stored, &inner.params),
+            }
+        })
+        .await
+    }
+
+    /// Hashes running right now (for metrics).
+    pub fn in_flight(&self) -> usize {
+        self.inner
+            .max_concurrent
+            .saturating_sub(self.inner.permits.available_permits())
+    }
+
+    /// The configured parameters.
+    pub fn params(&self) -> Argon2Params {
+        self.inner.params
+    }
+
+    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the blocking
+    /// task, so if the caller is cancelled the slot stays taken until the work really ends.
+    async fn run<T, F>(&self, work: F) -> Result<T, HashError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let permit = self.acquire().await?;
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| HashError::Internal(format!("hashing task: {e}")))
+    }
+
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        let inner = &self.inner;
+        match Arc::clone(&inner.permits).try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => {
+                return Err(HashError::Internal("semaphore closed".to_owned()));
+            }
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let _waiting = WaitingGuard::enter(&inner.waiting, inner.max_waiting)?;
+        let acquire = Arc::clone(&inner.permits).acquire_owned();
+        match tokio::time::timeout(inner.wait_timeout, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(HashError::Internal("semaphore closed".to_owned())),
+            Err(_elapsed) => Err(HashError::Busy),
+        }
+    }
+}
+
+fn argon2id(params: &argon2::Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+/// Whether a stored hash is argon2id v19 with exactly the configured costs.
+fn matches_config(stored: &PasswordHash, params: &Argon2Params) -> bool {
+    if stored.algorithm.as_str() != "argon2id" || stored.version != Some(Version::V0x13.into()) {
+        return false;
+    }
+    match argon2::Params::try_from(stored) {
+        Ok(p) => {
+            p.m_cost() == params.m_cost_kib
+                && p.t_cost() == params.t_cost
+                && p.p_cost() == params.p_cost
+        }
+        Err(_) => false,
+    }
+}
+
+/// Counts a caller queued for a permit; the count goes down when it is dropped, including when
+/// the caller's future is cancelled while waiting.
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counter: &'a AtomicUsize, max_waiting: usize) -> Result<Self, HashError> {
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        let guard = WaitingGuard(counter);
+        if before >= max_waiting {
+            return Err(HashError::Busy);
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pw(s: &str) -> SecretString {
+        SecretString::new(s.to_owned())
+    }
+
+    const FAST: Argon2Params = Argon2Params {
+        m_cost_kib: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    fn hasher(params: Argon2Params) -> Hasher {
+        Hasher::new(HasherConfig {
+            params,
+            ..HasherConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let h = hasher(FAST);
+        let phc = h.hash(&pw("open sesame")).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{phc}");
+        let v = h.verify(&pw("open sesame"), Some(&phc)).await.unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                ok: true,
+                needs_rehash: false
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn default_params_hash_and_verify() {
+        let h = hasher(Argon2Params::default());
+        let phc = h.hash(&pw("open sesame")).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(h.verify(&pw("open sesame"), Some(&phc)).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn wrong_password_fails() {
+        let h = hasher(FAST);
+        let phc = h.hash(&pw("open sesame")).await.unwrap();
+        let v = h.verify(&pw("open sesame!"), Some(&phc)).await.unwrap();
+        assert!(!v.ok);
+        assert!(!v.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn unknown_user_fails() {
+        let h = hasher(FAST);
+        // Even the empty password, and the dummy is really a hash with our params.
+        assert!(
+            h.inner
+                .dummy_phc
+                .starts_with("$argon2id$v=19$m=1024,t=1,p=1$")
+        );
+        for p in ["", "open sesame"] {
+            let v = h.verify(&pw(p), None).await.unwrap();
+            assert!(!v.ok);
+        }
+    }
+
+    #[tokio::test]
+    async fn salts_differ() {
+        let h = hasher(FAST);
+        let a = h.hash(&pw("open sesame")).await.unwrap();
+        let b = h.hash(&pw("open sesame")).await.unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn needs_rehash_when_params_change() {
+        let old = hasher(FAST);
+        let phc = old.hash(&pw("open sesame")).await.unwrap();
+        let new = hasher(Argon2Params {
+            m_cost_kib: 2048,
+            ..FAST
+        });
+        let v = new.verify(&pw("open sesame"), Some(&phc)).await.unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                ok: true,
+                needs_rehash: true
+            }
+        );
+        // A wrong password never asks for a rehash.
+        let v = new.verify(&pw("nope"), Some(&phc)).await.unwrap();
+        assert!(!v.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn needs_rehash_for_other_argon2_variants() {
+        // argon2i of "open sesame", same costs as FAST.
+        let salt = b"0123456789abcdef";
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            argon2::Params::new(1024, 1, 1, None).unwrap(),
+        );
+        let phc = argon2i
+            .hash_password_with_salt(b"open sesame", salt)
+            .unwrap()
+            .to_string();
+        assert!(phc.starts_with("$argon2i$"));
+        let v = hasher(FAST)
+            .verify(&pw("open sesame"), Some(&phc))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verification {
+                ok: true,
+                needs_rehash: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_phc_fails_without_error() {
+        let h = hasher(FAST);
+        let good = h.hash(&pw("open sesame")).await.unwrap();
+        let truncated = &good[..good.len() - 10];
+        for bad in [
+            "",
+            "not a hash",
+            "$argon2id$v=19$m=1024,t=1,p=1$",
+            truncated,
+            "$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",
+            "$argon2id$v=19$m=1,t=1,p=1$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAA",
+            "$scrypt$ln=4,r=8,p=1$MDEyMzQ1Njc4OWFiY2RlZg$AAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let v = h.verify(&pw("open sesame"), Some(bad)).await.unwrap();
+            assert!(!v.ok, "{bad}");
+        }
+    }
+
+    #[test]
+    fn invalid_params_are_rejected() {
+        let bad = HasherConfig {
+            params: Argon2Params {
+                m_cost_kib: 4,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..HasherConfig::default()
+        };
+        assert!(matches!(Hasher::new(bad), Err(HashError::InvalidParams(_))));
+        let zero = HasherConfig {
+            params: FAST,
+            max_concurrent: 0,
+            ..HasherConfig::default()
+        };
+        assert!(matches!(
+            Hasher::new(zero),
+            Err(HashError::InvalidParams(_))
+        ));
+    }
+
+    #[test]
+    fn debug_shows_params_only() {
+        let s = format!("{:?}", hasher(FAST));
+        assert!(s.contains("m_cost_kib: 1024"), "{s}");
+        assert!(!s.contains("argon2id$"), "{s}");
+    }
+
+    /// A hasher with one slot and slow parameters, so a hash holds the slot for a good while
+    /// (hundreds of milliseconds).
+    fn one_slot(max_waiting: usize, wait_timeout: Duration) -> Hasher {
+        Hasher::new(HasherConfig {
+            params: Argon2Params {
+                m_cost_kib: 64 * 1024,
+                t_cost: 8,
+                p_cost: 1,
+            },
+            max_concurrent: 1,
+            max_waiting,
+            wait_timeout,
+        })
+        .unwrap()
+    }
+
+    async fn wait_until_in_flight(h: &Hasher) {
+        while h.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn saturated_with_no_queue_is_busy_at_once() {
+        let other = one_slot(0, Duration::from_secs(60));
+        let h = other.clone();
+        let running = tokio::spawn(async move { h.hash(&pw("slow")).await });
+        wait_until_in_flight(&other).await;
+        assert_eq!(other.in_flight(), 1);
+        let second = other.hash(&pw("second")).await;
+        assert!(matches!(second, Err(HashError::Busy)), "{second:?}");
+        let verify = other.verify(&pw("second"), None).await;
+        assert!(matches!(verify, Err(HashError::Busy)), "{verify:?}");
+        assert!(running.await.unwrap().is_ok());
+        assert_eq!(other.in_flight(), 0);
+        assert_eq!(other.inner.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn queued_caller_times_out_as_busy() {
+        let other = one_slot(4, Duration::from_millis(5));
+        let h = other.clone();
+        let running = tokio::spawn(async move { h.hash(&pw("slow")).await });
+        wait_until_in_flight(&other).await;
+        let second = other.hash(&pw("second")).await;
+        assert!(matches!(second, Err(HashError::Busy)), "{second:?}");
+        assert_eq!(other.inner.waiting.load(Ordering::SeqCst), 0);
+        assert!(running.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn cancelled_waiter_leaves_the_queue() {
+        let other = one_slot(1, Duration::from_secs(60));
+        let h = other.clone();
+        let running = tokio::spawn(async move { h.hash(&pw("slow")).await });
+        wait_until_in_flight(&other).await;
+        let waiter = other.clone();
+        let queued = tokio::spawn(async move { waiter.hash(&pw("queued")).await });
+        while other.inner.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The queue (of one) is full now.
+        assert!(matches!(
+            other.hash(&pw("third")).await,
+            Err(HashError::Busy)
+        ));
+        queued.abort();
+        assert!(queued.await.unwrap_err().is_cancelled());
+        assert_eq!(other.inner.waiting.load(Ordering::SeqCst), 0);
+        assert!(running.await.unwrap().is_ok());
+    }
+}

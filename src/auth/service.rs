@@ -1,0 +1,723 @@
+//! The authentication service: sign-up, login, refresh-token rotation, logout and the
+//! per-request access-token check. No HTTP here; the endpoints call this API.
+//!
+//! [`AuthService`] is built once at start-up ([`AuthService::open`]) from the checked settings, the
+//! store and the clock, and shared by cloning (an `Arc` inside).
+//!
+//! - **Keys.** EdDSA keys live in the store's meta table under `signing_keys` (JSON
+//!   `{current, keys}`); the first start generates one and saves it with `put_meta_if_absent`, so
+//!   processes starting together agree. HS256 uses the configured secret. The key used to derive
+//!   refresh-token successors (see [`super::refresh_token`]) is kept the same way under
+//!   `refresh_key`.
+//! - **Sessions.** A login or sign-up starts a refresh *family* (random UUID) whose absolute
+//!   expiry is `now + refresh_ttl`; every refresh rotates the token into its derived successor
+//!   and never extends that expiry. Access tokens carry the family id (`sid`) and the user's
+//!   session version (`sv`), and never outlive their family.
+//! - **Concurrent refresh.** Presenting an already rotated token within `refresh_grace` of its
+//!   rotation returns its successor again (following the chain a few steps), so two tabs
+//!   refreshing at once both succeed and end up with the same token. Later, it is reuse: the
+//!   whole family is revoked and an `audit` warning logged.
+//! - **Hot path.** [`AuthService::authenticate`] checks the signature and times, then the
+//!   in-memory [`Revocations`] (deny-listed jtis, revoked families, disabled users, session
+//!   versions). That state is written through by every local change and follows other processes
+//!   (the admin CLI) through the store's change feed, polled by [`AuthService::spawn_maintenance`].
+//!
+//! Store calls are blocking and run on tokio's blocking pool; password hashing runs on the
+//! hasher's bounded slice of it. Audit events go to the `audit` tracing target and never contain
+//! a password, a token or a hash.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::password::{self, HashError, Hasher, PolicyError};
+use super::revocation::{self, Revocations};
+use super::rotation::{self, RefreshOutcome};
+use super::token::{self, AccessClaims, Keys, Subject, TokenError, TokenSettings};
+use super::{keystore, refresh_token};
+use crate::clock::Clock;
+use crate::secret::{Secret, SecretString};
+use crate::store::{RefreshRecord, RefreshState, Store, StoreError, User, UserFlags};
+
+pub use super::email::normalize_email;
+
+/// Clock skew tolerated when checking an access token's `exp`, `nbf` and `iat`. Issuer and
+/// verifier share this machine's clock, so this only absorbs small steps of that clock (an NTP
+/// correction right after issue would otherwise make a fresh token "not yet valid"). It also
+/// means a token is accepted up to this long after its `exp`.
+pub const ACCESS_LEEWAY_SECS: u64 = 5;
+
+/// Longest display name kept, in characters.
+const MAX_NAME_CHARS: usize = 128;
+/// How often [`AuthService::spawn_maintenance`] polls the change feed.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often [`AuthService::spawn_maintenance`] sweeps expired rows.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// What the service needs from the configuration, already checked.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of an access token (capped by its family's expiry).
+    pub access_ttl: Duration,
+    /// Absolute lifetime of a refresh family, from login; rotation does not extend it.
+    pub refresh_ttl: Duration,
+    /// How long after a rotation the old refresh token still yields the same successor.
+    pub refresh_grace: Duration,
+    /// Signing algorithm of access tokens.
+    pub algorithm: token::Algorithm,
+    /// The HS256 secret; required when `algorithm` is HS256, ignored otherwise.
+    pub hs256_secret: Option<Secret<Vec<u8>>>,
+    /// Roles given to users who sign up.
+    pub default_roles: Vec<String>,
+    /// Whether anyone may sign up.
+    pub signup_open: bool,
+    /// Rules for new passwords.
+    pub policy: password::Policy,
+    /// Password hashing parameters and concurrency.
+    pub hasher: password::HasherConfig,
+}
+
+/// The user as shown to the user (and to the HTTP layer): no hash, no flags.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicUser {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    /// RFC 3339, whole seconds, UTC.
+    pub created_at: String,
+}
+
+impl From<&User> for PublicUser {
+    fn from(u: &User) -> Self {
+        PublicUser {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            roles: u.roles.clone(),
+            created_at: humantime::format_rfc3339_seconds(
+                UNIX_EPOCH + Duration::from_secs(u.created_at),
+            )
+            .to_string(),
+        }
+    }
+}
+
+/// Tokens handed out by sign-up, login and refresh.
+#[derive(Debug)]
+pub struct Issued {
+    pub access_token: SecretString,
+    pub claims: AccessClaims,
+    pub refresh_token: SecretString,
+    /// Seconds until the access token expires: the access TTL, or less when the family expires
+    /// sooner.
+    pub expires_in: u64,
+    /// When the refresh family (the session) ends, unix seconds.
+    pub refresh_expires_at: u64,
+    pub user: PublicUser,
+}
+
+/// Why an operation failed. `Display` of the client-facing variants is worded for end users;
+/// `NotAuthenticated`'s reason and `Internal`'s text are for logs only.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown email, wrong password or disabled user: deliberately indistinguishable.
+    #[error("Incorrect email or password")]
+    InvalidCredentials,
+    #[error("Email already registered")]
+    EmailTaken,
+    #[error("Invalid email address")]
+    InvalidEmail,
+    #[error("{0}")]
+    WeakPassword(PolicyError),
+    #[error("Sign-up is closed")]
+    SignupClosed,
+    /// Unknown, expired or revoked refresh token, or reuse detected (the family is now revoked).
+    #[error("Session expired; please sign in again")]
+    InvalidRefresh,
+    /// The access token was refused: "invalid", "expired", "revoked" or "disabled".
+    #[error("Not authenticated ({0})")]
+    NotAuthenticated(&'static str),
+    /// Password hashing is saturated; answer 503 with `Retry-After`.
+    #[error("Server busy, try again shortly")]
+    Busy,
+    /// Store or key failures; log it, show a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => AuthError::EmailTaken,
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn hash_error(e: HashError) -> AuthError {
+    match e {
+        HashError::Busy => AuthError::Busy,
+        other => AuthError::Internal(other.to_string()),
+    }
+}
+
+fn token_error(e: TokenError) -> AuthError {
+    AuthError::Internal(e.to_string())
+}
+
+/// The authentication service. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: ServiceSettings,
+    token_settings: TokenSettings,
+    store: Store,
+    clock: Clock,
+    keys: Keys,
+    hasher: Hasher,
+    refresh_key: Secret<Vec<u8>>,
+    revocations: RwLock<Revocations>,
+    /// Serialises polls so that two never apply the same feed range at once.
+    poll_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService")
+            .field("keys", &self.inner.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthService {
+    /// Builds the service: checks the hasher parameters, loads or creates the signing and
+    /// refresh keys, and loads the revocation state from the store.
+    pub async fn open(
+        settings: ServiceSettings,
+        store: Store,
+        clock: Clock,
+    ) -> Result<AuthService, AuthError> {
+        let now = clock.unix();
+        let hasher_config = settings.hasher.clone();
+        // Computing the dummy hash is real argon2 work: keep it off the async workers.
+        let hasher = tokio::task::spawn_blocking(move || Hasher::new(hasher_config))
+            .await
+            .map_err(|e| AuthError::Internal(format!("hasher set-up task failed: {e}")))?
+            .map_err(hash_error)?;
+        let keys = match settings.algorithm {
+            token::Algorithm::HS256 => {
+                let secret = settings.hs256_secret.as_ref().ok_or_else(|| {
+                    AuthError::Internal("HS256 is configured without a secret".into())
+                })?;
+                Keys::hs256(secret).map_err(token_error)?
+            }
+            token::Algorithm::EdDSA => {
+                run_blocking(&store, move |s| keystore::load_eddsa_keys(s, now)).await?
+            }
+        };
+        let refresh_key = run_blocking(&store, keystore::load_refresh_key).await?;
+        let revocations = run_blocking(&store, move |s| Ok(Revocations::load(s, now)?)).await?;
+        let token_settings = TokenSettings {
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            access_ttl: settings.access_ttl,
+            leeway_secs: ACCESS_LEEWAY_SECS,
+        };
+        tracing::info!(
+            alg = keys.algorithm().as_str(),
+            kid = keys.current_kid(),
+            "auth service ready"
+        );
+        Ok(AuthService {
+            inner: Arc::new(Inner {
+                settings,
+                token_settings,
+                store,
+                clock,
+                keys,
+                hasher,
+                refresh_key,
+                revocations: RwLock::new(revocations),
+                poll_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &ServiceSettings {
+        &self.inner.settings
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The store this service writes to.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Creates an account and starts a session for it.
+    ///
+    /// Checks, in order: sign-up open, email syntax, password policy, email not yet registered
+    /// (a cheap read before the expensive hash; the answer says "taken" anyway, so hashing first
+    /// would hide nothing), then hashes and creates the user, which catches a concurrent sign-up
+    /// with the same email. The display name is trimmed, stripped of control characters and cut
+    /// to 128 characters; an empty one is `None`.
+    #[tracing::instrument(skip_all)]
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &SecretString,
+        name: Option<&str>,
+    ) -> Result<Issued, AuthError> {
+        let settings = &self.inner.settings;
+        if !settings.signup_open {
+            return Err(AuthError::SignupClosed);
+        }
+        let email = normalize_email(email).ok_or(AuthError::InvalidEmail)?;
+        settings
+            .policy
+            .check(password.expose(), &email)
+            .map_err(AuthError::WeakPassword)?;
+        let lookup = email.clone();
+        if self
+            .blocking(move |s| Ok(s.user_by_email(&lookup)?))
+            .await?
+            .is_some()
+        {
+            return Err(AuthError::EmailTaken);
+        }
+        let password_hash = self.inner.hasher.hash(password).await.map_err(hash_error)?;
+        let now = self.inner.clock.unix();
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            email,
+            name: name.and_then(clean_name),
+            password_hash,
+            roles: settings.default_roles.clone(),
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            session_version: 0,
+        };
+        let record = user.clone();
+        self.blocking(move |s| Ok(s.create_user(&record)?)).await?;
+        tracing::info!(target: "audit", event = "signup", user_id = %user.id);
+        self.start_session(&user).await
+    }
+
+    /// Checks email and password and starts a session.
+    ///
+    /// The password is always verified, against a dummy hash when the email is unknown, so the
+    /// response time does not reveal whether an account exists; a disabled user is refused only
+    /// after verifying. A correct password stored with outdated parameters is re-hashed.
+    #[tracing::instrument(skip_all)]
+    pub async fn login(&self, email: &str, password: &SecretString) -> Result<Issued, AuthError> {
+        let Some(email) = normalize_email(email) else {
+            // Such an address can never have been registered; nothing to hide.
+            tracing::info!(target: "audit", event = "login_failed", reason = "invalid_email");
+            return Err(AuthError::InvalidCredentials);
+        };
+        let lookup = email.clone();
+        let user = self
+            .blocking(move |s| Ok(s.user_by_email(&lookup)?))
+            .await?;
+        let verification = self
+            .inner
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await
+            .map_err(hash_error)?;
+        let Some(user) = user else {
+            tracing::info!(target: "audit", event = "login_failed", reason = "unknown_email", %email);
+            return Err(AuthError::InvalidCredentials);
+        };
+        if !verification.ok {
+            tracing::info!(target: "audit", event = "login_failed", reason = "bad_password", user_id = %user.id);
+            return Err(AuthError::InvalidCredentials);
+        }
+        if user.disabled {
+            tracing::info!(target: "audit", event = "login_failed", reason = "disabled", user_id = %user.id);
+            return Err(AuthError::InvalidCredentials);
+        }
+        if verification.needs_rehash {
+            // Best effort: the login succeeds even if the upgrade does not.
+            if let Err(e) = self.rehash(&user, password).await {
+                tracing::warn!(user_id = %user.id, error = %e, "password rehash failed");
+            }
+        }
+        tracing::info!(target: "audit", event = "login", user_id = %user.id);
+        self.start_session(&user).await
+    }
+
+    /// Rotates a refresh token and issues a new access token; see the module docs for the
+    /// grace window and reuse detection.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<Issued, AuthError> {
+        let presented = refresh_token.expose();
+        if !refresh_token::well_formed(presented) {
+            return Err(AuthError::InvalidRefresh);
+        }
+        let now = self.inner.clock.unix();
+        let grace = self.inner.settings.refresh_grace.as_secs();
+        let key = self.inner.refresh_key.clone();
+        let presented = refresh_token.clone();
+        let outcome = self
+            .blocking(move |s| rotation::rotate(s, &key, &presented, now, grace))
+            .await?;
+        match outcome {
+            RefreshOutcome::Issue {
+                token,
+                record,
+                user,
+                grace,
+            } => {
+                tracing::info!(target: "audit", event = "refresh", user_id = %user.id, family = %record.family, grace);
+                self.issue(&user, &record.family, record.family_expires_at, token, now)
+            }
+            RefreshOutcome::Invalid => Err(AuthError::InvalidRefresh),
+            RefreshOutcome::Reuse(record) => {
+                self.write_revocations(|r| {
+                    r.revoke_family(&record.family, record.family_expires_at)
+                })?;
+                tracing::warn!(target: "audit", event = "refresh_reuse", user_id = %record.user_id, family = %record.family);
+                Err(AuthError::InvalidRefresh)
+            }
+            RefreshOutcome::UserGone(record) => {
+                self.write_revocations(|r| {
+                    r.revoke_family(&record.family, record.family_expires_at)
+                })?;
+                tracing::info!(target: "audit", event = "refresh_refused", reason = "user_disabled", user_id = %record.user_id, family = %record.family);
+                Err(AuthError::InvalidRefresh)
+            }
+        }
+    }
+
+    /// Ends a session, effective at once: the access token's family (`sid`) is revoked and its
+    /// `jti` deny-listed until it expires; a refresh token, if given, has its family revoked too.
+    /// Unknown or already revoked tokens are not an error.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(
+        &self,
+        claims: Option<&AccessClaims>,
+        refresh_token: Option<&SecretString>,
+    ) -> Result<(), AuthError> {
+        let now = self.inner.clock.unix();
+        let access = claims.map(|c| (c.sid.clone(), c.jti.clone(), c.exp));
+        let refresh_hash = refresh_token
+            .map(|t| t.expose().as_str())
+            .filter(|t| refresh_token::well_formed(t))
+            .map(refresh_token::hash);
+        let access_for_store = access.clone();
+        let refresh_record = self
+            .blocking(move |s| {
+                if let Some((sid, jti, exp)) = &access_for_store {
+                    s.revoke_jti(jti, *exp)?;
+                    s.revoke_family(sid, now)?;
+                }
+                let Some(hash) = refresh_hash else {
+                    return Ok(None);
+                };
+                let record = s.get_refresh(&hash)?;
+                if let Some(record) = &record {
+                    s.revoke_family(&record.family, now)?;
+                }
+                Ok(record)
+            })
+            .await?;
+        // Any access token of the claims' family was issued by now, so expires before this.
+        let family_horizon = now
+            .saturating_add(self.inner.settings.access_ttl.as_secs())
+            .saturating_add(ACCESS_LEEWAY_SECS);
+        self.write_revocations(|r| {
+            if let Some((sid, jti, exp)) = &access {
+                r.revoke_jti(jti, *exp);
+                r.revoke_family(sid, family_horizon);
+            }
+            if let Some(record) = &refresh_record {
+                r.revoke_family(&record.family, record.family_expires_at);
+            }
+        })?;
+        tracing::info!(
+            target: "audit",
+            event = "logout",
+            user_id = claims.map(|c| c.sub.as_str()).or(refresh_record.as_ref().map(|r| r.user_id.as_str())),
+            family = claims.map(|c| c.sid.as_str()).or(refresh_record.as_ref().map(|r| r.family.as_str())),
+        );
+        Ok(())
+    }
+
+    /// Ends every session of a user: bumps their session version (killing every access token
+    /// issued so far) and revokes all their refresh families. An unknown user is not an error.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout_all(&self, user_id: &str) -> Result<(), AuthError> {
+        let now = self.inner.clock.unix();
+        let id = user_id.to_owned();
+        let updated = self
+            .blocking(move |s| Ok(s.end_all_sessions(&id, now)?))
+            .await?;
+        if let Some(user) = updated {
+            self.write_revocations(|r| {
+                r.set_flags(
+                    &user.id,
+                    Some(UserFlags {
+                        disabled: user.disabled,
+                        session_version: user.session_version,
+                    }),
+                );
+            })?;
+            tracing::info!(target: "audit", event = "logout_all", user_id = %user.id, session_version = user.session_version);
+        }
+        Ok(())
+    }
+
+    /// The current record of a user. A deleted or disabled user gives
+    /// `NotAuthenticated("disabled")`: their tokens are dead too.
+    pub async fn user(&self, user_id: &str) -> Result<PublicUser, AuthError> {
+        let id = user_id.to_owned();
+        match self.blocking(move |s| Ok(s.user_by_id(&id)?)).await? {
+            Some(user) if !user.disabled => Ok(PublicUser::from(&user)),
+            _ => Err(AuthError::NotAuthenticated("disabled")),
+        }
+    }
+
+    /// Checks an access token: signature, issuer, audience and times (with
+    /// [`ACCESS_LEEWAY_SECS`]), then the in-memory revocation state. Hot path: memory only, no
+    /// disk, no await.
+    pub fn authenticate(&self, token: &str) -> Result<AccessClaims, AuthError> {
+        let now = self.inner.clock.unix();
+        let claims = self
+            .inner
+            .keys
+            .verify_access(&self.inner.token_settings, token, now)
+            .map_err(|e| match e {
+                TokenError::Expired => AuthError::NotAuthenticated("expired"),
+                other => {
+                    tracing::debug!(error = %other, "access token refused");
+                    AuthError::NotAuthenticated("invalid")
+                }
+            })?;
+        let revocations = self
+            .inner
+            .revocations
+            .read()
+            .map_err(|_| AuthError::Internal("revocation state lock poisoned".into()))?;
+        revocations
+            .check(&claims)
+            .map_err(AuthError::NotAuthenticated)?;
+        Ok(claims)
+    }
+
+    /// The public keys (empty for HS256).
+    pub fn jwks(&self) -> serde_json::Value {
+        self.inner.keys.jwks()
+    }
+
+    /// The signing keys, for identity assertions.
+    pub fn keys(&self) -> Keys {
+        self.inner.keys.clone()
+    }
+
+    /// Starts the background task that polls the change feed every second and sweeps expired
+    /// rows every hour (and once at start). It stops when `shutdown` becomes `true` or its
+    /// sender is dropped.
+    pub fn spawn_maintenance(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut poll = tokio::time::interval(POLL_INTERVAL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                if *shutdown.borrow() {
+                    break;
+                }
+                tokio::select! {
+                    changed = shutdown.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                    _ = poll.tick() => {
+                        if let Err(e) = service.poll_changes().await {
+                            tracing::warn!(error = %e, "polling store changes failed");
+                        }
+                    }
+                    _ = sweep.tick() => {
+                        if let Err(e) = service.sweep().await {
+                            tracing::warn!(error = %e, "store sweep failed");
+                        }
+                    }
+                }
+            }
+            tracing::debug!("auth maintenance stopped");
+        });
+    }
+
+    /// Applies changes other processes made to the store since the last poll; returns how many
+    /// feed entries were applied.
+    pub async fn poll_changes(&self) -> Result<usize, AuthError> {
+        let _guard = self.inner.poll_lock.lock().await;
+        let since = self.read_seq()?;
+        let now = self.inner.clock.unix();
+        let pending = self
+            .blocking(move |s| Ok(revocation::fetch(s, since, now)?))
+            .await?;
+        let count = match &pending {
+            revocation::Pending::Updates { updates, .. } => updates.len(),
+            revocation::Pending::Reload(_) => 0,
+        };
+        self.write_revocations(|r| r.apply(pending))?;
+        Ok(count)
+    }
+
+    /// Deletes expired rows from the store and expired entries from memory.
+    pub async fn sweep(&self) -> Result<(), AuthError> {
+        let now = self.inner.clock.unix();
+        self.blocking(move |s| Ok(s.sweep(now)?)).await?;
+        // A token is accepted up to the leeway past its `exp`; keep its revocation that long.
+        self.write_revocations(|r| r.prune(now.saturating_sub(ACCESS_LEEWAY_SECS)))
+    }
+
+    fn read_seq(&self) -> Result<u64, AuthError> {
+        self.inner
+            .revocations
+            .read()
+            .map(|r| r.seq())
+            .map_err(|_| AuthError::Internal("revocation state lock poisoned".into()))
+    }
+
+    fn write_revocations<T>(&self, f: impl FnOnce(&mut Revocations) -> T) -> Result<T, AuthError> {
+        let mut guard = self
+            .inner
+            .revocations
+            .write()
+            .map_err(|_| AuthError::Internal("revocation state lock poisoned".into()))?;
+        Ok(f(&mut guard))
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, AuthError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, AuthError> + Send + 'static,
+    {
+        run_blocking(&self.inner.store, f).await
+    }
+
+    /// Stores a fresh hash of `password` for `user`, unless their hash changed meanwhile.
+    async fn rehash(&self, user: &User, password: &SecretString) -> Result<(), AuthError> {
+        let new_hash = self.inner.hasher.hash(password).await.map_err(hash_error)?;
+        let now = self.inner.clock.unix();
+        let id = user.id.clone();
+        let old_hash = user.password_hash.clone();
+        self.blocking(move |s| {
+            if let Some(mut current) = s.user_by_id(&id)?
+                && current.password_hash == old_hash
+            {
+                current.password_hash = new_hash;
+                current.updated_at = now;
+                s.update_user(&current)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Starts a refresh family for `user` and issues both tokens.
+    async fn start_session(&self, user: &User) -> Result<Issued, AuthError> {
+        let now = self.inner.clock.unix();
+        let token = refresh_token::generate();
+        let record = RefreshRecord {
+            family: uuid::Uuid::new_v4().to_string(),
+            user_id: user.id.clone(),
+            issued_at: now,
+            family_expires_at: now.saturating_add(self.inner.settings.refresh_ttl.as_secs()),
+            state: RefreshState::Active,
+        };
+        let hash = refresh_token::hash(token.expose());
+        let stored = record.clone();
+        self.blocking(move |s| Ok(s.insert_refresh(&hash, &stored)?))
+            .await?;
+        self.issue(user, &record.family, record.family_expires_at, token, now)
+    }
+
+    /// Issues an access token for `user` in `family`, expiring no later than the family.
+    fn issue(
+        &self,
+        user: &User,
+        family: &str,
+        family_expires_at: u64,
+        refresh: SecretString,
+        now: u64,
+    ) -> Result<Issued, AuthError> {
+        let ttl = self
+            .inner
+            .settings
+            .access_ttl
+            .as_secs()
+            .min(family_expires_at.saturating_sub(now));
+        if ttl == 0 {
+            return Err(AuthError::InvalidRefresh);
+        }
+        let settings = TokenSettings {
+            access_ttl: Duration::from_secs(ttl),
+            ..self.inner.token_settings.clone()
+        };
+        let subject = Subject {
+            user_id: &user.id,
+            email: &user.email,
+            name: user.name.as_deref(),
+            roles: &user.roles,
+            session_id: family,
+            session_version: user.session_version,
+        };
+        let (access, claims) = self
+            .inner
+            .keys
+            .issue_access(&settings, &subject, now)
+            .map_err(token_error)?;
+        Ok(Issued {
+            access_token: Secret::new(access),
+            claims,
+            refresh_token: refresh,
+            expires_in: ttl,
+            refresh_expires_at: family_expires_at,
+            user: PublicUser::from(user),
+        })
+    }
+}
+
+async fn run_blocking<T, F>(store: &Store, f: F) -> Result<T, AuthError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, AuthError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| AuthError::Internal(format!("store task failed: {e}")))?
+}
+
+/// Trims a display name, drops control characters and caps its length; empty means none.
+fn clean_name(name: &str) -> Option<String> {
+    let cleaned: String = name
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let cleaned = cleaned.trim();
+    (!cleaned.is_empty()).then(|| cleaned.to_owned())
+}
+
+#[cfg(test)]
+mod tests;
