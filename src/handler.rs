@@ -165,11 +165,11 @@ impl App {
             return self.auth.handle(req, &path, conn.tls, client_ip).await;
         }
 
-        let route = self
+        let matched = self
             .routes
             .find(host.as_deref(), req.method(), &path)
-            .ok_or(HttpError::NotFound)?
-            .clone();
+            .ok_or(HttpError::NotFound)?;
+        let route = matched.route.clone();
         log.route = Some(route.name.clone());
 
         headers::strip_identity(req.headers_mut());
@@ -212,6 +212,7 @@ impl App {
                 Forward {
                     route: &route,
                     path: &path,
+                    matched: matched.path,
                     forwarded,
                     html,
                 },

@@ -604,14 +604,14 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
     let trimmed = r.path.value.trim_end_matches('/');
     let path = if trimmed.is_empty() && r.path.value.starts_with('/') {
         "/".to_owned()
-    } else if is_clean_path(trimmed) {
+    } else if is_clean_path(trimmed) && placeholders_ok(trimmed) {
         trimmed.to_owned()
     } else {
         return Err(cx.err(
             &r.path,
             &key("path"),
             format!(
-                "invalid path prefix {:?} (must start with / and contain no '..', '//', '%', '?' or spaces)",
+                "invalid path prefix {:?} (must start with /, contain no '..', '//', '%', '?' or spaces, and at most one {{sub}} segment)",
                 r.path.value
             ),
         ));
@@ -691,6 +691,19 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         strip_prefix: r.strip_prefix,
         policy,
     })
+}
+
+/// `{sub}` may stand as a whole segment, at most once; no other braces.
+fn placeholders_ok(path: &str) -> bool {
+    let mut owners = 0;
+    for seg in path.split('/') {
+        if seg == "{sub}" {
+            owners += 1;
+        } else if seg.contains('{') || seg.contains('}') {
+            return false;
+        }
+    }
+    owners <= 1
 }
 
 /// `app.example.com` or `*.example.com`, lowercased; `None` if malformed.

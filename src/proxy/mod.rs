@@ -24,7 +24,7 @@ use crate::body::{self, Body};
 use crate::config::{UpstreamSettings, UpstreamTarget};
 use crate::error::HttpError;
 use headers::Forwarded;
-use route::Route;
+use route::{PathMatch, Route};
 
 /// Errors building the upstream client.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,8 @@ pub struct Forward<'a> {
     pub route: &'a Route,
     /// The normalised request path that routing and authorisation used.
     pub path: &'a str,
+    /// How the route matched that path (for `strip_prefix`).
+    pub matched: PathMatch<'a>,
     pub forwarded: Forwarded<'a>,
     /// Whether the client is a browser navigation (for the whoami page).
     pub html: bool,
@@ -115,7 +117,7 @@ impl Proxy {
             headers.insert(header::UPGRADE, proto.clone());
         }
 
-        let upstream_path = f.route.upstream_path(f.path);
+        let upstream_path = f.route.upstream_path(f.path, &f.matched);
         let query = req.uri().query().map(str::to_owned);
         let (scheme, authority, base) = match &f.route.upstream {
             UpstreamTarget::Whoami => {

@@ -2,7 +2,10 @@
 //!
 //! Routes are tried in file order and the first match wins. A route matches on an optional host
 //! (exact or `*.suffix`), a segment-aware path prefix (`/admin` matches `/admin` and `/admin/x`,
-//! never `/administrator`) and an optional method list. Matching allocates nothing.
+//! never `/administrator`) and an optional method list. A path may bind one segment to the
+//! caller's user id with `{sub}` (`/users/{sub}`): such a route matches any value there, and the
+//! handler forwards only when the value equals the token's `sub` (user-data isolation at the
+//! edge). Matching allocates nothing.
 
 use std::sync::Arc;
 
@@ -17,18 +20,64 @@ pub struct Route {
     host: Option<HostPattern>,
     /// `""` for the root route, else `/seg/...` without trailing slash.
     prefix: String,
+    /// Set when the prefix has a `{sub}` segment: the segments to compare one by one.
+    segments: Option<Vec<Segment>>,
     methods: Option<Vec<Method>>,
     pub upstream: UpstreamTarget,
     pub strip_prefix: bool,
     pub policy: AuthPolicy,
 }
 
+/// One segment of a prefix with placeholders.
+#[derive(Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `{sub}`: any segment, which must equal the caller's user id.
+    Owner,
+}
+
+/// How a route matched a path.
+#[derive(Debug, Clone, Copy)]
+pub struct PathMatch<'p> {
+    /// Bytes of the path the prefix covered (what `strip_prefix` removes).
+    pub len: usize,
+    /// The value in the `{sub}` position, if the route has one.
+    pub owner: Option<&'p str>,
+}
+
+/// A matched route.
+#[derive(Debug, Clone)]
+pub struct Matched<'p> {
+    pub route: Arc<Route>,
+    pub path: PathMatch<'p>,
+}
+
 impl Route {
-    fn matches_path(&self, path: &str) -> bool {
-        match path.strip_prefix(self.prefix.as_str()) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/'),
-            None => false,
+    fn match_path<'p>(&self, path: &'p str) -> Option<PathMatch<'p>> {
+        let Some(segments) = &self.segments else {
+            let rest = path.strip_prefix(self.prefix.as_str())?;
+            return (rest.is_empty() || rest.starts_with('/')).then_some(PathMatch {
+                len: self.prefix.len(),
+                owner: None,
+            });
+        };
+        let mut rest = path;
+        let mut owner = None;
+        for seg in segments {
+            let after = rest.strip_prefix('/')?;
+            let end = after.find('/').unwrap_or(after.len());
+            let value = &after[..end];
+            match seg {
+                Segment::Literal(l) if l == value => {}
+                Segment::Owner if !value.is_empty() => owner = Some(value),
+                _ => return None,
+            }
+            rest = &after[end..];
         }
+        (rest.is_empty() || rest.starts_with('/')).then_some(PathMatch {
+            len: path.len() - rest.len(),
+            owner,
+        })
     }
 
     fn matches_host(&self, host: Option<&str>) -> bool {
@@ -48,13 +97,13 @@ impl Route {
         self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
 
-    /// The path to send upstream: the normalised request path, minus the route prefix when
+    /// The path to send upstream: the normalised request path, minus the matched prefix when
     /// `strip_prefix` is set (never empty: at least `/`).
-    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
+    pub fn upstream_path<'a>(&self, path: &'a str, matched: &PathMatch<'_>) -> &'a str {
         if !self.strip_prefix {
             return path;
         }
-        match path.strip_prefix(self.prefix.as_str()) {
+        match path.get(matched.len..) {
             Some("") | None => "/",
             Some(rest) => rest,
         }
@@ -81,6 +130,16 @@ impl RouteTable {
                     } else {
                         s.path.clone()
                     },
+                    segments: s.path.contains("{sub}").then(|| {
+                        s.path
+                            .split('/')
+                            .skip(1)
+                            .map(|seg| match seg {
+                                "{sub}" => Segment::Owner,
+                                lit => Segment::Literal(lit.to_owned()),
+                            })
+                            .collect()
+                    }),
                     methods: s.methods.clone(),
                     upstream: s.upstream.clone(),
                     strip_prefix: s.strip_prefix,
@@ -93,10 +152,21 @@ impl RouteTable {
 
     /// The first route matching a request. `host` is the request host without port, `path` the
     /// normalised path.
-    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<&Arc<Route>> {
-        self.routes
-            .iter()
-            .find(|r| r.matches_path(path) && r.matches_host(host) && r.matches_method(method))
+    pub fn find<'p>(
+        &self,
+        host: Option<&str>,
+        method: &Method,
+        path: &'p str,
+    ) -> Option<Matched<'p>> {
+        self.routes.iter().find_map(|r| {
+            if !r.matches_host(host) || !r.matches_method(method) {
+                return None;
+            }
+            r.match_path(path).map(|m| Matched {
+                route: r.clone(),
+                path: m,
+            })
+        })
     }
 
     /// All routes, for `gateway check`.
@@ -138,8 +208,10 @@ mod tests {
         RouteTable::new(&cfg.routes)
     }
 
-    fn name<'a>(t: &'a RouteTable, host: Option<&str>, m: Method, p: &str) -> Option<&'a str> {
-        t.find(host, &m, p).map(|r| r.name.as_str())
+    fn name(t: &RouteTable, host: Option<&str>, m: Method, p: &str) -> Option<&'static str> {
+        // Route names in these tests are string literals; leak the few bytes for easy asserts.
+        t.find(host, &m, p)
+            .map(|r| &*Box::leak(r.route.name.clone().into_boxed_str()))
     }
 
     #[test]
@@ -180,9 +252,31 @@ mod tests {
     #[test]
     fn strip_prefix() {
         let t = table("  - {path: /app, strip_prefix: true, upstream: 'builtin:whoami'}\n");
-        let r = t.find(None, &Method::GET, "/app/x/y").unwrap();
-        assert_eq!(r.upstream_path("/app/x/y"), "/x/y");
-        assert_eq!(r.upstream_path("/app"), "/");
-        assert_eq!(r.upstream_path("/app/"), "/");
+        for (path, up) in [("/app/x/y", "/x/y"), ("/app", "/"), ("/app/", "/")] {
+            let m = t.find(None, &Method::GET, path).unwrap();
+            assert_eq!(m.route.upstream_path(path, &m.path), up);
+        }
+    }
+
+    #[test]
+    fn owner_segment() {
+        let t = table(
+            "  - {name: mine, path: '/users/{sub}/files', strip_prefix: true, upstream: 'builtin:whoami'}\n  - {name: root, path: /, upstream: 'builtin:whoami'}\n",
+        );
+        let m = t
+            .find(None, &Method::GET, "/users/u-1/files/a.txt")
+            .unwrap();
+        assert_eq!(m.route.name, "mine");
+        assert_eq!(m.path.owner, Some("u-1"));
+        assert_eq!(
+            m.route.upstream_path("/users/u-1/files/a.txt", &m.path),
+            "/a.txt"
+        );
+        assert_eq!(
+            name(&t, None, Method::GET, "/users/u-1/filesx"),
+            Some("root")
+        );
+        assert_eq!(name(&t, None, Method::GET, "/users//files"), Some("root"));
+        assert_eq!(name(&t, None, Method::GET, "/users/u-1"), Some("root"));
     }
 }
