@@ -77,7 +77,9 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
     // The binary binds the addresses in its config: pick ports that were free a moment ago and
     // retry if another process took one in between.
     for attempt in 0..5 {
-        let (http, https) = (free_port(), free_port());
+        let [http, https] = free_ports(2)[..] else {
+            unreachable!()
+        };
         let path = write_config(
             dir.path(),
             &format!(

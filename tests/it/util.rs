@@ -406,13 +406,15 @@ pub fn chunked_body(
     http_body_util::StreamBody::new(futures_util::stream::iter(frames))
 }
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read the port, drop the listener).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct ports that were free a moment ago (all bound on 127.0.0.1:0 at once, then
+/// released). Another process may take one before it is used; callers retry.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// An address nothing listens on: bound once, then released.
