@@ -7,4 +7,8 @@
 
 mod util;
 
+mod binary;
+mod config;
 mod proxy;
+mod server;
+mod tls;

@@ -370,3 +370,140 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Sends a request with any body (e.g. a stream) and reads the whole response.
+pub async fn send_body<B>(req: Request<B>) -> Result<Resp, hyper_util::client::legacy::Error>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let resp = client.request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Ok(Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// A chunked body of `count` chunks of `size` bytes, produced lazily: all chunks share one
+/// buffer, so neither side of the test ever holds the whole body.
+pub fn chunked_body(
+    count: usize,
+    size: usize,
+) -> http_body_util::StreamBody<
+    impl futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, Infallible>> + Send + Unpin,
+> {
+    let chunk = Bytes::from(vec![b'x'; size]);
+    let frames = std::iter::repeat_n(chunk, count).map(|c| Ok(hyper::body::Frame::data(c)));
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+}
+
+/// `n` distinct ports that were free a moment ago (all bound on 127.0.0.1:0 at once, then
+/// released). Another process may take one before it is used; callers retry.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// An address nothing listens on: bound once, then released.
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Polls `cond` until it holds (bounded; panics with `what` otherwise).
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Fails the test instead of hanging when `fut` does not finish within `secs` (a hang guard,
+/// not a timing assertion).
+pub async fn guard<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("hang guard: the operation did not finish")
+}
+
+/// A TLS connection to the gateway's HTTPS listener, trusting the self-signed certificate the
+/// gateway generated in its directory, offering `alpn`.
+pub async fn tls_connect(
+    gw: &Gateway,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(gw.path("certs/localhost.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// A response read whole, with the protocol version it came over.
+pub async fn read_resp(resp: Response<Incoming>) -> (http::Version, Resp) {
+    let version = resp.version();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        version,
+        Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        },
+    )
+}
+
+/// Sends one request over HTTP/2 on TLS (ALPN h2). `req` needs an absolute `https://` URI.
+pub async fn h2_send(gw: &Gateway, req: Request<Full<Bytes>>) -> (http::Version, Resp) {
+    let tls = tls_connect(gw, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    read_resp(sender.send_request(req).await.unwrap()).await
+}
+
+/// Sends one request over HTTP/1.1 on TLS (ALPN http/1.1). `req` needs a Host header.
+pub async fn h1_tls_send(gw: &Gateway, req: Request<Full<Bytes>>) -> (http::Version, Resp) {
+    let tls = tls_connect(gw, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    read_resp(sender.send_request(req).await.unwrap()).await
+}
