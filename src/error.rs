@@ -137,6 +137,12 @@ impl HttpError {
 
 impl From<crate::auth::service::AuthError> for HttpError {
     fn from(e: crate::auth::service::AuthError) -> Self {
+        HttpError::from(&e)
+    }
+}
+
+impl From<&crate::auth::service::AuthError> for HttpError {
+    fn from(e: &crate::auth::service::AuthError) -> Self {
         use crate::auth::service::AuthError as A;
         match e {
             A::InvalidCredentials => HttpError::Unauthorized("Incorrect email or password"),
@@ -147,7 +153,7 @@ impl From<crate::auth::service::AuthError> for HttpError {
             A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
             A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),
             A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
-            A::Internal(cause) => HttpError::Internal(cause),
+            A::Internal(cause) => HttpError::Internal(cause.clone()),
         }
     }
 }

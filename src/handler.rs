@@ -19,12 +19,13 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::auth::api::{AuthApi, Session, Unauthenticated};
-use crate::auth::cookies;
+use crate::auth::api::{AuthApi, Unauthenticated};
+use crate::auth::guard::{Denied, is_safe, strip_credentials};
 use crate::body::{self, Body};
-use crate::config::{AuthPolicy, Config};
+use crate::config::{AuthPolicy, Config, OnUnauthenticated};
 use crate::error::{HttpError, json_response};
-use crate::proxy::headers::{self, Forwarded};
+use crate::proxy::cors::Cors;
+use crate::proxy::headers::Forwarded;
 use crate::proxy::route::RouteTable;
 use crate::proxy::{Forward, Proxy, path};
 
@@ -52,6 +53,7 @@ pub struct App {
     routes: RouteTable,
     proxy: Proxy,
     auth: AuthApi,
+    cors: Option<Cors>,
     draining: AtomicBool,
     hsts: Option<HeaderValue>,
     stop_background: tokio::sync::watch::Sender<bool>,
@@ -68,11 +70,13 @@ impl App {
             .tls
             .hsts_max_age
             .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
+        let cors = Cors::new(&config.cors);
         Ok(Arc::new(App {
             config,
             routes,
             proxy,
             auth,
+            cors,
             draining: AtomicBool::new(false),
             hsts,
             stop_background,
@@ -108,6 +112,7 @@ impl App {
             path: String::new(),
             route: None,
             upstream: None,
+            user: None,
         };
         let mut resp = match self.dispatch(req.map(body::boxed), conn, &mut log).await {
             Ok(resp) => resp,
@@ -128,6 +133,7 @@ impl App {
             latency_us = start.elapsed().as_micros() as u64,
             route = log.route.as_deref().unwrap_or("-"),
             upstream = log.upstream.as_deref().unwrap_or("-"),
+            user = log.user.as_deref().unwrap_or("-"),
         );
         resp
     }
@@ -159,10 +165,20 @@ impl App {
         let path = path::normalize(raw_path).map_err(|e| HttpError::BadRequest(e.to_string()))?;
         log.path.clone_from(&path);
 
+        let origin = req.headers().get(header::ORIGIN).cloned();
         if self.auth.owns(&path) {
             log.route = Some("auth".to_owned());
+            if let Some(cors) = &self.cors
+                && Cors::is_preflight(req.method(), req.headers())
+            {
+                return Ok(cors.preflight(req.headers()));
+            }
             let client_ip = conn.peer.ip();
-            return self.auth.handle(req, &path, conn.tls, client_ip).await;
+            let mut resp = self.auth.handle(req, &path, conn.tls, client_ip).await;
+            if let (Some(cors), Ok(r)) = (&self.cors, resp.as_mut()) {
+                cors.decorate(origin.as_ref(), r.headers_mut());
+            }
+            return resp;
         }
 
         let matched = self
@@ -171,42 +187,74 @@ impl App {
             .ok_or(HttpError::NotFound)?;
         let route = matched.route.clone();
         log.route = Some(route.name.clone());
+        let cors = self.cors.as_ref().filter(|_| route.cors);
+        if let Some(cors) = cors
+            && Cors::is_preflight(req.method(), req.headers())
+        {
+            return Ok(cors.preflight(req.headers()));
+        }
 
-        headers::strip_identity(req.headers_mut());
-        match &route.policy {
-            AuthPolicy::Public => {}
-            AuthPolicy::Required { roles } => {
-                let session = match self.auth.authenticate(req.headers(), conn.tls) {
-                    Ok(s) => s,
-                    Err(why) => {
-                        if let Unauthenticated::Rejected(reason) = why {
-                            tracing::debug!(reason, route = %route.name, "token rejected");
-                        }
-                        return Err(HttpError::Unauthorized("Not authenticated"));
+        self.auth.strip_identity(req.headers_mut());
+        let mut set_cookies = Vec::new();
+        if let AuthPolicy::Required { roles } = &route.policy {
+            let admitted = match self.auth.admit(&req, conn.tls).await {
+                Ok(a) => a,
+                Err(Denied::Refused(e)) => return Err(e),
+                Err(Denied::Unauthenticated(why)) => {
+                    if let Unauthenticated::Rejected(reason) = why {
+                        tracing::debug!(reason, route = %route.name, "token rejected");
                     }
-                };
-                if !roles.is_empty() && !roles.iter().any(|r| session.claims.roles.contains(r)) {
-                    return Err(HttpError::Forbidden("Forbidden"));
+                    let redirect = match route.on_unauthenticated {
+                        OnUnauthenticated::Redirect => true,
+                        OnUnauthenticated::Deny => false,
+                        OnUnauthenticated::Auto => wants_html(req.method(), req.headers()),
+                    };
+                    if redirect {
+                        let pq = req
+                            .uri()
+                            .query()
+                            .map_or_else(|| path.clone(), |q| format!("{path}?{q}"));
+                        return Ok(self.auth.login_redirect(&pq));
+                    }
+                    return Err(HttpError::Unauthorized("Not authenticated"));
                 }
-                if session.via_cookie && !is_safe(req.method()) {
-                    self.auth
-                        .check_csrf(req.headers(), conn.tls, &session.claims.sid)?;
-                }
-                set_identity(req.headers_mut(), &session);
-                strip_credentials(req.headers_mut(), conn.tls);
+            };
+            let claims = &admitted.session.claims;
+            log.user = Some(claims.sub.clone());
+            let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
+            if !roles.is_empty() && !has_any(roles) {
+                return Err(HttpError::Forbidden("Forbidden"));
             }
+            if let Some(owner) = matched.path.owner
+                && owner != claims.sub
+                && !has_any(&route.owner_bypass_roles)
+            {
+                return Err(HttpError::Forbidden("Forbidden"));
+            }
+            if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {
+                self.auth.check_csrf(req.headers(), conn.tls, &claims.sid)?;
+            }
+            let audience = route.assertion_audience.as_deref().unwrap_or(&route.name);
+            self.auth
+                .identify(req.headers_mut(), &admitted.session, audience);
+            if !route.forward_token {
+                strip_credentials(req.headers_mut());
+            }
+            set_cookies = admitted.set_cookies;
         }
 
         log.upstream = Some(route.upstream.to_string());
         let peer = conn.peer.ip();
+        let raw_host = raw_host(&req);
         let forwarded = Forwarded {
             peer,
             trusted: self.is_trusted(peer),
             proto: if conn.tls { "https" } else { "http" },
-            host: host.as_deref(),
+            host: raw_host.as_deref(),
         };
         let html = wants_html(req.method(), req.headers());
-        self.proxy
+        let mut resp = self
+            .proxy
             .forward(
                 req,
                 Forward {
@@ -217,7 +265,14 @@ impl App {
                     html,
                 },
             )
-            .await
+            .await?;
+        for c in set_cookies {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        if let Some(cors) = cors {
+            cors.decorate(origin.as_ref(), resp.headers_mut());
+        }
+        Ok(resp)
     }
 
     fn ready(&self) -> Response<Body> {
@@ -257,59 +312,12 @@ impl App {
     }
 }
 
-/// GET, HEAD, OPTIONS and TRACE change nothing, so they need no CSRF token.
-fn is_safe(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
-}
-
-/// Tells the upstream who the user is. Values are cleaned of control characters; the headers
-/// were stripped from the client's request before, so these are the only copies.
-fn set_identity(headers: &mut HeaderMap, session: &Session) {
-    let c = &session.claims;
-    let pairs: [(&'static str, std::borrow::Cow<'_, str>); 4] = [
-        ("x-auth-user-id", c.sub.as_str().into()),
-        ("x-auth-email", c.email.as_str().into()),
-        ("x-auth-name", c.name.as_deref().unwrap_or("").into()),
-        ("x-auth-roles", c.roles.join(",").into()),
-    ];
-    for (name, value) in pairs {
-        let clean: String = value.chars().filter(|ch| !ch.is_control()).collect();
-        if let Ok(v) = HeaderValue::from_bytes(clean.as_bytes()) {
-            headers.insert(http::header::HeaderName::from_static(name), v);
-        }
-    }
-}
-
-/// Removes the gateway's own credentials (bearer token, session cookies) before forwarding;
-/// other cookies pass untouched.
-fn strip_credentials(headers: &mut HeaderMap, tls: bool) {
-    if crate::auth::api::bearer(headers).is_some() {
-        headers.remove(header::AUTHORIZATION);
-    }
-    let _ = tls;
-    if !headers.contains_key(header::COOKIE) {
-        return;
-    }
-    let kept: Vec<String> = cookies::iter(headers)
-        .filter(|(n, _)| !cookies::is_gateway_cookie(n))
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
-        headers.insert(header::COOKIE, v);
-    }
-}
-
 /// What the access log line says about a request, filled in as it becomes known.
 struct AccessLog {
     path: String,
     route: Option<String>,
     upstream: Option<String>,
+    user: Option<String>,
 }
 
 /// The request's host name without port, lowercased: the Host header (HTTP/1.1) or the URI
@@ -326,6 +334,14 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     Some(host.to_ascii_lowercase())
+}
+
+/// The Host header as sent (with port), or the HTTP/2 authority, for `X-Forwarded-Host`.
+fn raw_host<B>(req: &Request<B>) -> Option<String> {
+    match req.headers().get(header::HOST) {
+        Some(v) => v.to_str().ok().map(str::to_owned),
+        None => req.uri().authority().map(|a| a.as_str().to_owned()),
+    }
 }
 
 /// Whether this looks like a browser navigation that should get HTML rather than JSON: a GET or

@@ -26,6 +26,7 @@ use super::cookies::{self, CSRF_HEADER, Csrf, SetCookie};
 use super::service::{AuthError, AuthService, Issued};
 use super::token::AccessClaims;
 use crate::body::{self, Body};
+use crate::config::{AssertionSettings, Config, IdentityHeaders};
 use crate::error::{HttpError, json_response};
 use crate::secret::SecretString;
 
@@ -52,28 +53,38 @@ pub enum Unauthenticated {
 /// The auth endpoints and the token check shared with the proxy.
 pub struct AuthApi {
     service: AuthService,
-    csrf: Csrf,
+    pub(super) csrf: Csrf,
     prefix: String,
     tokens_in_body: bool,
-    body_limit: usize,
+    transparent_refresh: bool,
+    pub(super) body_limit: usize,
+    pub(super) identity: IdentityHeaders,
+    pub(super) assertion: Option<AssertionSettings>,
 }
 
 impl AuthApi {
     /// Wraps the service. `csrf_key` signs CSRF tokens (at least 32 bytes).
-    pub fn new(
-        service: AuthService,
-        csrf_key: Vec<u8>,
-        prefix: &str,
-        tokens_in_body: bool,
-        body_limit: usize,
-    ) -> Self {
+    pub fn new(service: AuthService, csrf_key: Vec<u8>, config: &Config) -> Self {
         AuthApi {
             service,
             csrf: Csrf::new(csrf_key),
-            prefix: prefix.to_owned(),
-            tokens_in_body,
-            body_limit,
+            prefix: config.auth.prefix.clone(),
+            tokens_in_body: config.auth.tokens_in_body,
+            transparent_refresh: config.auth.transparent_refresh,
+            body_limit: config.limits.auth_body_bytes,
+            identity: config.auth.identity.clone(),
+            assertion: config.auth.assertion.clone(),
         }
+    }
+
+    /// The path prefix of the API (`/api/auth`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether expired cookie sessions are refreshed inside the request.
+    pub fn transparent_refresh(&self) -> bool {
+        self.transparent_refresh
     }
 
     /// The service behind the API.
@@ -142,16 +153,22 @@ impl AuthApi {
             .unwrap_or("")
             .trim_end_matches('/');
         let method = req.method().clone();
+        let form = is_form(req.headers());
         match (action, &method) {
+            ("/login" | "/signup" | "/logout", &Method::GET | &Method::HEAD) => {
+                Ok(self.page(action, &req, tls))
+            }
+            ("/signup" | "/login" | "/logout", &Method::POST) if form => {
+                self.form_post(action, req, tls, client_ip).await
+            }
             ("/signup", &Method::POST) => self.signup(req, tls, client_ip).await,
             ("/login", &Method::POST) => self.login(req, tls, client_ip).await,
             ("/refresh", &Method::POST) => self.refresh(req, tls).await,
             ("/logout", &Method::POST) => self.logout(req, tls).await,
             ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
-            ("/signup" | "/login" | "/refresh" | "/logout" | "/logout-all", _) => {
-                Err(HttpError::MethodNotAllowed("POST"))
-            }
+            ("/signup" | "/login" | "/logout", _) => Err(HttpError::MethodNotAllowed("GET, POST")),
+            ("/refresh" | "/logout-all", _) => Err(HttpError::MethodNotAllowed("POST")),
             ("/me", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
             _ => Err(HttpError::NotFound),
         }
@@ -301,7 +318,7 @@ impl AuthApi {
     }
 
     /// The refresh family a refresh token belongs to (for the CSRF binding).
-    async fn family_of(&self, token: &SecretString) -> Result<String, HttpError> {
+    pub(super) async fn family_of(&self, token: &SecretString) -> Result<String, HttpError> {
         let hash: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
         let store = self.service.store().clone();
         let rec = tokio::task::spawn_blocking(move || store.get_refresh(&hash))
@@ -324,11 +341,26 @@ impl AuthApi {
             value["refresh_token"] = issued.refresh_token.expose().as_str().into();
         }
         let mut resp = json_response(status, &value);
+        for c in self.session_cookies(issued, tls) {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp
+    }
+
+    /// The `Set-Cookie` values that start (or continue) a browser session.
+    pub fn session_cookies(&self, issued: &Issued, tls: bool) -> Vec<HeaderValue> {
         let names = cookies::names(tls);
         let now = self.service.clock().unix();
         let refresh_age = issued.refresh_expires_at.saturating_sub(now);
         let csrf = self.csrf.issue(&issued.claims.sid);
-        let refresh_path = self.prefix.as_str();
+        // The refresh cookie goes to every path when the gateway refreshes sessions in-request
+        // (it never reaches upstreams: the gateway strips its own cookies); otherwise only to
+        // the auth API.
+        let refresh_path = if self.transparent_refresh {
+            "/"
+        } else {
+            self.prefix.as_str()
+        };
         let set = [
             SetCookie {
                 name: names.access,
@@ -355,8 +387,9 @@ impl AuthApi {
                 secure: tls,
             },
         ];
-        append_cookies(resp.headers_mut(), &set);
-        resp
+        set.iter()
+            .filter_map(|c| HeaderValue::from_str(&c.header()).ok())
+            .collect()
     }
 
     /// 204 that deletes the session cookies.
@@ -365,6 +398,13 @@ impl AuthApi {
         *resp.status_mut() = StatusCode::NO_CONTENT;
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        self.clear_cookies(resp.headers_mut(), tls);
+        resp
+    }
+
+    /// Appends the `Set-Cookie` headers that delete the session cookies (both refresh-cookie
+    /// paths, so a change of `transparent_refresh` leaves nothing behind).
+    pub(super) fn clear_cookies(&self, headers: &mut HeaderMap, tls: bool) {
         let names = cookies::names(tls);
         let gone = |name, path, http_only| SetCookie {
             name,
@@ -375,14 +415,14 @@ impl AuthApi {
             secure: tls,
         };
         append_cookies(
-            resp.headers_mut(),
+            headers,
             &[
                 gone(names.access, "/", true),
+                gone(names.refresh, "/", true),
                 gone(names.refresh, self.prefix.as_str(), true),
                 gone(names.csrf, "/", false),
             ],
         );
-        resp
     }
 }
 
@@ -409,12 +449,23 @@ fn cross_site(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
 }
 
-fn refuse_cross_site(headers: &HeaderMap) -> Result<(), HttpError> {
+pub(super) fn refuse_cross_site(headers: &HeaderMap) -> Result<(), HttpError> {
     if cross_site(headers) {
         Err(HttpError::Forbidden("Cross-site request refused"))
     } else {
         Ok(())
     }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 #[derive(Deserialize)]

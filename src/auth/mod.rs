@@ -9,12 +9,16 @@
 //! - `keystore`: signing and refresh keys kept in the store's meta table.
 //! - [`api`]: the HTTP endpoints (`/api/auth/...`, JWKS) and the request token check.
 //! - [`cookies`]: session cookies and signed double-submit CSRF tokens.
+//! - [`guard`]: admission to protected routes (token check, transparent refresh, login redirect).
+//! - `pages`: the hosted sign-in, sign-up and sign-out pages.
 //! - [`service`]: sign-up, login, refresh, logout and per-request authentication, tying the
 //!   above to the store.
 pub mod api;
 pub mod cookies;
 pub mod email;
+pub mod guard;
 mod keystore;
+mod pages;
 pub mod password;
 pub mod refresh_token;
 pub mod revocation;
@@ -90,11 +94,5 @@ pub async fn start(
     let settings = service_settings(config);
     let service = service::AuthService::open(settings, store, Clock::system()).await?;
     service.spawn_maintenance(stop);
-    Ok(api::AuthApi::new(
-        service,
-        csrf_key,
-        &config.auth.prefix,
-        config.auth.tokens_in_body,
-        config.limits.auth_body_bytes,
-    ))
+    Ok(api::AuthApi::new(service, csrf_key, config))
 }

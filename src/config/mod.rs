@@ -63,6 +63,7 @@ pub struct Config {
     pub log: LogSettings,
     pub store: StoreSettings,
     pub auth: AuthSettings,
+    pub cors: CorsSettings,
     /// Routes in file order; the first match wins.
     pub routes: Vec<RouteSpec>,
 }
@@ -169,7 +170,50 @@ pub struct AuthSettings {
     pub refresh_ttl: Duration,
     pub refresh_grace: Duration,
     pub tokens_in_body: bool,
+    /// Refresh an expired cookie session inside the request that found it expired.
+    pub transparent_refresh: bool,
     pub password: PasswordSettings,
+    pub identity: IdentityHeaders,
+    /// Send upstreams a signed JWT naming the user.
+    pub assertion: Option<AssertionSettings>,
+}
+
+/// The headers that tell an upstream who the user is.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user_id: http::HeaderName,
+    pub email: http::HeaderName,
+    pub name: http::HeaderName,
+    pub roles: http::HeaderName,
+    /// Lowercase reserved prefix (e.g. `x-auth-`): every client header under it is removed.
+    pub prefix: String,
+}
+
+/// The signed identity assertion sent to upstreams.
+#[derive(Debug, Clone)]
+pub struct AssertionSettings {
+    pub header: http::HeaderName,
+    pub ttl: Duration,
+}
+
+/// Cross-origin requests allowed to routes with `cors: true` and to the auth API.
+#[derive(Debug, Clone, Default)]
+pub struct CorsSettings {
+    /// Exact origins (`https://app.example.com`); `*` allows any origin without credentials.
+    pub allowed_origins: Vec<String>,
+    pub allow_credentials: bool,
+    /// Request headers allowed besides the CORS-safelisted ones.
+    pub allowed_headers: Vec<String>,
+    pub max_age: Duration,
+}
+
+/// What an unauthenticated request to a protected route gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnauthenticated {
+    /// Browser navigations are redirected to the login page, everything else gets 401.
+    Auto,
+    Redirect,
+    Deny,
 }
 
 /// Password rules and hashing cost.
@@ -197,6 +241,15 @@ pub struct RouteSpec {
     /// Remove `path` from the front of the forwarded path.
     pub strip_prefix: bool,
     pub policy: AuthPolicy,
+    pub on_unauthenticated: OnUnauthenticated,
+    /// Pass the gateway's bearer token / access cookie to the upstream (for apps that want it).
+    pub forward_token: bool,
+    /// With a `{sub}` segment: roles that may access other users' paths.
+    pub owner_bypass_roles: Vec<String>,
+    /// `aud` of the identity assertion for this route (default: the route name).
+    pub assertion_audience: Option<String>,
+    /// Cross-origin requests per the `cors` section are allowed.
+    pub cors: bool,
 }
 
 /// A route's host condition.

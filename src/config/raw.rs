@@ -38,6 +38,8 @@ pub struct RawConfig {
     #[serde(default, deserialize_with = "null_as_default")]
     pub auth: RawAuth,
     #[serde(default, deserialize_with = "null_as_default")]
+    pub cors: RawCors,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub routes: Vec<RawRoute>,
 }
 
@@ -145,8 +147,41 @@ pub struct RawAuth {
     pub refresh_ttl: Option<Sp<String>>,
     pub refresh_grace: Option<Sp<String>>,
     pub tokens_in_body: Option<bool>,
+    pub transparent_refresh: Option<bool>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub password: RawPassword,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub identity_headers: RawIdentityHeaders,
+    pub identity_prefix: Option<Sp<String>>,
+    pub assertion: Option<RawAssertion>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityHeaders {
+    pub user_id: Option<Sp<String>>,
+    pub email: Option<Sp<String>>,
+    pub name: Option<Sp<String>>,
+    pub roles: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    pub header: Option<Sp<String>>,
+    pub ttl: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    #[serde(default)]
+    pub allowed_origins: Vec<Sp<String>>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default)]
+    pub allowed_headers: Vec<Sp<String>>,
+    pub max_age: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +207,13 @@ pub struct RawRoute {
     pub strip_prefix: bool,
     pub auth: Option<Sp<String>>,
     pub roles: Option<Vec<Sp<String>>>,
+    pub on_unauthenticated: Option<Sp<String>>,
+    #[serde(default)]
+    pub forward_token: bool,
+    pub owner_bypass_roles: Option<Vec<Sp<String>>>,
+    pub assertion_audience: Option<Sp<String>>,
+    #[serde(default)]
+    pub cors: bool,
 }
 
 /// A default value that was not written in the file (line 0).

@@ -265,6 +265,7 @@ pub(super) fn validate(
     };
 
     let auth = validate_auth(&cx, &raw)?;
+    let cors = validate_cors(&cx, &raw)?;
 
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.iter().enumerate() {
@@ -283,8 +284,86 @@ pub(super) fn validate(
         log,
         store,
         auth,
+        cors,
         routes,
     })
+}
+
+fn validate_cors(cx: &Ctx, raw: &RawConfig) -> Result<CorsSettings, ConfigError> {
+    let c = &raw.cors;
+    let mut allowed_origins = Vec::new();
+    for (i, o) in c.allowed_origins.iter().enumerate() {
+        let key = format!("cors.allowed_origins[{i}]");
+        let v = o.value.trim_end_matches('/');
+        if v == "*" {
+            if c.allow_credentials {
+                return Err(cx.err(
+                    o,
+                    &key,
+                    "\"*\" cannot be combined with allow_credentials: true; list the origins",
+                ));
+            }
+            allowed_origins.push("*".to_owned());
+            continue;
+        }
+        let uri: http::Uri = v
+            .parse()
+            .map_err(|_| cx.err(o, &key, format!("invalid origin {:?}", o.value)))?;
+        let ok = matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.authority().is_some()
+            && uri
+                .path_and_query()
+                .is_none_or(|pq| pq.as_str() == "/" || pq.as_str().is_empty());
+        if !ok {
+            return Err(cx.err(
+                o,
+                &key,
+                format!(
+                    "invalid origin {:?}; write it like https://app.example.com",
+                    o.value
+                ),
+            ));
+        }
+        allowed_origins.push(v.to_ascii_lowercase());
+    }
+    let mut allowed_headers = Vec::new();
+    for (i, h) in c.allowed_headers.iter().enumerate() {
+        let name = header_name(cx, h, &format!("cors.allowed_headers[{i}]"))?;
+        allowed_headers.push(name.as_str().to_owned());
+    }
+    Ok(CorsSettings {
+        allowed_origins,
+        allow_credentials: c.allow_credentials,
+        allowed_headers,
+        max_age: cx.duration(
+            &c.max_age,
+            "cors.max_age",
+            Duration::from_secs(600),
+            (Duration::ZERO, Duration::from_secs(86_400)),
+        )?,
+    })
+}
+
+/// A header name the gateway sets: valid, and not one that describes the connection.
+fn header_name(cx: &Ctx, v: &Sp<String>, key: &str) -> Result<http::HeaderName, ConfigError> {
+    let name = http::HeaderName::from_bytes(v.value.trim().as_bytes())
+        .map_err(|_| cx.err(v, key, format!("invalid header name {:?}", v.value)))?;
+    let reserved = [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+        "cookie",
+    ];
+    if reserved.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
+        return Err(cx.err(v, key, format!("{:?} cannot be used here", v.value)));
+    }
+    Ok(name)
 }
 
 fn validate_listen(cx: &Ctx, raw: &RawConfig) -> Result<Listen, ConfigError> {
@@ -549,6 +628,57 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
         )?,
     };
 
+    let prefix_raw = match &a.identity_prefix {
+        None => "x-auth-".to_owned(),
+        Some(p) => {
+            let lower = p.value.trim().to_ascii_lowercase();
+            if lower.len() < 3
+                || !lower
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(cx.err(
+                    p,
+                    "auth.identity_prefix",
+                    "must be a header-name prefix of at least 3 characters, like X-Auth-",
+                ));
+            }
+            lower.replace('_', "-")
+        }
+    };
+    let ih = &a.identity_headers;
+    let pick = |v: &Option<Sp<String>>, key: &str, default: &str| match v {
+        None => Ok(http::HeaderName::from_bytes(default.as_bytes())
+            .unwrap_or(http::HeaderName::from_static("x-auth-user-id"))),
+        Some(v) => header_name(cx, v, key),
+    };
+    let identity = IdentityHeaders {
+        user_id: pick(
+            &ih.user_id,
+            "auth.identity_headers.user_id",
+            "x-auth-user-id",
+        )?,
+        email: pick(&ih.email, "auth.identity_headers.email", "x-auth-email")?,
+        name: pick(&ih.name, "auth.identity_headers.name", "x-auth-name")?,
+        roles: pick(&ih.roles, "auth.identity_headers.roles", "x-auth-roles")?,
+        prefix: prefix_raw,
+    };
+    let assertion = match &a.assertion {
+        None => None,
+        Some(r) => Some(AssertionSettings {
+            header: match &r.header {
+                None => http::HeaderName::from_static("x-auth-assertion"),
+                Some(h) => header_name(cx, h, "auth.assertion.header")?,
+            },
+            ttl: cx.duration(
+                &r.ttl,
+                "auth.assertion.ttl",
+                Duration::from_secs(60),
+                (Duration::from_secs(5), Duration::from_secs(3600)),
+            )?,
+        }),
+    };
+
     Ok(AuthSettings {
         prefix,
         signup,
@@ -561,7 +691,10 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
         refresh_ttl,
         refresh_grace,
         tokens_in_body: a.tokens_in_body.unwrap_or(true),
+        transparent_refresh: a.transparent_refresh.unwrap_or(true),
         password,
+        identity,
+        assertion,
     })
 }
 
@@ -682,6 +815,47 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         }
     };
 
+    let on_unauthenticated = match &r.on_unauthenticated {
+        None => OnUnauthenticated::Auto,
+        Some(v) => match v.value.as_str() {
+            "auto" => OnUnauthenticated::Auto,
+            "redirect" => OnUnauthenticated::Redirect,
+            "deny" => OnUnauthenticated::Deny,
+            other => {
+                return Err(cx.err(
+                    v,
+                    &key("on_unauthenticated"),
+                    format!("unknown value {other:?} (use auto, redirect or deny)"),
+                ));
+            }
+        },
+    };
+    let public = policy == AuthPolicy::Public;
+    if public && path.contains("{sub}") {
+        return Err(cx.err(
+            &r.path,
+            &key("path"),
+            "a {sub} segment needs auth: required (it compares the segment with the caller's id)",
+        ));
+    }
+    let mut owner_bypass_roles = Vec::new();
+    if let Some(list) = &r.owner_bypass_roles {
+        for (j, role) in list.iter().enumerate() {
+            let k = format!("routes[{i}].owner_bypass_roles[{j}]");
+            if !path.contains("{sub}") {
+                return Err(cx.err(role, &k, "only meaningful on a path with a {sub} segment"));
+            }
+            owner_bypass_roles.push(role_name(cx, role, &k)?);
+        }
+    }
+    let assertion_audience = match &r.assertion_audience {
+        None => None,
+        Some(v) if v.value.trim().is_empty() || v.value.chars().any(char::is_control) => {
+            return Err(cx.err(v, &key("assertion_audience"), "must be a non-empty string"));
+        }
+        Some(v) => Some(v.value.clone()),
+    };
+
     Ok(RouteSpec {
         name: r.name.clone().unwrap_or_else(|| path.clone()),
         host,
@@ -690,6 +864,11 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         upstream,
         strip_prefix: r.strip_prefix,
         policy,
+        on_unauthenticated,
+        forward_token: r.forward_token,
+        owner_bypass_roles,
+        assertion_audience,
+        cors: r.cors,
     })
 }
 

@@ -65,23 +65,39 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-/// Whether a header name is in the identity namespace (`X-Auth-*`, `X_Auth_*`, any case).
-pub fn is_identity_header(name: &HeaderName) -> bool {
-    let n = name.as_str().as_bytes();
-    n.len() >= IDENTITY_PREFIX.len()
+/// Whether `name` equals `want` (lowercase, `-` separated) with `_` read as `-`, either
+/// entirely (`exact`) or as a prefix.
+fn dash_eq(name: &str, want: &str, exact: bool) -> bool {
+    let n = name.as_bytes();
+    let w = want.as_bytes();
+    let len_ok = if exact {
+        n.len() == w.len()
+    } else {
+        n.len() >= w.len()
+    };
+    len_ok
         && n.iter()
-            .zip(IDENTITY_PREFIX.as_bytes())
+            .zip(w)
             .all(|(&a, &b)| a == b || (a == b'_' && b == b'-'))
 }
 
+/// Whether a header name is an identity header: under `prefix` (e.g. `x-auth-`) or one of
+/// `names`, matched case-insensitively (header names are lowercase) with `_` read as `-`.
+pub fn is_identity_header(name: &HeaderName, prefix: &str, names: &[HeaderName]) -> bool {
+    dash_eq(name.as_str(), prefix, false)
+        || names
+            .iter()
+            .any(|n| dash_eq(name.as_str(), n.as_str(), true))
+}
+
 /// Removes every identity header a client sent, whatever its spelling and however many times.
-pub fn strip_identity(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_identity_header) {
+pub fn strip_identity(headers: &mut HeaderMap, prefix: &str, names: &[HeaderName]) {
+    if !headers.keys().any(|k| is_identity_header(k, prefix, names)) {
         return;
     }
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| is_identity_header(k))
+        .filter(|k| is_identity_header(k, prefix, names))
         .cloned()
         .collect();
     for name in names {
@@ -189,11 +205,17 @@ mod tests {
             ("x-auth-user-id", "second"),
             ("x-authx", "stays"),
             ("x-other", "stays"),
+            ("remote_user", "admin"),
+            ("remote-userx", "stays"),
         ]);
-        strip_identity(&mut h);
+        strip_identity(
+            &mut h,
+            IDENTITY_PREFIX,
+            &[HeaderName::from_static("remote-user")],
+        );
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["x-authx", "x-other"]);
+        assert_eq!(left, ["remote-userx", "x-authx", "x-other"]);
     }
 
     #[test]

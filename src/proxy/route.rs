@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{AuthPolicy, HostPattern, RouteSpec, UpstreamTarget};
+use crate::config::{AuthPolicy, HostPattern, OnUnauthenticated, RouteSpec, UpstreamTarget};
 
 /// A compiled route.
 #[derive(Debug)]
@@ -26,6 +26,11 @@ pub struct Route {
     pub upstream: UpstreamTarget,
     pub strip_prefix: bool,
     pub policy: AuthPolicy,
+    pub on_unauthenticated: OnUnauthenticated,
+    pub forward_token: bool,
+    pub owner_bypass_roles: Vec<String>,
+    pub assertion_audience: Option<String>,
+    pub cors: bool,
 }
 
 /// One segment of a prefix with placeholders.
@@ -144,6 +149,11 @@ impl RouteTable {
                     upstream: s.upstream.clone(),
                     strip_prefix: s.strip_prefix,
                     policy: s.policy.clone(),
+                    on_unauthenticated: s.on_unauthenticated,
+                    forward_token: s.forward_token,
+                    owner_bypass_roles: s.owner_bypass_roles.clone(),
+                    assertion_audience: s.assertion_audience.clone(),
+                    cors: s.cors,
                 })
             })
             .collect();

@@ -1,0 +1,305 @@
+//! Hosted pages: sign in, sign up and sign out, for apps that have no login screen of their own.
+//!
+//! Plain HTML forms with labels, `autocomplete` hints and errors shown in the page; no script
+//! and no external asset, so the Content-Security-Policy can forbid both. A successful sign-in
+//! or sign-up sets the session cookies and `303`s to `next` (only ever a same-origin path). The
+//! sign-out form carries the CSRF token as a hidden field. Login CSRF is refused with Fetch
+//! Metadata and an `Origin` check.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tracing::Instrument;
+
+use super::api::{AuthApi, refuse_cross_site};
+use super::cookies;
+use super::guard::{form_decode, form_value, percent_encode, safe_next};
+use super::service::AuthError;
+use crate::body::{self, Body};
+use crate::error::{HttpError, escape_html, html_headers};
+use crate::secret::SecretString;
+
+/// Which form a page shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Login,
+    Signup,
+    Logout,
+}
+
+impl Form {
+    fn from_action(action: &str) -> Option<Form> {
+        match action {
+            "/login" => Some(Form::Login),
+            "/signup" => Some(Form::Signup),
+            "/logout" => Some(Form::Logout),
+            _ => None,
+        }
+    }
+}
+
+/// What to show in a page besides the form.
+struct View<'a> {
+    form: Form,
+    next: &'a str,
+    error: Option<&'a str>,
+    email: &'a str,
+    name: &'a str,
+    /// For the sign-out page: who is signed in and the CSRF token.
+    signed_in: Option<(&'a str, &'a str)>,
+}
+
+impl AuthApi {
+    /// `GET {prefix}/login|signup|logout`.
+    pub(super) fn page(&self, action: &str, req: &Request<Body>, tls: bool) -> Response<Body> {
+        let Some(form) = Form::from_action(action) else {
+            return HttpError::NotFound.response(true);
+        };
+        let query = form_decode(req.uri().query().unwrap_or(""));
+        let next = form_value(&query, "next").unwrap_or_else(|| "/".to_owned());
+        let next = safe_next(&next);
+        let session = self.authenticate(req.headers(), tls).ok();
+        let csrf = cookies::get(req.headers(), cookies::names(tls).csrf).unwrap_or("");
+        let signed_in = match (&session, form) {
+            (Some(s), Form::Logout) => Some((s.claims.email.as_str(), csrf)),
+            _ => None,
+        };
+        self.render(
+            StatusCode::OK,
+            &View {
+                form,
+                next,
+                error: None,
+                email: "",
+                name: "",
+                signed_in,
+            },
+        )
+    }
+
+    /// `POST {prefix}/login|signup|logout` from the hosted forms.
+    pub(super) async fn form_post(
+        &self,
+        action: &str,
+        req: Request<Body>,
+        tls: bool,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, HttpError> {
+        let Some(form) = Form::from_action(action) else {
+            return Err(HttpError::NotFound);
+        };
+        refuse_cross_site(req.headers())?;
+        if !same_origin(req.headers(), tls) {
+            return Err(HttpError::Forbidden("Cross-origin form post refused"));
+        }
+        let headers = req.headers().clone();
+        let fields = form_decode(&String::from_utf8_lossy(
+            &read_limited(req, self.body_limit).await?,
+        ));
+        let next_raw = form_value(&fields, "next").unwrap_or_else(|| "/".to_owned());
+        let next = safe_next(&next_raw);
+        let email = form_value(&fields, "email").unwrap_or_default();
+        let name = form_value(&fields, "name").unwrap_or_default();
+        let password = SecretString::new(form_value(&fields, "password").unwrap_or_default());
+
+        let result = match form {
+            Form::Login => {
+                self.service()
+                    .login(&email, &password)
+                    .instrument(tracing::info_span!("login", %client_ip, form = true))
+                    .await
+            }
+            Form::Signup => {
+                let name = Some(name.as_str()).filter(|n| !n.trim().is_empty());
+                self.service()
+                    .signup(&email, &password, name)
+                    .instrument(tracing::info_span!("signup", %client_ip, form = true))
+                    .await
+            }
+            Form::Logout => return self.form_logout(&headers, &fields, tls).await,
+        };
+        match result {
+            Ok(issued) => {
+                let mut resp = redirect(next);
+                for c in self.session_cookies(&issued, tls) {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                let status = HttpError::from(&e).status();
+                let message = match &e {
+                    AuthError::Internal(_) => "Something went wrong; please try again".to_owned(),
+                    other => other.to_string(),
+                };
+                Ok(self.render(
+                    status,
+                    &View {
+                        form,
+                        next,
+                        error: Some(&message),
+                        email: &email,
+                        name: &name,
+                        signed_in: None,
+                    },
+                ))
+            }
+        }
+    }
+
+    async fn form_logout(
+        &self,
+        headers: &HeaderMap,
+        fields: &[(String, String)],
+        tls: bool,
+    ) -> Result<Response<Body>, HttpError> {
+        let token = form_value(fields, "csrf");
+        let cookie = cookies::get(headers, cookies::names(tls).csrf);
+        let session = self.authenticate(headers, tls).ok();
+        let refresh = cookies::get(headers, cookies::names(tls).refresh)
+            .filter(|r| !r.is_empty())
+            .map(|r| SecretString::new(r.to_owned()));
+        let sid = match (&session, &refresh) {
+            (Some(s), _) => Some(s.claims.sid.clone()),
+            (None, Some(r)) => self.family_of(r).await.ok(),
+            (None, None) => None,
+        };
+        if let Some(sid) = &sid
+            && !cookies::csrf_ok(&self.csrf, sid, cookie, token.as_deref())
+        {
+            return Err(HttpError::Forbidden("CSRF token missing or invalid"));
+        }
+        if sid.is_some() {
+            self.service()
+                .logout(session.as_ref().map(|s| &s.claims), refresh.as_ref())
+                .await?;
+        }
+        let mut resp = redirect(&format!("{}/login", self.prefix()));
+        self.clear_cookies(resp.headers_mut(), tls);
+        Ok(resp)
+    }
+
+    fn render(&self, status: StatusCode, v: &View<'_>) -> Response<Body> {
+        let prefix = self.prefix();
+        let next_q = percent_encode(v.next);
+        let next_field = format!(
+            "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+            escape_html(v.next)
+        );
+        let error = v.error.map_or_else(String::new, |e| {
+            format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e))
+        });
+        let (title, body) = match v.form {
+            Form::Login => (
+                "Sign in",
+                format!(
+                    "<form method=\"post\" action=\"{prefix}/login\" novalidate>{next_field}\
+                     <label for=\"email\">Email</label>\
+                     <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\">\
+                     <label for=\"password\">Password</label>\
+                     <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+                     <button type=\"submit\">Sign in</button></form>\
+                     <p>No account? <a href=\"{prefix}/signup?next={next_q}\">Sign up</a></p>",
+                    email = escape_html(v.email),
+                ),
+            ),
+            Form::Signup => (
+                "Create an account",
+                format!(
+                    "<form method=\"post\" action=\"{prefix}/signup\" novalidate>{next_field}\
+                     <label for=\"name\">Name <span class=\"hint\">(optional)</span></label>\
+                     <input id=\"name\" name=\"name\" type=\"text\" autocomplete=\"name\" value=\"{name}\">\
+                     <label for=\"email\">Email</label>\
+                     <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required value=\"{email}\">\
+                     <label for=\"password\">Password</label>\
+                     <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required aria-describedby=\"pw-hint\">\
+                     <p id=\"pw-hint\" class=\"hint\">At least 8 characters. Long passphrases are welcome; very common passwords are refused.</p>\
+                     <button type=\"submit\">Create account</button></form>\
+                     <p>Already have an account? <a href=\"{prefix}/login?next={next_q}\">Sign in</a></p>",
+                    email = escape_html(v.email),
+                    name = escape_html(v.name),
+                ),
+            ),
+            Form::Logout => match v.signed_in {
+                Some((email, csrf)) => (
+                    "Sign out",
+                    format!(
+                        "<p>Signed in as <strong>{email}</strong>.</p>\
+                         <form method=\"post\" action=\"{prefix}/logout\">\
+                         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                         <button type=\"submit\">Sign out</button></form>",
+                        email = escape_html(email),
+                        csrf = escape_html(csrf),
+                    ),
+                ),
+                None => (
+                    "Signed out",
+                    format!(
+                        "<p>You are not signed in.</p><p><a href=\"{prefix}/login\">Sign in</a></p>"
+                    ),
+                ),
+            },
+        };
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title}</title><style>{STYLE}</style></head>\
+             <body><main><h1>{title}</h1>{error}{body}</main></body></html>"
+        );
+        let mut resp = Response::new(body::full(Bytes::from(page)));
+        *resp.status_mut() = status;
+        html_headers(resp.headers_mut());
+        resp
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f6f7f9;color:#1d2330;margin:0}\
+main{max-width:24rem;margin:4rem auto;background:#fff;padding:2rem;border-radius:.75rem;box-shadow:0 1px 4px #0002}\
+h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.9rem 0 .3rem;font-weight:600}\
+input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #9aa3b2;border-radius:.4rem;font-size:1rem}\
+input:focus,button:focus,a:focus{outline:3px solid #2563eb;outline-offset:2px}\
+button{margin-top:1.2rem;width:100%;padding:.7rem;border:0;border-radius:.4rem;background:#1d4ed8;color:#fff;font-size:1rem;cursor:pointer}\
+.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:.4rem}.hint{color:#555;font-weight:400;font-size:.9rem}";
+
+/// `303 See Other` to a same-origin path.
+fn redirect(location: &str) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A form post's `Origin`, when the browser sent one, must be this very origin.
+fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let scheme = if tls { "https" } else { "http" };
+    origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
+}
+
+async fn read_limited(req: Request<Body>, limit: usize) -> Result<Vec<u8>, HttpError> {
+    let mut body = req.into_body();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| HttpError::BadRequest("Could not read the request body".into()))?;
+        if let Some(data) = frame.data_ref() {
+            if out.len() + data.len() > limit {
+                return Err(HttpError::PayloadTooLarge);
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out)
+}
