@@ -20,7 +20,7 @@
 //! - [`tls`]: certificates and rustls settings.
 //! - [`error`]: errors -> HTTP responses. [`body`]: the body type.
 //! - [`secret`]: wrappers that keep secrets out of logs. [`clock`]: injectable time.
-//! - [`cli`]: the command line (`serve`, `check`).
+//! - [`cli`]: the command line (`serve`, `check`, and `user ...` to administer accounts).
 
 pub mod auth;
 pub mod body;

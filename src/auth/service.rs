@@ -708,7 +708,7 @@ where
 }
 
 /// Trims a display name, drops control characters and caps its length; empty means none.
-fn clean_name(name: &str) -> Option<String> {
+pub(crate) fn clean_name(name: &str) -> Option<String> {
     let cleaned: String = name
         .trim()
         .chars()

@@ -19,6 +19,7 @@ use http::Method;
 
 use crate::secret::Secret;
 pub use units::IpNet;
+pub use validate::is_role_name;
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]

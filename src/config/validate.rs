@@ -698,13 +698,18 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
     })
 }
 
-fn role_name(cx: &Ctx, r: &Sp<String>, key: &str) -> Result<String, ConfigError> {
-    let ok = !r.value.is_empty()
-        && r.value.len() <= 64
-        && r.value
+/// Whether `name` is an acceptable role name: 1 to 64 letters, digits, `-`, `_`, `.` or `:`.
+/// The admin CLI checks roles with this too, so the config and the store agree.
+pub fn is_role_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if !ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+fn role_name(cx: &Ctx, r: &Sp<String>, key: &str) -> Result<String, ConfigError> {
+    if !is_role_name(&r.value) {
         return Err(cx.err(
             r,
             key,

@@ -8,6 +8,7 @@
 mod util;
 
 mod binary;
+mod cli;
 mod config;
 mod proxy;
 mod server;

@@ -1,7 +1,15 @@
-//! The command line: `gateway serve` (the default) and `gateway check`.
+//! The command line: `gateway serve` (the default), `gateway check` and `gateway user ...`.
 //!
 //! `check` runs exactly the loading code `serve` runs and prints the resolved listeners and route
 //! table (never a secret); both exit non-zero with the reason when the config is bad.
+//!
+//! - [`user`]: the admin commands on accounts (`add`, `list`, `show`, `set-roles`, `disable`,
+//!   `enable`, `delete`, `set-password`, `revoke-sessions`). They open the same store file as
+//!   the server, from the same config, and work while it runs.
+//! - `prompt`: reading passwords (no echo on a terminal) and confirmations.
+
+mod prompt;
+pub mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +42,12 @@ enum Command {
     Serve,
     /// Validate the config and print the listeners and routes it resolves to.
     Check,
+    /// Manage user accounts in the store (safe while the server runs; changes reach it within
+    /// seconds).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -42,6 +56,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::Check => check(&cli.config),
+        Command::User { command } => user::run(&cli.config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
