@@ -173,7 +173,7 @@ impl App {
             {
                 return Ok(cors.preflight(req.headers()));
             }
-            let client_ip = conn.peer.ip();
+            let client_ip = self.client_ip(conn.peer.ip(), req.headers());
             let mut resp = self.auth.handle(req, &path, conn.tls, client_ip).await;
             if let (Some(cors), Ok(r)) = (&self.cors, resp.as_mut()) {
                 cors.decorate(origin.as_ref(), r.headers_mut());
@@ -237,10 +237,11 @@ impl App {
             let audience = route.assertion_audience.as_deref().unwrap_or(&route.name);
             self.auth
                 .identify(req.headers_mut(), &admitted.session, audience);
-            if !route.forward_token {
-                strip_credentials(req.headers_mut());
-            }
             set_cookies = admitted.set_cookies;
+        }
+        // The gateway's own credentials stay at the gateway, on public routes too.
+        if !route.forward_token {
+            strip_credentials(req.headers_mut());
         }
 
         log.upstream = Some(route.upstream.to_string());
@@ -288,6 +289,31 @@ impl App {
 
     fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.config.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client's address: the socket peer, or, when the peer is a trusted proxy, the
+    /// right-most `X-Forwarded-For` hop that is not itself trusted. A client cannot choose its
+    /// own rate-limit bucket by sending `X-Forwarded-For` directly.
+    pub fn client_ip(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        for hop in hops.iter().rev() {
+            match hop.parse::<std::net::IpAddr>() {
+                Ok(ip) if self.is_trusted(ip) => continue,
+                Ok(ip) => return ip,
+                // Garbage in the chain: stop believing it at that point.
+                Err(_) => return peer,
+            }
+        }
+        peer
     }
 
     fn redirect_to_https(

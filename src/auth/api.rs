@@ -23,12 +23,15 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::cookies::{self, CSRF_HEADER, Csrf, SetCookie};
+use super::email::normalize_email;
 use super::service::{AuthError, AuthService, Issued};
 use super::token::AccessClaims;
 use crate::body::{self, Body};
 use crate::config::{AssertionSettings, Config, IdentityHeaders};
 use crate::error::{HttpError, json_response};
+use crate::ratelimit::{Action, Limits};
 use crate::secret::SecretString;
+use std::time::Instant;
 
 /// Where the public keys are published.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -60,6 +63,7 @@ pub struct AuthApi {
     pub(super) body_limit: usize,
     pub(super) identity: IdentityHeaders,
     pub(super) assertion: Option<AssertionSettings>,
+    limits: std::sync::Arc<Limits>,
 }
 
 impl AuthApi {
@@ -74,6 +78,51 @@ impl AuthApi {
             body_limit: config.limits.auth_body_bytes,
             identity: config.auth.identity.clone(),
             assertion: config.auth.assertion.clone(),
+            limits: std::sync::Arc::new(Limits::new(&config.rate_limits)),
+        }
+    }
+
+    /// The rate limits and login regulation (the server housekeeps them periodically).
+    pub fn limits(&self) -> std::sync::Arc<Limits> {
+        self.limits.clone()
+    }
+
+    /// Refuses a request over its rate limit (or a login for a regulated account) before any
+    /// work is done for it.
+    pub(super) fn throttle(
+        &self,
+        action: Action,
+        ip: IpAddr,
+        email: Option<&str>,
+    ) -> Result<(), HttpError> {
+        let account = email.and_then(normalize_email);
+        self.limits
+            .check(action, ip, account.as_deref(), Instant::now())
+            .map_err(|t| {
+                tracing::warn!(
+                    target: "audit",
+                    event = "rate_limited",
+                    action = ?action,
+                    by = t.by,
+                    client_ip = %ip,
+                );
+                HttpError::TooManyRequests {
+                    retry_after: t.retry_after,
+                }
+            })
+    }
+
+    /// Feeds a login's outcome to the regulator.
+    pub(super) fn record_login<T>(&self, email: &str, ip: IpAddr, result: &Result<T, AuthError>) {
+        let Some(account) = normalize_email(email) else {
+            return;
+        };
+        match result {
+            Ok(_) => self.limits.login_succeeded(&account, ip, Instant::now()),
+            Err(AuthError::InvalidCredentials) => {
+                self.limits.login_failed(&account, Instant::now())
+            }
+            Err(_) => {}
         }
     }
 
@@ -163,7 +212,10 @@ impl AuthApi {
             }
             ("/signup", &Method::POST) => self.signup(req, tls, client_ip).await,
             ("/login", &Method::POST) => self.login(req, tls, client_ip).await,
-            ("/refresh", &Method::POST) => self.refresh(req, tls).await,
+            ("/refresh", &Method::POST) => {
+                self.throttle(Action::Refresh, client_ip, None)?;
+                self.refresh(req, tls).await
+            }
             ("/logout", &Method::POST) => self.logout(req, tls).await,
             ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
@@ -181,6 +233,7 @@ impl AuthApi {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
+        self.throttle(Action::Signup, client_ip, None)?;
         let body: Credentials = read_json(req, self.body_limit).await?;
         let password = SecretString::new(body.password);
         let issued = self
@@ -199,12 +252,15 @@ impl AuthApi {
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
         let body: Credentials = read_json(req, self.body_limit).await?;
+        self.throttle(Action::Login, client_ip, Some(&body.email))?;
         let password = SecretString::new(body.password);
-        let issued = self
+        let result = self
             .service
             .login(&body.email, &password)
             .instrument(tracing::info_span!("login", %client_ip))
-            .await?;
+            .await;
+        self.record_login(&body.email, client_ip, &result);
+        let issued = result?;
         Ok(self.issued_response(StatusCode::OK, &issued, tls))
     }
 

@@ -93,6 +93,25 @@ pub async fn start(
     // async threads.
     let settings = service_settings(config);
     let service = service::AuthService::open(settings, store, Clock::system()).await?;
-    service.spawn_maintenance(stop);
-    Ok(api::AuthApi::new(service, csrf_key, config))
+    service.spawn_maintenance(stop.clone());
+    let api = api::AuthApi::new(service, csrf_key, config);
+    spawn_limit_housekeeping(api.limits(), stop);
+    Ok(api)
+}
+
+/// Every few seconds, forget rate-limit state that no longer limits anything, so a flood of
+/// distinct keys cannot grow memory without bound.
+fn spawn_limit_housekeeping(
+    limits: std::sync::Arc<crate::ratelimit::Limits>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => limits.housekeep(std::time::Instant::now()),
+                r = stop.wait_for(|s| *s) => { let _ = r; return; }
+            }
+        }
+    });
 }

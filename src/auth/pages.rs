@@ -105,12 +105,40 @@ impl AuthApi {
         let name = form_value(&fields, "name").unwrap_or_default();
         let password = SecretString::new(form_value(&fields, "password").unwrap_or_default());
 
+        let action = match form {
+            Form::Login => Some((crate::ratelimit::Action::Login, Some(email.as_str()))),
+            Form::Signup => Some((crate::ratelimit::Action::Signup, None)),
+            Form::Logout => None,
+        };
+        if let Some((action, account)) = action
+            && let Err(e) = self.throttle(action, client_ip, account)
+        {
+            let message = "Too many attempts; please wait a little and try again";
+            let mut resp = self.render(
+                e.status(),
+                &View {
+                    form,
+                    next,
+                    error: Some(message),
+                    email: &email,
+                    name: &name,
+                    signed_in: None,
+                },
+            );
+            if let Some(v) = e.response(false).headers().get(header::RETRY_AFTER) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+            }
+            return Ok(resp);
+        }
         let result = match form {
             Form::Login => {
-                self.service()
+                let r = self
+                    .service()
                     .login(&email, &password)
                     .instrument(tracing::info_span!("login", %client_ip, form = true))
-                    .await
+                    .await;
+                self.record_login(&email, client_ip, &r);
+                r
             }
             Form::Signup => {
                 let name = Some(name.as_str()).filter(|n| !n.trim().is_empty());

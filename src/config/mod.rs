@@ -65,6 +65,7 @@ pub struct Config {
     pub store: StoreSettings,
     pub auth: AuthSettings,
     pub cors: CorsSettings,
+    pub rate_limits: RateLimitSettings,
     /// Routes in file order; the first match wins.
     pub routes: Vec<RouteSpec>,
 }
@@ -195,6 +196,27 @@ pub struct IdentityHeaders {
 pub struct AssertionSettings {
     pub header: http::HeaderName,
     pub ttl: Duration,
+}
+
+/// A rate: `count` requests per `per`, with bursts of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+/// Rate limits on the auth endpoints and login regulation (see [`crate::ratelimit`]).
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub login_per_ip: Option<Rate>,
+    pub login_per_account: Option<Rate>,
+    pub signup_per_ip: Option<Rate>,
+    pub refresh_per_ip: Option<Rate>,
+    /// Consecutive failed logins for one account before it is banned (0 turns it off).
+    pub max_retries: u32,
+    /// Failures further apart than this do not add up.
+    pub find_time: Duration,
+    pub ban_time: Duration,
 }
 
 /// Cross-origin requests allowed to routes with `cors: true` and to the auth API.

@@ -40,6 +40,10 @@ pub struct RawConfig {
     #[serde(default, deserialize_with = "null_as_default")]
     pub cors: RawCors,
     #[serde(default, deserialize_with = "null_as_default")]
+    pub rate_limits: RawRateLimits,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub regulation: RawRegulation,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub routes: Vec<RawRoute>,
 }
 
@@ -170,6 +174,23 @@ pub struct RawIdentityHeaders {
 pub struct RawAssertion {
     pub header: Option<Sp<String>>,
     pub ttl: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    pub login_per_ip: Option<Sp<String>>,
+    pub login_per_account: Option<Sp<String>>,
+    pub signup_per_ip: Option<Sp<String>>,
+    pub refresh_per_ip: Option<Sp<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegulation {
+    pub max_retries: Option<Sp<u32>>,
+    pub find_time: Option<Sp<String>>,
+    pub ban_time: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

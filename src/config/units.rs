@@ -39,6 +39,33 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
+/// Parses a rate: `10/min`, `5/s`, `100/h`, `20/30s` (count per duration); `off` is `None`.
+pub fn parse_rate(text: &str) -> Result<Option<(u32, Duration)>, String> {
+    let t = text.trim();
+    if t == "off" {
+        return Ok(None);
+    }
+    let bad = || format!("invalid rate {text:?}; write it like 10/min, 5/s, 100/h or off");
+    let (count, per) = t.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err(format!(
+            "rate {text:?} allows nothing; use off to disable the limit"
+        ));
+    }
+    let per = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => parse_duration(other).map_err(|_| bad())?,
+    };
+    if per.is_zero() {
+        return Err(bad());
+    }
+    Ok(Some((count, per)))
+}
+
 /// A size as written in YAML: either a plain integer or a string with a unit.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(untagged)]
@@ -139,6 +166,24 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("fifteen").is_err());
         assert!(parse_duration("15").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(
+            parse_rate("10/min"),
+            Ok(Some((10, Duration::from_secs(60))))
+        );
+        assert_eq!(parse_rate("5/s"), Ok(Some((5, Duration::from_secs(1)))));
+        assert_eq!(
+            parse_rate("20/30s"),
+            Ok(Some((20, Duration::from_secs(30))))
+        );
+        assert_eq!(parse_rate("off"), Ok(None));
+        assert!(parse_rate("0/min").is_err());
+        assert!(parse_rate("ten/min").is_err());
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("10/fortnight").is_err());
     }
 
     #[test]
