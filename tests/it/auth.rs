@@ -885,3 +885,79 @@ async fn admin_role_from_default_roles_passes() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().get("x-auth-roles").as_deref(), Some("user,admin"));
 }
+
+#[tokio::test]
+async fn tls_cookies_use_prefixed_names_and_secure() {
+    let up = Upstream::start().await;
+    let gw = gateway("", &up).await;
+    signup(&gw, "xia@example.com", PW).await;
+    let r = https_call(
+        &gw,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(&json!({"email": "xia@example.com", "password": PW})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let names: BTreeSet<String> = set_cookies(&r).into_iter().map(|c| c.name).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "__Host-gw_access".to_owned(),
+            "__Secure-gw_refresh".to_owned(),
+            "__Host-gw_csrf".to_owned()
+        ])
+    );
+    let access = set_cookie(&r, "__Host-gw_access");
+    let refresh = set_cookie(&r, "__Secure-gw_refresh");
+    let csrf = set_cookie(&r, "__Host-gw_csrf");
+    for c in [&access, &refresh, &csrf] {
+        assert!(c.has("Secure"), "{c:?}");
+    }
+    // `__Host-` cookies must have Path=/ (and no Domain) or browsers drop them.
+    assert_eq!(access.attr("Path"), Some("/"));
+    assert_eq!(csrf.attr("Path"), Some("/"));
+    assert!(access.attr("Domain").is_none() && csrf.attr("Domain").is_none());
+    assert_eq!(refresh.attr("Path"), Some("/api/auth"));
+    assert!(access.has("HttpOnly") && refresh.has("HttpOnly") && !csrf.has("HttpOnly"));
+
+    let me = |cookie: String| {
+        let gw = &gw;
+        async move { https_call(gw, "GET", "/api/auth/me", &[("cookie", &cookie)], None).await }
+    };
+    assert_eq!(
+        me(cookie_header(&[("__Host-gw_access", &access.value)]))
+            .await
+            .status,
+        200
+    );
+    // Over TLS the unprefixed name is not a credential (it could have been planted over HTTP
+    // or by a sibling domain).
+    assert_eq!(
+        me(cookie_header(&[("gw_access", &access.value)]))
+            .await
+            .status,
+        401
+    );
+
+    // Logout over TLS deletes the prefixed cookies, with Secure (or the browser ignores it).
+    let cookies = cookie_header(&[
+        ("__Host-gw_access", &access.value),
+        ("__Host-gw_csrf", &csrf.value),
+    ]);
+    let r = https_call(
+        &gw,
+        "POST",
+        "/api/auth/logout",
+        &[("cookie", &cookies), ("x-csrf-token", &csrf.value)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    for name in ["__Host-gw_access", "__Secure-gw_refresh", "__Host-gw_csrf"] {
+        let c = set_cookie(&r, name);
+        assert_eq!(c.attr("Max-Age"), Some("0"), "{c:?}");
+        assert!(c.has("Secure"), "{c:?}");
+    }
+}

@@ -564,3 +564,56 @@ pub fn cookie_header(pairs: &[(&str, &str)]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// Sends a request to the gateway's HTTPS listener, trusting its self-signed certificate.
+pub async fn https_call(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: Option<&serde_json::Value>,
+) -> Resp {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_file_iter(gw.path("certs/localhost.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+    let mut b = req(
+        method,
+        &format!("https://127.0.0.1:{}{path}", gw.https.port()),
+    );
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    let body = match json {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Full::new(Bytes::from(v.to_string()))
+        }
+        None => Full::default(),
+    };
+    let resp = client.request(b.body(body).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
