@@ -58,7 +58,7 @@ pub(super) fn rotate(
             (next, record, false)
         }
         Rotation::AlreadyRotated { at, record } => {
-            if now.saturating_sub(at) > grace {
+            if !within_grace(now, at, grace) {
                 store.revoke_family(&record.family, now)?;
                 return Ok(RefreshOutcome::Reuse(record));
             }
@@ -84,6 +84,13 @@ pub(super) fn rotate(
             Ok(RefreshOutcome::UserGone(record))
         }
     }
+}
+
+/// Whether a token rotated at `at` may still be presented at `now`. Whole seconds, inclusive of
+/// the last second; a grace of 0 turns the window off (compared naively, it would still let a
+/// token be replayed within the second of its rotation).
+fn within_grace(now: u64, at: u64, grace: u64) -> bool {
+    grace > 0 && now.saturating_sub(at) <= grace
 }
 
 enum Chain {
@@ -114,7 +121,7 @@ fn follow_chain(
         match record.state {
             RefreshState::Active => return Ok(Chain::Active(token, record)),
             RefreshState::Revoked { .. } => return Ok(Chain::Dead),
-            RefreshState::Rotated { at } if now.saturating_sub(at) <= grace => {
+            RefreshState::Rotated { at } if within_grace(now, at, grace) => {
                 token = successor(&token)?;
             }
             RefreshState::Rotated { .. } => return Ok(Chain::Reuse),

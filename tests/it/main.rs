@@ -10,6 +10,7 @@ mod util;
 mod binary;
 mod cli;
 mod config;
+mod auth;
 mod proxy;
 mod server;
 mod tls;

@@ -455,6 +455,217 @@ pub async fn tls_connect(
         roots.add(cert.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+
+// ---- Auth API helpers ----
+
+/// Fast argon2 parameters for tests, plus `extra` auth settings (YAML flow-mapping members,
+/// e.g. `"signup: closed, refresh_grace: 0s"`), followed by `rest` (routes, limits...).
+pub fn auth_config(extra: &str, rest: &str) -> String {
+    let sep = if extra.is_empty() { "" } else { ", " };
+    format!(
+        "auth: {{password: {{memory_kib: 1024, iterations: 1, min_length: 8}}{sep}{extra}}}\n{rest}"
+    )
+}
+
+/// Sends `method url` with optional headers and an optional JSON body.
+pub async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    json: Option<&serde_json::Value>,
+) -> Resp {
+    let mut b = req(method, url);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    let body = match json {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Full::new(Bytes::from(v.to_string()))
+        }
+        None => Full::default(),
+    };
+    send(b.body(body).unwrap()).await.unwrap()
+}
+
+/// POST a JSON body.
+pub async fn post_json(url: &str, json: &serde_json::Value, headers: &[(&str, &str)]) -> Resp {
+    call("POST", url, headers, Some(json)).await
+}
+
+/// GET with headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Resp {
+    call("GET", url, headers, None).await
+}
+
+/// `("authorization", "Bearer <token>")`, owned.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// What sign-up, login and refresh hand out.
+#[derive(Debug)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub resp: Resp,
+}
+
+impl Tokens {
+    fn from_resp(resp: Resp) -> Tokens {
+        let v = resp.json();
+        let access = v["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {v}"))
+            .to_owned();
+        let refresh = v["refresh_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no refresh_token in {v}"))
+            .to_owned();
+        Tokens {
+            access,
+            refresh,
+            resp,
+        }
+    }
+
+    /// The value of a cookie this response set.
+    pub fn cookie(&self, name: &str) -> String {
+        set_cookie(&self.resp, name).value
+    }
+}
+
+/// Signs up and expects 201.
+pub async fn signup(gw: &Gateway, email: &str, password: &str) -> Tokens {
+    let r = post_json(
+        &gw.url("/api/auth/signup"),
+        &serde_json::json!({"email": email, "password": password}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "signup {email}: {}", r.text());
+    Tokens::from_resp(r)
+}
+
+/// Logs in and expects 200.
+pub async fn login(gw: &Gateway, email: &str, password: &str) -> Tokens {
+    let r = post_json(
+        &gw.url("/api/auth/login"),
+        &serde_json::json!({"email": email, "password": password}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "login {email}: {}", r.text());
+    Tokens::from_resp(r)
+}
+
+/// POST /refresh with the token in the body; returns the raw response.
+pub async fn refresh(gw: &Gateway, refresh_token: &str) -> Resp {
+    post_json(
+        &gw.url("/api/auth/refresh"),
+        &serde_json::json!({"refresh_token": refresh_token}),
+        &[],
+    )
+    .await
+}
+
+/// Refreshes and expects 200.
+pub async fn refreshed(gw: &Gateway, refresh_token: &str) -> Tokens {
+    let r = refresh(gw, refresh_token).await;
+    assert_eq!(r.status, 200, "refresh: {}", r.text());
+    Tokens::from_resp(r)
+}
+
+/// GET /api/auth/me with a bearer token; returns the status.
+pub async fn me_status(gw: &Gateway, access: &str) -> u16 {
+    get_with(
+        &gw.url("/api/auth/me"),
+        &[("authorization", &bearer(access))],
+    )
+    .await
+    .status
+}
+
+/// One `Set-Cookie` header, parsed.
+#[derive(Debug, Clone)]
+pub struct SetCookie {
+    pub name: String,
+    pub value: String,
+    /// Attributes as written (`Path=/`, `HttpOnly`...), trimmed.
+    pub attrs: Vec<String>,
+}
+
+impl SetCookie {
+    /// Whether a flag attribute (`HttpOnly`, `Secure`) is present, ignoring case.
+    pub fn has(&self, flag: &str) -> bool {
+        self.attrs.iter().any(|a| a.eq_ignore_ascii_case(flag))
+    }
+
+    /// The value of `name=value` attribute (`Path`, `Max-Age`, `SameSite`), ignoring name case.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find_map(|a| {
+            let (n, v) = a.split_once('=')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+}
+
+/// Every `Set-Cookie` of a response.
+pub fn set_cookies(resp: &Resp) -> Vec<SetCookie> {
+    resp.headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            let mut parts = text.split(';');
+            let (name, value) = parts
+                .next()
+                .and_then(|p| p.split_once('='))
+                .unwrap_or_else(|| panic!("bad Set-Cookie {text:?}"));
+            SetCookie {
+                name: name.trim().to_owned(),
+                value: value.trim().to_owned(),
+                attrs: parts.map(|a| a.trim().to_owned()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// The one `Set-Cookie` called `name`; panics when absent or repeated.
+pub fn set_cookie(resp: &Resp, name: &str) -> SetCookie {
+    let all: Vec<SetCookie> = set_cookies(resp)
+        .into_iter()
+        .filter(|c| c.name == name)
+        .collect();
+    assert_eq!(all.len(), 1, "Set-Cookie {name}: {all:?}");
+    all.into_iter().next().unwrap()
+}
+
+/// A `Cookie` request header value from pairs.
+pub fn cookie_header(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Sends a request to the gateway's HTTPS listener, trusting its self-signed certificate.
+pub async fn https_call(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: Option<&serde_json::Value>,
+) -> Resp {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_file_iter(gw.path("certs/localhost.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -506,4 +717,34 @@ pub async fn h1_tls_send(gw: &Gateway, req: Request<Full<Bytes>>) -> (http::Vers
         .unwrap();
     tokio::spawn(conn);
     read_resp(sender.send_request(req).await.unwrap()).await
+
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+    let mut b = req(
+        method,
+        &format!("https://127.0.0.1:{}{path}", gw.https.port()),
+    );
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    let body = match json {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Full::new(Bytes::from(v.to_string()))
+        }
+        None => Full::default(),
+    };
+    let resp = client.request(b.body(body).unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
 }

@@ -344,6 +344,21 @@ async fn reuse_after_grace_kills_the_whole_family() {
 }
 
 #[tokio::test]
+async fn zero_grace_means_replay_in_the_same_second_is_reuse() {
+    let f = Fixture::with(ServiceSettings {
+        refresh_grace: Duration::ZERO,
+        ..settings()
+    })
+    .await;
+    let first = f.signup("ada@example.org").await;
+    let second = f.svc.refresh(&first.refresh_token).await.unwrap();
+    // The clock has not moved: without a grace window this is still reuse.
+    assert_invalid_refresh(f.svc.refresh(&first.refresh_token).await);
+    assert_invalid_refresh(f.svc.refresh(&second.refresh_token).await);
+    assert_eq!(reason(f.auth(&second)), "revoked");
+}
+
+#[tokio::test]
 async fn concurrent_refreshes_within_grace_agree() {
     let f = Fixture::new().await;
     let first = f.signup("ada@example.org").await;
