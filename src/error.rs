@@ -48,7 +48,8 @@ pub enum HttpError {
     /// 502: the upstream could not be reached or broke the exchange.
     #[error("bad gateway: {0}")]
     BadGateway(String),
-    /// 503 (overloaded, shutting down, store unavailable).
+    /// 503 (overloaded, shutting down, store unavailable), with `Retry-After: 1`: the conditions
+    /// behind it (a saturated password-hashing pool) clear within seconds.
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     /// 504: the upstream did not answer in time.
@@ -128,6 +129,9 @@ impl HttpError {
             }
             HttpError::MethodNotAllowed(allow) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            HttpError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
@@ -260,6 +264,14 @@ mod tests {
         }
         .response(false);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn busy_has_retry_after() {
+        let e = HttpError::from(crate::auth::service::AuthError::Busy);
+        let r = e.response(false);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

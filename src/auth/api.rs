@@ -36,6 +36,23 @@ use std::time::Instant;
 /// Where the public keys are published.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
+/// Every `(method, path)` [`AuthApi::handle`] serves: paths starting with `/.well-known/` are
+/// absolute, the others are relative to `auth.prefix`. Any other method on one of these paths is
+/// 405 (with `Allow` listing exactly this table's methods for the path), any other path under the
+/// prefix 404. Kept in step with the `match` in `handle` by a unit test here, and with
+/// `docs/openapi.yaml` by the `openapi` integration test.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("POST", "/signup"),
+    ("POST", "/login"),
+    ("POST", "/refresh"),
+    ("POST", "/logout"),
+    ("POST", "/logout-all"),
+    ("GET", "/me"),
+    ("HEAD", "/me"),
+    ("GET", JWKS_PATH),
+    ("HEAD", JWKS_PATH),
+];
+
 /// A request that carried a valid access token.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -589,6 +606,107 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::password;
+    use crate::auth::service::ServiceSettings;
+    use crate::auth::token;
+    use crate::clock::Clock;
+    use crate::store::Store;
+    use std::time::Duration;
+
+    const PREFIX: &str = "/api/auth";
+
+    async fn api(dir: &tempfile::TempDir) -> AuthApi {
+        let settings = ServiceSettings {
+            issuer: "https://gateway.test".into(),
+            audience: "gateway.test".into(),
+            access_ttl: Duration::from_secs(600),
+            refresh_ttl: Duration::from_secs(86_400),
+            refresh_grace: Duration::from_secs(10),
+            algorithm: token::Algorithm::EdDSA,
+            hs256_secret: None,
+            default_roles: vec!["user".into()],
+            signup_open: true,
+            policy: password::Policy::default(),
+            hasher: password::HasherConfig {
+                params: password::Argon2Params {
+                    m_cost_kib: 1024,
+                    t_cost: 1,
+                    p_cost: 1,
+                },
+                ..password::HasherConfig::default()
+            },
+        };
+        let store = Store::open(&dir.path().join("gateway.redb")).unwrap();
+        let service = AuthService::open(settings, store, Clock::system())
+            .await
+            .unwrap();
+        AuthApi::new(service, vec![7; 32], PREFIX, true, 16 * 1024)
+    }
+
+    fn full_path(path: &str) -> String {
+        if path.starts_with("/.well-known/") {
+            path.to_owned()
+        } else {
+            format!("{PREFIX}{path}")
+        }
+    }
+
+    /// Status and `Allow` of one empty-bodied request.
+    async fn call(api: &AuthApi, method: &str, path: &str) -> (StatusCode, Option<String>) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(body::empty())
+            .unwrap();
+        let resp = match api.handle(req, path, false, [127, 0, 0, 1].into()).await {
+            Ok(r) => r,
+            Err(e) => e.response(false),
+        };
+        let allow = resp
+            .headers()
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_owned());
+        (resp.status(), allow)
+    }
+
+    /// `ENDPOINTS` is exactly what `handle` routes: each entry is served, every other method on
+    /// its paths is 405 with an `Allow` that lists the table's methods, other paths are 404.
+    #[tokio::test]
+    async fn endpoints_table_matches_the_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(&dir).await;
+        for (method, path) in ENDPOINTS {
+            let path = full_path(path);
+            assert!(api.owns(&path), "{path} is not under the auth API");
+            let (status, _) = call(&api, method, &path).await;
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is not routed: {status}"
+            );
+        }
+        let methods = [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+        ];
+        let mut paths: Vec<&str> = ENDPOINTS.iter().map(|(_, p)| *p).collect();
+        paths.dedup();
+        for path in paths {
+            let listed: Vec<&str> = ENDPOINTS
+                .iter()
+                .filter(|(_, p)| *p == path)
+                .map(|(m, _)| *m)
+                .collect();
+            let path = full_path(path);
+            for method in methods.iter().filter(|m| !listed.contains(m)) {
+                let (status, allow) = call(&api, method, &path).await;
+                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(allow.as_deref(), Some(listed.join(", ").as_str()), "{path}");
+            }
+        }
+        for path in [PREFIX, "/api/auth/", "/api/auth/nope", "/api/auth/me/x"] {
+            let (status, _) = call(&api, "GET", path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        }
+    }
 
     #[test]
     fn bearer_parsing() {

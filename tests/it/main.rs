@@ -7,10 +7,11 @@
 
 mod util;
 
+mod auth;
 mod binary;
 mod cli;
 mod config;
-mod auth;
+mod openapi;
 mod proxy;
 mod server;
 mod tls;
