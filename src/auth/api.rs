@@ -42,9 +42,15 @@ pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// prefix 404. Kept in step with the `match` in `handle` by a unit test here, and with
 /// `docs/openapi.yaml` by the `openapi` integration test.
 pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/signup"),
+    ("HEAD", "/signup"),
     ("POST", "/signup"),
+    ("GET", "/login"),
+    ("HEAD", "/login"),
     ("POST", "/login"),
     ("POST", "/refresh"),
+    ("GET", "/logout"),
+    ("HEAD", "/logout"),
     ("POST", "/logout"),
     ("POST", "/logout-all"),
     ("GET", "/me"),
@@ -236,7 +242,9 @@ impl AuthApi {
             ("/logout", &Method::POST) => self.logout(req, tls).await,
             ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
-            ("/signup" | "/login" | "/logout", _) => Err(HttpError::MethodNotAllowed("GET, POST")),
+            ("/signup" | "/login" | "/logout", _) => {
+                Err(HttpError::MethodNotAllowed("GET, HEAD, POST"))
+            }
             ("/refresh" | "/logout-all", _) => Err(HttpError::MethodNotAllowed("POST")),
             ("/me", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
             _ => Err(HttpError::NotFound),
@@ -606,41 +614,25 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::password;
-    use crate::auth::service::ServiceSettings;
-    use crate::auth::token;
     use crate::clock::Clock;
     use crate::store::Store;
-    use std::time::Duration;
 
     const PREFIX: &str = "/api/auth";
 
     async fn api(dir: &tempfile::TempDir) -> AuthApi {
-        let settings = ServiceSettings {
-            issuer: "https://gateway.test".into(),
-            audience: "gateway.test".into(),
-            access_ttl: Duration::from_secs(600),
-            refresh_ttl: Duration::from_secs(86_400),
-            refresh_grace: Duration::from_secs(10),
-            algorithm: token::Algorithm::EdDSA,
-            hs256_secret: None,
-            default_roles: vec!["user".into()],
-            signup_open: true,
-            policy: password::Policy::default(),
-            hasher: password::HasherConfig {
-                params: password::Argon2Params {
-                    m_cost_kib: 1024,
-                    t_cost: 1,
-                    p_cost: 1,
-                },
-                ..password::HasherConfig::default()
-            },
-        };
+        let config = crate::config::from_str(
+            "version: 1\nauth: {password: {memory_kib: 1024, iterations: 1}}\n",
+            "test.yaml",
+            dir.path(),
+            &|_| None,
+        )
+        .unwrap();
         let store = Store::open(&dir.path().join("gateway.redb")).unwrap();
+        let settings = crate::auth::service_settings(&config);
         let service = AuthService::open(settings, store, Clock::system())
             .await
             .unwrap();
-        AuthApi::new(service, vec![7; 32], PREFIX, true, 16 * 1024)
+        AuthApi::new(service, vec![7; 32], &config)
     }
 
     fn full_path(path: &str) -> String {

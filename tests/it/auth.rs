@@ -532,6 +532,19 @@ async fn jwks_publishes_the_signing_key_without_private_parts() {
 }
 
 #[tokio::test]
+async fn refresh_cookie_is_scoped_to_the_auth_api_without_transparent_refresh() {
+    let up = Upstream::start().await;
+    let gw = gateway("transparent_refresh: false", &up).await;
+    signup(&gw, "scoped@example.com", PW).await;
+    let l = login(&gw, "scoped@example.com", PW).await;
+    assert_eq!(
+        set_cookie(&l.resp, "gw_refresh").attr("Path"),
+        Some("/api/auth")
+    );
+    assert_eq!(set_cookie(&l.resp, "gw_access").attr("Path"), Some("/"));
+}
+
+#[tokio::test]
 async fn login_sets_session_cookies() {
     let up = Upstream::start().await;
     let gw = gateway("", &up).await;
@@ -548,7 +561,9 @@ async fn login_sets_session_cookies() {
         "the CSRF cookie must be readable by scripts"
     );
     assert_eq!(access.attr("Path"), Some("/"));
-    assert_eq!(refresh.attr("Path"), Some("/api/auth"));
+    // Path=/ because the gateway refreshes expired cookie sessions in-request (the default);
+    // the cookie never reaches upstreams, the gateway strips it.
+    assert_eq!(refresh.attr("Path"), Some("/"));
     assert_eq!(csrf.attr("Path"), Some("/"));
     for c in [&access, &refresh, &csrf] {
         assert_eq!(c.attr("SameSite"), Some("Lax"), "{c:?}");
@@ -614,11 +629,24 @@ async fn cookie_session_needs_csrf_for_logout() {
     .await;
     assert_eq!(r.status, 204, "{}", r.text());
     for name in ["gw_access", "gw_refresh", "gw_csrf"] {
-        let c = set_cookie(&r, name);
-        assert_eq!(c.value, "", "{c:?}");
-        assert_eq!(c.attr("Max-Age"), Some("0"), "{c:?}");
+        let all: Vec<_> = set_cookies(&r)
+            .into_iter()
+            .filter(|c| c.name == name)
+            .collect();
+        assert!(!all.is_empty(), "{name} not deleted");
+        for c in all {
+            assert_eq!(c.value, "", "{c:?}");
+            assert_eq!(c.attr("Max-Age"), Some("0"), "{c:?}");
+        }
     }
-    assert_eq!(set_cookie(&r, "gw_refresh").attr("Path"), Some("/api/auth"));
+    // The refresh cookie is deleted on both paths it may have been set with.
+    let mut paths: Vec<String> = set_cookies(&r)
+        .into_iter()
+        .filter(|c| c.name == "gw_refresh")
+        .filter_map(|c| c.attr("Path").map(str::to_owned))
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/", "/api/auth"]);
     assert_eq!(get_with(&me, &[("cookie", &only_access)]).await.status, 401);
 }
 
@@ -919,7 +947,7 @@ async fn tls_cookies_use_prefixed_names_and_secure() {
     assert_eq!(access.attr("Path"), Some("/"));
     assert_eq!(csrf.attr("Path"), Some("/"));
     assert!(access.attr("Domain").is_none() && csrf.attr("Domain").is_none());
-    assert_eq!(refresh.attr("Path"), Some("/api/auth"));
+    assert_eq!(refresh.attr("Path"), Some("/"));
     assert!(access.has("HttpOnly") && refresh.has("HttpOnly") && !csrf.has("HttpOnly"));
 
     let me = |cookie: String| {
@@ -956,8 +984,14 @@ async fn tls_cookies_use_prefixed_names_and_secure() {
     .await;
     assert_eq!(r.status, 204, "{}", r.text());
     for name in ["__Host-gw_access", "__Secure-gw_refresh", "__Host-gw_csrf"] {
-        let c = set_cookie(&r, name);
-        assert_eq!(c.attr("Max-Age"), Some("0"), "{c:?}");
-        assert!(c.has("Secure"), "{c:?}");
+        let all: Vec<_> = set_cookies(&r)
+            .into_iter()
+            .filter(|c| c.name == name)
+            .collect();
+        assert!(!all.is_empty(), "{name} not deleted");
+        for c in all {
+            assert_eq!(c.attr("Max-Age"), Some("0"), "{c:?}");
+            assert!(c.has("Secure"), "{c:?}");
+        }
     }
 }

@@ -455,6 +455,58 @@ pub async fn tls_connect(
         roots.add(cert.unwrap()).unwrap();
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// A response read whole, with the protocol version it came over.
+pub async fn read_resp(resp: Response<Incoming>) -> (http::Version, Resp) {
+    let version = resp.version();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        version,
+        Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        },
+    )
+}
+
+/// Sends one request over HTTP/2 on TLS (ALPN h2). `req` needs an absolute `https://` URI.
+pub async fn h2_send(gw: &Gateway, req: Request<Full<Bytes>>) -> (http::Version, Resp) {
+    let tls = tls_connect(gw, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    read_resp(sender.send_request(req).await.unwrap()).await
+}
+
+/// Sends one request over HTTP/1.1 on TLS (ALPN http/1.1). `req` needs a Host header.
+pub async fn h1_tls_send(gw: &Gateway, req: Request<Full<Bytes>>) -> (http::Version, Resp) {
+    let tls = tls_connect(gw, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    read_resp(sender.send_request(req).await.unwrap()).await
+}
 
 // ---- Auth API helpers ----
 
@@ -672,52 +724,6 @@ pub async fn https_call(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(gw.https).await.unwrap();
-    connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
-/// A response read whole, with the protocol version it came over.
-pub async fn read_resp(resp: Response<Incoming>) -> (http::Version, Resp) {
-    let version = resp.version();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
-        version,
-        Resp {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        },
-    )
-}
-
-/// Sends one request over HTTP/2 on TLS (ALPN h2). `req` needs an absolute `https://` URI.
-pub async fn h2_send(gw: &Gateway, req: Request<Full<Bytes>>) -> (http::Version, Resp) {
-    let tls = tls_connect(gw, &[b"h2"]).await;
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    read_resp(sender.send_request(req).await.unwrap()).await
-}
-
-/// Sends one request over HTTP/1.1 on TLS (ALPN http/1.1). `req` needs a Host header.
-pub async fn h1_tls_send(gw: &Gateway, req: Request<Full<Bytes>>) -> (http::Version, Resp) {
-    let tls = tls_connect(gw, &[b"http/1.1"]).await;
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    read_resp(sender.send_request(req).await.unwrap()).await
-
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
