@@ -102,19 +102,19 @@ impl AuthApi {
         }
     }
 
-    /// Removes every client-sent identity header (the reserved prefix and the configured names).
+    /// Removes every client-sent identity header (the reserved prefix, the configured names and
+    /// the assertion header, which may be named outside the prefix).
     pub fn strip_identity(&self, headers: &mut HeaderMap) {
         let id = &self.identity;
-        crate::proxy::headers::strip_identity(
-            headers,
-            &id.prefix,
-            &[
-                id.user_id.clone(),
-                id.email.clone(),
-                id.name.clone(),
-                id.roles.clone(),
-            ],
-        );
+        let names = [
+            Some(&id.user_id),
+            Some(&id.email),
+            Some(&id.name),
+            Some(&id.roles),
+            self.assertion.as_ref().map(|a| &a.header),
+        ];
+        let names: Vec<_> = names.into_iter().flatten().cloned().collect();
+        crate::proxy::headers::strip_identity(headers, &id.prefix, &names);
     }
 
     /// Tells the upstream who the user is: the identity headers (values without control
