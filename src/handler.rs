@@ -8,7 +8,9 @@
 //! 5. The route table picks a route (404 when none matches).
 //! 6. The route's policy is enforced: public routes pass; `required` routes need a valid access
 //!    token (fail closed: any doubt is 401).
-//! 7. Client-sent identity headers are removed and the request is forwarded.
+//! 7. Client-sent identity headers are removed, and the gateway's own credentials (its cookies
+//!    always, the bearer token unless the route has `forward_token`), on every route; then the
+//!    request is forwarded.
 //! 8. One access-log line is written (never a token, cookie or query string).
 
 use std::net::SocketAddr;
@@ -237,11 +239,10 @@ impl App {
             let audience = route.assertion_audience.as_deref().unwrap_or(&route.name);
             self.auth
                 .identify(req.headers_mut(), &admitted.session, audience);
-            if !route.forward_token {
-                strip_credentials(req.headers_mut());
-            }
             set_cookies = admitted.set_cookies;
         }
+        // On public routes too: a signed-in browser sends its session cookies everywhere.
+        strip_credentials(req.headers_mut(), route.forward_token);
 
         log.upstream = Some(route.upstream.to_string());
         let peer = conn.peer.ip();

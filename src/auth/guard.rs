@@ -250,10 +250,12 @@ pub fn form_value(pairs: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// Removes the gateway's own credentials (its bearer token, its cookies) before forwarding;
-/// other cookies and headers pass untouched.
-pub fn strip_credentials(headers: &mut HeaderMap) {
-    if super::api::bearer(headers).is_some() {
+/// Removes the gateway's own credentials before forwarding: its cookies always (the refresh
+/// cookie has `Path=/` with transparent refresh, so it comes along on every route), the bearer
+/// token unless `keep_bearer` (a route's `forward_token`). Other cookies and headers pass
+/// untouched.
+pub fn strip_credentials(headers: &mut HeaderMap, keep_bearer: bool) {
+    if !keep_bearer && super::api::bearer(headers).is_some() {
         headers.remove(header::AUTHORIZATION);
     }
     if !headers.contains_key(header::COOKIE) {
