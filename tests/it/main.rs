@@ -10,6 +10,7 @@ mod util;
 mod binary;
 mod cli;
 mod config;
+mod enforce;
 mod proxy;
 mod server;
 mod tls;
