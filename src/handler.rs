@@ -8,7 +8,9 @@
 //! 5. The route table picks a route (404 when none matches).
 //! 6. The route's policy is enforced: public routes pass; `required` routes need a valid access
 //!    token (fail closed: any doubt is 401).
-//! 7. Client-sent identity headers are removed and the request is forwarded.
+//! 7. Client-sent identity headers are removed, and the gateway's own credentials (its cookies
+//!    always, the bearer token unless the route has `forward_token`), on every route; then the
+//!    request is forwarded.
 //! 8. One access-log line is written (never a token, cookie or query string).
 
 use std::net::SocketAddr;
@@ -26,7 +28,7 @@ use crate::config::{AuthPolicy, Config, OnUnauthenticated};
 use crate::error::{HttpError, json_response};
 use crate::proxy::cors::Cors;
 use crate::proxy::headers::Forwarded;
-use crate::proxy::route::RouteTable;
+use crate::proxy::route::{Matched, RouteTable};
 use crate::proxy::{Forward, Proxy, path};
 
 /// Errors while building the request handler at start-up.
@@ -140,7 +142,7 @@ impl App {
 
     async fn dispatch(
         &self,
-        mut req: Request<Body>,
+        req: Request<Body>,
         conn: Conn,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
@@ -174,11 +176,9 @@ impl App {
                 return Ok(cors.preflight(req.headers()));
             }
             let client_ip = self.client_ip(conn.peer.ip(), req.headers());
-            let mut resp = self.auth.handle(req, &path, conn.tls, client_ip).await;
-            if let (Some(cors), Ok(r)) = (&self.cors, resp.as_mut()) {
-                cors.decorate(origin.as_ref(), r.headers_mut());
-            }
-            return resp;
+            let html = wants_html(req.method(), req.headers());
+            let resp = self.auth.handle(req, &path, conn.tls, client_ip).await;
+            return Ok(with_cors(self.cors.as_ref(), origin.as_ref(), resp, html));
         }
 
         let matched = self
@@ -194,6 +194,24 @@ impl App {
             return Ok(cors.preflight(req.headers()));
         }
 
+        let html = wants_html(req.method(), req.headers());
+        let resp = self
+            .enforce_and_forward(req, conn, &path, matched, log)
+            .await;
+        Ok(with_cors(cors, origin.as_ref(), resp, html))
+    }
+
+    /// Steps 6 and 7 for a matched route: admit (or refuse) the caller, rewrite the identity and
+    /// credential headers, forward.
+    async fn enforce_and_forward(
+        &self,
+        mut req: Request<Body>,
+        conn: Conn,
+        path: &str,
+        matched: Matched<'_>,
+        log: &mut AccessLog,
+    ) -> Result<Response<Body>, HttpError> {
+        let route = matched.route.clone();
         self.auth.strip_identity(req.headers_mut());
         let mut set_cookies = Vec::new();
         if let AuthPolicy::Required { roles } = &route.policy {
@@ -213,7 +231,7 @@ impl App {
                         let pq = req
                             .uri()
                             .query()
-                            .map_or_else(|| path.clone(), |q| format!("{path}?{q}"));
+                            .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
                         return Ok(self.auth.login_redirect(&pq));
                     }
                     return Err(HttpError::Unauthorized("Not authenticated"));
@@ -239,10 +257,8 @@ impl App {
                 .identify(req.headers_mut(), &admitted.session, audience);
             set_cookies = admitted.set_cookies;
         }
-        // The gateway's own credentials stay at the gateway, on public routes too.
-        if !route.forward_token {
-            strip_credentials(req.headers_mut());
-        }
+        // On public routes too: a signed-in browser sends its session cookies everywhere.
+        strip_credentials(req.headers_mut(), route.forward_token);
 
         log.upstream = Some(route.upstream.to_string());
         let peer = conn.peer.ip();
@@ -260,7 +276,7 @@ impl App {
                 req,
                 Forward {
                     route: &route,
-                    path: &path,
+                    path,
                     matched: matched.path,
                     forwarded,
                     html,
@@ -269,9 +285,6 @@ impl App {
             .await?;
         for c in set_cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
-        }
-        if let Some(cors) = cors {
-            cors.decorate(origin.as_ref(), resp.headers_mut());
         }
         Ok(resp)
     }
@@ -336,6 +349,22 @@ impl App {
         resp.headers_mut().insert(header::LOCATION, location);
         Ok(resp)
     }
+}
+
+/// The answer (an error becomes its response here), with the CORS headers for `origin` when CORS
+/// applies, errors included: a script on an allowed origin must be able to read a 401 or 403
+/// (one it cannot read looks like a network failure to it).
+fn with_cors(
+    cors: Option<&Cors>,
+    origin: Option<&HeaderValue>,
+    resp: Result<Response<Body>, HttpError>,
+    html: bool,
+) -> Response<Body> {
+    let mut resp = resp.unwrap_or_else(|e| e.response(html));
+    if let Some(cors) = cors {
+        cors.decorate(origin, resp.headers_mut());
+    }
+    resp
 }
 
 /// What the access log line says about a request, filled in as it becomes known.

@@ -102,19 +102,19 @@ impl AuthApi {
         }
     }
 
-    /// Removes every client-sent identity header (the reserved prefix and the configured names).
+    /// Removes every client-sent identity header (the reserved prefix, the configured names and
+    /// the assertion header, which may be named outside the prefix).
     pub fn strip_identity(&self, headers: &mut HeaderMap) {
         let id = &self.identity;
-        crate::proxy::headers::strip_identity(
-            headers,
-            &id.prefix,
-            &[
-                id.user_id.clone(),
-                id.email.clone(),
-                id.name.clone(),
-                id.roles.clone(),
-            ],
-        );
+        let names = [
+            Some(&id.user_id),
+            Some(&id.email),
+            Some(&id.name),
+            Some(&id.roles),
+            self.assertion.as_ref().map(|a| &a.header),
+        ];
+        let names: Vec<_> = names.into_iter().flatten().cloned().collect();
+        crate::proxy::headers::strip_identity(headers, &id.prefix, &names);
     }
 
     /// Tells the upstream who the user is: the identity headers (values without control
@@ -250,10 +250,12 @@ pub fn form_value(pairs: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// Removes the gateway's own credentials (its bearer token, its cookies) before forwarding;
-/// other cookies and headers pass untouched.
-pub fn strip_credentials(headers: &mut HeaderMap) {
-    if super::api::bearer(headers).is_some() {
+/// Removes the gateway's own credentials before forwarding: its cookies always (the refresh
+/// cookie has `Path=/` with transparent refresh, so it comes along on every route), the bearer
+/// token unless `keep_bearer` (a route's `forward_token`). Other cookies and headers pass
+/// untouched.
+pub fn strip_credentials(headers: &mut HeaderMap, keep_bearer: bool) {
+    if !keep_bearer && super::api::bearer(headers).is_some() {
         headers.remove(header::AUTHORIZATION);
     }
     if !headers.contains_key(header::COOKIE) {

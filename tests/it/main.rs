@@ -11,6 +11,7 @@ mod auth;
 mod binary;
 mod cli;
 mod config;
+mod enforce;
 mod openapi;
 mod proxy;
 mod server;
