@@ -31,6 +31,7 @@ use crate::config::{AssertionSettings, Config, IdentityHeaders};
 use crate::error::{HttpError, json_response};
 use crate::ratelimit::{Action, Limits};
 use crate::secret::SecretString;
+use crate::store::RefreshState;
 use std::time::Instant;
 
 /// Where the public keys are published.
@@ -228,7 +229,7 @@ impl AuthApi {
         let form = is_form(req.headers());
         match (action, &method) {
             ("/login" | "/signup" | "/logout", &Method::GET | &Method::HEAD) => {
-                Ok(self.page(action, &req, tls))
+                Ok(self.page(action, &req, tls).await)
             }
             ("/signup" | "/login" | "/logout", &Method::POST) if form => {
                 self.form_post(action, req, tls, client_ip).await
@@ -408,6 +409,24 @@ impl AuthApi {
             .map_err(|e| HttpError::Internal(e.to_string()))?;
         rec.map(|r| r.family)
             .ok_or(HttpError::Unauthorized("Invalid or expired refresh token"))
+    }
+
+    /// The email of the user a still-usable refresh token belongs to: known, active (not
+    /// rotated or revoked), unexpired, and its user not disabled. For the sign-out page when
+    /// the access cookie has expired.
+    pub(super) async fn live_refresh_email(&self, token: &SecretString) -> Option<String> {
+        let hash: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
+        let store = self.service.store().clone();
+        let rec = tokio::task::spawn_blocking(move || store.get_refresh(&hash))
+            .await
+            .ok()?
+            .ok()??;
+        let live = rec.state == RefreshState::Active
+            && self.service.clock().unix() < rec.family_expires_at;
+        if !live {
+            return None;
+        }
+        self.service.user(&rec.user_id).await.ok().map(|u| u.email)
     }
 
     /// A token answer: JSON body plus the session cookies.

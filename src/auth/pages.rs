@@ -54,19 +54,38 @@ struct View<'a> {
 
 impl AuthApi {
     /// `GET {prefix}/login|signup|logout`.
-    pub(super) fn page(&self, action: &str, req: &Request<Body>, tls: bool) -> Response<Body> {
+    pub(super) async fn page(
+        &self,
+        action: &str,
+        req: &Request<Body>,
+        tls: bool,
+    ) -> Response<Body> {
         let Some(form) = Form::from_action(action) else {
             return HttpError::NotFound.response(true);
         };
         let query = form_decode(req.uri().query().unwrap_or(""));
         let next = form_value(&query, "next").unwrap_or_else(|| "/".to_owned());
         let next = safe_next(&next);
-        let session = self.authenticate(req.headers(), tls).ok();
         let csrf = cookies::get(req.headers(), cookies::names(tls).csrf).unwrap_or("");
-        let signed_in = match (&session, form) {
-            (Some(s), Form::Logout) => Some((s.claims.email.as_str(), csrf)),
-            _ => None,
+        // The sign-out page must also recognise a browser whose access cookie has expired but
+        // whose refresh cookie is still live: its next request would be signed in again.
+        let signed_in_as = if form == Form::Logout {
+            match self.authenticate(req.headers(), tls) {
+                Ok(s) => Some(s.claims.email),
+                Err(_) => match cookies::get(req.headers(), cookies::names(tls).refresh)
+                    .filter(|r| !r.is_empty())
+                {
+                    Some(r) => {
+                        self.live_refresh_email(&SecretString::new(r.to_owned()))
+                            .await
+                    }
+                    None => None,
+                },
+            }
+        } else {
+            None
         };
+        let signed_in = signed_in_as.as_deref().map(|email| (email, csrf));
         self.render(
             StatusCode::OK,
             &View {

@@ -1,0 +1,392 @@
+// End-to-end check of the hosted sign-in / sign-up / sign-out pages in a real headless browser.
+//
+// Starts the gateway binary ($GATEWAY_BIN, default target/debug/gateway) on a free loopback port
+// with a throwaway config and store, then drives Debian's Chromium (/usr/bin/chromium, or
+// $CHROMIUM_BIN) through playwright-core: redirect to login, sign up, silent refresh after the
+// access cookie is gone, sign out, wrong password, security headers, no CSP violations.
+//
+//   npm ci --prefix tests/browser && cargo build && node tests/browser/pages.mjs
+//
+// Prints one line per check and a final `N passed, 0 failed`; exits 1 on the first failed check
+// (the gateway's log is printed then). The gateway and the browser are always stopped, and the
+// whole run is bounded by $BROWSER_TEST_TIMEOUT_MS (default 60 s). A screenshot of the login page
+// goes to $SCREENSHOT (default /tmp/gateway-login.png).
+
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, "..", "..");
+const GATEWAY_BIN = path.resolve(repo, process.env.GATEWAY_BIN || "target/debug/gateway");
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const OVERALL_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60_000);
+const SCREENSHOT = process.env.SCREENSHOT || path.join(os.tmpdir(), "gateway-login.png");
+const STEP_TIMEOUT_MS = 10_000;
+
+const started = Date.now();
+let passed = 0;
+let gateway = null;
+let gatewayLog = "";
+let context = null;
+let tmp = null;
+let finished = false;
+
+class CheckFailed extends Error {}
+
+function check(name, ok, detail = "") {
+  if (!ok) {
+    throw new CheckFailed(`${name}${detail ? `: ${detail}` : ""}`);
+  }
+  passed += 1;
+  console.log(`ok ${passed} - ${name}`);
+}
+
+/** Runs `body` as one named check: any exception inside fails it with that name. */
+async function step(name, body) {
+  try {
+    const detail = await body();
+    check(name, true);
+    return detail;
+  } catch (e) {
+    if (e instanceof CheckFailed) throw e;
+    throw new CheckFailed(`${name}: ${e && e.message ? e.message.split("\n")[0] : e}`);
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+async function cleanup() {
+  if (context) {
+    const c = context;
+    context = null;
+    await Promise.race([c.close().catch(() => {}), sleep(5_000)]);
+  }
+  if (gateway && gateway.exitCode === null && gateway.signalCode === null) {
+    const g = gateway;
+    g.kill("SIGTERM");
+    const exited = await Promise.race([
+      new Promise((r) => g.once("exit", () => r(true))),
+      sleep(3_000).then(() => false),
+    ]);
+    if (!exited) g.kill("SIGKILL");
+  }
+  if (tmp) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    tmp = null;
+  }
+}
+
+async function fail(message) {
+  if (finished) return;
+  finished = true;
+  console.error(`\nFAILED: ${message}`);
+  if (gatewayLog.trim()) {
+    console.error("--- gateway log (last 60 lines) ---");
+    console.error(gatewayLog.trimEnd().split("\n").slice(-60).join("\n"));
+  }
+  await cleanup();
+  console.log(`${passed} passed, 1 failed`);
+  process.exit(1);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function startGateway() {
+  assert(fs.existsSync(GATEWAY_BIN), `gateway binary not found at ${GATEWAY_BIN} (run cargo build or set GATEWAY_BIN)`);
+  const port = await freePort();
+  const config = path.join(tmp, "gateway.yaml");
+  fs.writeFileSync(
+    config,
+    [
+      "version: 1",
+      "listen:",
+      `  http: 127.0.0.1:${port}`,
+      "  https: null",
+      "log:",
+      "  level: info",
+      "store:",
+      "  redb:",
+      `    path: ${JSON.stringify(path.join(tmp, "store", "gateway.redb"))}`,
+      "auth:",
+      "  password:",
+      "    memory_kib: 1024",
+      "    iterations: 1",
+      "routes:",
+      "  - name: public",
+      "    path: /public",
+      "    upstream: builtin:whoami",
+      "    auth: public",
+      "  - name: app",
+      "    path: /",
+      "    upstream: builtin:whoami",
+      "    auth: required",
+      "",
+    ].join("\n"),
+  );
+  gateway = spawn(GATEWAY_BIN, ["--config", config, "serve"], {
+    cwd: tmp,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", NO_COLOR: "1" },
+  });
+  const collect = (d) => {
+    gatewayLog += d.toString();
+  };
+  gateway.stdout.on("data", collect);
+  gateway.stderr.on("data", collect);
+  gateway.on("exit", (code, signal) => {
+    gatewayLog += `\n[gateway exited: code ${code}, signal ${signal}]\n`;
+  });
+
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (gateway.exitCode !== null || gateway.signalCode !== null) {
+      throw new Error(`gateway exited during start-up (code ${gateway.exitCode})`);
+    }
+    try {
+      const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) });
+      if (r.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error("gateway did not answer /healthz within 15 s");
+    await sleep(100);
+  }
+  return base;
+}
+
+async function cookieMap() {
+  const all = await context.cookies();
+  return Object.fromEntries(all.map((c) => [c.name, c]));
+}
+
+/** The text of the whoami table row for header `name`, or null. */
+async function whoamiRow(page, name) {
+  const row = page.locator("tr", { has: page.locator("th", { hasText: new RegExp(`^${name}$`) }) });
+  if ((await row.count()) !== 1) return null;
+  return (await row.locator("td").innerText()).trim();
+}
+
+async function main() {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gateway-browser-"));
+  const base = await step("gateway starts and answers /healthz", startGateway);
+
+  await step(`headless Chromium (${CHROMIUM_BIN}) starts`, async () => {
+    assert(fs.existsSync(CHROMIUM_BIN), `Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
+    context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
+      executablePath: CHROMIUM_BIN,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 800, height: 640 },
+      timeout: 20_000,
+    });
+  });
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
+  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+  const page = context.pages()[0] || (await context.newPage());
+  const loginPath = "/api/auth/login";
+
+  // Anything the page logs as an error (CSP violations among them) fails the run at the end.
+  const consoleErrors = [];
+  // The one expected error is the 401 document the wrong password is answered with.
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    const expected401 =
+      m.text().includes("status of 401") && new URL(m.location().url || base).pathname === loginPath;
+    if (!expected401) consoleErrors.push(`${m.text()} (${m.location().url})`);
+  });
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+  const email = `ada.${randomBytes(4).toString("hex")}@example.com`;
+  const password = `violet harbour ${randomBytes(6).toString("hex")}`;
+
+  // 1. A protected page sends the browser to the login page, remembering where it wanted to go.
+  const loginResp = await step("/dashboard redirects to the login page with next=/dashboard", async () => {
+    const resp = await page.goto(`${base}/dashboard`);
+    const url = new URL(page.url());
+    assert(url.pathname === loginPath, `landed on ${page.url()}`);
+    assert(url.searchParams.get("next") === "/dashboard", `next is ${url.searchParams.get("next")} in ${page.url()}`);
+    assert(resp.status() === 200, `status ${resp.status()}`);
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    return resp;
+  });
+
+  await step("login page has content-security-policy and x-frame-options: DENY", async () => {
+    const h = await loginResp.allHeaders();
+    const csp = h["content-security-policy"] || "";
+    assert(csp.includes("default-src 'none'"), `content-security-policy is ${JSON.stringify(csp)}`);
+    assert(csp.includes("form-action 'self'"), `content-security-policy lacks form-action: ${csp}`);
+    assert(h["x-frame-options"] === "DENY", `x-frame-options is ${JSON.stringify(h["x-frame-options"])}`);
+  });
+
+  await step(`login page screenshot saved to ${SCREENSHOT}`, async () => {
+    await page.getByLabel("Email").waitFor();
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    assert(fs.statSync(SCREENSHOT).size > 1000, "screenshot is empty");
+  });
+
+  // 2. Sign up through the link, filling the form by its labels.
+  await step("'Sign up' link leads to the sign-up form, keeping next", async () => {
+    await page.getByRole("link", { name: "Sign up" }).click();
+    await page.waitForURL((u) => u.pathname === "/api/auth/signup");
+    const url = new URL(page.url());
+    assert(url.searchParams.get("next") === "/dashboard", `next is ${url.searchParams.get("next")}`);
+    await page.getByRole("heading", { name: "Create an account" }).waitFor();
+  });
+
+  await step("sign-up by labels lands on /dashboard with x-auth-email", async () => {
+    await page.getByLabel("Name").fill("Ada Lovelace");
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Create account" }).click();
+    await page.waitForURL((u) => u.pathname === "/dashboard");
+    await page.getByRole("heading", { name: "whoami" }).waitFor();
+    const shown = await whoamiRow(page, "x-auth-email");
+    assert(shown === email, `x-auth-email row is ${JSON.stringify(shown)}, expected ${email}`);
+    const cookie = await whoamiRow(page, "cookie");
+    assert(cookie === null || !/gw_(access|refresh|csrf)=/.test(cookie), `gateway cookies reached the upstream: ${cookie}`);
+  });
+
+  const before = await step("session cookies: gw_access, gw_refresh HttpOnly; gw_csrf readable; SameSite=Lax", async () => {
+    const c = await cookieMap();
+    for (const n of ["gw_access", "gw_refresh", "gw_csrf"]) assert(c[n], `no ${n} cookie (have ${Object.keys(c)})`);
+    assert(c.gw_access.httpOnly && c.gw_refresh.httpOnly, "access/refresh cookies are not HttpOnly");
+    assert(!c.gw_csrf.httpOnly, "gw_csrf is HttpOnly (scripts must read it)");
+    for (const n of ["gw_access", "gw_refresh", "gw_csrf"]) {
+      assert(c[n].sameSite === "Lax", `${n} SameSite=${c[n].sameSite}`);
+      assert(c[n].path === "/", `${n} Path=${c[n].path}`);
+    }
+    return c;
+  });
+
+  // 3. The access cookie expires (the browser drops it); the refresh cookie silently renews it.
+  await step("without gw_access, a reload silently refreshes and sets a fresh gw_access", async () => {
+    await context.clearCookies({ name: "gw_access" });
+    const c0 = await cookieMap();
+    assert(!c0.gw_access && c0.gw_refresh && c0.gw_csrf, `cookies after deleting gw_access: ${Object.keys(c0)}`);
+    const resp = await page.reload();
+    assert(resp.status() === 200, `status ${resp.status()}`);
+    assert(new URL(page.url()).pathname === "/dashboard", `landed on ${page.url()}`);
+    await page.getByRole("heading", { name: "whoami" }).waitFor();
+    const shown = await whoamiRow(page, "x-auth-email");
+    assert(shown === email, `x-auth-email row is ${JSON.stringify(shown)}`);
+    const c = await cookieMap();
+    assert(c.gw_access && c.gw_access.value, "no fresh gw_access cookie");
+    assert(c.gw_access.value !== before.gw_access.value, "gw_access was not renewed");
+    assert(c.gw_refresh && c.gw_refresh.value !== before.gw_refresh.value, "gw_refresh was not rotated");
+  });
+
+  // 4. Sign out.
+  await step("'Sign out' on /api/auth/logout lands on the login page and clears the cookies", async () => {
+    await page.goto(`${base}/api/auth/logout`);
+    await page.getByText(`Signed in as ${email}`).waitFor();
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.waitForURL((u) => u.pathname === loginPath);
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+    const c = await cookieMap();
+    const left = ["gw_access", "gw_refresh", "gw_csrf"].filter((n) => c[n] && c[n].value);
+    assert(left.length === 0, `cookies left after sign-out: ${left}`);
+  });
+
+  await step("after sign-out, /dashboard leads to the login page again", async () => {
+    await page.goto(`${base}/dashboard`);
+    const url = new URL(page.url());
+    assert(url.pathname === loginPath, `landed on ${page.url()}`);
+    assert(url.searchParams.get("next") === "/dashboard", `next is ${url.searchParams.get("next")}`);
+  });
+
+  // 5. A wrong password is reported in the page and the typed email is kept.
+  await step("wrong password shows role=alert and keeps the email", async () => {
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill("not the right password");
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname === loginPath),
+      page.getByRole("button", { name: "Sign in" }).click(),
+    ]);
+    const alert = page.getByRole("alert");
+    await alert.waitFor();
+    const text = (await alert.innerText()).trim();
+    assert(text.length > 0, "the alert is empty");
+    assert(!/something went wrong/i.test(text), `unexpected error: ${text}`);
+    assert(resp && resp.status() === 401, `status ${resp && resp.status()}`);
+    assert((await page.getByLabel("Email").inputValue()) === email, "the email field was not kept");
+    assert((await page.getByLabel("Password").inputValue()) === "", "the password was echoed back");
+    const c = await cookieMap();
+    assert(!c.gw_access, "a failed login set an access cookie");
+  });
+
+  await step("the right password then signs in and returns to /dashboard", async () => {
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.waitForURL((u) => u.pathname === "/dashboard");
+    const shown = await whoamiRow(page, "x-auth-email");
+    assert(shown === email, `x-auth-email row is ${JSON.stringify(shown)}`);
+  });
+
+  // 6. Sign out when the access cookie has already expired: only the refresh cookie is left.
+  await step("with only the refresh cookie left, /api/auth/logout still offers 'Sign out'", async () => {
+    const c = await cookieMap();
+    await context.clearCookies({ name: "gw_access" });
+    await page.goto(`${base}/api/auth/logout`);
+    await page.getByRole("button", { name: "Sign out" }).waitFor({ timeout: 3_000 }).catch(async () => {
+      throw new Error(`no 'Sign out' button; the page says ${JSON.stringify(await page.locator("main").innerText())}`);
+    });
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.waitForURL((u) => u.pathname === loginPath);
+    // The session is revoked on the server: the old refresh cookie, put back, signs nobody in.
+    await context.addCookies([{ ...c.gw_refresh }, { ...c.gw_csrf }]);
+    await page.goto(`${base}/dashboard`);
+    assert(new URL(page.url()).pathname === loginPath, `the old refresh cookie still works: landed on ${page.url()}`);
+  });
+
+  await step("no console errors or CSP violations in any page", async () => {
+    assert(consoleErrors.length === 0, consoleErrors.join(" | "));
+  });
+
+  await cleanup();
+  finished = true;
+  console.log(`(${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  console.log(`${passed} passed, 0 failed`);
+}
+
+const timer = setTimeout(() => {
+  fail(`overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
+}, OVERALL_TIMEOUT_MS);
+
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, () => fail(`interrupted by ${sig}`));
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => fail(e instanceof CheckFailed ? e.message : (e && e.stack) || String(e)),
+);
