@@ -256,6 +256,11 @@ impl AuthService {
         &self.inner.settings
     }
 
+    pub fn hasher(&self) -> &Hasher {
+        &self.inner.hasher
+    }
+
+    /// The clock the service reads time from.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
     }

@@ -105,6 +105,11 @@ struct Inner {
     max_waiting: usize,
     waiting: AtomicUsize,
     wait_timeout: Duration,
+    /// Hashes and verifications run so far (for metrics, and for tests that prove a refused
+    /// request cost no hash).
+    completed: std::sync::atomic::AtomicU64,
+    /// Requests refused because the pool was saturated.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Hasher {
@@ -141,6 +146,8 @@ impl Hasher {
                 max_concurrent: cfg.max_concurrent,
                 max_waiting: cfg.max_waiting,
                 waiting: AtomicUsize::new(0),
+                completed: std::sync::atomic::AtomicU64::new(0),
+                refused: std::sync::atomic::AtomicU64::new(0),
                 wait_timeout: cfg.wait_timeout,
             }),
         })
@@ -212,6 +219,16 @@ impl Hasher {
             .saturating_sub(self.inner.permits.available_permits())
     }
 
+    /// Hashes and verifications run to completion since start.
+    pub fn completed(&self) -> u64 {
+        self.inner.completed.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered `Busy` since start.
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
     /// The configured parameters.
     pub fn params(&self) -> Argon2Params {
         self.inner.params
@@ -224,10 +241,16 @@ impl Hasher {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let permit = self.acquire().await?;
+        let permit = self.acquire().await.inspect_err(|e| {
+            if matches!(e, HashError::Busy) {
+                self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let out = work();
             drop(permit);
+            inner.completed.fetch_add(1, Ordering::Relaxed);
             out
         })
         .await
