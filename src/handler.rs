@@ -26,10 +26,14 @@ use crate::auth::guard::{Denied, is_safe, strip_credentials};
 use crate::body::{self, Body};
 use crate::config::{AuthPolicy, Config, OnUnauthenticated};
 use crate::error::{HttpError, json_response};
+use crate::metrics::{AuthOutcome, Metrics, RouteStats};
 use crate::proxy::cors::Cors;
 use crate::proxy::headers::Forwarded;
 use crate::proxy::route::{Matched, RouteTable};
 use crate::proxy::{Forward, Proxy, path};
+
+/// The request id header: kept from trusted proxies, else generated; sent upstream and back.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Errors while building the request handler at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -49,25 +53,35 @@ pub struct Conn {
     pub tls: bool,
 }
 
-/// Everything a request needs, built once from the config.
+/// Everything a request needs, built from one configuration. A reload builds a new `App` and
+/// swaps it in; requests in flight finish with the one they started with.
 pub struct App {
     config: Config,
     routes: RouteTable,
+    /// Counters per route, by route index.
+    route_stats: Vec<Arc<RouteStats>>,
     proxy: Proxy,
     auth: AuthApi,
     cors: Option<Cors>,
     draining: AtomicBool,
     hsts: Option<HeaderValue>,
-    stop_background: tokio::sync::watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+    auth_stats: Arc<RouteStats>,
+    other_stats: Arc<RouteStats>,
 }
 
 impl App {
-    /// Builds the routes, upstream client and auth service.
-    pub async fn start(config: Config) -> Result<Arc<App>, StartupError> {
+    /// Builds the routes, upstream client and auth API for a configuration, around the
+    /// long-lived auth core.
+    pub fn build(
+        config: Config,
+        core: &crate::auth::Core,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<App>, StartupError> {
         let routes = RouteTable::new(&config.routes);
+        let route_stats = routes.iter().map(|r| metrics.route(&r.name)).collect();
         let proxy = Proxy::new(&config.upstream, config.limits.max_body_bytes)?;
-        let (stop_background, stopped) = tokio::sync::watch::channel(false);
-        let auth = crate::auth::start(&config, stopped).await?;
+        let auth = crate::auth::api(core, &config, metrics.clone());
         let hsts = config
             .tls
             .hsts_max_age
@@ -76,12 +90,15 @@ impl App {
         Ok(Arc::new(App {
             config,
             routes,
+            route_stats,
             proxy,
             auth,
             cors,
             draining: AtomicBool::new(false),
             hsts,
-            stop_background,
+            auth_stats: metrics.route("(auth api)"),
+            other_stats: metrics.route("(none)"),
+            metrics,
         }))
     }
 
@@ -95,26 +112,27 @@ impl App {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Stops background work (change-feed polling, sweeping).
-    pub fn stop(&self) {
-        let _ = self.stop_background.send(true);
-    }
-
     /// The auth API and token checks.
     pub fn auth(&self) -> &AuthApi {
         &self.auth
     }
 
     /// Handles one request; never fails (errors become responses here).
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
+        let request_id = self.request_id(conn.peer.ip(), req.headers());
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
         let html = wants_html(req.method(), req.headers());
         let mut log = AccessLog {
             path: String::new(),
             route: None,
             upstream: None,
             user: None,
+            stats: None,
+            upstream_time: None,
         };
         let mut resp = match self.dispatch(req.map(body::boxed), conn, &mut log).await {
             Ok(resp) => resp,
@@ -126,6 +144,13 @@ impl App {
             resp.headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        log.stats
+            .as_ref()
+            .unwrap_or(&self.other_stats)
+            .record(resp.status().as_u16(), log.upstream_time);
         tracing::info!(
             target: "access",
             peer = %conn.peer.ip(),
@@ -136,6 +161,7 @@ impl App {
             route = log.route.as_deref().unwrap_or("-"),
             upstream = log.upstream.as_deref().unwrap_or("-"),
             user = log.user.as_deref().unwrap_or("-"),
+            request_id = %request_id,
         );
         resp
     }
@@ -170,6 +196,7 @@ impl App {
         let origin = req.headers().get(header::ORIGIN).cloned();
         if self.auth.owns(&path) {
             log.route = Some("auth".to_owned());
+            log.stats = Some(self.auth_stats.clone());
             if let Some(cors) = &self.cors
                 && Cors::is_preflight(req.method(), req.headers())
             {
@@ -187,6 +214,7 @@ impl App {
             .ok_or(HttpError::NotFound)?;
         let route = matched.route.clone();
         log.route = Some(route.name.clone());
+        log.stats = self.route_stats.get(route.index).cloned();
         let cors = self.cors.as_ref().filter(|_| route.cors);
         if let Some(cors) = cors
             && Cors::is_preflight(req.method(), req.headers())
@@ -219,6 +247,13 @@ impl App {
                 Ok(a) => a,
                 Err(Denied::Refused(e)) => return Err(e),
                 Err(Denied::Unauthenticated(why)) => {
+                    let outcome = match why {
+                        Unauthenticated::Missing => AuthOutcome::Missing,
+                        Unauthenticated::Rejected("expired") => AuthOutcome::Expired,
+                        Unauthenticated::Rejected("revoked" | "disabled") => AuthOutcome::Revoked,
+                        Unauthenticated::Rejected(_) => AuthOutcome::Invalid,
+                    };
+                    self.metrics.auth_outcome(outcome);
                     if let Unauthenticated::Rejected(reason) = why {
                         tracing::debug!(reason, route = %route.name, "token rejected");
                     }
@@ -240,15 +275,15 @@ impl App {
             let claims = &admitted.session.claims;
             log.user = Some(claims.sub.clone());
             let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
-            if !roles.is_empty() && !has_any(roles) {
+            let not_owner = matched
+                .path
+                .owner
+                .is_some_and(|owner| owner != claims.sub && !has_any(&route.owner_bypass_roles));
+            if (!roles.is_empty() && !has_any(roles)) || not_owner {
+                self.metrics.auth_outcome(AuthOutcome::Forbidden);
                 return Err(HttpError::Forbidden("Forbidden"));
             }
-            if let Some(owner) = matched.path.owner
-                && owner != claims.sub
-                && !has_any(&route.owner_bypass_roles)
-            {
-                return Err(HttpError::Forbidden("Forbidden"));
-            }
+            self.metrics.auth_outcome(AuthOutcome::Ok);
             if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {
                 self.auth.check_csrf(req.headers(), conn.tls, &claims.sid)?;
             }
@@ -270,7 +305,8 @@ impl App {
             host: raw_host.as_deref(),
         };
         let html = wants_html(req.method(), req.headers());
-        let mut resp = self
+        let sent = Instant::now();
+        let forwarded = self
             .proxy
             .forward(
                 req,
@@ -282,7 +318,9 @@ impl App {
                     html,
                 },
             )
-            .await?;
+            .await;
+        log.upstream_time = Some(sent.elapsed());
+        let mut resp = forwarded?;
         for c in set_cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -302,6 +340,20 @@ impl App {
 
     fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.config.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+
+    /// The request's id: the one a trusted proxy sent (if it is a sane token), else a new one.
+    fn request_id(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> String {
+        if self.is_trusted(peer)
+            && let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+            && !v.is_empty()
+            && v.len() <= 128
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return v.to_owned();
+        }
+        crate::metrics::request_id()
     }
 
     /// The client's address: the socket peer, or, when the peer is a trusted proxy, the
@@ -373,6 +425,8 @@ struct AccessLog {
     route: Option<String>,
     upstream: Option<String>,
     user: Option<String>,
+    stats: Option<Arc<RouteStats>>,
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// The request's host name without port, lowercased: the Host header (HTTP/1.1) or the URI

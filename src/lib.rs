@@ -16,6 +16,7 @@
 //! - [`handler`]: the per-request pipeline.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
 //! - [`auth`]: accounts, passwords, tokens, sessions and the auth API.
+//! - [`metrics`]: Prometheus metrics and request ids.
 //! - [`ratelimit`]: per-IP and per-account rate limits and login regulation.
 //! - [`store`]: the embedded redb database (users, refresh tokens, revocations, keys).
 //! - [`tls`]: certificates and rustls settings.
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod secret;

@@ -84,6 +84,14 @@ fn quota(rate: &Rate) -> Option<Quota> {
     Quota::with_period(rate.per / rate.count).map(|q| q.allow_burst(burst))
 }
 
+impl<C: Clock + Clone> std::fmt::Debug for Limits<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("tracked_keys", &self.tracked_keys())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Limits<DefaultClock> {
     /// Limits on the real clock.
     pub fn new(settings: &RateLimitSettings) -> Self {

@@ -20,8 +20,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use arc_swap::ArcSwap;
+
 use crate::config::Config;
 use crate::handler::{App, Conn};
+use crate::metrics::Metrics;
+use crate::tls::CertStore;
 
 /// The sockets the gateway serves on. Bind them first (see [`Listeners::bind`]) so tests and
 /// callers can learn the ports before serving.
@@ -29,6 +33,8 @@ use crate::handler::{App, Conn};
 pub struct Listeners {
     pub http: Option<TcpListener>,
     pub https: Option<TcpListener>,
+    /// Serves `/metrics` (and `/healthz`), never the routes.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -46,6 +52,7 @@ impl Listeners {
         Ok(Listeners {
             http: bind(config.listen.http).await?,
             https: bind(config.listen.https).await?,
+            admin: bind(config.listen.admin).await?,
         })
     }
 }
@@ -61,22 +68,51 @@ pub enum ServerError {
     Startup(#[from] crate::handler::StartupError),
 }
 
-/// Serves until `shutdown` resolves, then drains.
-pub async fn run(
-    listeners: Listeners,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServerError> {
-    let tls = match &listeners.https {
-        Some(_) => Some(TlsAcceptor::from(crate::tls::server_config(&config.tls)?)),
+/// Why a reload was refused (the old configuration keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Startup(#[from] crate::handler::StartupError),
+}
+
+/// A running gateway: reload it, read its metrics, shut it down.
+pub struct Running {
+    current: Arc<ArcSwap<App>>,
+    core: crate::auth::Core,
+    certs: Option<Arc<CertStore>>,
+    metrics: Arc<Metrics>,
+    stop_tx: watch::Sender<bool>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+}
+
+/// Starts serving on the given listeners; returns at once with a handle.
+pub async fn start(listeners: Listeners, config: Config) -> Result<Running, ServerError> {
+    let metrics = Metrics::new();
+    let certs = match &listeners.https {
+        Some(_) => Some(CertStore::load(&config.tls)?),
         None => None,
     };
-    let grace = config.shutdown_grace;
+    let tls = match &certs {
+        Some(store) => Some(TlsAcceptor::from(store.server_config()?)),
+        None => None,
+    };
+    if let Some(expiry) = certs.as_ref().and_then(|c| c.not_after()) {
+        metrics.set_cert_expiry(expiry);
+    }
     let max_connections = config.limits.max_connections;
     let builder = Arc::new(http_builder(&config));
-    let app = App::start(config).await?;
-
     let (stop_tx, stop_rx) = watch::channel(false);
+    let core = crate::auth::open(&config, stop_rx.clone()).await?;
+    metrics.attach(core.service.clone());
+    let app = App::build(config, &core, metrics.clone())?;
+    let current = Arc::new(ArcSwap::new(app));
+
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut loops = Vec::new();
     for (listener, acceptor) in [(listeners.http, None), (listeners.https, tls)] {
@@ -88,27 +124,156 @@ pub async fn run(
         loops.push(tokio::spawn(accept_loop(
             listener,
             acceptor,
-            app.clone(),
+            current.clone(),
             builder.clone(),
             permits.clone(),
+            metrics.clone(),
             stop_rx.clone(),
         )));
     }
+    if let Some(listener) = listeners.admin {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "admin listener (metrics)");
+        }
+        loops.push(tokio::spawn(admin_loop(
+            listener,
+            metrics.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    Ok(Running {
+        current,
+        core,
+        certs,
+        metrics,
+        stop_tx,
+        loops,
+        permits,
+        max_connections,
+    })
+}
 
+impl Running {
+    /// Checks a new configuration completely and swaps it in: routes, policies, limits, CORS,
+    /// upstream settings and the certificate. Requests and WebSockets in flight keep the
+    /// configuration they started with. On any error the old configuration keeps serving.
+    /// Listener addresses, the store and token keys/algorithm need a restart.
+    pub async fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let result = self.try_reload(config).await;
+        self.metrics.reload(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the previous configuration keeps serving")
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self, config: Config) -> Result<(), ReloadError> {
+        let old = self.current.load_full();
+        if config.listen.http != old.config().listen.http
+            || config.listen.https != old.config().listen.https
+            || config.listen.admin != old.config().listen.admin
+        {
+            tracing::warn!("listener addresses changed; they take effect at the next restart");
+        }
+        // Certificates first: if they fail, nothing has changed yet.
+        if let Some(certs) = &self.certs {
+            certs.reload(&config.tls)?;
+            if let Some(expiry) = certs.not_after() {
+                self.metrics.set_cert_expiry(expiry);
+            }
+        }
+        let app = App::build(config, &self.core, self.metrics.clone())?;
+        self.current.store(app);
+        Ok(())
+    }
+
+    /// The app serving right now.
+    pub fn app(&self) -> Arc<App> {
+        self.current.load_full()
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, stops
+    /// background work.
+    pub async fn shutdown(self) {
+        let app = self.current.load_full();
+        let grace = app.config().shutdown_grace;
+        tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
+        app.set_draining();
+        let _ = self.stop_tx.send(true);
+        for l in self.loops {
+            let _ = l.await;
+        }
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.permits.acquire_many(all)).await {
+            Ok(_) => tracing::info!("all connections closed"),
+            Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let running = start(listeners, config).await?;
     shutdown.await;
-    tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
-    app.set_draining();
-    let _ = stop_tx.send(true);
-    for l in loops {
-        let _ = l.await;
-    }
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(grace, permits.acquire_many(all)).await {
-        Ok(_) => tracing::info!("all connections closed"),
-        Err(_) => tracing::warn!("grace period over; closing remaining connections"),
-    }
-    app.stop();
+    running.shutdown().await;
     Ok(())
+}
+
+/// The admin listener: `/metrics` in the Prometheus text format, `/healthz`.
+async fn admin_loop(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: hyper::Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let resp = match (req.method(), req.uri().path()) {
+                        (&http::Method::GET, "/metrics") => {
+                            let mut r = http::Response::new(crate::body::full(metrics.render()));
+                            r.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static(
+                                    "text/plain; version=0.0.4; charset=utf-8",
+                                ),
+                            );
+                            r
+                        }
+                        (&http::Method::GET, "/healthz") => crate::error::json_response(
+                            http::StatusCode::OK,
+                            &serde_json::json!({"status": "ok"}),
+                        ),
+                        _ => crate::error::HttpError::NotFound.response(false),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
@@ -132,9 +297,10 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Arc<App>,
+    app: Arc<ArcSwap<App>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -162,12 +328,14 @@ async fn accept_loop(
             tls: tls.is_some(),
         };
         let (app, builder, tls, stop) = (app.clone(), builder.clone(), tls.clone(), stop.clone());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            metrics.connection_opened();
             match tls {
                 None => serve(stream, conn, app, &builder, stop).await,
                 Some(acceptor) => {
-                    let timeout = app.config().limits.header_read_timeout;
+                    let timeout = app.load().config().limits.header_read_timeout;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => serve(tls_stream, conn, app, &builder, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -175,6 +343,7 @@ async fn accept_loop(
                     }
                 }
             }
+            metrics.connection_closed();
         });
     }
 }
@@ -182,16 +351,17 @@ async fn accept_loop(
 async fn serve<S>(
     stream: S,
     conn: Conn,
-    app: Arc<App>,
+    app: Arc<ArcSwap<App>>,
     builder: &auto::Builder<TokioExecutor>,
     mut stop: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let idle_timeout = app.config().limits.idle_timeout;
+    let idle_timeout = app.load().config().limits.idle_timeout;
     let (stream, activity) = idle::Tracked::new(stream);
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let app = app.clone();
+        // Each request runs on the configuration current when it arrived.
+        let app = app.load_full();
         async move { Ok::<_, Infallible>(app.handle(req, conn).await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -4,13 +4,19 @@
 //! configured certificate files are missing and `tls.self_signed` is on (the default when no
 //! certificate is configured), a self-signed `localhost` certificate is generated with rcgen and
 //! written next to the config, private key mode 0600, and the log says so.
+//!
+//! The certificate sits behind a [`CertStore`] (a rustls certificate resolver over an
+//! `ArcSwap`), so a reload swaps it for new handshakes without touching open connections.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use crate::config::TlsSettings;
 
@@ -27,8 +33,55 @@ pub enum TlsError {
     Config(String),
 }
 
-/// Builds the rustls server configuration, generating a dev certificate first if needed.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+/// The certificate in use, swappable at run time.
+#[derive(Debug)]
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl CertStore {
+    /// Loads (or, in dev mode, generates) the configured certificate.
+    pub fn load(settings: &TlsSettings) -> Result<Arc<CertStore>, TlsError> {
+        Ok(Arc::new(CertStore {
+            current: ArcSwap::from_pointee(certified_key(settings)?),
+        }))
+    }
+
+    /// Replaces the certificate with the one the settings name now; on error the old one stays.
+    pub fn reload(&self, settings: &TlsSettings) -> Result<(), TlsError> {
+        self.current.store(Arc::new(certified_key(settings)?));
+        Ok(())
+    }
+
+    /// The serving certificate's `notAfter`, unix seconds (for the expiry metric).
+    pub fn not_after(&self) -> Option<i64> {
+        let ck = self.current.load();
+        ck.cert.first().and_then(|c| not_after(c.as_ref()))
+    }
+
+    /// A rustls server configuration that asks this store for its certificate.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certified_key(settings: &TlsSettings) -> Result<CertifiedKey, TlsError> {
     if settings.self_signed && !settings.cert.exists() && !settings.key.exists() {
         generate_self_signed(&settings.cert, &settings.key)?;
         tracing::warn!(
@@ -38,7 +91,75 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
     }
     let certs = load_certs(&settings.cert)?;
     let key = load_key(&settings.key)?;
-    build(certs, key)
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// Builds the rustls server configuration, generating a dev certificate first if needed.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    CertStore::load(settings)?.server_config()
+}
+
+/// Reads `notAfter` from a DER certificate (RFC 5280: Certificate -> tbsCertificate ->
+/// [version], serialNumber, signature, issuer, validity). `None` if the encoding is not what it
+/// should be; never panics on bad input.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    /// One TLV: (tag, contents, rest).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let tag = *b.first()?;
+        let first = *b.get(1)?;
+        let (len, header) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | usize::from(*b.get(2 + i)?);
+            }
+            (len, 2 + n)
+        };
+        let body = b.get(header..header.checked_add(len)?)?;
+        let rest = b.get(header + len..)?;
+        Some((tag, body, rest))
+    }
+    let (_, cert, _) = tlv(der)?;
+    let (_, tbs, _) = tlv(cert)?;
+    let (tag, _, mut rest) = tlv(tbs)?;
+    if tag == 0xa0 {
+        // Explicit version; the serial number follows.
+        rest = tlv(rest)?.2;
+    }
+    let rest = tlv(rest)?.2; // signature algorithm
+    let rest = tlv(rest)?.2; // issuer
+    let (_, validity, _) = tlv(rest)?;
+    let (_, _not_before, after) = tlv(validity)?;
+    let (tag, time, _) = tlv(after)?;
+    let text = std::str::from_utf8(time).ok()?;
+    // UTCTime YYMMDDHHMMSSZ or GeneralizedTime YYYYMMDDHHMMSSZ.
+    let full = match tag {
+        0x17 => {
+            let yy: i64 = text.get(0..2)?.parse().ok()?;
+            let century = if yy >= 50 { "19" } else { "20" };
+            format!("{century}{text}")
+        }
+        0x18 => text.to_owned(),
+        _ => return None,
+    };
+    let iso = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        full.get(0..4)?,
+        full.get(4..6)?,
+        full.get(6..8)?,
+        full.get(8..10)?,
+        full.get(10..12)?,
+        full.get(12..14)?
+    );
+    let t = humantime::parse_rfc3339(&iso).ok()?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
 }
 
 /// A server config from PEM bytes (tests use this with rcgen certificates).
@@ -167,6 +288,22 @@ mod tests {
         }
         // A second start reuses the files.
         server_config(&settings).unwrap();
+        // rcgen's default validity runs to 4096-01-01.
+        let store = CertStore::load(&settings).unwrap();
+        let expiry = store.not_after().unwrap();
+        assert!(expiry > 4_000_000_000, "{expiry}");
+    }
+
+    #[test]
+    fn not_after_never_panics_on_garbage() {
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x30, 0x03, 0x30, 0x01],
+        ] {
+            assert_eq!(not_after(bad), None);
+        }
     }
 
     #[test]

@@ -88,11 +88,17 @@ pub struct AuthApi {
     pub(super) identity: IdentityHeaders,
     pub(super) assertion: Option<AssertionSettings>,
     limits: std::sync::Arc<Limits>,
+    pub(super) metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl AuthApi {
     /// Wraps the service. `csrf_key` signs CSRF tokens (at least 32 bytes).
-    pub fn new(service: AuthService, csrf_key: Vec<u8>, config: &Config) -> Self {
+    pub fn new(
+        service: AuthService,
+        csrf_key: Vec<u8>,
+        config: &Config,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
         AuthApi {
             service,
             csrf: Csrf::new(csrf_key),
@@ -103,6 +109,7 @@ impl AuthApi {
             identity: config.auth.identity.clone(),
             assertion: config.auth.assertion.clone(),
             limits: std::sync::Arc::new(Limits::new(&config.rate_limits)),
+            metrics,
         }
     }
 
@@ -123,6 +130,7 @@ impl AuthApi {
         self.limits
             .check(action, ip, account.as_deref(), Instant::now())
             .map_err(|t| {
+                self.metrics.rate_limited(action);
                 tracing::warn!(
                     target: "audit",
                     event = "rate_limited",
@@ -651,7 +659,12 @@ mod tests {
         let service = AuthService::open(settings, store, Clock::system())
             .await
             .unwrap();
-        AuthApi::new(service, vec![7; 32], &config)
+        AuthApi::new(
+            service,
+            vec![7; 32],
+            &config,
+            crate::metrics::Metrics::new(),
+        )
     }
 
     fn full_path(path: &str) -> String {

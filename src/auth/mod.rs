@@ -74,12 +74,20 @@ pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
         .map_err(StartupError::Store)
 }
 
+/// What outlives a configuration reload: the store, the auth service with its in-memory
+/// revocation state, and the CSRF key.
+#[derive(Debug, Clone)]
+pub struct Core {
+    pub service: service::AuthService,
+    pub csrf_key: crate::secret::Secret<Vec<u8>>,
+}
+
 /// Opens the store, starts the auth service and its background maintenance (stopped when
-/// `stop` turns true), and builds the HTTP API around it.
-pub async fn start(
+/// `stop` turns true).
+pub async fn open(
     config: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<api::AuthApi, StartupError> {
+) -> Result<Core, StartupError> {
     let store = open_store(config).await?;
     let csrf_key = {
         let store = store.clone();
@@ -89,29 +97,45 @@ pub async fn start(
         .await
         .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))??
     };
-    // Building the hasher computes a dummy hash (tens of milliseconds): keep it off the
-    // async threads.
     let settings = service_settings(config);
     let service = service::AuthService::open(settings, store, Clock::system()).await?;
-    service.spawn_maintenance(stop.clone());
-    let api = api::AuthApi::new(service, csrf_key, config);
-    spawn_limit_housekeeping(api.limits(), stop);
-    Ok(api)
+    service.spawn_maintenance(stop);
+    Ok(Core {
+        service,
+        csrf_key: crate::secret::Secret::new(csrf_key),
+    })
+}
+
+/// The HTTP side of auth for one configuration: endpoints, token checks, rate limits.
+pub fn api(
+    core: &Core,
+    config: &Config,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> api::AuthApi {
+    let api = api::AuthApi::new(
+        core.service.clone(),
+        core.csrf_key.expose().clone(),
+        config,
+        metrics.clone(),
+    );
+    let limits = api.limits();
+    metrics.track_limits(&limits);
+    spawn_limit_housekeeping(std::sync::Arc::downgrade(&limits));
+    api
 }
 
 /// Every few seconds, forget rate-limit state that no longer limits anything, so a flood of
-/// distinct keys cannot grow memory without bound.
-fn spawn_limit_housekeeping(
-    limits: std::sync::Arc<crate::ratelimit::Limits>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+/// distinct keys cannot grow memory without bound. Ends when the limits are dropped (after a
+/// reload replaced them, or at shutdown).
+fn spawn_limit_housekeeping(limits: std::sync::Weak<crate::ratelimit::Limits>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
         loop {
-            tokio::select! {
-                _ = tick.tick() => limits.housekeep(std::time::Instant::now()),
-                r = stop.wait_for(|s| *s) => { let _ = r; return; }
-            }
+            tick.tick().await;
+            let Some(limits) = limits.upgrade() else {
+                return;
+            };
+            limits.housekeep(std::time::Instant::now());
         }
     });
 }

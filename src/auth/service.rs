@@ -188,6 +188,20 @@ struct Inner {
     revocations: RwLock<Revocations>,
     /// Serialises polls so that two never apply the same feed range at once.
     poll_lock: tokio::sync::Mutex<()>,
+    counters: Counters,
+}
+
+/// Running totals of auth events, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub logins_ok: std::sync::atomic::AtomicU64,
+    pub logins_failed: std::sync::atomic::AtomicU64,
+    pub refreshes: std::sync::atomic::AtomicU64,
+    pub reuse_detected: std::sync::atomic::AtomicU64,
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl std::fmt::Debug for AuthService {
@@ -248,6 +262,7 @@ impl AuthService {
                 refresh_key,
                 revocations: RwLock::new(revocations),
                 poll_lock: tokio::sync::Mutex::new(()),
+                counters: Counters::default(),
             }),
         })
     }
@@ -256,6 +271,12 @@ impl AuthService {
         &self.inner.settings
     }
 
+    /// Running totals of logins, refreshes and reuse detections.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The password hasher (its pool counters feed the metrics).
     pub fn hasher(&self) -> &Hasher {
         &self.inner.hasher
     }
@@ -330,6 +351,7 @@ impl AuthService {
         let Some(email) = normalize_email(email) else {
             // Such an address can never have been registered; nothing to hide.
             tracing::info!(target: "audit", event = "login_failed", reason = "invalid_email");
+            bump(&self.inner.counters.logins_failed);
             return Err(AuthError::InvalidCredentials);
         };
         let lookup = email.clone();
@@ -344,14 +366,17 @@ impl AuthService {
             .map_err(hash_error)?;
         let Some(user) = user else {
             tracing::info!(target: "audit", event = "login_failed", reason = "unknown_email", %email);
+            bump(&self.inner.counters.logins_failed);
             return Err(AuthError::InvalidCredentials);
         };
         if !verification.ok {
             tracing::info!(target: "audit", event = "login_failed", reason = "bad_password", user_id = %user.id);
+            bump(&self.inner.counters.logins_failed);
             return Err(AuthError::InvalidCredentials);
         }
         if user.disabled {
             tracing::info!(target: "audit", event = "login_failed", reason = "disabled", user_id = %user.id);
+            bump(&self.inner.counters.logins_failed);
             return Err(AuthError::InvalidCredentials);
         }
         if verification.needs_rehash {
@@ -361,6 +386,7 @@ impl AuthService {
             }
         }
         tracing::info!(target: "audit", event = "login", user_id = %user.id);
+        bump(&self.inner.counters.logins_ok);
         self.start_session(&user).await
     }
 
@@ -387,6 +413,7 @@ impl AuthService {
                 grace,
             } => {
                 tracing::info!(target: "audit", event = "refresh", user_id = %user.id, family = %record.family, grace);
+                bump(&self.inner.counters.refreshes);
                 self.issue(&user, &record.family, record.family_expires_at, token, now)
             }
             RefreshOutcome::Invalid => Err(AuthError::InvalidRefresh),
@@ -395,6 +422,7 @@ impl AuthService {
                     r.revoke_family(&record.family, record.family_expires_at)
                 })?;
                 tracing::warn!(target: "audit", event = "refresh_reuse", user_id = %record.user_id, family = %record.family);
+                bump(&self.inner.counters.reuse_detected);
                 Err(AuthError::InvalidRefresh)
             }
             RefreshOutcome::UserGone(record) => {

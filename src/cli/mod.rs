@@ -77,11 +77,54 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let path = path.to_owned();
     runtime.block_on(async move {
         let listeners = crate::Listeners::bind(&config).await?;
-        crate::run(listeners, config, shutdown_signal()).await?;
+        let running = crate::server::start(listeners, config).await?;
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let mut hangups = reload_signals();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(()) = hangups.recv() => {
+                    // The same loading code as start-up; a broken file is refused and the
+                    // running configuration stays.
+                    match crate::config::load(&path) {
+                        Ok(config) => {
+                            let _ = running.reload(config).await;
+                        }
+                        Err(e) => {
+                            running.metrics().reload(false);
+                            tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+                        }
+                    }
+                }
+            }
+        }
+        running.shutdown().await;
         Ok(())
     })
+}
+
+/// SIGHUP, as a stream of reload requests (never fires off Unix).
+fn reload_signals() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {

@@ -75,6 +75,8 @@ pub struct Config {
 pub struct Listen {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    /// The admin listener (`/metrics`); keep it on a private address.
+    pub admin: Option<SocketAddr>,
     /// Answer plain-HTTP requests with a redirect to the HTTPS listener.
     pub redirect_http_to_https: bool,
 }

@@ -42,6 +42,8 @@ pub struct RawConfig {
     #[serde(default, deserialize_with = "null_as_default")]
     pub rate_limits: RawRateLimits,
     #[serde(default, deserialize_with = "null_as_default")]
+    pub admin: RawAdmin,
+    #[serde(default, deserialize_with = "null_as_default")]
     pub regulation: RawRegulation,
     #[serde(default, deserialize_with = "null_as_default")]
     pub routes: Vec<RawRoute>,
@@ -174,6 +176,26 @@ pub struct RawIdentityHeaders {
 pub struct RawAssertion {
     pub header: Option<Sp<String>>,
     pub ttl: Option<Sp<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `null` turns the admin listener off.
+    #[serde(default = "default_admin")]
+    pub listen: Option<Sp<String>>,
+}
+
+fn default_admin() -> Option<Sp<String>> {
+    Some(unspanned("127.0.0.1:9090".to_owned()))
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

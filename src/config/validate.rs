@@ -428,6 +428,7 @@ fn validate_listen(cx: &Ctx, raw: &RawConfig) -> Result<Listen, ConfigError> {
     };
     let http = addr(&raw.listen.http, "listen.http")?;
     let https = addr(&raw.listen.https, "listen.https")?;
+    let admin = addr(&raw.admin.listen, "admin.listen")?;
     if http.is_none() && https.is_none() {
         return Err(cx.err(
             &raw.version,
@@ -445,6 +446,7 @@ fn validate_listen(cx: &Ctx, raw: &RawConfig) -> Result<Listen, ConfigError> {
     Ok(Listen {
         http,
         https,
+        admin,
         redirect_http_to_https: raw.listen.redirect_http_to_https,
     })
 }

@@ -16,6 +16,8 @@ use crate::config::{AuthPolicy, HostPattern, OnUnauthenticated, RouteSpec, Upstr
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
+    /// Position in the route table (indexes per-route counters).
+    pub index: usize,
     pub name: String,
     host: Option<HostPattern>,
     /// `""` for the root route, else `/seg/...` without trailing slash.
@@ -126,8 +128,10 @@ impl RouteTable {
     pub fn new(specs: &[RouteSpec]) -> Self {
         let routes = specs
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(index, s)| {
                 Arc::new(Route {
+                    index,
                     name: s.name.clone(),
                     host: s.host.clone(),
                     prefix: if s.path == "/" {

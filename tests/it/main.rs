@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod enforce;
 mod openapi;
+mod ops;
 mod proxy;
 mod server;
 mod tls;

@@ -204,9 +204,13 @@ fn websocket_echo(
 pub struct Gateway {
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// The admin listener (`/metrics`).
+    pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
+    reload:
+        tokio::sync::mpsc::Sender<(gateway::config::Config, oneshot::Sender<Result<(), String>>)>,
 }
 
 impl Gateway {
@@ -234,23 +238,38 @@ impl Gateway {
         let listeners = gateway::Listeners {
             http: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
             https: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            admin: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         };
         let http = listeners.http.as_ref().unwrap().local_addr().unwrap();
         let https = listeners.https.as_ref().unwrap().local_addr().unwrap();
+        let admin = listeners.admin.as_ref().unwrap().local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<(
+            gateway::config::Config,
+            oneshot::Sender<Result<(), String>>,
+        )>(1);
+        let running = gateway::server::start(listeners, config).await.unwrap();
         let done = tokio::spawn(async move {
-            gateway::run(listeners, config, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
+            let mut rx = rx;
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    Some((config, answer)) = reload_rx.recv() => {
+                        let r = running.reload(config).await.map_err(|e| e.to_string());
+                        let _ = answer.send(r);
+                    }
+                }
+            }
+            running.shutdown().await;
         });
         let gw = Gateway {
             http,
             https,
+            admin,
             dir,
             stop: Some(tx),
             done: Some(done),
+            reload: reload_tx,
         };
         gw.wait_ready().await;
         gw
@@ -270,6 +289,28 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// Writes `yaml` (completed like `start` does) as the new config file and reloads it, as
+    /// SIGHUP does in the binary. A config that does not load is refused before reaching the
+    /// server, like the binary does.
+    pub async fn reload(&self, yaml: &str) -> Result<(), String> {
+        let yaml = if yaml.contains("version:") {
+            yaml.to_owned()
+        } else {
+            format!("version: 1\n{yaml}")
+        };
+        let yaml = if yaml.contains("listen:") {
+            yaml
+        } else {
+            format!("{yaml}\nlisten:\n  http: 127.0.0.1:0\n  https: 127.0.0.1:0\n")
+        };
+        let path = self.path("gateway.yaml");
+        std::fs::write(&path, &yaml).unwrap();
+        let config = gateway::config::load(&path).map_err(|e| e.to_string())?;
+        let (tx, rx) = oneshot::channel();
+        self.reload.send((config, tx)).await.unwrap();
+        rx.await.unwrap()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
