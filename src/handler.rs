@@ -66,6 +66,8 @@ pub struct App {
     draining: AtomicBool,
     hsts: Option<HeaderValue>,
     metrics: Arc<Metrics>,
+    /// `{prefix}/verify`, the forward-auth endpoint.
+    verify_path: String,
     auth_stats: Arc<RouteStats>,
     other_stats: Arc<RouteStats>,
 }
@@ -87,6 +89,7 @@ impl App {
             .hsts_max_age
             .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
         let cors = Cors::new(&config.cors);
+        let verify_path = format!("{}/verify", config.auth.prefix);
         Ok(Arc::new(App {
             config,
             routes,
@@ -96,6 +99,7 @@ impl App {
             cors,
             draining: AtomicBool::new(false),
             hsts,
+            verify_path,
             auth_stats: metrics.route("(auth api)"),
             other_stats: metrics.route("(none)"),
             metrics,
@@ -193,6 +197,18 @@ impl App {
         let path = path::normalize(raw_path).map_err(|e| HttpError::BadRequest(e.to_string()))?;
         log.path.clone_from(&path);
 
+        // Behind a trusted TLS-terminating proxy, sessions are as secure as over our own TLS:
+        // same cookie names and `Secure` flag.
+        let conn = Conn {
+            tls: conn.tls || self.forwarded_https(conn.peer.ip(), req.headers()),
+            ..conn
+        };
+        if path == self.verify_path {
+            log.route = Some("verify".to_owned());
+            log.stats = Some(self.auth_stats.clone());
+            return self.verify(req, conn, log).await;
+        }
+
         let origin = req.headers().get(header::ORIGIN).cloned();
         if self.auth.owns(&path) {
             log.route = Some("auth".to_owned());
@@ -229,8 +245,70 @@ impl App {
         Ok(with_cors(cors, origin.as_ref(), resp, html))
     }
 
-    /// Steps 6 and 7 for a matched route: admit (or refuse) the caller, rewrite the identity and
-    /// credential headers, forward.
+    /// Step 6 for a matched route: admit (or refuse) the caller on a `required` route and, when
+    /// admitted, set the identity headers on `req`. Client identity headers are stripped first,
+    /// on every route.
+    async fn gate(
+        &self,
+        req: &mut Request<Body>,
+        conn: Conn,
+        path: &str,
+        matched: &Matched<'_>,
+        log: &mut AccessLog,
+    ) -> Result<Gate, HttpError> {
+        let route = &matched.route;
+        self.auth.strip_identity(req.headers_mut());
+        let AuthPolicy::Required { roles } = &route.policy else {
+            return Ok(Gate::Pass(Vec::new()));
+        };
+        let admitted = match self.auth.admit(req, conn.tls).await {
+            Ok(a) => a,
+            Err(Denied::Refused(e)) => return Err(e),
+            Err(Denied::Unauthenticated(why)) => {
+                let outcome = match why {
+                    Unauthenticated::Missing => AuthOutcome::Missing,
+                    Unauthenticated::Rejected("expired") => AuthOutcome::Expired,
+                    Unauthenticated::Rejected("revoked" | "disabled") => AuthOutcome::Revoked,
+                    Unauthenticated::Rejected(_) => AuthOutcome::Invalid,
+                };
+                self.metrics.auth_outcome(outcome);
+                if let Unauthenticated::Rejected(reason) = why {
+                    tracing::debug!(reason, route = %route.name, "token rejected");
+                }
+                let redirect = match route.on_unauthenticated {
+                    OnUnauthenticated::Redirect => true,
+                    OnUnauthenticated::Deny => false,
+                    OnUnauthenticated::Auto => wants_html(req.method(), req.headers()),
+                };
+                let next = req
+                    .uri()
+                    .query()
+                    .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
+                return Ok(Gate::Unauthenticated { redirect, next });
+            }
+        };
+        let claims = &admitted.session.claims;
+        log.user = Some(claims.sub.clone());
+        let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
+        let not_owner = matched
+            .path
+            .owner
+            .is_some_and(|owner| owner != claims.sub && !has_any(&route.owner_bypass_roles));
+        if (!roles.is_empty() && !has_any(roles)) || not_owner {
+            self.metrics.auth_outcome(AuthOutcome::Forbidden);
+            return Err(HttpError::Forbidden("Forbidden"));
+        }
+        self.metrics.auth_outcome(AuthOutcome::Ok);
+        if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {
+            self.auth.check_csrf(req.headers(), conn.tls, &claims.sid)?;
+        }
+        let audience = route.assertion_audience.as_deref().unwrap_or(&route.name);
+        self.auth
+            .identify(req.headers_mut(), &admitted.session, audience);
+        Ok(Gate::Pass(admitted.set_cookies))
+    }
+
+    /// Steps 6 and 7 for a matched route: the gate, then credential stripping and forwarding.
     async fn enforce_and_forward(
         &self,
         mut req: Request<Body>,
@@ -240,58 +318,18 @@ impl App {
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let route = matched.route.clone();
-        self.auth.strip_identity(req.headers_mut());
-        let mut set_cookies = Vec::new();
-        if let AuthPolicy::Required { roles } = &route.policy {
-            let admitted = match self.auth.admit(&req, conn.tls).await {
-                Ok(a) => a,
-                Err(Denied::Refused(e)) => return Err(e),
-                Err(Denied::Unauthenticated(why)) => {
-                    let outcome = match why {
-                        Unauthenticated::Missing => AuthOutcome::Missing,
-                        Unauthenticated::Rejected("expired") => AuthOutcome::Expired,
-                        Unauthenticated::Rejected("revoked" | "disabled") => AuthOutcome::Revoked,
-                        Unauthenticated::Rejected(_) => AuthOutcome::Invalid,
-                    };
-                    self.metrics.auth_outcome(outcome);
-                    if let Unauthenticated::Rejected(reason) = why {
-                        tracing::debug!(reason, route = %route.name, "token rejected");
-                    }
-                    let redirect = match route.on_unauthenticated {
-                        OnUnauthenticated::Redirect => true,
-                        OnUnauthenticated::Deny => false,
-                        OnUnauthenticated::Auto => wants_html(req.method(), req.headers()),
-                    };
-                    if redirect {
-                        let pq = req
-                            .uri()
-                            .query()
-                            .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
-                        return Ok(self.auth.login_redirect(&pq));
-                    }
-                    return Err(HttpError::Unauthorized("Not authenticated"));
-                }
-            };
-            let claims = &admitted.session.claims;
-            log.user = Some(claims.sub.clone());
-            let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
-            let not_owner = matched
-                .path
-                .owner
-                .is_some_and(|owner| owner != claims.sub && !has_any(&route.owner_bypass_roles));
-            if (!roles.is_empty() && !has_any(roles)) || not_owner {
-                self.metrics.auth_outcome(AuthOutcome::Forbidden);
-                return Err(HttpError::Forbidden("Forbidden"));
+        let set_cookies = match self.gate(&mut req, conn, path, &matched, log).await? {
+            Gate::Pass(set_cookies) => set_cookies,
+            Gate::Unauthenticated {
+                redirect: true,
+                next,
+            } => {
+                return Ok(self.auth.login_redirect(&next));
             }
-            self.metrics.auth_outcome(AuthOutcome::Ok);
-            if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {
-                self.auth.check_csrf(req.headers(), conn.tls, &claims.sid)?;
+            Gate::Unauthenticated { .. } => {
+                return Err(HttpError::Unauthorized("Not authenticated"));
             }
-            let audience = route.assertion_audience.as_deref().unwrap_or(&route.name);
-            self.auth
-                .identify(req.headers_mut(), &admitted.session, audience);
-            set_cookies = admitted.set_cookies;
-        }
+        };
         // On public routes too: a signed-in browser sends its session cookies everywhere.
         strip_credentials(req.headers_mut(), route.forward_token);
 
@@ -340,6 +378,109 @@ impl App {
 
     fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.config.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+
+    /// A trusted proxy says the client reached it over HTTPS.
+    fn forwarded_https(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> bool {
+        self.is_trusted(peer)
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    }
+
+    /// Forward-auth (`GET {prefix}/verify`) for nginx `auth_request`, Traefik `forwardAuth` and
+    /// Caddy `forward_auth`: the original request is described by headers (`X-Original-URI` and
+    /// `X-Original-Method` from nginx; `X-Forwarded-Uri`, `-Method`, `-Host`, `-Proto` from
+    /// Traefik and Caddy), believed only from `trusted_proxies`. The same route table and policy
+    /// decide: 200 with the identity headers (and any refreshed session cookies), 401 (nginx
+    /// turns it into a login redirect with `error_page`), a 302 to the login page for browser
+    /// navigations via Traefik/Caddy (they pass the answer to the client), or 403.
+    async fn verify(
+        &self,
+        req: Request<Body>,
+        conn: Conn,
+        log: &mut AccessLog,
+    ) -> Result<Response<Body>, HttpError> {
+        if !self.is_trusted(conn.peer.ip()) {
+            return Err(HttpError::Forbidden(
+                "Forward-auth answers only proxies listed in trusted_proxies",
+            ));
+        }
+        let h = req.headers();
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        let (nginx, uri, method) = match (text("x-original-uri"), text("x-forwarded-uri")) {
+            (Some(u), _) => (true, u, text("x-original-method")),
+            (None, Some(u)) => (false, u, text("x-forwarded-method")),
+            (None, None) => {
+                return Err(HttpError::BadRequest(
+                    "Missing X-Original-URI (nginx) or X-Forwarded-Uri (Traefik, Caddy)".into(),
+                ));
+            }
+        };
+        let pq: http::uri::PathAndQuery = uri
+            .parse()
+            .map_err(|_| HttpError::BadRequest("Malformed original URI".into()))?;
+        let method = method
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(Method::GET);
+        let raw_host = text("x-forwarded-host")
+            .or_else(|| text("host"))
+            .map(str::to_owned);
+        let host = raw_host
+            .as_deref()
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .map(|a| a.host().trim_matches(['[', ']']).to_ascii_lowercase());
+        let proto = if text("x-forwarded-proto") == Some("https") || conn.tls {
+            "https"
+        } else {
+            "http"
+        };
+        let path = path::normalize(pq.path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+        log.path.clone_from(&path);
+        // Fail closed: a request no route covers is not let through.
+        let matched = self
+            .routes
+            .find(host.as_deref(), &method, &path)
+            .ok_or(HttpError::Forbidden("No route for this request"))?;
+        log.route = Some(format!("verify:{}", matched.route.name));
+
+        let mut original = Request::new(body::empty());
+        *original.method_mut() = method;
+        *original.uri_mut() = http::Uri::from(pq);
+        *original.headers_mut() = req.headers().clone();
+        match self.gate(&mut original, conn, &path, &matched, log).await? {
+            Gate::Pass(set_cookies) => {
+                let mut resp = Response::new(body::empty());
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                for name in self.auth.identity_header_names() {
+                    if let Some(v) = original.headers().get(&name) {
+                        resp.headers_mut().insert(name, v.clone());
+                    }
+                }
+                for c in set_cookies {
+                    resp.headers_mut().append(header::SET_COOKIE, c);
+                }
+                Ok(resp)
+            }
+            Gate::Unauthenticated { redirect, next } => {
+                if redirect && !nginx {
+                    let mut resp = self.auth.login_redirect(&next);
+                    *resp.status_mut() = StatusCode::FOUND;
+                    if let (Some(host), Some(loc)) = (
+                        raw_host.as_deref(),
+                        resp.headers()
+                            .get(header::LOCATION)
+                            .and_then(|l| l.to_str().ok()),
+                    ) && let Ok(abs) = HeaderValue::from_str(&format!("{proto}://{host}{loc}"))
+                    {
+                        resp.headers_mut().insert(header::LOCATION, abs);
+                    }
+                    return Ok(resp);
+                }
+                Err(HttpError::Unauthorized("Not authenticated"))
+            }
+        }
     }
 
     /// The request's id: the one a trusted proxy sent (if it is a sane token), else a new one.
@@ -417,6 +558,14 @@ fn with_cors(
         cors.decorate(origin, resp.headers_mut());
     }
     resp
+}
+
+/// The gate's decision.
+enum Gate {
+    /// Go on; add these `Set-Cookie`s (from a transparent refresh) to the answer.
+    Pass(Vec<HeaderValue>),
+    /// No valid credentials: redirect a browser to the login page (with `next`), or 401.
+    Unauthenticated { redirect: bool, next: String },
 }
 
 /// What the access log line says about a request, filled in as it becomes known.

@@ -117,6 +117,21 @@ impl AuthApi {
         crate::proxy::headers::strip_identity(headers, &id.prefix, &names);
     }
 
+    /// The headers [`AuthApi::identify`] sets (forward-auth copies them into its answer).
+    pub fn identity_header_names(&self) -> Vec<http::HeaderName> {
+        let id = &self.identity;
+        let mut names = vec![
+            id.user_id.clone(),
+            id.email.clone(),
+            id.name.clone(),
+            id.roles.clone(),
+        ];
+        if let Some(a) = &self.assertion {
+            names.push(a.header.clone());
+        }
+        names
+    }
+
     /// Tells the upstream who the user is: the identity headers (values without control
     /// characters) and, when configured, a signed assertion for `audience`. Call after
     /// [`AuthApi::strip_identity`], so these are the only copies.

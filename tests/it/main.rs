@@ -12,6 +12,7 @@ mod binary;
 mod cli;
 mod config;
 mod enforce;
+mod forward_auth;
 mod openapi;
 mod ops;
 mod proxy;

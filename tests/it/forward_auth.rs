@@ -1,0 +1,280 @@
+//! Forward-auth (`GET /api/auth/verify`) for proxies that keep their own routing: directly, and
+//! behind the real Debian nginx with `auth_request`.
+
+use std::process::{Child, Command, Stdio};
+
+use crate::util::*;
+
+const PW: &str = "correct horse battery";
+
+fn config(upstream: &str, trusted: bool) -> String {
+    let trusted = if trusted {
+        "trusted_proxies: [127.0.0.1]\n"
+    } else {
+        ""
+    };
+    auth_config(
+        "",
+        &format!(
+            "{trusted}routes:\n  - {{path: /public, upstream: '{upstream}', auth: public}}\n  - {{path: /admin, upstream: '{upstream}', roles: [admin]}}\n  - {{path: /, upstream: '{upstream}', auth: required}}\n"
+        ),
+    )
+}
+
+async fn verify(gw: &Gateway, headers: &[(&str, &str)]) -> Resp {
+    get_with(&gw.url("/api/auth/verify"), headers).await
+}
+
+#[tokio::test]
+async fn verify_answers_like_the_route_policy() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), true)).await;
+    let user = signup(&gw, "fa@example.com", PW).await;
+    let bearer = format!("Bearer {}", user.access);
+
+    // nginx style.
+    let ok = verify(
+        &gw,
+        &[
+            ("x-original-uri", "/app/page?x=1"),
+            ("x-original-method", "GET"),
+            ("authorization", &bearer),
+            ("x-auth-user-id", "spoofed"),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let id = user.resp.json()["user"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(ok.header("x-auth-user-id").as_deref(), Some(id.as_str()));
+    assert_eq!(ok.header("x-auth-email").as_deref(), Some("fa@example.com"));
+    assert_eq!(ok.header("x-auth-roles").as_deref(), Some("user"));
+
+    let public = verify(&gw, &[("x-original-uri", "/public/x")]).await;
+    assert_eq!(public.status, 200);
+    assert!(public.header("x-auth-user-id").is_none());
+
+    let anon = verify(&gw, &[("x-original-uri", "/app"), ("accept", "text/html")]).await;
+    assert_eq!(
+        anon.status, 401,
+        "nginx turns 401 into the login redirect itself"
+    );
+    assert_eq!(anon.header("www-authenticate").as_deref(), Some("Bearer"));
+
+    let forbidden = verify(
+        &gw,
+        &[("x-original-uri", "/admin/x"), ("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(forbidden.status, 403);
+
+    // The path is normalised before the decision: no way around /admin.
+    let sneaky = verify(
+        &gw,
+        &[
+            ("x-original-uri", "/public/../admin"),
+            ("authorization", &bearer),
+        ],
+    )
+    .await;
+    assert_eq!(sneaky.status, 403);
+    let bad = verify(&gw, &[("x-original-uri", "/admin%2f")]).await;
+    assert_eq!(bad.status, 400);
+
+    // Traefik / Caddy style: browsers get a redirect the proxy passes on, API clients a 401.
+    let browser = verify(
+        &gw,
+        &[
+            ("x-forwarded-uri", "/app/page?x=1"),
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-host", "app.example.test"),
+            ("x-forwarded-proto", "https"),
+            ("accept", "text/html"),
+        ],
+    )
+    .await;
+    assert_eq!(browser.status, 302);
+    assert_eq!(
+        browser.header("location").as_deref(),
+        Some("https://app.example.test/api/auth/login?next=/app/page%3Fx%3D1")
+    );
+    let api = verify(
+        &gw,
+        &[
+            ("x-forwarded-uri", "/app/data"),
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-host", "app.example.test"),
+        ],
+    )
+    .await;
+    assert_eq!(api.status, 401);
+    let missing = verify(&gw, &[]).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(up.count(), 0, "verify never forwards anything");
+}
+
+#[tokio::test]
+async fn verify_is_only_for_trusted_proxies() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), false)).await;
+    let r = verify(&gw, &[("x-original-uri", "/public")]).await;
+    assert_eq!(r.status, 403);
+}
+
+/// nginx in front of the mock upstream, asking the gateway through `auth_request`.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+async fn start_nginx(bin: &str, gateway_port: u16, upstream_port: u16) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nginx/gateway.conf"),
+    )
+    .unwrap();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    for _ in 0..5 {
+        let port = free_ports(1)[0];
+        // The shipped example, with this test's ports: the test checks what users copy.
+        let server = example
+            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{gateway_port}"))
+            .replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
+        let d = dir.path().display();
+        let conf = format!(
+            "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{server}\n}}\n",
+            user = if root { "user root;\n" } else { "" },
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new(bin)
+            .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut nginx = Nginx {
+            child,
+            port,
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                nginx._dir = dir;
+                return nginx;
+            }
+            if let Ok(Some(_)) = nginx.child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(nginx);
+    }
+    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    panic!("nginx did not start:\n{log}");
+}
+
+#[tokio::test]
+async fn real_nginx_with_auth_request() {
+    let Some(bin) = nginx_binary() else {
+        // .ci/run installs nginx and sets this, so CI cannot skip the test.
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_NGINX").is_none(),
+            "nginx is required (GATEWAY_REQUIRE_NGINX is set) but not installed"
+        );
+        eprintln!("skipping: nginx is not installed (apt-get install nginx-light)");
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), true)).await;
+    let nginx = start_nginx(bin, gw.http.port(), up.addr.port()).await;
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+
+    // Sign up through nginx (it proxies /api/auth/ to the gateway).
+    let r = post_json(
+        &format!("{base}/api/auth/signup"),
+        &serde_json::json!({"email": "ngx@example.com", "password": PW}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let id = r.json()["user"]["id"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {access}");
+
+    // Allowed: identity headers reach the upstream, spoofed ones don't.
+    let ok = get_with(
+        &format!("{base}/app/page"),
+        &[
+            ("authorization", &bearer),
+            ("x-auth-user-id", "spoofed-admin"),
+            ("x-auth-roles", "admin"),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let seen = up.last();
+    assert_eq!(seen.uri, "/app/page");
+    assert_eq!(seen.all("x-auth-user-id"), [id.clone()]);
+    assert_eq!(seen.all("x-auth-roles"), ["user"]);
+    assert_eq!(seen.all("x-auth-email"), ["ngx@example.com"]);
+    let count = up.count();
+
+    // A browser without a session is sent to the login page.
+    let anon = get_with(&format!("{base}/app/page?x=1"), &[("accept", "text/html")]).await;
+    assert_eq!(anon.status, 303);
+    assert_eq!(
+        anon.header("location").as_deref(),
+        Some("/api/auth/login?next=/app/page?x=1")
+    );
+    // An API client gets the 401.
+    let api = get_with(
+        &format!("{base}/app/data"),
+        &[("x-auth-user-id", "spoofed")],
+    )
+    .await;
+    assert_eq!(api.status, 401);
+    // Forbidden by role.
+    let admin = get_with(
+        &format!("{base}/admin/panel"),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(admin.status, 403);
+    assert_eq!(
+        up.count(),
+        count,
+        "refused requests never reached the upstream"
+    );
+
+    // A public route passes without identity, and a spoofed identity is removed.
+    let public = get_with(
+        &format!("{base}/public/x"),
+        &[("x-auth-user-id", "spoofed")],
+    )
+    .await;
+    assert_eq!(public.status, 200);
+    assert!(up.last().all("x-auth-user-id").is_empty());
+}
