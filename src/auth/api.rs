@@ -7,6 +7,8 @@
 //! - `POST /refresh` `{refresh_token}` or the refresh cookie -> 200, same shape, rotated
 //! - `POST /logout` -> 204, `POST /logout-all` -> 204
 //! - `GET /me` -> the user
+//! - `GET /client.js`, `GET /client.d.ts` -> the browser client module and its types (see
+//!   [`super::client`])
 //!
 //! plus `GET /.well-known/jwks.json`. Errors are `{"detail": "..."}`. Every answer that carries a
 //! token also sets the session cookies (see [`super::cookies`]); requests authenticated by cookie
@@ -56,6 +58,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/logout-all"),
     ("GET", "/me"),
     ("HEAD", "/me"),
+    ("GET", "/client.js"),
+    ("HEAD", "/client.js"),
+    ("GET", "/client.d.ts"),
+    ("HEAD", "/client.d.ts"),
     ("GET", JWKS_PATH),
     ("HEAD", JWKS_PATH),
 ];
@@ -251,11 +257,16 @@ impl AuthApi {
             ("/logout", &Method::POST) => self.logout(req, tls).await,
             ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
+            ("/client.js" | "/client.d.ts", &Method::GET | &Method::HEAD) => {
+                super::client::asset(action).ok_or(HttpError::NotFound)
+            }
             ("/signup" | "/login" | "/logout", _) => {
                 Err(HttpError::MethodNotAllowed("GET, HEAD, POST"))
             }
             ("/refresh" | "/logout-all", _) => Err(HttpError::MethodNotAllowed("POST")),
-            ("/me", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+            ("/me" | "/client.js" | "/client.d.ts", _) => {
+                Err(HttpError::MethodNotAllowed("GET, HEAD"))
+            }
             _ => Err(HttpError::NotFound),
         }
     }

@@ -11,9 +11,11 @@
 //! - [`cookies`]: session cookies and signed double-submit CSRF tokens.
 //! - [`guard`]: admission to protected routes (token check, transparent refresh, login redirect).
 //! - `pages`: the hosted sign-in, sign-up and sign-out pages.
+//! - [`client`]: the browser client module for single-page apps (`client.js`, `client.d.ts`).
 //! - [`service`]: sign-up, login, refresh, logout and per-request authentication, tying the
 //!   above to the store.
 pub mod api;
+pub mod client;
 pub mod cookies;
 pub mod email;
 pub mod guard;

@@ -237,7 +237,7 @@ async fn real_nginx_with_auth_request() {
     assert_eq!(ok.status, 200, "{}", ok.text());
     let seen = up.last();
     assert_eq!(seen.uri, "/app/page");
-    assert_eq!(seen.all("x-auth-user-id"), [id.clone()]);
+    assert_eq!(seen.all("x-auth-user-id"), std::slice::from_ref(&id));
     assert_eq!(seen.all("x-auth-roles"), ["user"]);
     assert_eq!(seen.all("x-auth-email"), ["ngx@example.com"]);
     let count = up.count();

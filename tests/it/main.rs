@@ -10,6 +10,7 @@ mod util;
 mod auth;
 mod binary;
 mod cli;
+mod client;
 mod config;
 mod enforce;
 mod forward_auth;
