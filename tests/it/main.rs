@@ -7,11 +7,13 @@
 
 mod util;
 
+mod attack;
 mod auth;
 mod binary;
 mod cli;
 mod config;
 mod enforce;
+mod limits;
 mod openapi;
 mod proxy;
 mod server;
