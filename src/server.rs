@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -357,24 +358,52 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let idle_timeout = app.load().config().limits.idle_timeout;
+    let (idle_timeout, first_request_timeout) = {
+        let current = app.load();
+        let limits = &current.config().limits;
+        (limits.idle_timeout, limits.header_read_timeout)
+    };
     let (stream, activity) = idle::Tracked::new(stream);
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        // Each request runs on the configuration current when it arrived.
-        let app = app.load_full();
-        async move { Ok::<_, Infallible>(app.handle(req, conn).await) }
-    });
+    let started = Arc::new(AtomicBool::new(false));
+    let service = {
+        let started = started.clone();
+        service_fn(move |req: hyper::Request<Incoming>| {
+            started.store(true, Ordering::Relaxed);
+            // Each request runs on the configuration current when it arrived.
+            let app = app.load_full();
+            async move { Ok::<_, Infallible>(app.handle(req, conn).await) }
+        })
+    };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
+    // hyper's header_read_timeout only runs once the connection is known to be HTTP/1.1; while
+    // the auto builder is still reading the first bytes to tell HTTP/1.1 from HTTP/2 (or an
+    // HTTP/2 client has sent no request yet) nothing bounds the wait. A client that sends a
+    // few bytes, or none, and then stalls would hold a connection slot until the idle timeout.
+    // So the first request must arrive within the header timeout too.
+    // Nothing is in flight then, so the connection is dropped rather than shut down gracefully
+    // (an HTTP/2 graceful close waits for the client to answer a PING, which a stalling client
+    // never does).
+    let first_request = async {
+        tokio::time::sleep(first_request_timeout).await;
+        if started.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     let stopping = async {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => {},
-            _ = activity.idle_for(idle_timeout) => {},
+            _ = stop.wait_for(|s| *s) => true,
+            _ = activity.idle_for(idle_timeout) => true,
+            _ = first_request => false,
         }
     };
     let result = tokio::select! {
         r = connection.as_mut() => r,
-        _ = stopping => {
+        graceful = stopping => {
+            if !graceful {
+                tracing::debug!(peer = %conn.peer, "no request within the header read timeout; closing");
+                return;
+            }
             // In-flight requests finish; an idle connection closes at once.
             connection.as_mut().graceful_shutdown();
             connection.await

@@ -7,6 +7,7 @@
 
 mod util;
 
+mod attack;
 mod auth;
 mod binary;
 mod cli;
@@ -14,6 +15,7 @@ mod client;
 mod config;
 mod enforce;
 mod forward_auth;
+mod limits;
 mod openapi;
 mod ops;
 mod proxy;
