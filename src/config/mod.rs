@@ -436,10 +436,13 @@ fn parse(
         })
     });
     parsed.map_err(|e| {
+        // A value kept with its line is a `Spanned` struct whose field is `value`; that is not
+        // part of the key the user wrote.
+        let key = key.strip_suffix(".value").unwrap_or(&key);
         let key = if key.is_empty() || key == "." {
             "(top level)".to_owned()
         } else {
-            key
+            key.to_owned()
         };
         let Some(merged) = merged else {
             return ConfigError::Syntax {
