@@ -11,7 +11,8 @@
 //! Every error a client sees is shaped in one place, [`error`].
 //!
 //! # Modules
-//! - [`config`]: `gateway.yaml` in two stages (raw serde structs, then the checked [`config::Config`]).
+//! - [`config`]: `gateway.yaml` in two stages (raw serde structs, then the checked [`config::Config`]),
+//!   with `GATEWAY_<PATH>` environment overrides applied in between.
 //! - [`server`]: listeners, connection loop, graceful shutdown; [`run`] is the entry point.
 //! - [`handler`]: the per-request pipeline.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
@@ -22,7 +23,7 @@
 //! - [`tls`]: certificates and rustls settings.
 //! - [`error`]: errors -> HTTP responses. [`body`]: the body type.
 //! - [`secret`]: wrappers that keep secrets out of logs. [`clock`]: injectable time.
-//! - [`cli`]: the command line (`serve`, `check`, and `user ...` to administer accounts).
+//! - [`cli`]: the command line (`serve`, `check`, `healthcheck`, and `user ...` to administer accounts).
 
 pub mod auth;
 pub mod body;

@@ -5,8 +5,12 @@
 //!    upstream URLs, loaded secrets and route specs. Every error names the key path and the line,
 //!    e.g. `gateway.yaml:12: routes[2].upstream: unsupported scheme "ftp" (use http or https)`.
 //!
+//! Between the two, [`overrides`] applies `GATEWAY_<PATH>` environment variables (e.g.
+//! `GATEWAY_AUTH__ACCESS_TTL=5m`); an error in such a value names the variable instead of a line.
+//!
 //! `gateway serve` and `gateway check` run exactly the same [`load`].
 
+mod overrides;
 mod raw;
 pub mod units;
 mod validate;
@@ -45,6 +49,13 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+    /// An environment override is malformed, names no key, or has an unacceptable value.
+    #[error("{key}: {message} (from {var})")]
+    FromEnv {
+        var: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// The checked configuration the server runs with.
@@ -68,6 +79,8 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// Routes in file order; the first match wins.
     pub routes: Vec<RouteSpec>,
+    /// Names of the `GATEWAY_...` variables that overrode values of the file, sorted.
+    pub env_overrides: Vec<String>,
 }
 
 /// Listening addresses.
@@ -331,7 +344,7 @@ pub enum AuthPolicy {
     Required { roles: Vec<String> },
 }
 
-/// Reads and checks a config file.
+/// Reads and checks a config file, with `GATEWAY_...` overrides from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -342,19 +355,81 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    from_str(&text, &path.display().to_string(), &base_dir, &|name| {
-        std::env::var(name).ok()
-    })
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        match value.into_string() {
+            Ok(value) => vars.push((name.to_owned(), value)),
+            // Only an override must be readable; other variables are none of our business.
+            Err(_) if name.starts_with(overrides::PREFIX) => {
+                return Err(ConfigError::FromEnv {
+                    var: name.to_owned(),
+                    key: "(value)".to_owned(),
+                    message: "not valid UTF-8".to_owned(),
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    from_str_with_env(&text, &path.display().to_string(), &base_dir, &vars)
 }
 
-/// Checks config text. `file` names it in errors; `env` looks up `${VAR}` references (tests pass
-/// their own).
+/// Checks config text without environment overrides. `file` names it in errors; `env` looks up
+/// `${VAR}` references (tests pass their own).
 pub fn from_str(
     text: &str,
     file: &str,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let raw = parse(text, file, None)?;
+    validate::validate(raw, file, base_dir, env, None, Vec::new())
+}
+
+/// Checks config text in an environment: `vars` are all its variables (tests pass their own).
+/// The `GATEWAY_<PATH>` overrides among them replace values of the file (see the rule in
+/// `overrides`), and `${VAR}` references are looked up in them.
+pub fn from_str_with_env(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    vars: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let env = |name: &str| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let selected = overrides::select(vars);
+    if selected.is_empty() {
+        return from_str(text, file, base_dir, &env);
+    }
+    let merged = match overrides::merge(text, &selected) {
+        // A syntax error in the file itself, with the file's line.
+        Err(e) => {
+            return Err(ConfigError::Syntax {
+                file: file.to_owned(),
+                key: "(top level)".to_owned(),
+                message: e.to_string(),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(ConfigError::FromEnv {
+                var: e.var,
+                key: e.key,
+                message: e.message,
+            });
+        }
+        Ok(Ok(m)) => m,
+    };
+    let raw = parse(&merged.text, file, Some(&merged))?;
+    let names = selected.into_iter().map(|o| o.var).collect();
+    validate::validate(raw, file, base_dir, &env, Some(&merged), names)
+}
+
+/// The first stage: YAML text into the raw structs. With `merged`, the text is the file with
+/// overrides applied and error lines are mapped back to where each value came from.
+fn parse(
+    text: &str,
+    file: &str,
+    merged: Option<&overrides::Merged>,
+) -> Result<raw::RawConfig, ConfigError> {
     let mut key = String::new();
     let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize::<_, raw::RawConfig>(de).map_err(|e| {
@@ -362,14 +437,39 @@ pub fn from_str(
             e.into_inner()
         })
     });
-    let raw = parsed.map_err(|e| ConfigError::Syntax {
-        file: file.to_owned(),
-        key: if key.is_empty() || key == "." {
+    parsed.map_err(|e| {
+        // A value kept with its line is a `Spanned` struct whose field is `value`; that is not
+        // part of the key the user wrote.
+        let key = key.strip_suffix(".value").unwrap_or(&key);
+        let key = if key.is_empty() || key == "." {
             "(top level)".to_owned()
         } else {
-            key
-        },
-        message: e.to_string(),
-    })?;
-    validate::validate(raw, file, base_dir, env)
+            key.to_owned()
+        };
+        let Some(merged) = merged else {
+            return ConfigError::Syntax {
+                file: file.to_owned(),
+                key,
+                message: e.to_string(),
+            };
+        };
+        let line = e.location().map_or(0, |l| l.line());
+        match merged.origin(line) {
+            overrides::Origin::Env(var) => ConfigError::FromEnv {
+                var,
+                key,
+                message: overrides::without_location(&e),
+            },
+            overrides::Origin::File(0) => ConfigError::Syntax {
+                file: file.to_owned(),
+                key,
+                message: overrides::without_location(&e),
+            },
+            overrides::Origin::File(line) => ConfigError::Syntax {
+                file: file.to_owned(),
+                key,
+                message: format!("{} at line {line}", overrides::without_location(&e)),
+            },
+        }
+    })
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::Method;
 
+use super::overrides::{Merged, Origin};
 use super::raw::{RawConfig, RawRoute, Sp};
 use super::units::{self, IpNet};
 use super::*;
@@ -19,15 +20,35 @@ struct Ctx<'a> {
     file: &'a str,
     base_dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// With environment overrides, the text read was merged: where each of its lines came from.
+    merged: Option<&'a Merged>,
 }
 
 impl Ctx<'_> {
     fn err<T>(&self, at: &Sp<T>, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.to_owned(),
-            line: at.referenced.line(),
-            key: key.to_owned(),
-            message: message.into(),
+        self.err_at(at.referenced.line(), key, message)
+    }
+
+    /// An error about the value on `line` of the text read: the file's line, or the variable
+    /// it came from.
+    fn err_at(&self, line: u64, key: &str, message: impl Into<String>) -> ConfigError {
+        let origin = match self.merged {
+            None => Origin::File(line),
+            Some(_) if line == 0 => Origin::File(0),
+            Some(m) => m.origin(line),
+        };
+        match origin {
+            Origin::File(line) => ConfigError::Invalid {
+                file: self.file.to_owned(),
+                line,
+                key: key.to_owned(),
+                message: message.into(),
+            },
+            Origin::Env(var) => ConfigError::FromEnv {
+                var,
+                key: key.to_owned(),
+                message: message.into(),
+            },
         }
     }
 
@@ -124,11 +145,14 @@ pub(super) fn validate(
     file: &str,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    merged: Option<&Merged>,
+    env_overrides: Vec<String>,
 ) -> Result<Config, ConfigError> {
     let cx = Ctx {
         file,
         base_dir,
         env,
+        merged,
     };
     if raw.version.value != 1 {
         return Err(cx.err(
@@ -288,6 +312,7 @@ pub(super) fn validate(
         cors,
         rate_limits,
         routes,
+        env_overrides,
     })
 }
 
@@ -605,13 +630,11 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
     let jwt_secret = match (algorithm, jwt_secret) {
         (TokenAlgorithm::HS256, None) => {
             let line = a.algorithm.as_ref().map_or(0, |s| s.referenced.line());
-            return Err(ConfigError::Invalid {
-                file: cx.file.to_owned(),
+            return Err(cx.err_at(
                 line,
-                key: "auth.jwt_secret".to_owned(),
-                message:
-                    "HS256 needs a secret of at least 32 bytes: jwt_secret: ${GATEWAY_JWT_SECRET} or jwt_secret_file".to_owned(),
-            });
+                "auth.jwt_secret",
+                "HS256 needs a secret of at least 32 bytes: jwt_secret: ${GATEWAY_JWT_SECRET} or jwt_secret_file",
+            ));
         }
         (TokenAlgorithm::HS256, Some((at, bytes))) if bytes.len() < 32 => {
             return Err(cx.err(
@@ -820,12 +843,11 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
                 out.push(method);
             }
             if out.is_empty() {
-                return Err(ConfigError::Invalid {
-                    file: cx.file.to_owned(),
-                    line: r.path.referenced.line(),
-                    key: key("methods"),
-                    message: "an empty list matches nothing; leave methods out to match all".into(),
-                });
+                return Err(cx.err_at(
+                    r.path.referenced.line(),
+                    &key("methods"),
+                    "an empty list matches nothing; leave methods out to match all",
+                ));
             }
             Some(out)
         }

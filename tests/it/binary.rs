@@ -157,3 +157,170 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
         return;
     }
 }
+
+#[test]
+fn check_applies_environment_overrides_and_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "version: 1\nroutes:\n  - {path: /app, upstream: 'http://127.0.0.1:3000', auth: public}\n",
+    );
+    std::fs::write(dir.path().join("jwt"), "j".repeat(40)).unwrap();
+    // GATEWAY_CONFIG instead of --config.
+    let out = Command::new(BIN)
+        .arg("check")
+        .current_dir(dir.path())
+        .env("GATEWAY_CONFIG", &path)
+        .env("GATEWAY_LISTEN__HTTP", "0.0.0.0:18080")
+        .env("GATEWAY_LISTEN__HTTPS", "null")
+        .env("GATEWAY_AUTH__SIGNUP", "closed")
+        .env("GATEWAY_AUTH__ALGORITHM", "HS256")
+        .env("GATEWAY_AUTH__JWT_SECRET_FILE", dir.path().join("jwt"))
+        .env("GATEWAY_ROUTES__0__UPSTREAM", "http://app:80")
+        .env("GATEWAY_JWT_SECRET", "not an override")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("config {} is valid", path.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("http   0.0.0.0:18080"), "{stdout}");
+    assert!(stdout.contains("https  off"), "{stdout}");
+    assert!(stdout.contains("signup Closed, tokens HS256"), "{stdout}");
+    assert!(stdout.contains("-> http://app:80"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "overrides from environment: GATEWAY_AUTH__ALGORITHM, GATEWAY_AUTH__JWT_SECRET_FILE, \
+             GATEWAY_AUTH__SIGNUP, GATEWAY_LISTEN__HTTP, GATEWAY_LISTEN__HTTPS, GATEWAY_ROUTES__0__UPSTREAM\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&"j".repeat(40)), "{stdout}");
+
+    // A misspelt override is refused with the variable's name.
+    let out = Command::new(BIN)
+        .arg("check")
+        .current_dir(dir.path())
+        .env("GATEWAY_CONFIG", &path)
+        .env("GATEWAY_AUTH__SIGNUPP", "closed")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("auth.signupp") && stderr.contains("(from GATEWAY_AUTH__SIGNUPP)"),
+        "{stderr}"
+    );
+}
+
+/// Answers every connection with `status_line` and closes it.
+fn one_line_server(status_line: &'static str) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                stream,
+                "{status_line}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn healthcheck_exits_by_the_liveness_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "version: 1\nhealth:\n  live: /live\n");
+    let run = |listen: String| {
+        Command::new(BIN)
+            .args(["healthcheck", "--timeout", "2s", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .env("GATEWAY_LISTEN__HTTP", listen)
+            .output()
+            .unwrap()
+    };
+    let ok = one_line_server("HTTP/1.1 200 OK");
+    let out = run(ok.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 0.0.0.0 (how a container listens) is probed on loopback.
+    let out = run(format!("0.0.0.0:{}", ok.port()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let draining = one_line_server("HTTP/1.1 503 Service Unavailable");
+    let out = run(draining.to_string());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/live answered 503"));
+
+    let [closed] = free_ports(1)[..] else {
+        unreachable!()
+    };
+    let out = run(format!("127.0.0.1:{closed}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+}
+
+#[tokio::test]
+async fn healthcheck_passes_against_a_real_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    for attempt in 0..5 {
+        let [http] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        let path = write_config(dir.path(), "version: 1\nlisten:\n  https: null\n");
+        let mut child = Child(
+            Command::new(BIN)
+                .arg("serve")
+                .arg("--config")
+                .arg(&path)
+                .current_dir(dir.path())
+                .env("GATEWAY_LISTEN__HTTP", format!("127.0.0.1:{http}"))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        for _ in 0..500 {
+            let out = Command::new(BIN)
+                .args(["healthcheck", "--timeout", "1s", "--config"])
+                .arg(&path)
+                .current_dir(dir.path())
+                .env("GATEWAY_LISTEN__HTTP", format!("127.0.0.1:{http}"))
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            if child.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(attempt < 4, "the gateway never passed its healthcheck");
+    }
+}

@@ -69,3 +69,15 @@ fn load_reads_a_file_and_resolves_paths_next_to_it() {
     assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
     assert!(e.to_string().contains("missing.yaml"), "{e}");
 }
+
+#[test]
+fn a_value_of_the_wrong_kind_names_the_key_as_written() {
+    let msg = load("version: 1\nlimits:\n  max_headers: lots\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with("gateway.yaml: limits.max_headers: "),
+        "{msg}"
+    );
+    assert!(msg.contains("line 3"), "{msg}");
+}
