@@ -9,8 +9,10 @@
 //! - empty segments collapse (`//a///b` -> `/a/b`);
 //! - `.` and `..` segments are resolved (RFC 3986 section 5.2.4);
 //! - anything that cannot be normalised safely is refused: an encoded `/` or `\` (`%2F`, `%5C`),
-//!   a raw `\`, NUL or other control characters, malformed escapes, and a `..` that would climb
-//!   above the root.
+//!   a raw `\`, NUL or other control characters, malformed escapes, a `..` that would climb
+//!   above the root, and `;` path parameters (`/admin;x=1`), which some servers (Tomcat, Spring)
+//!   strip before routing, so the upstream would see `/admin` where the gateway saw another
+//!   route. An encoded `%3B` stays encoded and is harmless.
 
 /// Why a path was refused (answered with 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +27,8 @@ pub enum PathError {
     ForbiddenCharacter,
     #[error("path climbs above the root")]
     AboveRoot,
+    #[error("path parameters (;) are not accepted")]
+    PathParameter,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -46,6 +50,9 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
+    }
+    if bytes.contains(&b';') {
+        return Err(PathError::PathParameter);
     }
     // Fast path: nothing to decode, no dot segments, no empty segments.
     if !bytes
@@ -166,6 +173,9 @@ mod tests {
         assert_eq!(normalize("/.."), Err(PathError::AboveRoot));
         assert_eq!(normalize("/a/../../b"), Err(PathError::AboveRoot));
         assert_eq!(normalize("admin"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize("/admin;x=1"), Err(PathError::PathParameter));
+        assert_eq!(normalize("/a/..;/admin"), Err(PathError::PathParameter));
+        assert_eq!(normalize("/a%3bb").as_deref(), Ok("/a%3Bb"));
         assert_eq!(normalize(""), Err(PathError::NotAbsolute));
     }
 

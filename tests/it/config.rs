@@ -81,3 +81,33 @@ fn a_value_of_the_wrong_kind_names_the_key_as_written() {
     );
     assert!(msg.contains("line 3"), "{msg}");
 }
+
+#[test]
+fn the_shipped_gateway_yaml_is_valid_and_documents_every_section() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
+    let config = gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.routes.len(), 3);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for section in [
+        "listen:",
+        "tls:",
+        "trusted_proxies:",
+        "limits:",
+        "upstream:",
+        "shutdown_grace:",
+        "admin:",
+        "health:",
+        "log:",
+        "store:",
+        "auth:",
+        "rate_limits:",
+        "regulation:",
+        "cors:",
+        "routes:",
+    ] {
+        assert!(
+            text.contains(section),
+            "gateway.yaml does not show {section}"
+        );
+    }
+}

@@ -648,6 +648,9 @@ async fn path_tricks_never_reach_the_admin_upstream() {
         ("/admin%00", 400, 400),
         ("/admin/./", 401, 403),
         ("/admin\\x", 400, 400),
+        // Path parameters: Tomcat/Spring read /admin;x=1 as /admin.
+        ("/admin;x=1", 400, 400),
+        ("/public/..;/admin", 400, 400),
     ];
     for (target, anon, plain) in cases {
         let (status, out) = raw_get(&gw, target, "").await;
