@@ -26,7 +26,7 @@ struct KeySet {
 
 /// Loads the EdDSA key set, creating it on first start (atomically: concurrent first starts
 /// agree on one key).
-pub(super) fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError> {
+pub fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError> {
     let bytes = match store.get_meta(SIGNING_KEYS_META)? {
         Some(bytes) => bytes,
         None => {
@@ -55,6 +55,68 @@ pub(super) fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError
     Keys::eddsa(&set.keys, &set.current).map_err(token_error)
 }
 
+/// Adds a new EdDSA key and makes it the one that signs. Older keys keep verifying until every
+/// token they signed has expired: a key is dropped once its successor has been current for
+/// longer than `retire_after` (the longest token lifetime plus leeway). Running servers learn
+/// of the change through the store's change feed. Returns (new kid, dropped kids).
+pub fn rotate_eddsa(
+    store: &Store,
+    now: u64,
+    retire_after: u64,
+) -> Result<(String, Vec<String>), AuthError> {
+    // Make sure a set exists (first start may not have happened yet).
+    load_eddsa_keys(store, now)?;
+    let bytes = store
+        .get_meta(SIGNING_KEYS_META)?
+        .ok_or_else(|| AuthError::Internal("signing keys vanished".into()))?;
+    let mut set: KeySet = serde_json::from_slice(&bytes)
+        .map_err(|e| AuthError::Internal(format!("meta {SIGNING_KEYS_META}: line {}", e.line())))?;
+    let key = token::generate_ed25519(now).map_err(token_error)?;
+    let kid = key.kid.clone();
+    set.keys.push(key);
+    set.current = kid.clone();
+    // Keys in creation order; key i retired when key i+1 was created.
+    set.keys.sort_by_key(|k| k.created_at);
+    let mut dropped = Vec::new();
+    let retired_at: Vec<u64> = set
+        .keys
+        .iter()
+        .skip(1)
+        .map(|k| k.created_at)
+        .chain(std::iter::once(u64::MAX))
+        .collect();
+    let mut keep = Vec::with_capacity(set.keys.len());
+    for (k, retired) in set.keys.into_iter().zip(retired_at) {
+        if retired != u64::MAX && retired.saturating_add(retire_after) < now && k.kid != kid {
+            dropped.push(k.kid.clone());
+        } else {
+            keep.push(k);
+        }
+    }
+    set.keys = keep;
+    // Check the result loads before saving it.
+    Keys::eddsa(&set.keys, &set.current).map_err(token_error)?;
+    let json = serde_json::to_vec(&set)
+        .map_err(|e| AuthError::Internal(format!("encoding signing keys: {e}")))?;
+    store.put_meta_announced(SIGNING_KEYS_META, &json)?;
+    tracing::info!(target: "audit", event = "keys_rotated", %kid, dropped = dropped.len());
+    Ok((kid, dropped))
+}
+
+/// The stored EdDSA key ids with their creation time and whether each is current.
+pub fn list_eddsa(store: &Store) -> Result<Vec<(String, u64, bool)>, AuthError> {
+    let Some(bytes) = store.get_meta(SIGNING_KEYS_META)? else {
+        return Ok(Vec::new());
+    };
+    let set: KeySet = serde_json::from_slice(&bytes)
+        .map_err(|e| AuthError::Internal(format!("meta {SIGNING_KEYS_META}: line {}", e.line())))?;
+    Ok(set
+        .keys
+        .iter()
+        .map(|k| (k.kid.clone(), k.created_at, k.kid == set.current))
+        .collect())
+}
+
 /// Loads the refresh successor key, creating it on first start.
 pub(super) fn load_refresh_key(store: &Store) -> Result<Secret<Vec<u8>>, AuthError> {
     let bytes = match store.get_meta(REFRESH_KEY_META)? {
@@ -76,4 +138,34 @@ pub(super) fn load_refresh_key(store: &Store) -> Result<Secret<Vec<u8>>, AuthErr
 
 fn token_error(e: TokenError) -> AuthError {
     AuthError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_keys_until_their_tokens_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.redb")).unwrap();
+        let first = load_eddsa_keys(&store, 0).unwrap().current_kid().to_owned();
+        let (second, dropped) = rotate_eddsa(&store, 10, 100).unwrap();
+        assert!(dropped.is_empty());
+        let keys = load_eddsa_keys(&store, 10).unwrap();
+        assert_eq!(keys.current_kid(), second);
+        assert_eq!(keys.jwks()["keys"].as_array().unwrap().len(), 2);
+        // The first key retired at 10; by 200 every token it signed (100 s) is gone.
+        let (third, dropped) = rotate_eddsa(&store, 200, 100).unwrap();
+        assert_eq!(dropped, vec![first]);
+        let listed: Vec<String> = list_eddsa(&store)
+            .unwrap()
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(listed, vec![second, third.clone()]);
+        // Running servers hear about it on the change feed.
+        let last = store.changes_since(0, 1000).unwrap();
+        assert!(last.iter().any(|(_, c)| *c == crate::store::Change::Keys));
+        assert_eq!(load_eddsa_keys(&store, 200).unwrap().current_kid(), third);
+    }
 }

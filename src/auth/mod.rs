@@ -19,7 +19,7 @@ pub mod client;
 pub mod cookies;
 pub mod email;
 pub mod guard;
-mod keystore;
+pub mod keystore;
 mod pages;
 pub mod password;
 pub mod refresh_token;

@@ -47,6 +47,8 @@ pub enum Update {
     Deleted(String),
     Jti(String, u64),
     Family(String, u64),
+    /// The signing keys were rotated (handled by the service, not here).
+    Keys,
 }
 
 impl Revocations {
@@ -130,6 +132,7 @@ impl Revocations {
                         Update::Deleted(id) => self.mark_deleted(&id),
                         Update::Jti(jti, exp) => self.revoke_jti(&jti, exp),
                         Update::Family(family, exp) => self.revoke_family(&family, exp),
+                        Update::Keys => {}
                     }
                 }
                 self.seq = self.seq.max(last);
@@ -187,6 +190,7 @@ pub fn fetch(store: &Store, since: u64, now: u64) -> Result<Pending, StoreError>
                 Change::UserDeleted { id } => Update::Deleted(id),
                 Change::Jti { jti, exp } => Update::Jti(jti, exp),
                 Change::Family { family, exp } => Update::Family(family, exp),
+                Change::Keys => Update::Keys,
             });
         }
         if !full {

@@ -182,7 +182,8 @@ struct Inner {
     token_settings: TokenSettings,
     store: Store,
     clock: Clock,
-    keys: Keys,
+    /// Swapped when another process rotates the keys (seen on the change feed).
+    keys: arc_swap::ArcSwap<Keys>,
     hasher: Hasher,
     refresh_key: Secret<Vec<u8>>,
     revocations: RwLock<Revocations>,
@@ -257,7 +258,7 @@ impl AuthService {
                 token_settings,
                 store,
                 clock,
-                keys,
+                keys: arc_swap::ArcSwap::from_pointee(keys),
                 hasher,
                 refresh_key,
                 revocations: RwLock::new(revocations),
@@ -531,6 +532,7 @@ impl AuthService {
         let claims = self
             .inner
             .keys
+            .load()
             .verify_access(&self.inner.token_settings, token, now)
             .map_err(|e| match e {
                 TokenError::Expired => AuthError::NotAuthenticated("expired"),
@@ -552,12 +554,12 @@ impl AuthService {
 
     /// The public keys (empty for HS256).
     pub fn jwks(&self) -> serde_json::Value {
-        self.inner.keys.jwks()
+        self.inner.keys.load().jwks()
     }
 
     /// The signing keys, for identity assertions.
     pub fn keys(&self) -> Keys {
-        self.inner.keys.clone()
+        Keys::clone(&self.inner.keys.load())
     }
 
     /// Starts the background task that polls the change feed every second and sweeps expired
@@ -605,12 +607,35 @@ impl AuthService {
         let pending = self
             .blocking(move |s| Ok(revocation::fetch(s, since, now)?))
             .await?;
-        let count = match &pending {
-            revocation::Pending::Updates { updates, .. } => updates.len(),
-            revocation::Pending::Reload(_) => 0,
+        let (count, rotated) = match &pending {
+            revocation::Pending::Updates { updates, .. } => (
+                updates.len(),
+                updates
+                    .iter()
+                    .any(|u| matches!(u, revocation::Update::Keys)),
+            ),
+            // A full reload may have skipped a rotation: re-read the keys too.
+            revocation::Pending::Reload(_) => (0, true),
         };
+        if rotated {
+            self.reload_keys().await?;
+        }
         self.write_revocations(|r| r.apply(pending))?;
         Ok(count)
+    }
+
+    /// Re-reads the EdDSA key set from the store (after a rotation by `gateway keys rotate`).
+    pub async fn reload_keys(&self) -> Result<(), AuthError> {
+        if self.inner.settings.algorithm != token::Algorithm::EdDSA {
+            return Ok(());
+        }
+        let now = self.inner.clock.unix();
+        let keys = self
+            .blocking(move |s| keystore::load_eddsa_keys(s, now))
+            .await?;
+        tracing::info!(kid = keys.current_kid(), "signing keys reloaded");
+        self.inner.keys.store(std::sync::Arc::new(keys));
+        Ok(())
     }
 
     /// Deletes expired rows from the store and expired entries from memory.
@@ -716,6 +741,7 @@ impl AuthService {
         let (access, claims) = self
             .inner
             .keys
+            .load()
             .issue_access(&settings, &subject, now)
             .map_err(token_error)?;
         Ok(Issued {

@@ -11,6 +11,7 @@
 //!   the server, from the same config, and work while it runs.
 //! - `prompt`: reading passwords (no echo on a terminal) and confirmations.
 
+mod keys;
 mod prompt;
 pub mod user;
 
@@ -58,6 +59,12 @@ enum Command {
         #[command(subcommand)]
         command: user::UserCommand,
     },
+    /// List or rotate the token signing keys (EdDSA); a running gateway picks up a rotation
+    /// within seconds.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -68,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Healthcheck { timeout } => healthcheck(&cli.config, timeout),
         Command::User { command } => user::run(&cli.config, command),
+        Command::Keys { command } => keys::run(&cli.config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

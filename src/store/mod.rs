@@ -73,6 +73,8 @@ pub enum Change {
     Jti { jti: String, exp: u64 },
     /// A refresh family was revoked until `exp`.
     Family { family: String, exp: u64 },
+    /// The signing keys changed (rotation); re-read them from the meta table.
+    Keys,
 }
 
 /// What [`Store::sweep`] deleted.
@@ -207,6 +209,18 @@ impl Store {
             .ctx("open table meta")?
             .insert(key, value)
             .ctx("write meta")?;
+        commit(txn)
+    }
+
+    /// Stores a meta value and announces it on the change feed as [`Change::Keys`], in one
+    /// transaction, so running servers pick up rotated signing keys.
+    pub fn put_meta_announced(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        txn.open_table(META)
+            .ctx("open table meta")?
+            .insert(key, value)
+            .ctx("write meta")?;
+        tables::append_change(&txn, &Change::Keys)?;
         commit(txn)
     }
 

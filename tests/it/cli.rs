@@ -445,3 +445,95 @@ async fn cli_changes_reach_a_running_gateway() {
     wait_for_status(&gw, "/anything", &access, 401).await;
     assert_eq!(login(&gw, email, "zq8vLw2x-newer").await.status, 401);
 }
+
+/// The `kid` in a JWT's header.
+fn kid_of(jwt: &str) -> String {
+    use base64::Engine;
+    let header = jwt.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    v["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn key_rotation_reaches_a_running_gateway_and_old_tokens_stay_valid() {
+    let gw = Gateway::start(FAST_AUTH).await;
+    let config = gw.path("gateway.yaml");
+    let pw = "correct horse battery";
+    let first = signup(&gw, "rotate@example.com", pw).await;
+    let old_kid = kid_of(&first.access);
+
+    let out = cli(&config, &["keys", "rotate"], "").await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let new_kid = out
+        .stdout
+        .strip_prefix("new signing key ")
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    // The running gateway signs with the new key once it has read the change feed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let fresh = loop {
+        let l = crate::util::login(&gw, "rotate@example.com", pw).await;
+        if kid_of(&l.access) == new_kid {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never used the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Tokens of both keys verify; the JWKS lists both.
+    for token in [&first.access, &fresh.access] {
+        let me = get_with(
+            &gw.url("/api/auth/me"),
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert_eq!(me.status, 200, "{}", me.text());
+    }
+    let jwks = get(&gw.url("/.well-known/jwks.json")).await.unwrap().json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "{kids:?}"
+    );
+
+    let list = cli(&config, &["keys", "list"], "").await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert_eq!(list.stdout.lines().count(), 2, "{}", list.stdout);
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.starts_with(&new_kid) && l.ends_with("(signing)")),
+        "{}",
+        list.stdout
+    );
+}
+
+#[tokio::test]
+async fn keys_rotate_refuses_hs256() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\n{FAST_AUTH}  algorithm: HS256\n  jwt_secret: {}\n",
+            "s".repeat(40)
+        ),
+    )
+    .unwrap();
+    let out = cli(&config, &["keys", "rotate"], "").await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("HS256"), "{}", out.stderr);
+}
