@@ -81,7 +81,7 @@ impl App {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<App>, StartupError> {
         let routes = RouteTable::new(&config.routes);
-        let route_stats = routes.iter().map(|r| metrics.route(&r.name)).collect();
+        let route_stats = routes.iter().map(|r| metrics.route(&r.spec.name)).collect();
         let proxy = Proxy::new(&config.upstream, config.limits.max_body_bytes)?;
         let auth = crate::auth::api(core, &config, metrics.clone());
         let hsts = config
@@ -229,9 +229,9 @@ impl App {
             .find(host.as_deref(), req.method(), &path)
             .ok_or(HttpError::NotFound)?;
         let route = matched.route.clone();
-        log.route = Some(route.name.clone());
+        log.route = Some(route.spec.name.clone());
         log.stats = self.route_stats.get(route.index).cloned();
-        let cors = self.cors.as_ref().filter(|_| route.cors);
+        let cors = self.cors.as_ref().filter(|_| route.spec.cors);
         if let Some(cors) = cors
             && Cors::is_preflight(req.method(), req.headers())
         {
@@ -258,7 +258,7 @@ impl App {
     ) -> Result<Gate, HttpError> {
         let route = &matched.route;
         self.auth.strip_identity(req.headers_mut());
-        let AuthPolicy::Required { roles } = &route.policy else {
+        let AuthPolicy::Required { roles } = &route.spec.policy else {
             return Ok(Gate::Pass(Vec::new()));
         };
         let admitted = match self.auth.admit(req, conn.tls).await {
@@ -273,9 +273,9 @@ impl App {
                 };
                 self.metrics.auth_outcome(outcome);
                 if let Unauthenticated::Rejected(reason) = why {
-                    tracing::debug!(reason, route = %route.name, "token rejected");
+                    tracing::debug!(reason, route = %route.spec.name, "token rejected");
                 }
-                let redirect = match route.on_unauthenticated {
+                let redirect = match route.spec.on_unauthenticated {
                     OnUnauthenticated::Redirect => true,
                     OnUnauthenticated::Deny => false,
                     OnUnauthenticated::Auto => wants_html(req.method(), req.headers()),
@@ -293,7 +293,7 @@ impl App {
         let not_owner = matched
             .path
             .owner
-            .is_some_and(|owner| owner != claims.sub && !has_any(&route.owner_bypass_roles));
+            .is_some_and(|owner| owner != claims.sub && !has_any(&route.spec.owner_bypass_roles));
         if (!roles.is_empty() && !has_any(roles)) || not_owner {
             self.metrics.auth_outcome(AuthOutcome::Forbidden);
             return Err(HttpError::Forbidden("Forbidden"));
@@ -302,7 +302,11 @@ impl App {
         if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {
             self.auth.check_csrf(req.headers(), conn.tls, &claims.sid)?;
         }
-        let audience = route.assertion_audience.as_deref().unwrap_or(&route.name);
+        let audience = route
+            .spec
+            .assertion_audience
+            .as_deref()
+            .unwrap_or(&route.spec.name);
         self.auth
             .identify(req.headers_mut(), &admitted.session, audience);
         Ok(Gate::Pass(admitted.set_cookies))
@@ -331,9 +335,9 @@ impl App {
             }
         };
         // On public routes too: a signed-in browser sends its session cookies everywhere.
-        strip_credentials(req.headers_mut(), route.forward_token);
+        strip_credentials(req.headers_mut(), route.spec.forward_token);
 
-        log.upstream = Some(route.upstream.to_string());
+        log.upstream = Some(route.spec.upstream.to_string());
         let peer = conn.peer.ip();
         let raw_host = raw_host(&req);
         let forwarded = Forwarded {
@@ -442,7 +446,7 @@ impl App {
             .routes
             .find(host.as_deref(), &method, &path)
             .ok_or(HttpError::Forbidden("No route for this request"))?;
-        log.route = Some(format!("verify:{}", matched.route.name));
+        log.route = Some(format!("verify:{}", matched.route.spec.name));
 
         let mut original = Request::new(body::empty());
         *original.method_mut() = method;

@@ -180,7 +180,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     println!("routes (first match wins):");
     let table = RouteTable::new(&config.routes);
     for (i, r) in table.iter().enumerate() {
-        let policy = match &r.policy {
+        let policy = match &r.spec.policy {
             AuthPolicy::Public => "public".to_owned(),
             AuthPolicy::Required { roles } if roles.is_empty() => "required".to_owned(),
             AuthPolicy::Required { roles } => format!("required roles=[{}]", roles.join(",")),
@@ -189,13 +189,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             "  [{i}] {:<20} {} -> {}{} auth={policy} ({})",
             RouteTable::prefix_of(r),
             RouteTable::describe(r),
-            r.upstream,
-            if r.strip_prefix {
+            r.spec.upstream,
+            if r.spec.strip_prefix {
                 " (strip prefix)"
             } else {
                 ""
             },
-            r.name,
+            r.spec.name,
         );
     }
     Ok(())

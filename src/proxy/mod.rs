@@ -120,7 +120,7 @@ impl Proxy {
 
         let upstream_path = f.route.upstream_path(f.path, &f.matched);
         let query = req.uri().query().map(str::to_owned);
-        let (scheme, authority, base) = match &f.route.upstream {
+        let (scheme, authority, base) = match &f.route.spec.upstream {
             UpstreamTarget::Whoami => {
                 *req.uri_mut() = path_and_query(upstream_path, query.as_deref(), None)?;
                 return Ok(whoami::respond(req, f.html).await);
@@ -151,10 +151,10 @@ impl Proxy {
             Err(_) => {
                 return Err(HttpError::GatewayTimeout(format!(
                     "{} gave no response within {:?}",
-                    f.route.upstream, self.settings.response_timeout
+                    f.route.spec.upstream, self.settings.response_timeout
                 )));
             }
-            Ok(Err(e)) => return Err(classify(&e, &f.route.upstream.to_string())),
+            Ok(Err(e)) => return Err(classify(&e, &f.route.spec.upstream.to_string())),
             Ok(Ok(resp)) => resp,
         };
 

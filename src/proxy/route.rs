@@ -11,28 +11,19 @@ use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{AuthPolicy, HostPattern, OnUnauthenticated, RouteSpec, UpstreamTarget};
+use crate::config::{HostPattern, RouteSpec};
 
-/// A compiled route.
+/// A compiled route: the route as configured plus its precompiled path matcher.
 #[derive(Debug)]
 pub struct Route {
     /// Position in the route table (indexes per-route counters).
     pub index: usize,
-    pub name: String,
-    host: Option<HostPattern>,
+    /// The route as configured (policy, upstream, options).
+    pub spec: RouteSpec,
     /// `""` for the root route, else `/seg/...` without trailing slash.
     prefix: String,
     /// Set when the prefix has a `{sub}` segment: the segments to compare one by one.
     segments: Option<Vec<Segment>>,
-    methods: Option<Vec<Method>>,
-    pub upstream: UpstreamTarget,
-    pub strip_prefix: bool,
-    pub policy: AuthPolicy,
-    pub on_unauthenticated: OnUnauthenticated,
-    pub forward_token: bool,
-    pub owner_bypass_roles: Vec<String>,
-    pub assertion_audience: Option<String>,
-    pub cors: bool,
 }
 
 /// One segment of a prefix with placeholders.
@@ -88,7 +79,7 @@ impl Route {
     }
 
     fn matches_host(&self, host: Option<&str>) -> bool {
-        match (&self.host, host) {
+        match (&self.spec.host, host) {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(HostPattern::Exact(want)), Some(h)) => want.eq_ignore_ascii_case(h),
@@ -101,13 +92,16 @@ impl Route {
     }
 
     fn matches_method(&self, method: &Method) -> bool {
-        self.methods.as_ref().is_none_or(|m| m.contains(method))
+        self.spec
+            .methods
+            .as_ref()
+            .is_none_or(|m| m.contains(method))
     }
 
     /// The path to send upstream: the normalised request path, minus the matched prefix when
     /// `strip_prefix` is set (never empty: at least `/`).
     pub fn upstream_path<'a>(&self, path: &'a str, matched: &PathMatch<'_>) -> &'a str {
-        if !self.strip_prefix {
+        if !self.spec.strip_prefix {
             return path;
         }
         match path.get(matched.len..) {
@@ -132,8 +126,7 @@ impl RouteTable {
             .map(|(index, s)| {
                 Arc::new(Route {
                     index,
-                    name: s.name.clone(),
-                    host: s.host.clone(),
+                    spec: s.clone(),
                     prefix: if s.path == "/" {
                         String::new()
                     } else {
@@ -149,15 +142,6 @@ impl RouteTable {
                             })
                             .collect()
                     }),
-                    methods: s.methods.clone(),
-                    upstream: s.upstream.clone(),
-                    strip_prefix: s.strip_prefix,
-                    policy: s.policy.clone(),
-                    on_unauthenticated: s.on_unauthenticated,
-                    forward_token: s.forward_token,
-                    owner_bypass_roles: s.owner_bypass_roles.clone(),
-                    assertion_audience: s.assertion_audience.clone(),
-                    cors: s.cors,
                 })
             })
             .collect();
@@ -200,10 +184,11 @@ impl RouteTable {
     /// Describes a route's host and methods for `gateway check`.
     pub fn describe(route: &Route) -> String {
         let host = route
+            .spec
             .host
             .as_ref()
             .map_or_else(|| "*".to_owned(), ToString::to_string);
-        let methods = route.methods.as_ref().map_or_else(
+        let methods = route.spec.methods.as_ref().map_or_else(
             || "any".to_owned(),
             |m| m.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
         );
@@ -225,7 +210,7 @@ mod tests {
     fn name(t: &RouteTable, host: Option<&str>, m: Method, p: &str) -> Option<&'static str> {
         // Route names in these tests are string literals; leak the few bytes for easy asserts.
         t.find(host, &m, p)
-            .map(|r| &*Box::leak(r.route.name.clone().into_boxed_str()))
+            .map(|r| &*Box::leak(r.route.spec.name.clone().into_boxed_str()))
     }
 
     #[test]
@@ -280,7 +265,7 @@ mod tests {
         let m = t
             .find(None, &Method::GET, "/users/u-1/files/a.txt")
             .unwrap();
-        assert_eq!(m.route.name, "mine");
+        assert_eq!(m.route.spec.name, "mine");
         assert_eq!(m.path.owner, Some("u-1"));
         assert_eq!(
             m.route.upstream_path("/users/u-1/files/a.txt", &m.path),

@@ -475,19 +475,22 @@ async fn key_rotation_reaches_a_running_gateway_and_old_tokens_stay_valid() {
         .to_owned();
     assert_ne!(new_kid, old_kid);
 
-    // The running gateway signs with the new key once it has read the change feed.
+    // The running gateway signs with the new key once it has read the change feed; its JWKS
+    // shows that moment (polled: logins are rate limited).
     let deadline = Instant::now() + Duration::from_secs(5);
-    let fresh = loop {
-        let l = crate::util::login(&gw, "rotate@example.com", pw).await;
-        if kid_of(&l.access) == new_kid {
-            break l;
+    loop {
+        let jwks = get(&gw.url("/.well-known/jwks.json")).await.unwrap().json();
+        if jwks.to_string().contains(&new_kid) {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "the gateway never used the new key"
+            "the gateway never loaded the new key"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = crate::util::login(&gw, "rotate@example.com", pw).await;
+    assert_eq!(kid_of(&fresh.access), new_kid);
     // Tokens of both keys verify; the JWKS lists both.
     for token in [&first.access, &fresh.access] {
         let me = get_with(
