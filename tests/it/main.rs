@@ -12,6 +12,8 @@ mod binary;
 mod cli;
 mod config;
 mod enforce;
+mod enumeration;
+mod logs;
 mod openapi;
 mod proxy;
 mod server;
