@@ -262,12 +262,15 @@ fn probe(
     Ok(status)
 }
 
-/// Logs to stderr, human-readable or JSON. `RUST_LOG` overrides the configured level.
+/// Logs to stderr, human-readable or JSON. `RUST_LOG` overrides the configured level. Colours
+/// only on a terminal: a log file or journal would get raw escape codes between every field.
 pub fn init_logging(format: LogFormat, level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
