@@ -213,6 +213,7 @@ impl AuthApi {
         session: &str,
     ) -> Result<(), HttpError> {
         if cross_site(headers) {
+            tracing::warn!(target: "audit", event = "csrf_rejected", reason = "cross_site");
             return Err(HttpError::Forbidden("Cross-site request refused"));
         }
         let cookie = cookies::get(headers, cookies::names(tls).csrf);
@@ -220,6 +221,12 @@ impl AuthApi {
         if cookies::csrf_ok(&self.csrf, session, cookie, header) {
             Ok(())
         } else {
+            let reason = if header.is_none() {
+                "missing"
+            } else {
+                "invalid"
+            };
+            tracing::warn!(target: "audit", event = "csrf_rejected", reason);
             Err(HttpError::Forbidden("CSRF token missing or invalid"))
         }
     }

@@ -192,6 +192,8 @@ async function startGateway(upstreamUrl) {
       "listen:",
       `  http: 127.0.0.1:${port}`,
       "  https: null",
+      "admin:",
+      "  listen: null",
       "log:",
       "  level: info",
       "store:",

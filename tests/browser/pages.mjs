@@ -122,6 +122,8 @@ async function startGateway() {
       "listen:",
       `  http: 127.0.0.1:${port}`,
       "  https: null",
+      "admin:",
+      "  listen: null",
       "log:",
       "  level: info",
       "store:",

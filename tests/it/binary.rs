@@ -83,7 +83,7 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
         let path = write_config(
             dir.path(),
             &format!(
-                "version: 1\nlisten:\n  http: 127.0.0.1:{http}\n  https: 127.0.0.1:{https}\nroutes:\n  - {{path: /who, upstream: 'builtin:whoami', auth: public}}\n"
+                "version: 1\nadmin: {{listen: null}}\nlisten:\n  http: 127.0.0.1:{http}\n  https: 127.0.0.1:{https}\nroutes:\n  - {{path: /who, upstream: 'builtin:whoami', auth: public}}\n"
             ),
         );
         let mut child = Child(
@@ -137,6 +137,59 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
         assert_eq!(r.status, 200, "{}", r.text());
         // It generated its certificate and store in its working directory.
         assert!(dir.path().join("certs/localhost.pem").exists());
+
+        // SIGHUP reloads the file: a new route appears; a broken file is refused and the
+        // running configuration stays.
+        assert_eq!(
+            get(&format!("http://127.0.0.1:{http}/new/x"))
+                .await
+                .unwrap()
+                .status,
+            404
+        );
+        write_config(
+            dir.path(),
+            &format!(
+                "version: 1\nadmin: {{listen: null}}\nlisten:\n  http: 127.0.0.1:{http}\n  https: 127.0.0.1:{https}\nroutes:\n  - {{path: /who, upstream: 'builtin:whoami', auth: public}}\n  - {{path: /new, upstream: 'builtin:whoami', auth: public}}\n"
+            ),
+        );
+        let hup = || {
+            Command::new("kill")
+                .arg("-HUP")
+                .arg(child.0.id().to_string())
+                .status()
+                .unwrap()
+        };
+        assert!(hup().success());
+        let mut reloaded = false;
+        for _ in 0..250 {
+            if get(&format!("http://127.0.0.1:{http}/new/x"))
+                .await
+                .unwrap()
+                .status
+                == 200
+            {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(reloaded, "SIGHUP did not reload the configuration");
+        write_config(
+            dir.path(),
+            "version: 1\nroutes:\n  - {path: /x, upstream: 'ftp://no'}\n",
+        );
+        assert!(hup().success());
+        for _ in 0..10 {
+            let r = get(&format!("http://127.0.0.1:{http}/new/x"))
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status, 200,
+                "a broken file replaced the running configuration"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
         let killed = Command::new("kill")
             .arg("-TERM")
@@ -291,7 +344,10 @@ async fn healthcheck_passes_against_a_real_gateway() {
         let [http] = free_ports(1)[..] else {
             unreachable!()
         };
-        let path = write_config(dir.path(), "version: 1\nlisten:\n  https: null\n");
+        let path = write_config(
+            dir.path(),
+            "version: 1\nadmin: {listen: null}\nlisten:\n  https: null\n",
+        );
         let mut child = Child(
             Command::new(BIN)
                 .arg("serve")

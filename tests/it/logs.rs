@@ -58,6 +58,7 @@ async fn start(dir: &Path, format: &str, hs256: bool, upstream: &str) -> Running
         let yaml = format!(
             "version: 1\n\
              listen: {{http: '127.0.0.1:{http}', https: '127.0.0.1:{https}'}}\n\
+             admin: {{listen: null}}\n\
              log: {{format: {format}}}\n\
              shutdown_grace: 2s\n\
              auth: {{password: {{memory_kib: 1024, iterations: 1}}{auth}}}\n\
