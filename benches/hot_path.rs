@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use gateway::auth::password::{Argon2Params, HasherConfig, Policy};
 use gateway::auth::revocation::Revocations;
@@ -49,7 +49,9 @@ fn issue(keys: &Keys) -> String {
         session_id: "5e0b2f7a-3c1d-4f7e-8a9b-1d2c3e4f5a6b",
         session_version: 0,
     };
-    keys.issue_access(&token_settings(), &subject, NOW).unwrap().0
+    keys.issue_access(&token_settings(), &subject, NOW)
+        .unwrap()
+        .0
 }
 
 fn eddsa_keys() -> Keys {
@@ -67,11 +69,17 @@ fn verify_uncached(c: &mut Criterion) {
     let settings = token_settings();
     for (name, keys) in [
         ("verify_uncached/EdDSA", eddsa_keys()),
-        ("verify_uncached/HS256", Keys::hs256(&hs256_secret()).unwrap()),
+        (
+            "verify_uncached/HS256",
+            Keys::hs256(&hs256_secret()).unwrap(),
+        ),
     ] {
         let t = issue(&keys);
         c.bench_function(name, |b| {
-            b.iter(|| keys.verify_access(&settings, black_box(&t), NOW + 1).unwrap())
+            b.iter(|| {
+                keys.verify_access(&settings, black_box(&t), NOW + 1)
+                    .unwrap()
+            })
         });
     }
 }
@@ -178,7 +186,10 @@ fn request_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in [
         ("host", "app.example.com"),
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        ),
         ("accept", "text/html,application/xhtml+xml"),
         ("accept-encoding", "gzip, deflate, br"),
         ("authorization", "Bearer xxxxx.yyyyy.zzzzz"),

@@ -17,7 +17,10 @@ fn main() {
     };
     let users: u64 = users.parse().expect("USERS is a number");
     let jtis: u64 = jtis.parse().expect("JTIS is a number");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let store = Store::open(std::path::Path::new(path)).unwrap();
     let start = Instant::now();
     for i in 0..users {
@@ -41,7 +44,10 @@ fn main() {
     for i in 0..jtis {
         // Revoked for a day: the gateway loads them all at start-up and checks each request.
         store
-            .revoke_jti(&format!("{i:08x}-fill-4000-8000-jti000000000"), now + 86_400)
+            .revoke_jti(
+                &format!("{i:08x}-fill-4000-8000-jti000000000"),
+                now + 86_400,
+            )
             .unwrap();
         if i % 100_000 == 0 {
             eprintln!("jtis: {i} ({:?})", start.elapsed());

@@ -105,11 +105,7 @@ impl AuthApi {
     /// Removes every client-sent identity header (the reserved prefix, the configured names and
     /// the assertion header, which may be named outside the prefix).
     pub fn strip_identity(&self, headers: &mut HeaderMap) {
-        crate::proxy::headers::strip_identity(
-            headers,
-            &self.identity.prefix,
-            &self.identity_names,
-        );
+        crate::proxy::headers::strip_identity(headers, &self.identity.prefix, &self.identity_names);
     }
 
     /// Tells the upstream who the user is: the identity headers (values without control

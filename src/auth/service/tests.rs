@@ -124,7 +124,7 @@ async fn signup_then_authenticate() {
     assert!(refresh_token::well_formed(issued.refresh_token.expose()));
 
     let claims = f.auth(&issued).unwrap();
-    assert_eq!(claims, issued.claims);
+    assert_eq!(*claims, issued.claims);
     assert_eq!(claims.sub, issued.user.id);
     assert_eq!(claims.email, "ada@example.org");
     assert_eq!(claims.sv, 0);
@@ -685,7 +685,11 @@ async fn cached_token_is_still_revocation_checked() {
     // Revoked by jti and family (logout) while cached.
     f.svc.logout(Some(&*claims), None).await.unwrap();
     assert_eq!(reason(f.auth(&issued)), "revoked");
-    assert_eq!(f.svc.verified_cache_len(), 1, "a refused token leaves the cache");
+    assert_eq!(
+        f.svc.verified_cache_len(),
+        1,
+        "a refused token leaves the cache"
+    );
     assert_eq!(reason(f.auth(&issued)), "revoked");
 
     // Revoked by session version (logout everywhere) while cached.
