@@ -15,6 +15,7 @@
 //! with an unsafe method must carry the CSRF token, bearer requests are exempt.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -69,7 +70,8 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
 /// A request that carried a valid access token.
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub claims: AccessClaims,
+    /// Shared with the verified-token cache: admitting a request copies no claims.
+    pub claims: Arc<AccessClaims>,
     /// The token came from the access cookie (so unsafe methods need the CSRF token).
     pub via_cookie: bool,
 }
@@ -92,6 +94,8 @@ pub struct AuthApi {
     transparent_refresh: bool,
     pub(super) body_limit: usize,
     pub(super) identity: IdentityHeaders,
+    /// Every identity header name the gateway sets (stripped from client requests), built once.
+    pub(super) identity_names: Vec<http::HeaderName>,
     pub(super) assertion: Option<AssertionSettings>,
     limits: std::sync::Arc<Limits>,
     pub(super) metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -113,6 +117,14 @@ impl AuthApi {
             transparent_refresh: config.auth.transparent_refresh,
             body_limit: config.limits.auth_body_bytes,
             identity: config.auth.identity.clone(),
+            identity_names: {
+                let id = &config.auth.identity;
+                [&id.user_id, &id.email, &id.name, &id.roles]
+                    .into_iter()
+                    .chain(config.auth.assertion.as_ref().map(|a| &a.header))
+                    .cloned()
+                    .collect()
+            },
             assertion: config.auth.assertion.clone(),
             limits: std::sync::Arc::new(Limits::new(&config.rate_limits)),
             metrics,
@@ -388,7 +400,7 @@ impl AuthApi {
         };
         let refresh = body_token.or(cookie_token);
         self.service
-            .logout(session.as_ref().map(|s| &s.claims), refresh.as_ref())
+            .logout(session.as_ref().map(|s| &*s.claims), refresh.as_ref())
             .await?;
         Ok(self.cleared(tls))
     }

@@ -91,7 +91,7 @@ impl AuthApi {
                 let set_cookies = self.session_cookies(&issued, tls);
                 Ok(Admitted {
                     session: Session {
-                        claims: issued.claims,
+                        claims: std::sync::Arc::new(issued.claims),
                         via_cookie: true,
                     },
                     set_cookies,
@@ -105,16 +105,7 @@ impl AuthApi {
     /// Removes every client-sent identity header (the reserved prefix, the configured names and
     /// the assertion header, which may be named outside the prefix).
     pub fn strip_identity(&self, headers: &mut HeaderMap) {
-        let id = &self.identity;
-        let names = [
-            Some(&id.user_id),
-            Some(&id.email),
-            Some(&id.name),
-            Some(&id.roles),
-            self.assertion.as_ref().map(|a| &a.header),
-        ];
-        let names: Vec<_> = names.into_iter().flatten().cloned().collect();
-        crate::proxy::headers::strip_identity(headers, &id.prefix, &names);
+        crate::proxy::headers::strip_identity(headers, &self.identity.prefix, &self.identity_names);
     }
 
     /// The headers [`AuthApi::identify`] sets (forward-auth copies them into its answer).
@@ -145,8 +136,14 @@ impl AuthApi {
             (&id.name, c.name.as_deref().unwrap_or("")),
             (&id.roles, roles.as_str()),
         ] {
-            let clean: String = value.chars().filter(|ch| !ch.is_control()).collect();
-            if let Ok(v) = HeaderValue::from_bytes(clean.as_bytes()) {
+            // Copy-free unless there is something to clean (the usual case).
+            let v = if value.chars().any(char::is_control) {
+                let clean: String = value.chars().filter(|ch| !ch.is_control()).collect();
+                HeaderValue::from_bytes(clean.as_bytes())
+            } else {
+                HeaderValue::from_bytes(value.as_bytes())
+            };
+            if let Ok(v) = v {
                 headers.insert(name.clone(), v);
             }
         }

@@ -5,6 +5,7 @@
 //! - [`email`]: the canonical form of email addresses.
 //! - [`refresh_token`]: opaque refresh tokens and their derived successors.
 //! - [`revocation`]: the in-memory state that can kill a valid access token.
+//! - [`verified`]: the bounded cache of access tokens whose signature already verified.
 //! - `rotation`: the store side of a refresh (rotation, grace window, reuse detection).
 //! - `keystore`: signing and refresh keys kept in the store's meta table.
 //! - [`api`]: the HTTP endpoints (`/api/auth/...`, JWKS) and the request token check.
@@ -27,6 +28,7 @@ pub mod revocation;
 mod rotation;
 pub mod service;
 pub mod token;
+pub mod verified;
 
 use crate::clock::Clock;
 use crate::config::{Config, Signup, StoreSettings, TokenAlgorithm};

@@ -71,7 +71,7 @@ impl AuthApi {
         // whose refresh cookie is still live: its next request would be signed in again.
         let signed_in_as = if form == Form::Logout {
             match self.authenticate(req.headers(), tls) {
-                Ok(s) => Some(s.claims.email),
+                Ok(s) => Some(s.claims.email.clone()),
                 Err(_) => match cookies::get(req.headers(), cookies::names(tls).refresh)
                     .filter(|r| !r.is_empty())
                 {
@@ -221,7 +221,7 @@ impl AuthApi {
         }
         if sid.is_some() {
             self.service()
-                .logout(session.as_ref().map(|s| &s.claims), refresh.as_ref())
+                .logout(session.as_ref().map(|s| &*s.claims), refresh.as_ref())
                 .await?;
         }
         let mut resp = redirect(&format!("{}/login", self.prefix()));

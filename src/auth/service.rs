@@ -17,8 +17,9 @@
 //!   rotation returns its successor again (following the chain a few steps), so two tabs
 //!   refreshing at once both succeed and end up with the same token. Later, it is reuse: the
 //!   whole family is revoked and an `audit` warning logged.
-//! - **Hot path.** [`AuthService::authenticate`] checks the signature and times, then the
-//!   in-memory [`Revocations`] (deny-listed jtis, revoked families, disabled users, session
+//! - **Hot path.** [`AuthService::authenticate`] checks the signature and times (or finds the
+//!   token in the bounded [`VerifiedCache`] of earlier verifications, re-checking its expiry),
+//!   then, always, the in-memory [`Revocations`] (deny-listed jtis, revoked families, disabled users, session
 //!   versions). That state is written through by every local change and follows other processes
 //!   (the admin CLI) through the store's change feed, polled by [`AuthService::spawn_maintenance`].
 //!
@@ -35,6 +36,7 @@ use super::password::{self, HashError, Hasher, PolicyError};
 use super::revocation::{self, Revocations};
 use super::rotation::{self, RefreshOutcome};
 use super::token::{self, AccessClaims, Keys, Subject, TokenError, TokenSettings};
+use super::verified::{self, Lookup, VerifiedCache};
 use super::{keystore, refresh_token};
 use crate::clock::Clock;
 use crate::secret::{Secret, SecretString};
@@ -187,6 +189,8 @@ struct Inner {
     hasher: Hasher,
     refresh_key: Secret<Vec<u8>>,
     revocations: RwLock<Revocations>,
+    /// Access tokens whose signature and claims verified; see [`super::verified`].
+    verified: VerifiedCache,
     /// Serialises polls so that two never apply the same feed range at once.
     poll_lock: tokio::sync::Mutex<()>,
     counters: Counters,
@@ -262,6 +266,7 @@ impl AuthService {
                 hasher,
                 refresh_key,
                 revocations: RwLock::new(revocations),
+                verified: VerifiedCache::new(verified::DEFAULT_CAPACITY, ACCESS_LEEWAY_SECS),
                 poll_lock: tokio::sync::Mutex::new(()),
                 counters: Counters::default(),
             }),
@@ -527,29 +532,50 @@ impl AuthService {
     /// Checks an access token: signature, issuer, audience and times (with
     /// [`ACCESS_LEEWAY_SECS`]), then the in-memory revocation state. Hot path: memory only, no
     /// disk, no await.
-    pub fn authenticate(&self, token: &str) -> Result<AccessClaims, AuthError> {
+    ///
+    /// A token verified before is found in the [`VerifiedCache`] (its expiry re-checked against
+    /// the clock); the revocation checks run on every call, cached or not, and a token they
+    /// refuse is dropped from the cache.
+    pub fn authenticate(&self, token: &str) -> Result<Arc<AccessClaims>, AuthError> {
         let now = self.inner.clock.unix();
-        let claims = self
-            .inner
-            .keys
-            .load()
-            .verify_access(&self.inner.token_settings, token, now)
-            .map_err(|e| match e {
-                TokenError::Expired => AuthError::NotAuthenticated("expired"),
-                other => {
-                    tracing::debug!(error = %other, "access token refused");
-                    AuthError::NotAuthenticated("invalid")
-                }
-            })?;
-        let revocations = self
+        let key = verified::key(token);
+        let claims = match self.inner.verified.get(&key, now) {
+            Lookup::Hit(claims) => claims,
+            Lookup::Expired => return Err(AuthError::NotAuthenticated("expired")),
+            Lookup::Miss => {
+                let claims = self
+                    .inner
+                    .keys
+                    .load()
+                    .verify_access(&self.inner.token_settings, token, now)
+                    .map_err(|e| match e {
+                        TokenError::Expired => AuthError::NotAuthenticated("expired"),
+                        other => {
+                            tracing::debug!(error = %other, "access token refused");
+                            AuthError::NotAuthenticated("invalid")
+                        }
+                    })?;
+                let claims = Arc::new(claims);
+                self.inner.verified.insert(key, claims.clone(), now);
+                claims
+            }
+        };
+        let refused = self
             .inner
             .revocations
             .read()
-            .map_err(|_| AuthError::Internal("revocation state lock poisoned".into()))?;
-        revocations
-            .check(&claims)
-            .map_err(AuthError::NotAuthenticated)?;
+            .map_err(|_| AuthError::Internal("revocation state lock poisoned".into()))?
+            .check(&claims);
+        if let Err(reason) = refused {
+            self.inner.verified.remove(&key);
+            return Err(AuthError::NotAuthenticated(reason));
+        }
         Ok(claims)
+    }
+
+    /// How many verified tokens are cached (for tests and diagnostics).
+    pub fn verified_cache_len(&self) -> usize {
+        self.inner.verified.len()
     }
 
     /// The public keys (empty for HS256).
@@ -642,6 +668,7 @@ impl AuthService {
     pub async fn sweep(&self) -> Result<(), AuthError> {
         let now = self.inner.clock.unix();
         self.blocking(move |s| Ok(s.sweep(now)?)).await?;
+        self.inner.verified.prune(now);
         // A token is accepted up to the leeway past its `exp`; keep its revocation that long.
         self.write_revocations(|r| r.prune(now.saturating_sub(ACCESS_LEEWAY_SECS)))
     }

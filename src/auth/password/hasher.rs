@@ -1,7 +1,11 @@
-//! argon2id hashing and verification on a bounded slice of tokio's blocking pool.
+//! argon2id hashing and verification on a small set of dedicated threads.
 //!
-//! Every hash runs on the blocking pool, never on an async worker, and at most
-//! `max_concurrent` run at once; callers beyond that queue, and when the queue is full or a slot
+//! Every hash runs on one of `max_concurrent` threads owned by the [`Hasher`], never on an async
+//! worker, and at most `max_concurrent` run at once. Dedicated threads rather than tokio's
+//! blocking pool bound memory: the allocator keeps each thread's argon2 block (19 MiB by
+//! default) for reuse, and under a login flood the blocking pool grows to hundreds of threads
+//! (store reads run there), so hashes wandering across them kept gigabytes. Callers beyond the
+//! limit queue; callers beyond that queue, and when the queue is full or a slot
 //! does not come in time they get [`HashError::Busy`] at once rather than piling up. Unknown
 //! users are verified against a dummy hash with the same cost, so a login for an email that does
 //! not exist takes as long as one that does.
@@ -94,6 +98,9 @@ pub struct Hasher {
     inner: Arc<Inner>,
 }
 
+/// One hash or verification, with the permit it holds and the answer channel.
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Inner {
     params: Argon2Params,
     argon2_params: argon2::Params,
@@ -101,6 +108,8 @@ struct Inner {
     /// user is unknown so that the answer takes the same time.
     dummy_phc: String,
     permits: Arc<Semaphore>,
+    /// Work for the hashing threads; they exit when this (the last `Hasher` clone) is dropped.
+    jobs: std::sync::mpsc::Sender<Job>,
     max_concurrent: usize,
     max_waiting: usize,
     waiting: AtomicUsize,
@@ -137,12 +146,14 @@ impl Hasher {
             .hash_password(&dummy_password)
             .map_err(|e| HashError::Internal(e.to_string()))?
             .to_string();
+        let jobs = spawn_threads(cfg.max_concurrent)?;
         Ok(Hasher {
             inner: Arc::new(Inner {
                 params: p,
                 argon2_params,
                 dummy_phc,
                 permits: Arc::new(Semaphore::new(cfg.max_concurrent)),
+                jobs,
                 max_concurrent: cfg.max_concurrent,
                 max_waiting: cfg.max_waiting,
                 waiting: AtomicUsize::new(0),
@@ -234,8 +245,8 @@ impl Hasher {
         self.inner.params
     }
 
-    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the blocking
-    /// task, so if the caller is cancelled the slot stays taken until the work really ends.
+    /// Runs `work` on a hashing thread once a permit is free. The permit moves into the job, so
+    /// if the caller is cancelled the slot stays taken until the work really ends.
     async fn run<T, F>(&self, work: F) -> Result<T, HashError>
     where
         T: Send + 'static,
@@ -247,14 +258,19 @@ impl Hasher {
             }
         })?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let out = work();
             drop(permit);
             inner.completed.fetch_add(1, Ordering::Relaxed);
-            out
-        })
-        .await
-        .map_err(|e| HashError::Internal(format!("hashing task: {e}")))
+            let _ = tx.send(out);
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| HashError::Internal("hashing threads are gone".to_owned()))?;
+        rx.await
+            .map_err(|_| HashError::Internal("hashing task ended without an answer".to_owned()))
     }
 
     async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
@@ -274,6 +290,31 @@ impl Hasher {
             Err(_elapsed) => Err(HashError::Busy),
         }
     }
+}
+
+/// Starts `count` hashing threads sharing one job queue (the semaphore keeps it short).
+fn spawn_threads(count: usize) -> Result<std::sync::mpsc::Sender<Job>, HashError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    for i in 0..count {
+        let rx = Arc::clone(&rx);
+        std::thread::Builder::new()
+            .name(format!("argon2-{i}"))
+            .spawn(move || {
+                loop {
+                    // The lock is released before the job runs: the others keep taking work.
+                    let next = match rx.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = next else { return };
+                    // A panicking job loses its answer (the caller sees an error), not the thread.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| HashError::Internal(format!("cannot start a hashing thread: {e}")))?;
+    }
+    Ok(tx)
 }
 
 fn argon2id(params: &argon2::Params) -> Argon2<'static> {

@@ -79,7 +79,7 @@ impl Fixture {
         self.svc.signup(email, &pw(PW), Some("Ada")).await.unwrap()
     }
 
-    fn auth(&self, issued: &Issued) -> Result<AccessClaims, AuthError> {
+    fn auth(&self, issued: &Issued) -> Result<Arc<AccessClaims>, AuthError> {
         self.svc.authenticate(issued.access_token.expose())
     }
 
@@ -88,7 +88,7 @@ impl Fixture {
     }
 }
 
-fn reason(r: Result<AccessClaims, AuthError>) -> &'static str {
+fn reason(r: Result<Arc<AccessClaims>, AuthError>) -> &'static str {
     match r {
         Err(AuthError::NotAuthenticated(reason)) => reason,
         other => panic!("expected NotAuthenticated, got {other:?}"),
@@ -124,7 +124,7 @@ async fn signup_then_authenticate() {
     assert!(refresh_token::well_formed(issued.refresh_token.expose()));
 
     let claims = f.auth(&issued).unwrap();
-    assert_eq!(claims, issued.claims);
+    assert_eq!(*claims, issued.claims);
     assert_eq!(claims.sub, issued.user.id);
     assert_eq!(claims.email, "ada@example.org");
     assert_eq!(claims.sv, 0);
@@ -405,7 +405,7 @@ async fn logout_kills_access_and_refresh_immediately() {
 
     let claims = f.auth(&session).unwrap();
     f.svc
-        .logout(Some(&claims), Some(&sibling.refresh_token))
+        .logout(Some(&*claims), Some(&sibling.refresh_token))
         .await
         .unwrap();
     assert_eq!(reason(f.auth(&session)), "revoked");
@@ -415,7 +415,7 @@ async fn logout_kills_access_and_refresh_immediately() {
 
     // The access token alone also ends its refresh family.
     let claims = f.auth(&other).unwrap();
-    f.svc.logout(Some(&claims), None).await.unwrap();
+    f.svc.logout(Some(&*claims), None).await.unwrap();
     assert_eq!(reason(f.auth(&other)), "revoked");
     assert_invalid_refresh(f.svc.refresh(&other.refresh_token).await);
 
@@ -669,4 +669,61 @@ fn clean_name_rules() {
     assert_eq!(clean_name(" \t "), None);
     assert_eq!(clean_name("A\r\nda"), Some("Ada".into()));
     assert_eq!(clean_name(&"x".repeat(500)).unwrap().chars().count(), 128);
+}
+
+/// The verified-token cache skips only the signature check: revocation, disabling and the
+/// session version still apply to a cached token on its very next use.
+#[tokio::test]
+async fn cached_token_is_still_revocation_checked() {
+    let f = Fixture::new().await;
+    let issued = f.signup("ada@example.org").await;
+    let other = f.svc.login("ada@example.org", &pw(PW)).await.unwrap();
+    let claims = f.auth(&issued).unwrap();
+    f.auth(&other).unwrap();
+    assert_eq!(f.svc.verified_cache_len(), 2, "both tokens are cached");
+
+    // Revoked by jti and family (logout) while cached.
+    f.svc.logout(Some(&*claims), None).await.unwrap();
+    assert_eq!(reason(f.auth(&issued)), "revoked");
+    assert_eq!(
+        f.svc.verified_cache_len(),
+        1,
+        "a refused token leaves the cache"
+    );
+    assert_eq!(reason(f.auth(&issued)), "revoked");
+
+    // Revoked by session version (logout everywhere) while cached.
+    f.auth(&other).unwrap();
+    f.svc.logout_all(&other.user.id).await.unwrap();
+    assert_eq!(reason(f.auth(&other)), "revoked");
+}
+
+#[tokio::test]
+async fn cached_token_is_refused_once_expired() {
+    let f = Fixture::new().await;
+    let issued = f.signup("ada@example.org").await;
+    f.auth(&issued).unwrap();
+    assert_eq!(f.svc.verified_cache_len(), 1);
+    f.advance(ACCESS_TTL - 1);
+    f.auth(&issued).unwrap();
+    // Past exp + leeway: refused from the cache, and the entry is gone.
+    f.advance(1 + ACCESS_LEEWAY_SECS);
+    assert_eq!(reason(f.auth(&issued)), "expired");
+    assert_eq!(f.svc.verified_cache_len(), 0);
+    assert_eq!(reason(f.auth(&issued)), "expired");
+}
+
+#[tokio::test]
+async fn forged_tokens_are_never_cached() {
+    let f = Fixture::new().await;
+    let issued = f.signup("ada@example.org").await;
+    let token = issued.access_token.expose();
+    // Flip a character of the signature: same claims, bad signature.
+    let (head, last) = token.split_at(token.len() - 2);
+    let flipped = if last.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{head}{flipped}{}", &last[1..]);
+    for _ in 0..3 {
+        assert_eq!(reason(f.svc.authenticate(&forged)), "invalid");
+    }
+    assert_eq!(f.svc.verified_cache_len(), 0);
 }

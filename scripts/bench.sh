@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of the gateway against its peers, and the scenarios of the performance
+# targets (see BENCHMARKS.md for the results and how to read them).
+#
+#   scripts/bench.sh [all|peer|flood|scale|rss|startup]
+#
+# Needs nginx, haproxy and wrk; this script installs nothing. On Debian:
+#   apt-get install -y nginx-light haproxy wrk
+# Builds the release binary (and the fill_store example) first. Uses ports 19001-19004.
+# Environment: CARGO_TARGET_DIR (default ./target), ROUNDS/SECS/CONNS for the peer run
+# (default 3 rounds of 5 s at 64 connections), FILL_USERS/FILL_JTIS for the scale run (1000000).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+peerbench=${PEERBENCH:-$root/../shared/peerbench}
+target=${CARGO_TARGET_DIR:-$root/target}
+what=${1:-all}
+rounds=${ROUNDS:-3}; secs=${SECS:-5}; conns=${CONNS:-64}
+fill_users=${FILL_USERS:-1000000}; fill_jtis=${FILL_JTIS:-1000000}
+ulimit -n 65536 2>/dev/null || true
+for tool in nginx haproxy wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light haproxy wrk)" >&2; exit 1; }
+done
+
+(cd "$root" && cargo build --release --bin gateway --example fill_store)
+bin=$target/release/gateway
+work=$(mktemp -d /tmp/gwbench.XXXX); mkdir -p /tmp/peerbench
+export GATEWAY_BIN=$bin GATEWAY_WORK=$work
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# gateway_config FILE STORE [extra yaml...]: the benchmark config (HTTP only, warn-level logs so
+# there is no access-log line per request, like nginx's `access_log off`).
+gateway_config() {
+  local file=$1 store=$2; shift 2
+  cat >"$file" <<YAML
+version: 1
+listen: {http: 127.0.0.1:19004, https: null}
+log: {level: warn}
+store: {redb: {path: $store}}
+routes:
+  - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}
+YAML
+  for extra in "$@"; do echo "$extra" >>"$file"; done
+}
+export -f gateway_config
+
+# Prints a fresh access token from the gateway on 127.0.0.1:19004 (signs up a new account).
+token() {
+  curl -sf -X POST http://127.0.0.1:19004/api/auth/signup -H 'content-type: application/json' \
+    -H "x-forwarded-for: 10.$((RANDOM % 250)).$((RANDOM % 250)).$((RANDOM % 250))" \
+    -d "{\"email\":\"bench$RANDOM$RANDOM@example.org\",\"password\":\"Quiet-Harbour-Lantern-42\"}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+export -f token
+
+start_gateway() { # start_gateway CONFIG LOG: starts it in the background, waits for /healthz
+  "$bin" serve --config "$1" >"$2" 2>&1 & pids+=($!); gw_pid=$!
+  for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:19004/healthz && return 0; sleep 0.05; done
+  echo "gateway did not start; log:" >&2; cat "$2" >&2; exit 1
+}
+stop_gateway() { kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# wrk_run URL SECS [wrk args...] -> "rps p99"
+wrk_run() {
+  local url=$1 s=$2; shift 2
+  wrk -t1 -c"$conns" -d"${s}s" --latency "$@" "$url" |
+    awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}'
+}
+upstream() { nginx -c "$peerbench/upstream-nginx.conf" & pids+=($!); sleep 0.3; }
+
+peer() {
+  echo "== peer benchmark ($rounds x ${secs}s, $conns connections)"
+  GATEWAY_START="bash -c 'gateway_config $work/peer.yaml $work/peer.redb && exec $bin serve --config $work/peer.yaml'" \
+  GATEWAY_TOKEN="token" \
+    "$peerbench/peerbench.sh" "$rounds" "$secs" "$conns"
+}
+
+flood() {
+  echo "== login flood: proxied traffic alone, then with a wrong-password flood from many IPs"
+  upstream
+  gateway_config "$work/flood.yaml" "$work/flood.redb" "trusted_proxies: [127.0.0.1/32]"
+  start_gateway "$work/flood.yaml" "$work/flood.log"
+  local tok; tok=$(token)
+  cat >"$work/flood.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local ip = math.random(1, 223) .. "." .. math.random(0, 255) .. "." .. math.random(0, 255) .. "." .. math.random(1, 254)
+  wrk.headers["X-Forwarded-For"] = ip
+  local body = '{"email":"nobody' .. math.random(1, 1e9) .. '@example.org","password":"wrong-password-123"}'
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
+  local base flooded
+  base=$(wrk_run http://127.0.0.1:19004/ 10 -H "Authorization: Bearer $tok")
+  echo "proxied alone:      req/s p99 = $base (rss $(rss_mb "$gw_pid") MB)"
+  conns=64 wrk -t1 -c64 -d14s --latency -s "$work/flood.lua" http://127.0.0.1:19004/api/auth/login >"$work/flood.out" & local fp=$!
+  sleep 2
+  flooded=$(wrk_run http://127.0.0.1:19004/ 10 -H "Authorization: Bearer $tok")
+  local rss; rss=$(rss_mb "$gw_pid")
+  wait $fp
+  echo "proxied with flood: req/s p99 = $flooded (rss under flood $rss MB)"
+  echo "flood itself: $(awk '/Requests\/sec/ {print $2 " req/s"} /Non-2xx/ {print $4 " non-2xx"}' "$work/flood.out" | xargs)"
+  python3 - "$base" "$flooded" <<'PY'
+import sys
+def us(s):
+    for suf, m in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if s.endswith(suf): return float(s[:-len(suf)]) * m
+b, f = sys.argv[1].split(), sys.argv[2].split()
+print(f"flood cost: req/s {100 * (1 - float(f[0]) / float(b[0])):.1f}% lower, p99 x{us(f[1]) / us(b[1]):.2f}")
+PY
+  stop_gateway
+}
+
+# login_ms N: median wall time of N correct-password logins of one account, in ms
+login_ms() {
+  local email="login$RANDOM@example.org" pw="Quiet-Harbour-Lantern-42"
+  curl -sf -o /dev/null -X POST http://127.0.0.1:19004/api/auth/signup -H 'content-type: application/json' \
+    -d "{\"email\":\"$email\",\"password\":\"$pw\"}"
+  for _ in $(seq "$1"); do
+    curl -s -o /dev/null -w '%{time_total}\n' -X POST http://127.0.0.1:19004/api/auth/login \
+      -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"$pw\"}"
+  done | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]*1000}'
+}
+
+scale() {
+  echo "== scale: empty store vs $fill_users users + $fill_jtis revoked jtis"
+  upstream
+  local filled=/dev/shm/gwbench-filled.redb
+  if [ ! -s "$filled.done" ]; then
+    rm -f "$filled"
+    "$target/release/examples/fill_store" "$filled" "$fill_users" "$fill_jtis"
+    echo "$fill_users $fill_jtis" >"$filled.done"
+  fi
+  local nolimits="rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}"
+  for kind in empty filled; do
+    local store=/dev/shm/gwbench-empty.redb
+    [ "$kind" = filled ] && store=$filled
+    [ "$kind" = empty ] && rm -f "$store"
+    gateway_config "$work/$kind.yaml" "$store" "$nolimits"
+    local t0; t0=$(date +%s%N)
+    start_gateway "$work/$kind.yaml" "$work/$kind.log"
+    local tok; tok=$(token)
+    local first; first=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" http://127.0.0.1:19004/)
+    echo "$kind: start-up to /healthz $(( ($(date +%s%N) - t0) / 1000000 )) ms (first proxied: $first), idle rss $(rss_mb "$gw_pid") MB"
+    local r; for r in 1 2 3; do echo "$kind proxied: $(wrk_run http://127.0.0.1:19004/ "$secs" -H "Authorization: Bearer $tok")"; done
+    echo "$kind login median of 15: $(login_ms 15) ms"
+    stop_gateway
+  done
+}
+
+startup() {
+  echo "== start-up to first served request (store with $fill_users users, see scale)"
+  upstream
+  local filled=/dev/shm/gwbench-filled.redb
+  [ -s "$filled.done" ] || { echo "run scale first (it fills $filled)"; return; }
+  gateway_config "$work/startup.yaml" "$filled"
+  local i; for i in 1 2 3 4 5; do
+    local t0; t0=$(date +%s%N)
+    "$bin" serve --config "$work/startup.yaml" >"$work/startup.log" 2>&1 & pids+=($!); gw_pid=$!
+    until curl -sf -o /dev/null http://127.0.0.1:19004/healthz; do sleep 0.002; done
+    echo "start-up $i: $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    stop_gateway
+  done
+}
+
+rss() {
+  echo "== RSS: idle, then 10,000 idle keep-alive connections"
+  upstream
+  gateway_config "$work/rss.yaml" "$work/rss.redb"
+  start_gateway "$work/rss.yaml" "$work/rss.log"
+  local tok; tok=$(token)
+  curl -s -o /dev/null -H "Authorization: Bearer $tok" http://127.0.0.1:19004/
+  sleep 1
+  echo "idle after one request: $(rss_mb "$gw_pid") MB"
+  python3 - "$gw_pid" "$tok" <<'PY'
+import socket, sys, time, resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+pid, tok = sys.argv[1], sys.argv[2]
+socks = []
+req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tok}\r\n\r\n".encode()
+for i in range(10000):
+    s = socket.create_connection(("127.0.0.1", 19004)); s.sendall(req); socks.append(s)
+for s in socks:
+    s.recv(4096)  # one served request each, then the connection idles (keep-alive)
+time.sleep(1)
+rss = [l for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0].split()[1]
+print(f"10000 idle keep-alive connections (each served one request): {int(rss)/1024:.1f} MB")
+PY
+  stop_gateway
+}
+
+case $what in
+  all) peer; flood; scale; startup; rss ;;
+  peer|flood|scale|startup|rss) "$what" ;;
+  *) echo "usage: $0 [all|peer|flood|scale|startup|rss]" >&2; exit 2 ;;
+esac
