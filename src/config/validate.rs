@@ -676,7 +676,9 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
     )?;
 
     let p = &a.password;
+    // Half the cores by default: a login flood then leaves the other half to proxied traffic.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hashing_default = (cores / 2).max(1);
     let parallelism = cx.number(&p.parallelism, "auth.password.parallelism", 1, (1, 16))?;
     let password = PasswordSettings {
         min_length: cx.number(&p.min_length, "auth.password.min_length", 8, (8, 64))?,
@@ -692,7 +694,7 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
         max_concurrent_hashes: cx.number(
             &p.max_concurrent_hashes,
             "auth.password.max_concurrent_hashes",
-            cores,
+            hashing_default,
             (1, 1024),
         )?,
     };
