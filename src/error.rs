@@ -177,6 +177,10 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 

@@ -4,7 +4,9 @@
 //!
 //! 1. **Rate limits** (governor, GCRA): per client IP on login, signup and refresh (IPv6
 //!    addresses grouped by /64, since one host usually owns the whole /64), and per account
-//!    (normalised email) on login. Over the limit: 429 with `Retry-After`.
+//!    (normalised email) on login and signup (separate buckets, same rate). Refresh has no
+//!    per-account limit: a refresh token is a 256-bit secret, so there is nothing to guess per
+//!    account. Over the limit: 429 with `Retry-After`.
 //! 2. **Regulation** (Authelia's `max_retries`/`find_time`/`ban_time`): after `max_retries`
 //!    consecutive failed logins for one account within `find_time`, further attempts for that
 //!    account are refused for `ban_time`, whichever IP they come from. The answer is the same
@@ -144,7 +146,15 @@ impl<C: Clock + Clone> Limits<C> {
     ) -> Result<(), Throttled> {
         let key = IpKey::from(ip);
         match action {
-            Action::Signup => self.wait(&self.signup_ip, &key, "ip"),
+            Action::Signup => {
+                self.wait(&self.signup_ip, &key, "ip")?;
+                // Repeated sign-ups for one address (each answer says whether it is taken) are
+                // limited like logins, in a bucket of their own.
+                if let Some(account) = account {
+                    self.wait(&self.login_account, &format!("signup:{account}"), "account")?;
+                }
+                Ok(())
+            }
             Action::Refresh => self.wait(&self.refresh_ip, &key, "ip"),
             Action::Login => {
                 self.wait(&self.login_ip, &key, "ip")?;
@@ -481,6 +491,34 @@ mod tests {
         clock.advance(Duration::from_secs(3600));
         l.housekeep(t0 + Duration::from_secs(3600));
         assert_eq!(l.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn signup_is_limited_per_account_too() {
+        let mut s = settings();
+        s.signup_per_ip = None;
+        s.login_per_account = Some(Rate {
+            count: 2,
+            per: Duration::from_secs(60),
+        });
+        let l = Limits::with_clock(&s, FakeRelativeClock::default());
+        let now = Instant::now();
+        for n in 0..2 {
+            l.check(
+                Action::Signup,
+                ip(&format!("10.0.0.{n}")),
+                Some("a@x.test"),
+                now,
+            )
+            .unwrap();
+        }
+        let t = l
+            .check(Action::Signup, ip("10.0.0.9"), Some("a@x.test"), now)
+            .unwrap_err();
+        assert_eq!(t.by, "account");
+        // Logins for that account have their own bucket.
+        l.check(Action::Login, ip("10.0.0.9"), Some("a@x.test"), now)
+            .unwrap();
     }
 
     #[test]

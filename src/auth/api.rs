@@ -297,8 +297,8 @@ impl AuthApi {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
-        self.throttle(Action::Signup, client_ip, None)?;
         let body: Credentials = read_json(req, self.body_limit).await?;
+        self.throttle(Action::Signup, client_ip, Some(&body.email))?;
         let password = SecretString::new(body.password);
         let issued = self
             .service

@@ -126,7 +126,7 @@ impl AuthApi {
 
         let action = match form {
             Form::Login => Some((crate::ratelimit::Action::Login, Some(email.as_str()))),
-            Form::Signup => Some((crate::ratelimit::Action::Signup, None)),
+            Form::Signup => Some((crate::ratelimit::Action::Signup, Some(email.as_str()))),
             Form::Logout => None,
         };
         if let Some((action, account)) = action
