@@ -189,7 +189,24 @@ impl App {
             return Ok(self.ready());
         }
 
+        // Which of several Authorization headers would the upstream believe? Refuse to guess.
+        if req
+            .headers()
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(HttpError::BadRequest(
+                "Several Authorization headers".into(),
+            ));
+        }
         let host = request_host(&req);
+        if host.is_none()
+            && (req.headers().contains_key(header::HOST) || req.uri().authority().is_some())
+        {
+            return Err(HttpError::BadRequest("Malformed Host".into()));
+        }
         if !conn.tls && self.config.listen.redirect_http_to_https {
             return self.redirect_to_https(&req, host.as_deref());
         }
@@ -412,9 +429,24 @@ impl App {
         }
         let h = req.headers();
         let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-        let (nginx, uri, method) = match (text("x-original-uri"), text("x-forwarded-uri")) {
-            (Some(u), _) => (true, u, text("x-original-method")),
-            (None, Some(u)) => (false, u, text("x-forwarded-method")),
+        // Each proxy family describes the request with its own headers; take URI, method and
+        // host from one family only. Both present means a client added the other family's
+        // header (proxies pass client headers through): refuse rather than guess.
+        let (nginx, uri, method, raw_host) = match (text("x-original-uri"), text("x-forwarded-uri"))
+        {
+            (Some(_), Some(_)) => {
+                return Err(HttpError::BadRequest(
+                    "Both X-Original-URI and X-Forwarded-Uri: ambiguous forward-auth request"
+                        .into(),
+                ));
+            }
+            (Some(u), None) => (true, u, text("x-original-method"), text("host")),
+            (None, Some(u)) => (
+                false,
+                u,
+                text("x-forwarded-method"),
+                text("x-forwarded-host").or_else(|| text("host")),
+            ),
             (None, None) => {
                 return Err(HttpError::BadRequest(
                     "Missing X-Original-URI (nginx) or X-Forwarded-Uri (Traefik, Caddy)".into(),
@@ -424,16 +456,17 @@ impl App {
         let pq: http::uri::PathAndQuery = uri
             .parse()
             .map_err(|_| HttpError::BadRequest("Malformed original URI".into()))?;
+        // Without the method the CSRF rule cannot be applied: refuse instead of assuming GET.
         let method = method
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-            .unwrap_or(Method::GET);
-        let raw_host = text("x-forwarded-host")
-            .or_else(|| text("host"))
-            .map(str::to_owned);
-        let host = raw_host
-            .as_deref()
-            .and_then(|h| h.parse::<http::uri::Authority>().ok())
-            .map(|a| a.host().trim_matches(['[', ']']).to_ascii_lowercase());
+            .ok_or_else(|| {
+                HttpError::BadRequest(
+                    "Missing X-Original-Method (nginx) or X-Forwarded-Method (Traefik, Caddy)"
+                        .into(),
+                )
+            })?;
+        let raw_host = raw_host.map(str::to_owned);
+        let host = raw_host.as_deref().and_then(canonical_host);
         let proto = if text("x-forwarded-proto") == Some("https") || conn.tls {
             "https"
         } else {
@@ -589,12 +622,22 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
         Some(v) => v.to_str().ok()?,
         None => req.uri().authority()?.as_str(),
     };
+    canonical_host(raw)
+}
+
+/// A host as routes compare it: lowercase, without port, brackets or one trailing dot. `None`
+/// for anything with userinfo (`a@b`) or otherwise malformed, which then matches no host rule.
+pub fn canonical_host(raw: &str) -> Option<String> {
+    if raw.contains('@') {
+        return None;
+    }
     let authority: http::uri::Authority = raw.parse().ok()?;
     let host = authority.host();
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
     Some(host.to_ascii_lowercase())
 }
 

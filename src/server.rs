@@ -173,20 +173,32 @@ impl Running {
 
     async fn try_reload(&self, config: Config) -> Result<(), ReloadError> {
         let old = self.current.load_full();
-        if config.listen.http != old.config().listen.http
-            || config.listen.https != old.config().listen.https
-            || config.listen.admin != old.config().listen.admin
+        let (was, now) = (old.config(), &config);
+        if now.listen.http != was.listen.http
+            || now.listen.https != was.listen.https
+            || now.listen.admin != was.listen.admin
         {
             tracing::warn!("listener addresses changed; they take effect at the next restart");
         }
-        // Certificates first: if they fail, nothing has changed yet.
+        let (wl, nl) = (&was.limits, &now.limits);
+        if nl.max_header_bytes != wl.max_header_bytes
+            || nl.max_headers != wl.max_headers
+            || nl.h2_max_concurrent_streams != wl.h2_max_concurrent_streams
+            || nl.max_connections != wl.max_connections
+        {
+            tracing::warn!(
+                "limits.max_header_bytes, max_headers, h2_max_concurrent_streams and \
+                 max_connections take effect at the next restart"
+            );
+        }
+        // Build everything first; swap nothing until all of it succeeded.
+        let app = App::build(config, &self.core, self.metrics.clone())?;
         if let Some(certs) = &self.certs {
-            certs.reload(&config.tls)?;
+            certs.reload(&app.config().tls)?;
             if let Some(expiry) = certs.not_after() {
                 self.metrics.set_cert_expiry(expiry);
             }
         }
-        let app = App::build(config, &self.core, self.metrics.clone())?;
         self.current.store(app);
         Ok(())
     }

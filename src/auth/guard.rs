@@ -267,8 +267,22 @@ pub fn form_value(pairs: &[(String, String)], name: &str) -> Option<String> {
 /// token unless `keep_bearer` (a route's `forward_token`). Other cookies and headers pass
 /// untouched.
 pub fn strip_credentials(headers: &mut HeaderMap, keep_bearer: bool) {
-    if !keep_bearer && super::api::bearer(headers).is_some() {
+    let is_bearer = |v: &HeaderValue| {
+        v.as_bytes()
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "))
+    };
+    if !keep_bearer && headers.get_all(header::AUTHORIZATION).iter().any(is_bearer) {
+        let others: Vec<HeaderValue> = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter(|v| !is_bearer(v))
+            .cloned()
+            .collect();
         headers.remove(header::AUTHORIZATION);
+        for v in others {
+            headers.append(header::AUTHORIZATION, v);
+        }
     }
     if !headers.contains_key(header::COOKIE) {
         return;

@@ -66,39 +66,41 @@ pub fn rotate_eddsa(
 ) -> Result<(String, Vec<String>), AuthError> {
     // Make sure a set exists (first start may not have happened yet).
     load_eddsa_keys(store, now)?;
-    let bytes = store
-        .get_meta(SIGNING_KEYS_META)?
-        .ok_or_else(|| AuthError::Internal("signing keys vanished".into()))?;
-    let mut set: KeySet = serde_json::from_slice(&bytes)
-        .map_err(|e| AuthError::Internal(format!("meta {SIGNING_KEYS_META}: line {}", e.line())))?;
     let key = token::generate_ed25519(now).map_err(token_error)?;
     let kid = key.kid.clone();
-    set.keys.push(key);
-    set.current = kid.clone();
-    // Keys in creation order; key i retired when key i+1 was created.
-    set.keys.sort_by_key(|k| k.created_at);
     let mut dropped = Vec::new();
-    let retired_at: Vec<u64> = set
-        .keys
-        .iter()
-        .skip(1)
-        .map(|k| k.created_at)
-        .chain(std::iter::once(u64::MAX))
-        .collect();
-    let mut keep = Vec::with_capacity(set.keys.len());
-    for (k, retired) in set.keys.into_iter().zip(retired_at) {
-        if retired != u64::MAX && retired.saturating_add(retire_after) < now && k.kid != kid {
-            dropped.push(k.kid.clone());
-        } else {
-            keep.push(k);
+    // Read, change and write the set in one transaction: two concurrent rotations cannot lose
+    // each other's key.
+    store.update_meta_announced(SIGNING_KEYS_META, |bytes| -> Result<Vec<u8>, AuthError> {
+        let bytes = bytes.ok_or_else(|| AuthError::Internal("signing keys vanished".into()))?;
+        let mut set: KeySet = serde_json::from_slice(bytes).map_err(|e| {
+            AuthError::Internal(format!("meta {SIGNING_KEYS_META}: line {}", e.line()))
+        })?;
+        set.keys.push(key);
+        set.current = kid.clone();
+        // Keys in creation order; key i retired when key i+1 was created.
+        set.keys.sort_by_key(|k| k.created_at);
+        let retired_at: Vec<u64> = set
+            .keys
+            .iter()
+            .skip(1)
+            .map(|k| k.created_at)
+            .chain(std::iter::once(u64::MAX))
+            .collect();
+        let mut keep = Vec::with_capacity(set.keys.len());
+        for (k, retired) in std::mem::take(&mut set.keys).into_iter().zip(retired_at) {
+            if retired != u64::MAX && retired.saturating_add(retire_after) < now && k.kid != kid {
+                dropped.push(k.kid.clone());
+            } else {
+                keep.push(k);
+            }
         }
-    }
-    set.keys = keep;
-    // Check the result loads before saving it.
-    Keys::eddsa(&set.keys, &set.current).map_err(token_error)?;
-    let json = serde_json::to_vec(&set)
-        .map_err(|e| AuthError::Internal(format!("encoding signing keys: {e}")))?;
-    store.put_meta_announced(SIGNING_KEYS_META, &json)?;
+        set.keys = keep;
+        // Check the result loads before saving it.
+        Keys::eddsa(&set.keys, &set.current).map_err(token_error)?;
+        serde_json::to_vec(&set)
+            .map_err(|e| AuthError::Internal(format!("encoding signing keys: {e}")))
+    })?;
     tracing::info!(target: "audit", event = "keys_rotated", %kid, dropped = dropped.len());
     Ok((kid, dropped))
 }

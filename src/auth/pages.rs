@@ -111,7 +111,9 @@ impl AuthApi {
             return Err(HttpError::NotFound);
         };
         refuse_cross_site(req.headers())?;
-        if !same_origin(req.headers(), tls) {
+        // HTTP/2 carries the host in :authority, not in a Host header.
+        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        if !same_origin(req.headers(), authority.as_deref(), tls) {
             return Err(HttpError::Forbidden("Cross-origin form post refused"));
         }
         let headers = req.headers().clone();
@@ -324,11 +326,15 @@ fn redirect(location: &str) -> Response<Body> {
 }
 
 /// A form post's `Origin`, when the browser sent one, must be this very origin.
-fn same_origin(headers: &HeaderMap, tls: bool) -> bool {
+fn same_origin(headers: &HeaderMap, authority: Option<&str>, tls: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+    let Some(host) = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(authority)
+    else {
         return false;
     };
     let scheme = if tls { "https" } else { "http" };
@@ -349,4 +355,24 @@ async fn read_limited(req: Request<Body>, limit: usize) -> Result<Vec<u8>, HttpE
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_uses_the_http2_authority_when_there_is_no_host_header() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.test:8443"),
+        );
+        assert!(same_origin(&h, Some("app.test:8443"), true));
+        assert!(!same_origin(&h, Some("evil.test"), true));
+        assert!(!same_origin(&h, None, true));
+        h.insert(header::HOST, HeaderValue::from_static("app.test:8443"));
+        assert!(same_origin(&h, None, true));
+        assert!(!same_origin(&h, None, false), "scheme must match too");
+    }
 }

@@ -704,15 +704,19 @@ impl AuthService {
         let now = self.inner.clock.unix();
         let id = user.id.clone();
         let old_hash = user.password_hash.clone();
+        // One transaction: only the hash changes, and only if nobody changed it meanwhile, so
+        // a concurrent `gateway user disable` or role change is never overwritten.
         self.blocking(move |s| {
-            if let Some(mut current) = s.user_by_id(&id)?
-                && current.password_hash == old_hash
-            {
-                current.password_hash = new_hash;
-                current.updated_at = now;
-                s.update_user(&current)?;
+            match s.modify_user(&id, |current| {
+                if current.password_hash == old_hash {
+                    current.password_hash = new_hash;
+                    current.updated_at = now;
+                }
+                Ok(())
+            }) {
+                Ok(_) | Err(crate::store::StoreError::NotFound) => Ok(()),
+                Err(e) => Err(e.into()),
             }
-            Ok(())
         })
         .await
     }

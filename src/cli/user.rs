@@ -260,7 +260,7 @@ impl Admin {
 
     fn set_roles(&self, key: &str, roles: &[String]) -> anyhow::Result<String> {
         let roles = parse_roles(roles)?;
-        let mut user = self.find(key)?;
+        let user = self.find(key)?;
         if user.roles == roles {
             return Ok(format!(
                 "{} already has roles {}; nothing changed",
@@ -268,12 +268,17 @@ impl Admin {
                 show_roles(&roles)
             ));
         }
-        user.roles = roles;
-        user.updated_at = self.clock.unix();
-        // Roles live in the access token: refuse the old tokens so clients refresh now instead
-        // of carrying the old roles until the tokens expire.
-        user.session_version = user.session_version.saturating_add(1);
-        self.store.update_user(&user)?;
+        let now = self.clock.unix();
+        // One transaction, touching only the roles: a concurrent change by the server (a
+        // password rehash) or another admin is not overwritten.
+        let user = self.store.modify_user(&user.id, |u| {
+            u.roles = roles;
+            u.updated_at = now;
+            // Roles live in the access token: refuse the old tokens so clients refresh now
+            // instead of carrying the old roles until the tokens expire.
+            u.session_version = u.session_version.saturating_add(1);
+            Ok(())
+        })?;
         tracing::info!(target: "audit", event = "user_set_roles", via = "cli", user_id = %user.id, roles = ?user.roles);
         Ok(format!(
             "{} now has roles {}; current access tokens are refused and clients get the new roles on their next refresh",
@@ -283,12 +288,15 @@ impl Admin {
     }
 
     fn disable(&self, key: &str) -> anyhow::Result<String> {
-        let mut user = self.find(key)?;
-        if !user.disabled {
-            user.disabled = true;
-            user.updated_at = self.clock.unix();
-            self.store.update_user(&user)?;
-        }
+        let user = self.find(key)?;
+        let now = self.clock.unix();
+        let user = self.store.modify_user(&user.id, |u| {
+            if !u.disabled {
+                u.disabled = true;
+                u.updated_at = now;
+            }
+            Ok(())
+        })?;
         self.end_sessions(&user)?;
         tracing::info!(target: "audit", event = "user_disable", via = "cli", user_id = %user.id);
         Ok(format!(
@@ -298,13 +306,16 @@ impl Admin {
     }
 
     fn enable(&self, key: &str) -> anyhow::Result<String> {
-        let mut user = self.find(key)?;
+        let user = self.find(key)?;
         if !user.disabled {
             return Ok(format!("{} is not disabled; nothing changed", user.email));
         }
-        user.disabled = false;
-        user.updated_at = self.clock.unix();
-        self.store.update_user(&user)?;
+        let now = self.clock.unix();
+        let user = self.store.modify_user(&user.id, |u| {
+            u.disabled = false;
+            u.updated_at = now;
+            Ok(())
+        })?;
         tracing::info!(target: "audit", event = "user_enable", via = "cli", user_id = %user.id);
         Ok(format!("{} is enabled", user.email))
     }
@@ -319,14 +330,14 @@ impl Admin {
 
     fn set_password(&self, user: &User, password: &SecretString) -> anyhow::Result<String> {
         let password_hash = self.hash(password, &user.email)?;
-        // Re-read: the prompt and the hash take a while, and this must not undo other changes.
-        let mut current = self
-            .store
-            .user_by_id(&user.id)?
-            .ok_or_else(|| anyhow!("no user with id {:?}", user.id))?;
-        current.password_hash = password_hash;
-        current.updated_at = self.clock.unix();
-        self.store.update_user(&current)?;
+        // One transaction touching only the hash: the prompt and the hash take a while, and
+        // this must not undo changes made meanwhile.
+        let now = self.clock.unix();
+        let current = self.store.modify_user(&user.id, |u| {
+            u.password_hash = password_hash;
+            u.updated_at = now;
+            Ok(())
+        })?;
         self.end_sessions(&current)?;
         tracing::info!(target: "audit", event = "user_set_password", via = "cli", user_id = %current.id);
         Ok(format!(

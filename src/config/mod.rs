@@ -406,7 +406,8 @@ pub fn from_str_with_env(
             return Err(ConfigError::Syntax {
                 file: file.to_owned(),
                 key: "(top level)".to_owned(),
-                message: e.to_string(),
+                // No source snippet: it quotes lines of the file, which may hold a secret.
+                message: e.without_snippet().to_string(),
             });
         }
         Ok(Err(e)) => {
@@ -450,7 +451,8 @@ fn parse(
             return ConfigError::Syntax {
                 file: file.to_owned(),
                 key,
-                message: e.to_string(),
+                // No source snippet: it quotes lines of the file, which may hold a secret.
+                message: e.without_snippet().to_string(),
             };
         };
         let line = e.location().map_or(0, |l| l.line());

@@ -276,7 +276,31 @@ pub(super) fn validate(
                 }
             },
         },
-        level: raw.log.level.clone().unwrap_or_else(|| "info".to_owned()),
+        level: match &raw.log.level {
+            None => "info".to_owned(),
+            Some(level) => {
+                // A typo here would silently drop log lines (audit events among them).
+                let plain_level = ["off", "error", "warn", "info", "debug", "trace"]
+                    .contains(&level.trim().to_ascii_lowercase().as_str());
+                // A bare word that is not a level parses as a target name: almost surely a typo.
+                let bare = !level.contains(['=', ',', '[']);
+                if (bare && !plain_level)
+                    || tracing_subscriber::EnvFilter::builder()
+                        .parse(level)
+                        .is_err()
+                {
+                    return Err(ConfigError::Invalid {
+                        file: cx.file.to_owned(),
+                        line: raw.log.format.as_ref().map_or(0, |f| f.referenced.line()),
+                        key: "log.level".to_owned(),
+                        message: format!(
+                            "invalid level or filter {level:?} (use error, warn, info, debug, trace, or a filter like info,audit=warn)"
+                        ),
+                    });
+                }
+                level.clone()
+            }
+        },
     };
 
     let store = match &raw.store.redb {
@@ -736,6 +760,21 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
     };
     let assertion = match &a.assertion {
         None => None,
+        Some(r) if algorithm == TokenAlgorithm::HS256 => {
+            // With HS256 an upstream could only check assertions with the secret that also
+            // signs access tokens, and could then mint them.
+            let line = r
+                .header
+                .as_ref()
+                .or(r.ttl.as_ref())
+                .map_or(0, |v| v.referenced.line());
+            return Err(ConfigError::Invalid {
+                file: cx.file.to_owned(),
+                line,
+                key: "auth.assertion".to_owned(),
+                message: "needs algorithm: EdDSA (upstreams verify assertions with the public JWKS; with HS256 they would need the token secret)".to_owned(),
+            });
+        }
         Some(r) => Some(AssertionSettings {
             header: match &r.header {
                 None => http::HeaderName::from_static("x-auth-assertion"),

@@ -50,7 +50,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade: x`).
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade: x`),
+/// only when it is WebSocket. Anything else (notably `h2c`, which would open an HTTP/2
+/// connection straight to the upstream, past routing and header stripping) is not upgraded:
+/// the request is forwarded as a plain one without its `Upgrade` header.
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let wants = headers
         .get_all(header::CONNECTION)
@@ -58,11 +61,13 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
+    if !wants {
+        return None;
     }
+    headers
+        .get(header::UPGRADE)
+        .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned()
 }
 
 /// Whether `name` equals `want` (lowercase, `-` separated) with `_` read as `-`, either
@@ -269,6 +274,11 @@ mod tests {
         ]);
         assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
         let h = map(&[("upgrade", "websocket")]);
+        assert!(upgrade_protocol(&h).is_none());
+        let h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
         assert!(upgrade_protocol(&h).is_none());
     }
 }

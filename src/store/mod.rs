@@ -212,16 +212,26 @@ impl Store {
         commit(txn)
     }
 
-    /// Stores a meta value and announces it on the change feed as [`Change::Keys`], in one
-    /// transaction, so running servers pick up rotated signing keys.
-    pub fn put_meta_announced(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    /// Read-modify-write of a meta value in one write transaction, announced on the change
+    /// feed as [`Change::Keys`], so running servers pick up rotated signing keys and two
+    /// concurrent rotations cannot lose one another's key. `change` gets the current value and
+    /// returns the new one (or an error, which aborts the transaction).
+    pub fn update_meta_announced<E: From<StoreError>>(
+        &self,
+        key: &str,
+        change: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
+    ) -> Result<Vec<u8>, E> {
         let txn = self.write()?;
-        txn.open_table(META)
-            .ctx("open table meta")?
-            .insert(key, value)
-            .ctx("write meta")?;
+        let new = {
+            let mut table = txn.open_table(META).ctx("open table meta")?;
+            let current = table.get(key).ctx("read meta")?.map(|v| v.value().to_vec());
+            let new = change(current.as_deref())?;
+            table.insert(key, new.as_slice()).ctx("write meta")?;
+            new
+        };
         tables::append_change(&txn, &Change::Keys)?;
-        commit(txn)
+        commit(txn)?;
+        Ok(new)
     }
 
     /// Stores `value` unless `key` already has one, atomically, and returns what is

@@ -124,47 +124,64 @@ impl Store {
     /// [`StoreError::NotFound`] if absent, [`StoreError::EmailTaken`] if the new
     /// email belongs to someone else. The session version never goes down: if
     /// another process ended the user's sessions after `user` was read, the higher
-    /// stored version wins, so a stale write cannot revive revoked tokens.
+    /// stored version wins, so a stale write cannot revive revoked tokens. Prefer
+    /// [`Store::modify_user`] for read-modify-write: this overwrites every other field.
     pub fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        self.modify_user(&user.id, |stored| {
+            *stored = user.clone();
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// Reads the user, lets `change` edit it and writes it back, all in one write
+    /// transaction, so concurrent writers (the server rehashing a password, the admin CLI
+    /// disabling the account) cannot overwrite each other's fields. `change` may refuse with an
+    /// error, which aborts the transaction. The same guarantees as [`Store::update_user`] hold
+    /// (email index, session version never lowered, flags, change feed). Returns the user as
+    /// stored.
+    pub fn modify_user(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut User) -> Result<(), StoreError>,
+    ) -> Result<User, StoreError> {
         let txn = self.write()?;
-        let flags = {
+        let new = {
             let mut users = txn.open_table(USERS).ctx("open table users")?;
-            let old: User = match users.get(user.id.as_str()).ctx("read users")? {
+            let old: User = match users.get(id).ctx("read users")? {
                 Some(v) => decode("users", v.value())?,
                 None => return Err(StoreError::NotFound),
             };
-            if old.email != user.email {
+            let mut new = old.clone();
+            change(&mut new)?;
+            new.id = old.id.clone();
+            if old.email != new.email {
                 let mut emails = txn.open_table(USER_EMAIL).ctx("open table user_email")?;
                 let owner = emails
-                    .get(user.email.as_str())
+                    .get(new.email.as_str())
                     .ctx("read user_email")?
                     .map(|v| v.value().to_owned());
-                if owner.is_some_and(|owner| owner != user.id) {
+                if owner.is_some_and(|owner| owner != new.id) {
                     return Err(StoreError::EmailTaken);
                 }
                 emails
                     .remove(old.email.as_str())
                     .ctx("remove from user_email")?;
                 emails
-                    .insert(user.email.as_str(), user.id.as_str())
+                    .insert(new.email.as_str(), new.id.as_str())
                     .ctx("insert into user_email")?;
             }
-            let mut new = user.clone();
             new.session_version = new.session_version.max(old.session_version);
             let bytes = encode("users", &new)?;
             users
-                .insert(user.id.as_str(), bytes.as_slice())
+                .insert(new.id.as_str(), bytes.as_slice())
                 .ctx("insert into users")?;
-            UserFlags::of(&new)
+            new
         };
-        set_flags(&txn, &user.id, flags)?;
-        append_change(
-            &txn,
-            &Change::User {
-                id: user.id.clone(),
-            },
-        )?;
-        commit(txn)
+        set_flags(&txn, &new.id, UserFlags::of(&new))?;
+        append_change(&txn, &Change::User { id: new.id.clone() })?;
+        commit(txn)?;
+        Ok(new)
     }
 
     /// Deletes a user and their email index entry, revokes all their refresh
@@ -315,6 +332,45 @@ mod tests {
         // Default flags have no row.
         assert_eq!(store.flags_of("u1").unwrap(), None);
         assert!(store.user_flags().unwrap().is_empty());
+    }
+
+    #[test]
+    fn modify_user_changes_only_what_it_touches() {
+        let (_dir, store) = temp_store();
+        store.create_user(&user("u1", "ada@example.com")).unwrap();
+        // Another process disables the account after this one read it...
+        let stale = store.user_by_id("u1").unwrap().unwrap();
+        store
+            .modify_user("u1", |u| {
+                u.disabled = true;
+                Ok(())
+            })
+            .unwrap();
+        // ...then this one rehashes the password: the account stays disabled.
+        let after = store
+            .modify_user("u1", |u| {
+                assert!(u.disabled, "modify_user must see the latest record");
+                u.password_hash = format!("{}-new", stale.password_hash);
+                Ok(())
+            })
+            .unwrap();
+        assert!(after.disabled);
+        assert!(after.password_hash.ends_with("-new"));
+        assert_eq!(
+            store.flags_of("u1").unwrap().map(|f| f.disabled),
+            Some(true)
+        );
+        // A refusal aborts the whole change; an unknown id is NotFound.
+        let refused = store.modify_user("u1", |u| {
+            u.disabled = false;
+            Err(StoreError::Corrupt("refused".into()))
+        });
+        assert!(refused.is_err());
+        assert!(store.user_by_id("u1").unwrap().unwrap().disabled);
+        assert!(matches!(
+            store.modify_user("nope", |_| Ok(())),
+            Err(StoreError::NotFound)
+        ));
     }
 
     #[test]

@@ -937,3 +937,60 @@ async fn path_tricks_over_http2_never_reach_the_admin_upstream() {
         assert!(rest.last().get("x-auth-user-id").is_none());
     }
 }
+
+/// Findings of the review after the first attack suite: h2c upgrade smuggling, duplicate
+/// Authorization headers, odd Host values.
+#[tokio::test]
+async fn h2c_upgrades_duplicate_authorization_and_odd_hosts_are_refused() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&auth_config(
+        "",
+        &format!(
+            "routes:\n  - {{path: /public, upstream: '{u}', auth: public}}\n  - {{path: /, host: admin.example.test, upstream: '{u}', auth: required, roles: [admin]}}\n  - {{path: /, upstream: '{u}', auth: public}}\n",
+            u = up.url()
+        ),
+    ))
+    .await;
+
+    // h2c: forwarded as a plain request, never as an upgrade the upstream could accept.
+    let out = raw(
+        gw.http,
+        b"GET /public/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = up.last();
+    assert!(seen.get("upgrade").is_none(), "{:?}", seen.headers);
+    assert!(seen.get("http2-settings").is_none(), "{:?}", seen.headers);
+
+    // Several Authorization headers: which one would the upstream believe? Refused.
+    let count = up.count();
+    let out = raw(
+        gw.http,
+        b"GET /public/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer one\r\nAuthorization: Bearer two\r\nConnection: close\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+
+    // Userinfo in Host is refused; a trailing dot does not dodge a host rule.
+    let out = raw(
+        gw.http,
+        b"GET /x HTTP/1.1\r\nHost: x@admin.example.test\r\nConnection: close\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let out = raw(
+        gw.http,
+        b"GET /x HTTP/1.1\r\nHost: admin.example.test.\r\nConnection: close\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 401"),
+        "the admin route must match: {out}"
+    );
+    assert_eq!(up.count(), count, "none of these reached the upstream");
+}

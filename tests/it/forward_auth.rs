@@ -49,11 +49,26 @@ async fn verify_answers_like_the_route_policy() {
     assert_eq!(ok.header("x-auth-email").as_deref(), Some("fa@example.com"));
     assert_eq!(ok.header("x-auth-roles").as_deref(), Some("user"));
 
-    let public = verify(&gw, &[("x-original-uri", "/public/x")]).await;
+    let public = verify(
+        &gw,
+        &[
+            ("x-original-uri", "/public/x"),
+            ("x-original-method", "GET"),
+        ],
+    )
+    .await;
     assert_eq!(public.status, 200);
     assert!(public.header("x-auth-user-id").is_none());
 
-    let anon = verify(&gw, &[("x-original-uri", "/app"), ("accept", "text/html")]).await;
+    let anon = verify(
+        &gw,
+        &[
+            ("x-original-uri", "/app"),
+            ("x-original-method", "GET"),
+            ("accept", "text/html"),
+        ],
+    )
+    .await;
     assert_eq!(
         anon.status, 401,
         "nginx turns 401 into the login redirect itself"
@@ -62,7 +77,11 @@ async fn verify_answers_like_the_route_policy() {
 
     let forbidden = verify(
         &gw,
-        &[("x-original-uri", "/admin/x"), ("authorization", &bearer)],
+        &[
+            ("x-original-uri", "/admin/x"),
+            ("x-original-method", "GET"),
+            ("authorization", &bearer),
+        ],
     )
     .await;
     assert_eq!(forbidden.status, 403);
@@ -72,13 +91,49 @@ async fn verify_answers_like_the_route_policy() {
         &gw,
         &[
             ("x-original-uri", "/public/../admin"),
+            ("x-original-method", "GET"),
             ("authorization", &bearer),
         ],
     )
     .await;
     assert_eq!(sneaky.status, 403);
-    let bad = verify(&gw, &[("x-original-uri", "/admin%2f")]).await;
+    let bad = verify(
+        &gw,
+        &[
+            ("x-original-uri", "/admin%2f"),
+            ("x-original-method", "GET"),
+        ],
+    )
+    .await;
     assert_eq!(bad.status, 400);
+
+    // A client can add the other proxy family's header (proxies pass client headers on):
+    // never guess which one describes the real request.
+    let confused = verify(
+        &gw,
+        &[
+            ("x-original-uri", "/public/x"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-uri", "/app/secret"),
+            ("x-forwarded-method", "GET"),
+        ],
+    )
+    .await;
+    assert_eq!(confused.status, 400);
+    // Without the method the CSRF rule could not apply: refused, not assumed GET.
+    let no_method = verify(&gw, &[("x-original-uri", "/public/x")]).await;
+    assert_eq!(no_method.status, 400);
+    // nginx mode takes the host from Host, never from a client's X-Forwarded-Host.
+    let spoofed_host = verify(
+        &gw,
+        &[
+            ("x-original-uri", "/app"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-host", "public.example.test"),
+        ],
+    )
+    .await;
+    assert_eq!(spoofed_host.status, 401);
 
     // Traefik / Caddy style: browsers get a redirect the proxy passes on, API clients a 401.
     let browser = verify(
@@ -116,7 +171,11 @@ async fn verify_answers_like_the_route_policy() {
 async fn verify_is_only_for_trusted_proxies() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config(&up.url(), false)).await;
-    let r = verify(&gw, &[("x-original-uri", "/public")]).await;
+    let r = verify(
+        &gw,
+        &[("x-original-uri", "/public"), ("x-original-method", "GET")],
+    )
+    .await;
     assert_eq!(r.status, 403);
 }
 
