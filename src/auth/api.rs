@@ -203,7 +203,10 @@ impl AuthApi {
     pub fn authenticate(&self, headers: &HeaderMap, tls: bool) -> Result<Session, Unauthenticated> {
         let (token, via_cookie) = match bearer(headers) {
             Some(t) => (t, false),
-            None => match cookies::get(headers, cookies::names(tls).access) {
+            None => match cookies::get(
+                headers,
+                cookies::names(tls, self.transparent_refresh()).access,
+            ) {
                 Some(t) if !t.is_empty() => (t, true),
                 _ => return Err(Unauthenticated::Missing),
             },
@@ -228,7 +231,10 @@ impl AuthApi {
             tracing::warn!(target: "audit", event = "csrf_rejected", reason = "cross_site");
             return Err(HttpError::Forbidden("Cross-site request refused"));
         }
-        let cookie = cookies::get(headers, cookies::names(tls).csrf);
+        let cookie = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        );
         let header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
         if cookies::csrf_ok(&self.csrf, session, cookie, header) {
             Ok(())
@@ -347,7 +353,10 @@ impl AuthApi {
         let token = match from_body {
             Some(t) => SecretString::new(t),
             None => {
-                let Some(cookie) = cookies::get(&headers, cookies::names(tls).refresh) else {
+                let Some(cookie) = cookies::get(
+                    &headers,
+                    cookies::names(tls, self.transparent_refresh()).refresh,
+                ) else {
                     return Err(HttpError::Unauthorized("Invalid or expired refresh token"));
                 };
                 let token = SecretString::new(cookie.to_owned());
@@ -384,7 +393,10 @@ impl AuthApi {
         // The refresh cookie alone can end its session too, but only with the CSRF token.
         let cookie_token = match (
             &body_token,
-            cookies::get(&headers, cookies::names(tls).refresh),
+            cookies::get(
+                &headers,
+                cookies::names(tls, self.transparent_refresh()).refresh,
+            ),
         ) {
             (None, Some(c)) if session.is_none() => {
                 let token = SecretString::new(c.to_owned());
@@ -487,7 +499,7 @@ impl AuthApi {
 
     /// The `Set-Cookie` values that start (or continue) a browser session.
     pub fn session_cookies(&self, issued: &Issued, tls: bool) -> Vec<HeaderValue> {
-        let names = cookies::names(tls);
+        let names = cookies::names(tls, self.transparent_refresh());
         let now = self.service.clock().unix();
         let refresh_age = issued.refresh_expires_at.saturating_sub(now);
         let csrf = self.csrf.issue(&issued.claims.sid);
@@ -543,7 +555,8 @@ impl AuthApi {
     /// Appends the `Set-Cookie` headers that delete the session cookies (both refresh-cookie
     /// paths, so a change of `transparent_refresh` leaves nothing behind).
     pub(super) fn clear_cookies(&self, headers: &mut HeaderMap, tls: bool) {
-        let names = cookies::names(tls);
+        let names = cookies::names(tls, self.transparent_refresh());
+        let other = cookies::names(tls, !self.transparent_refresh());
         let gone = |name, path, http_only| SetCookie {
             name,
             value: "",
@@ -557,7 +570,7 @@ impl AuthApi {
             &[
                 gone(names.access, "/", true),
                 gone(names.refresh, "/", true),
-                gone(names.refresh, self.prefix.as_str(), true),
+                gone(other.refresh, self.prefix.as_str(), true),
                 gone(names.csrf, "/", false),
             ],
         );

@@ -3,8 +3,10 @@
 //! Three cookies per session:
 //! - access (`__Host-gw_access` over TLS, `gw_access` on plain HTTP): the access JWT, `HttpOnly`,
 //!   `SameSite=Lax`, `Path=/`, lives as long as the token;
-//! - refresh (`__Secure-gw_refresh` / `gw_refresh`): the opaque refresh token, `HttpOnly`,
-//!   `SameSite=Lax`, scoped to the auth API path so it is only sent to refresh and logout;
+//! - refresh: the opaque refresh token, `HttpOnly`, `SameSite=Lax`. With transparent refresh
+//!   (the default) it has `Path=/` and, over TLS, the `__Host-gw_refresh` name, which a sibling
+//!   subdomain cannot plant; scoped to the auth API path it is `__Secure-gw_refresh` (the
+//!   `__Host-` prefix requires `Path=/`). Plain HTTP: `gw_refresh`;
 //! - CSRF (`__Host-gw_csrf` / `gw_csrf`): readable by scripts, echoed back in `X-CSRF-Token`.
 //!
 //! The CSRF token is a signed double-submit token (OWASP): `nonce.HMAC(key, sid|nonce)`, bound to
@@ -32,12 +34,17 @@ pub struct Names {
 }
 
 /// The names used over TLS (`__Host-`/`__Secure-` prefixes, which browsers only accept with
-/// `Secure`) and over plain HTTP (development).
-pub fn names(tls: bool) -> Names {
+/// `Secure`) and over plain HTTP (development). `refresh_at_root`: the refresh cookie has
+/// `Path=/` (transparent refresh), so it can and must be a `__Host-` cookie.
+pub fn names(tls: bool, refresh_at_root: bool) -> Names {
     if tls {
         Names {
             access: "__Host-gw_access",
-            refresh: "__Secure-gw_refresh",
+            refresh: if refresh_at_root {
+                "__Host-gw_refresh"
+            } else {
+                "__Secure-gw_refresh"
+            },
             csrf: "__Host-gw_csrf",
         }
     } else {
@@ -55,6 +62,7 @@ pub fn is_gateway_cookie(name: &str) -> bool {
         name,
         "__Host-gw_access"
             | "__Secure-gw_refresh"
+            | "__Host-gw_refresh"
             | "__Host-gw_csrf"
             | "gw_access"
             | "gw_refresh"

@@ -69,7 +69,10 @@ impl AuthApi {
         if !self.transparent_refresh() || super::api::bearer(headers).is_some() {
             return Err(Denied::Unauthenticated(first));
         }
-        let Some(refresh) = cookies::get(headers, cookies::names(tls).refresh) else {
+        let Some(refresh) = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).refresh,
+        ) else {
             return Err(Denied::Unauthenticated(first));
         };
         if refresh.is_empty() {

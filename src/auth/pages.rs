@@ -66,14 +66,21 @@ impl AuthApi {
         let query = form_decode(req.uri().query().unwrap_or(""));
         let next = form_value(&query, "next").unwrap_or_else(|| "/".to_owned());
         let next = safe_next(&next);
-        let csrf = cookies::get(req.headers(), cookies::names(tls).csrf).unwrap_or("");
+        let csrf = cookies::get(
+            req.headers(),
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        )
+        .unwrap_or("");
         // The sign-out page must also recognise a browser whose access cookie has expired but
         // whose refresh cookie is still live: its next request would be signed in again.
         let signed_in_as = if form == Form::Logout {
             match self.authenticate(req.headers(), tls) {
                 Ok(s) => Some(s.claims.email.clone()),
-                Err(_) => match cookies::get(req.headers(), cookies::names(tls).refresh)
-                    .filter(|r| !r.is_empty())
+                Err(_) => match cookies::get(
+                    req.headers(),
+                    cookies::names(tls, self.transparent_refresh()).refresh,
+                )
+                .filter(|r| !r.is_empty())
                 {
                     Some(r) => {
                         self.live_refresh_email(&SecretString::new(r.to_owned()))
@@ -206,11 +213,17 @@ impl AuthApi {
         tls: bool,
     ) -> Result<Response<Body>, HttpError> {
         let token = form_value(fields, "csrf");
-        let cookie = cookies::get(headers, cookies::names(tls).csrf);
+        let cookie = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        );
         let session = self.authenticate(headers, tls).ok();
-        let refresh = cookies::get(headers, cookies::names(tls).refresh)
-            .filter(|r| !r.is_empty())
-            .map(|r| SecretString::new(r.to_owned()));
+        let refresh = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).refresh,
+        )
+        .filter(|r| !r.is_empty())
+        .map(|r| SecretString::new(r.to_owned()));
         let sid = match (&session, &refresh) {
             (Some(s), _) => Some(s.claims.sid.clone()),
             (None, Some(r)) => self.family_of(r).await.ok(),

@@ -933,12 +933,13 @@ async fn tls_cookies_use_prefixed_names_and_secure() {
         names,
         BTreeSet::from([
             "__Host-gw_access".to_owned(),
-            "__Secure-gw_refresh".to_owned(),
+            // Path=/ (transparent refresh), so __Host-: a sibling subdomain cannot plant it.
+            "__Host-gw_refresh".to_owned(),
             "__Host-gw_csrf".to_owned()
         ])
     );
     let access = set_cookie(&r, "__Host-gw_access");
-    let refresh = set_cookie(&r, "__Secure-gw_refresh");
+    let refresh = set_cookie(&r, "__Host-gw_refresh");
     let csrf = set_cookie(&r, "__Host-gw_csrf");
     for c in [&access, &refresh, &csrf] {
         assert!(c.has("Secure"), "{c:?}");
@@ -983,7 +984,12 @@ async fn tls_cookies_use_prefixed_names_and_secure() {
     )
     .await;
     assert_eq!(r.status, 204, "{}", r.text());
-    for name in ["__Host-gw_access", "__Secure-gw_refresh", "__Host-gw_csrf"] {
+    for name in [
+        "__Host-gw_access",
+        "__Host-gw_refresh",
+        "__Secure-gw_refresh",
+        "__Host-gw_csrf",
+    ] {
         let all: Vec<_> = set_cookies(&r)
             .into_iter()
             .filter(|c| c.name == name)
