@@ -377,10 +377,13 @@ async fn serve<S>(
     };
     let (stream, activity) = idle::Tracked::new(stream);
     let started = Arc::new(AtomicBool::new(false));
+    let tunnels = crate::proxy::Tunnels::default();
     let service = {
         let started = started.clone();
-        service_fn(move |req: hyper::Request<Incoming>| {
+        let tunnels = tunnels.clone();
+        service_fn(move |mut req: hyper::Request<Incoming>| {
             started.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(tunnels.clone());
             // Each request runs on the configuration current when it arrived.
             let app = app.load_full();
             async move { Ok::<_, Infallible>(app.handle(req, conn).await) }
@@ -424,6 +427,8 @@ async fn serve<S>(
     if let Err(e) = result {
         tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
     }
+    // An upgraded connection (WebSocket) lives on in its tunnel: keep its slot until it closes.
+    tunnels.all_closed().await;
 }
 
 /// Idle detection for client connections: the stream records when bytes last moved, and

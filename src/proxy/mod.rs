@@ -92,6 +92,7 @@ impl Proxy {
             None
         };
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let tunnel = req.extensions().get::<Tunnels>().cloned();
 
         if let Some(len) = req
             .headers()
@@ -162,7 +163,11 @@ impl Proxy {
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            // Keeps the client connection counted (connection limit, open-connections metric,
+            // shutdown drain) for as long as the tunnel lives.
+            let guard = tunnel.map(Tunnels::open);
             tokio::spawn(async move {
+                let _guard = guard;
                 let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -194,6 +199,45 @@ fn path_and_query(path: &str, query: Option<&str>, base: Option<&str>) -> Result
     );
     pq.parse()
         .map_err(|_| HttpError::BadRequest("cannot forward this path".into()))
+}
+
+/// The upgraded tunnels of one client connection. The server puts one in every request's
+/// extensions and, when the connection's HTTP exchange ends, waits for its tunnels to close
+/// before it releases the connection's slot.
+#[derive(Clone, Default, Debug)]
+pub struct Tunnels {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<tokio::sync::Notify>,
+}
+
+/// One open tunnel; closing it (dropping) wakes the server.
+pub struct TunnelGuard(Tunnels);
+
+impl Tunnels {
+    fn open(self) -> TunnelGuard {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        TunnelGuard(self)
+    }
+
+    /// Resolves once no tunnel of this connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.closed.notify_waiters();
+    }
 }
 
 /// Maps a client error to 413 (body over the limit), 504 (connect timeout) or 502.

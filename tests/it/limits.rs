@@ -554,6 +554,67 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     assert!(!up.requests().iter().any(|s| s.uri == "/public/sixth"));
 }
 
+#[tokio::test]
+async fn websocket_tunnels_count_against_the_connection_limit() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "limits: {{max_connections: 2}}\nroutes:\n  - {{path: /ws, upstream: '{u}', auth: public}}\n  - {{path: /public, upstream: '{u}', auth: public}}\n",
+        u = up.url()
+    ))
+    .await;
+    // Two WebSockets fill the limit, and keep it filled after the upgrade.
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let mut tries = 0;
+        loop {
+            let tcp = TcpStream::connect(gw.http).await.unwrap();
+            match guard(
+                10,
+                tokio_tungstenite::client_async(format!("ws://{}/ws", gw.http), tcp),
+            )
+            .await
+            {
+                Ok((ws, _)) => {
+                    sockets.push(ws);
+                    break;
+                }
+                Err(_) => {
+                    tries += 1;
+                    assert!(tries < 200, "no slot for a websocket");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    // Both slots are held by the tunnels: a third connection is refused.
+    let mut third = h1_conn(gw.http).await;
+    assert!(
+        guard(10, h1_get(&mut third, "/public/third"))
+            .await
+            .is_err(),
+        "a connection beyond the limit was served while two tunnels were open"
+    );
+    // The tunnels still work; closing one frees its slot.
+    let ws = &mut sockets[0];
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    let mut closed = sockets.remove(0);
+    closed.close(None).await.unwrap();
+    drop(closed);
+    let mut tries = 0;
+    loop {
+        let mut c = h1_conn(gw.http).await;
+        if guard(10, h1_get(&mut c, "/public/freed")).await.is_ok() {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 250, "the closed tunnel's slot was never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An upstream that holds every request until the test releases it, counting how many it holds
 /// at once.
 struct Gate {
