@@ -82,7 +82,11 @@ impl App {
     ) -> Result<Arc<App>, StartupError> {
         let routes = RouteTable::new(&config.routes);
         let route_stats = routes.iter().map(|r| metrics.route(&r.spec.name)).collect();
-        let proxy = Proxy::new(&config.upstream, config.limits.max_body_bytes)?;
+        let proxy = Proxy::new(
+            &config.upstream,
+            config.limits.max_body_bytes,
+            config.limits.idle_timeout,
+        )?;
         let auth = crate::auth::api(core, &config, metrics.clone());
         let hsts = config
             .tls

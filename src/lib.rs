@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

@@ -39,6 +39,8 @@ pub struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     settings: UpstreamSettings,
     max_body_bytes: u64,
+    /// Upgraded tunnels idle this long are closed.
+    idle_timeout: std::time::Duration,
 }
 
 /// What [`Proxy::forward`] needs to know about a request besides the request itself.
@@ -55,7 +57,11 @@ pub struct Forward<'a> {
 
 impl Proxy {
     /// Builds the pooled client.
-    pub fn new(settings: &UpstreamSettings, max_body_bytes: u64) -> Result<Self, ProxyError> {
+    pub fn new(
+        settings: &UpstreamSettings,
+        max_body_bytes: u64,
+        idle_timeout: std::time::Duration,
+    ) -> Result<Self, ProxyError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -77,6 +83,7 @@ impl Proxy {
             client,
             settings: settings.clone(),
             max_body_bytes,
+            idle_timeout,
         })
     }
 
@@ -166,6 +173,7 @@ impl Proxy {
             // Keeps the client connection counted (connection limit, open-connections metric,
             // shutdown drain) for as long as the tunnel lives.
             let guard = tunnel.map(Tunnels::open);
+            let idle_timeout = self.idle_timeout;
             tokio::spawn(async move {
                 let _guard = guard;
                 let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -175,10 +183,19 @@ impl Proxy {
                         return;
                     }
                 };
-                let mut client = TokioIo::new(client);
+                let (mut client, activity) = crate::idle::Tracked::new(TokioIo::new(client));
                 let mut upstream = TokioIo::new(upstream);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!(error = %e, "upgraded connection ended with an error");
+                // A tunnel with no traffic either way for `limits.idle_timeout` is closed, like
+                // an idle keep-alive connection (nginx's proxy_read_timeout does the same).
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "upgraded connection ended with an error");
+                        }
+                    }
+                    _ = activity.idle_for(idle_timeout) => {
+                        tracing::debug!("upgraded connection closed after being idle");
+                    }
                 }
             });
             return Ok(resp.map(body::boxed));

@@ -615,6 +615,36 @@ async fn websocket_tunnels_count_against_the_connection_limit() {
     }
 }
 
+#[tokio::test]
+async fn idle_websocket_tunnels_are_closed() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "limits: {{idle_timeout: 1s}}\nroutes:\n  - {{path: /ws, upstream: '{}', auth: public}}\n",
+        up.url()
+    ))
+    .await;
+    let tcp = TcpStream::connect(gw.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", gw.http), tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("alive")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("alive"));
+    // Then silence: the gateway closes the tunnel (the stream ends) instead of holding the
+    // connection's slot forever. The guard only keeps a broken build from hanging.
+    guard(20, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+}
+
 /// An upstream that holds every request until the test releases it, counting how many it holds
 /// at once.
 struct Gate {
