@@ -448,37 +448,13 @@ async fn tokens_with_bad_claims_are_refused() {
 
 /// Runs `gateway user set-password` against the running gateway's store.
 async fn set_password(gw: &Gateway, email: &str, password: &str) {
-    let config = gw.path("gateway.yaml");
-    let (email, password) = (email.to_owned(), password.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["user", "set-password", &email, "--password-stdin"])
-            .arg("--config")
-            .arg(&config)
-            .env_remove("GATEWAY_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{password}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "gateway user set-password: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli(
+        &gw.path("gateway.yaml"),
+        &["user", "set-password", email, "--password-stdin"],
+        &format!("{password}\n"),
+    )
+    .await;
+    assert_eq!(out.code, 0, "gateway user set-password: {}", out.stderr);
 }
 
 #[tokio::test]

@@ -1,9 +1,8 @@
 //! The admin CLI (`gateway user ...`), run as the real binary against a temp config, alone and
 //! next to a gateway running in-process on the same redb file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,51 +12,6 @@ use crate::util::*;
 
 /// Small argon2 parameters: the CLI hashes for real.
 const FAST_AUTH: &str = "auth:\n  password: {memory_kib: 1024, iterations: 1}\n";
-
-/// What one CLI run produced.
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `gateway --config CONFIG ARGS...`, feeding `stdin` (or nothing: stdin is then empty, not
-/// a terminal).
-fn run_cli(config: &Path, args: &[&str], stdin: &str) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("GATEWAY_CONFIG")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The CLI may exit before reading stdin (a bad argument): ignore a broken pipe.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// [`run_cli`] off the async threads, so an in-process gateway keeps serving meanwhile.
-async fn cli(config: &Path, args: &[&str], stdin: &str) -> Out {
-    let config = config.to_owned();
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let stdin = stdin.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_cli(&config, &args, &stdin)
-    })
-    .await
-    .unwrap()
-}
 
 /// Like [`cli`], and the command must succeed.
 async fn cli_ok(config: &Path, args: &[&str], stdin: &str) -> String {

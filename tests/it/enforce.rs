@@ -100,46 +100,15 @@ async fn login(gw: &Gateway, email: &str) -> User {
 
 /// Creates an admin with the CLI binary on the running gateway's store, then logs it in.
 async fn admin(gw: &Gateway, email: &str) -> User {
-    let config = gw.path("gateway.yaml");
-    let email_arg = email.to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args([
-                "user",
-                "add",
-                &email_arg,
-                "--role",
-                "admin",
-                "--password-stdin",
-            ])
-            .arg("--config")
-            .arg(&config)
-            .env_remove("GATEWAY_CONFIG")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{PASSWORD}\n").as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "gateway user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli(
+        &gw.path("gateway.yaml"),
+        &["user", "add", email, "--role", "admin", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert_eq!(out.code, 0, "gateway user add: {}", out.stderr);
     let user = login(gw, email).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), user.id);
+    assert_eq!(out.stdout.trim(), user.id);
     user
 }
 

@@ -795,3 +795,50 @@ pub async fn https_call(
         body,
     }
 }
+
+// ---- The admin CLI ----
+
+/// What one CLI run produced.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `gateway --config CONFIG ARGS...`, feeding `stdin` (or nothing: stdin is then empty, not
+/// a terminal).
+pub fn run_cli(config: &std::path::Path, args: &[&str], stdin: &str) -> Out {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("GATEWAY_CONFIG")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CLI may exit before reading stdin (a bad argument): ignore a broken pipe.
+    let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// [`run_cli`] off the async threads, so an in-process gateway keeps serving meanwhile.
+pub async fn cli(config: &std::path::Path, args: &[&str], stdin: &str) -> Out {
+    let config = config.to_owned();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&config, &args, &stdin)
+    })
+    .await
+    .unwrap()
+}
