@@ -2,7 +2,6 @@
 //! next to a gateway running in-process on the same redb file.
 
 use std::path::{Path, PathBuf};
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
