@@ -366,30 +366,9 @@ impl Resp {
     }
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
-
-fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new())
-}
-
 /// Sends a request built by the caller and reads the whole response.
 pub async fn send(req: Request<Full<Bytes>>) -> Result<Resp, hyper_util::client::legacy::Error> {
-    let resp = client().request(req).await?;
-    let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    Ok(Resp {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    })
+    send_body(req).await
 }
 
 pub async fn get(url: &str) -> Result<Resp, hyper_util::client::legacy::Error> {
