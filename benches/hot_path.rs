@@ -95,6 +95,8 @@ fn service(dir: &Path, algorithm: Algorithm) -> AuthService {
         hs256_secret: Some(hs256_secret()),
         default_roles: subject_roles(),
         signup_open: true,
+        stale_after: None,
+        refuse_when_stale: true,
         policy: Policy::default(),
         hasher: HasherConfig {
             params: Argon2Params {

@@ -157,6 +157,7 @@ impl From<&crate::auth::service::AuthError> for HttpError {
             A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
             A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),
             A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
+            A::Unavailable(_) => HttpError::Unavailable("Service temporarily unavailable"),
             A::Internal(cause) => HttpError::Internal(cause.clone()),
         }
     }

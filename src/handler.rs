@@ -396,6 +396,19 @@ impl App {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &serde_json::json!({"status": "draining"}),
             )
+        } else if self.auth.service().is_stale() {
+            let service = self.auth.service();
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({
+                    "status": "store_unreachable",
+                    "detail": format!(
+                        "the store has not been reachable for {} s; {}",
+                        service.seconds_since_sync(),
+                        if service.refuses_tokens() { "tokens are refused" } else { "tokens are still accepted" }
+                    ),
+                }),
+            )
         } else {
             json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
         }

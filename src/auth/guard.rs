@@ -55,6 +55,12 @@ impl AuthApi {
     /// `transparent_refresh` allows.
     pub async fn admit(&self, req: &Request<Body>, tls: bool) -> Result<Admitted, Denied> {
         let headers = req.headers();
+        if self.service().refuses_tokens() {
+            // Fail closed: this server may have missed a revocation.
+            return Err(Denied::Refused(HttpError::Unavailable(
+                "Authentication is temporarily unavailable",
+            )));
+        }
         let first = match self.authenticate(headers, tls) {
             Ok(session) => {
                 return Ok(Admitted {

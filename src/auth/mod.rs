@@ -31,7 +31,7 @@ pub mod token;
 pub mod verified;
 
 use crate::clock::Clock;
-use crate::config::{Config, Signup, StoreSettings, TokenAlgorithm};
+use crate::config::{Config, Signup, StoreSettings, TokenAlgorithm, WhenStale};
 use crate::handler::StartupError;
 use crate::store::Store;
 
@@ -65,14 +65,21 @@ pub fn service_settings(config: &Config) -> service::ServiceSettings {
             max_concurrent: p.max_concurrent_hashes,
             ..password::HasherConfig::default()
         },
+        stale_after: match &config.store {
+            StoreSettings::Redb { .. } => None,
+            StoreSettings::Postgres(pg) => Some(pg.stale_after),
+        },
+        refuse_when_stale: match &config.store {
+            StoreSettings::Redb { .. } => true,
+            StoreSettings::Postgres(pg) => pg.when_stale == WhenStale::Refuse,
+        },
     }
 }
 
 /// Opens the store named in the config (blocking work off the async threads).
 pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
-    let StoreSettings::Redb { path } = &config.store;
-    let path = path.clone();
-    tokio::task::spawn_blocking(move || Store::open(&path))
+    let settings = config.store.clone();
+    tokio::task::spawn_blocking(move || Store::connect(&settings))
         .await
         .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))?
         .map_err(StartupError::Store)

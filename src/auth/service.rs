@@ -27,6 +27,7 @@
 //! hasher's bounded slice of it. Audit events go to the `audit` tracing target and never contain
 //! a password, a token or a hash.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -82,6 +83,11 @@ pub struct ServiceSettings {
     pub policy: password::Policy,
     /// Password hashing parameters and concurrency.
     pub hasher: password::HasherConfig,
+    /// For a store shared over the network: how long the service may go without reading the
+    /// change feed before it stops vouching for tokens (`None`: a local file, never stale).
+    pub stale_after: Option<Duration>,
+    /// Whether a stale service refuses tokens (fail closed) or keeps accepting them.
+    pub refuse_when_stale: bool,
 }
 
 /// The user as shown to the user (and to the HTTP layer): no hash, no flags.
@@ -148,6 +154,10 @@ pub enum AuthError {
     /// Password hashing is saturated; answer 503 with `Retry-After`.
     #[error("Server busy, try again shortly")]
     Busy,
+    /// The store cannot be reached (or this server has lost track of revocations for longer
+    /// than allowed); answer 503 with `Retry-After`. The reason is for logs.
+    #[error("Service temporarily unavailable ({0})")]
+    Unavailable(String),
     /// Store or key failures; log it, show a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -157,6 +167,7 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => AuthError::EmailTaken,
+            StoreError::Unavailable(why) => AuthError::Unavailable(why),
             other => AuthError::Internal(other.to_string()),
         }
     }
@@ -193,6 +204,10 @@ struct Inner {
     verified: VerifiedCache,
     /// Serialises polls so that two never apply the same feed range at once.
     poll_lock: tokio::sync::Mutex<()>,
+    /// Unix seconds of the last successful read of the change feed.
+    last_sync: AtomicU64,
+    /// Whether the service is stale (set by the maintenance task; logged on each change).
+    stale: AtomicBool,
     counters: Counters,
 }
 
@@ -268,6 +283,8 @@ impl AuthService {
                 revocations: RwLock::new(revocations),
                 verified: VerifiedCache::new(verified::DEFAULT_CAPACITY, ACCESS_LEEWAY_SECS),
                 poll_lock: tokio::sync::Mutex::new(()),
+                last_sync: AtomicU64::new(now),
+                stale: AtomicBool::new(false),
                 counters: Counters::default(),
             }),
         })
@@ -538,6 +555,11 @@ impl AuthService {
     /// refuse is dropped from the cache.
     pub fn authenticate(&self, token: &str) -> Result<Arc<AccessClaims>, AuthError> {
         let now = self.inner.clock.unix();
+        if self.refuses_tokens_at(now) {
+            return Err(AuthError::Unavailable(
+                "revocations are out of date: the store is unreachable".into(),
+            ));
+        }
         let key = verified::key(token);
         let claims = match self.inner.verified.get(&key, now) {
             Lookup::Hit(claims) => claims,
@@ -593,7 +615,14 @@ impl AuthService {
     /// sender is dropped.
     pub fn spawn_maintenance(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let service = self.clone();
+        let hint = self.inner.store.change_hint();
         tokio::spawn(async move {
+            let woken = || async {
+                match &hint {
+                    Some(h) => h.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let mut poll = tokio::time::interval(POLL_INTERVAL);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
@@ -608,11 +637,8 @@ impl AuthService {
                             break;
                         }
                     }
-                    _ = poll.tick() => {
-                        if let Err(e) = service.poll_changes().await {
-                            tracing::warn!(error = %e, "polling store changes failed");
-                        }
-                    }
+                    _ = poll.tick() => service.poll_and_track().await,
+                    () = woken() => service.poll_and_track().await,
                     _ = sweep.tick() => {
                         if let Err(e) = service.sweep().await {
                             tracing::warn!(error = %e, "store sweep failed");
@@ -622,6 +648,60 @@ impl AuthService {
             }
             tracing::debug!("auth maintenance stopped");
         });
+    }
+
+    /// Polls the change feed and keeps track of staleness: logs when the service becomes
+    /// stale (it may miss revocations) and when it recovers.
+    async fn poll_and_track(&self) {
+        let result = self.poll_changes().await;
+        let now = self.inner.clock.unix();
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "polling store changes failed");
+        }
+        let stale = self.is_stale_at(now);
+        if self.inner.stale.swap(stale, Ordering::Relaxed) != stale {
+            if stale {
+                let refusing = self.inner.settings.refuse_when_stale;
+                tracing::error!(
+                    since_secs = now.saturating_sub(self.inner.last_sync.load(Ordering::Relaxed)),
+                    refusing_tokens = refusing,
+                    "store unreachable for longer than store.postgres.stale_after: revocations may be missed{}",
+                    if refusing {
+                        "; refusing tokens until it is back"
+                    } else {
+                        "; still accepting tokens (when_stale: accept)"
+                    }
+                );
+            } else {
+                tracing::info!("store reachable again; revocations are current");
+            }
+        }
+    }
+
+    /// Whether the service has gone longer than `stale_after` without reading the change feed.
+    pub fn is_stale(&self) -> bool {
+        self.is_stale_at(self.inner.clock.unix())
+    }
+
+    fn is_stale_at(&self, now: u64) -> bool {
+        self.inner.settings.stale_after.is_some_and(|limit| {
+            now.saturating_sub(self.inner.last_sync.load(Ordering::Relaxed)) > limit.as_secs()
+        })
+    }
+
+    /// Whether tokens are refused because the service is stale and configured to fail closed.
+    pub fn refuses_tokens(&self) -> bool {
+        self.refuses_tokens_at(self.inner.clock.unix())
+    }
+
+    fn refuses_tokens_at(&self, now: u64) -> bool {
+        self.inner.settings.refuse_when_stale && self.is_stale_at(now)
+    }
+
+    /// How many seconds since the change feed was last read.
+    pub fn seconds_since_sync(&self) -> u64 {
+        let now = self.inner.clock.unix();
+        now.saturating_sub(self.inner.last_sync.load(Ordering::Relaxed))
     }
 
     /// Applies changes other processes made to the store since the last poll; returns how many
@@ -647,6 +727,7 @@ impl AuthService {
             self.reload_keys().await?;
         }
         self.write_revocations(|r| r.apply(pending))?;
+        self.inner.last_sync.fetch_max(now, Ordering::Relaxed);
         Ok(count)
     }
 

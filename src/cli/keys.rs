@@ -7,12 +7,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
 
 use crate::auth::keystore;
 use crate::config::TokenAlgorithm;
-use crate::store::Store;
 
 /// `gateway keys ...`
 #[derive(Debug, Subcommand)]
@@ -33,8 +32,7 @@ pub fn run(config_path: &Path, command: KeysCommand) -> anyhow::Result<()> {
              auth.jwt_secret and restarting"
         );
     }
-    let crate::config::StoreSettings::Redb { path } = &config.store;
-    let store = Store::open(path).with_context(|| format!("open store {}", path.display()))?;
+    let store = super::open_store(&config)?;
     let now = crate::clock::Clock::system().unix();
     match command {
         KeysCommand::List => {

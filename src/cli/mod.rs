@@ -9,9 +9,12 @@
 //! - [`user`]: the admin commands on accounts (`add`, `list`, `show`, `set-roles`, `disable`,
 //!   `enable`, `delete`, `set-password`, `revoke-sessions`). They open the same store file as
 //!   the server, from the same config, and work while it runs.
+//! - [`migrate`]: copies accounts, sessions, revocations and keys from the configured store to
+//!   another one (redb to PostgreSQL when one machine is outgrown, and back).
 //! - `prompt`: reading passwords (no echo on a terminal) and confirmations.
 
 mod keys;
+mod migrate;
 mod prompt;
 pub mod user;
 
@@ -65,6 +68,15 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Copy users, live sessions, revocations and signing keys from the configured store to
+    /// another, empty one: a `postgres://` URL or a redb file path.
+    Migrate {
+        /// Where to copy to: `postgres://user:password@host:5432/db` or a `.redb` file path.
+        /// Prefer the GATEWAY_MIGRATE_TO variable for a URL with a password: the command line
+        /// is visible to other users of the machine.
+        #[arg(long, env = "GATEWAY_MIGRATE_TO", hide_env_values = true)]
+        to: String,
+    },
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -76,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Healthcheck { timeout } => healthcheck(&cli.config, timeout),
         Command::User { command } => user::run(&cli.config, command),
         Command::Keys { command } => keys::run(&cli.config, command),
+        Command::Migrate { to } => migrate::run(&cli.config, &to),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,6 +101,12 @@ pub fn main() -> ExitCode {
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+/// Opens the store the config names, for an admin command.
+fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
+    crate::store::Store::connect(&config.store)
+        .map_err(|e| anyhow::anyhow!("open store ({}): {e}", config.store.describe()))
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

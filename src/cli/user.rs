@@ -29,7 +29,7 @@ use crate::auth::email::normalize_email;
 use crate::auth::password::Hasher;
 use crate::auth::service::{ServiceSettings, clean_name};
 use crate::clock::Clock;
-use crate::config::{StoreSettings, is_role_name};
+use crate::config::is_role_name;
 use crate::secret::SecretString;
 use crate::store::{Store, StoreError, User};
 
@@ -126,8 +126,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> anyhow::Result<()> {
     // Quiet by default (RUST_LOG overrides): audit events of these commands are on the `audit`
     // target at info level.
     super::init_logging(config.log.format, "warn");
-    let StoreSettings::Redb { path } = &config.store;
-    let store = Store::open(path).with_context(|| format!("open store {}", path.display()))?;
+    let store = super::open_store(&config)?;
     let admin = Admin {
         store,
         settings: crate::auth::service_settings(&config),

@@ -155,6 +155,78 @@ pub struct LogSettings {
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
     Redb { path: PathBuf },
+    Postgres(PostgresSettings),
+}
+
+impl StoreSettings {
+    /// Names the store for messages, without the password: `redb file data/gateway.redb`,
+    /// `PostgreSQL database app on db:5432`.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreSettings::Redb { path } => format!("redb file {}", path.display()),
+            StoreSettings::Postgres(pg) => describe_postgres(pg.url.expose()),
+        }
+    }
+}
+
+/// Names a PostgreSQL URL's database and host, never its password.
+pub fn describe_postgres(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "PostgreSQL (unparsable URL)".to_owned();
+    };
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("PostgreSQL database {db} on {host}:{port}")
+}
+
+/// A shared PostgreSQL store (`store.postgres`).
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// The connection URL; it usually holds a password.
+    pub url: crate::secret::SecretString,
+    /// Connections per server.
+    pub pool_size: usize,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+    /// How long one store operation may take before it fails with 503.
+    pub query_timeout: Duration,
+    /// How long a server may go without reading the change feed before it stops vouching for
+    /// tokens (it could miss a revocation).
+    pub stale_after: Duration,
+    /// What a stale server does with tokens.
+    pub when_stale: WhenStale,
+}
+
+impl PostgresSettings {
+    /// The defaults for a URL given on the command line.
+    pub fn with_url(url: String) -> PostgresSettings {
+        PostgresSettings {
+            url: crate::secret::SecretString::new(url),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            stale_after: Duration::from_secs(30),
+            when_stale: WhenStale::Refuse,
+        }
+    }
+}
+
+/// What a server does with access tokens when it has lost the shared store for longer than
+/// `stale_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenStale {
+    /// Fail closed: authenticated requests get 503 until the store is back.
+    Refuse,
+    /// Keep accepting tokens that verify; a revocation made meanwhile is not seen.
+    Accept,
 }
 
 /// Whether new accounts can be created through the API.

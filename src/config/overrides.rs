@@ -571,7 +571,9 @@ mod tests {
             ("GATEWAY_ROUTES__0__AUTH", "required"),
         ])
         .unwrap();
-        let crate::config::StoreSettings::Redb { path } = &c.store;
+        let crate::config::StoreSettings::Redb { path } = &c.store else {
+            panic!("expected a redb store")
+        };
         assert_eq!(path, Path::new("/data/gateway.redb"));
         assert_eq!(c.auth.default_roles, ["admin", "ops"]);
         assert_eq!(c.auth.password.min_length, 12);

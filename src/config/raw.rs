@@ -128,6 +128,19 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub redb: Option<RawRedb>,
+    pub postgres: Option<RawPostgres>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    /// `postgres://user:password@host:port/db`, or `${VAR}`.
+    pub url: Sp<String>,
+    pub pool_size: Option<Sp<usize>>,
+    pub connect_timeout: Option<Sp<String>>,
+    pub query_timeout: Option<Sp<String>>,
+    pub stale_after: Option<Sp<String>>,
+    pub when_stale: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,10 +10,10 @@ use std::time::Duration;
 use http::Method;
 
 use super::overrides::{Merged, Origin};
-use super::raw::{RawConfig, RawRoute, Sp};
+use super::raw::{RawConfig, RawRoute, RawStore, Sp};
 use super::units::{self, IpNet};
 use super::*;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretString};
 
 /// Error context: the file name, so each message can say where.
 struct Ctx<'a> {
@@ -303,14 +303,7 @@ pub(super) fn validate(
         },
     };
 
-    let store = match &raw.store.redb {
-        Some(r) => StoreSettings::Redb {
-            path: cx.path(&r.path.value),
-        },
-        None => StoreSettings::Redb {
-            path: cx.path("data/gateway.redb"),
-        },
-    };
+    let store = validate_store(&cx, &raw.store)?;
 
     let auth = validate_auth(&cx, &raw)?;
     let cors = validate_cors(&cx, &raw)?;
@@ -568,6 +561,77 @@ fn is_clean_path(p: &str) -> bool {
         && !p.split('/').any(|s| s == "." || s == "..")
         && p.bytes()
             .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'?' && b != b'#' && b != b'\\')
+}
+
+fn validate_store(cx: &Ctx, raw: &RawStore) -> Result<StoreSettings, ConfigError> {
+    match (&raw.redb, &raw.postgres) {
+        (Some(_), Some(pg)) => Err(cx.err(
+            &pg.url,
+            "store",
+            "choose one store: redb or postgres, not both",
+        )),
+        (Some(r), None) => Ok(StoreSettings::Redb {
+            path: cx.path(&r.path.value),
+        }),
+        (None, None) => Ok(StoreSettings::Redb {
+            path: cx.path("data/gateway.redb"),
+        }),
+        (None, Some(pg)) => {
+            let url = cx.secret(&pg.url, "store.postgres.url")?;
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(cx.err(
+                    &pg.url,
+                    "store.postgres.url",
+                    "must start with postgres:// (like postgres://user:password@host:5432/db)",
+                ));
+            }
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                // The parser's message can quote the URL, password included: say only what kind
+                // of problem it is.
+                let kind = if e.to_string().contains("unknown") {
+                    "unknown connection option"
+                } else {
+                    "not a valid connection URL"
+                };
+                return Err(cx.err(&pg.url, "store.postgres.url", kind));
+            }
+            let when_stale = match pg.when_stale.as_ref().map(|v| v.value.as_str()) {
+                None | Some("refuse") => WhenStale::Refuse,
+                Some("accept") => WhenStale::Accept,
+                Some(other) => {
+                    return Err(cx.err(
+                        pg.when_stale.as_ref().unwrap_or(&pg.url),
+                        "store.postgres.when_stale",
+                        format!("unknown value {other:?} (use refuse or accept)"),
+                    ));
+                }
+            };
+            let secs = Duration::from_secs;
+            Ok(StoreSettings::Postgres(PostgresSettings {
+                url: SecretString::new(url),
+                pool_size: cx.number(&pg.pool_size, "store.postgres.pool_size", 16, (1, 1000))?,
+                connect_timeout: cx.duration(
+                    &pg.connect_timeout,
+                    "store.postgres.connect_timeout",
+                    secs(5),
+                    (Duration::from_millis(100), secs(120)),
+                )?,
+                query_timeout: cx.duration(
+                    &pg.query_timeout,
+                    "store.postgres.query_timeout",
+                    secs(5),
+                    (Duration::from_millis(100), secs(300)),
+                )?,
+                stale_after: cx.duration(
+                    &pg.stale_after,
+                    "store.postgres.stale_after",
+                    secs(30),
+                    (secs(2), secs(86_400)),
+                )?,
+                when_stale,
+            }))
+        }
+    }
 }
 
 fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError> {

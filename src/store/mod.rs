@@ -1,449 +1,243 @@
-//! The embedded redb store: users, refresh tokens, revocations, signing keys and
-//! the change feed.
+//! Where users, refresh tokens, revocations, signing keys and the change feed live.
 //!
-//! The server and the admin CLI open the same file at the same time, so the
-//! database runs in redb's `ConcurrencyMode::MultiWriter`: any number of processes
-//! (or handles in one process) may write, one write transaction at a time. The
-//! server keeps hot-path state (user flags, revoked jtis and families) in memory and
-//! learns about other processes' writes by polling [`Store::changes_since`]; every
-//! mutation that affects the hot path appends a [`Change`] in the same write
-//! transaction, so a change is visible exactly when its data is.
+//! [`Store`] is the one interface the rest of the gateway uses; config picks its backend:
 //!
-//! All methods are synchronous and may block on the file lock; async callers wrap
-//! them in `spawn_blocking`. Time is always passed in (`now`, unix seconds) so expiry
-//! is testable without a clock. The table layout is documented in `tables.rs`.
+//! - [`redb`](self::redb): an embedded file, the default and the right choice for one machine.
+//!   The server and the admin CLI open the same file at once.
+//! - [`postgres`](self::postgres): a shared PostgreSQL database, for several replicas behind a
+//!   load balancer. Failed-login regulation is shared through it too ([`Store::is_shared`]).
+//!
+//! Both keep the same contract:
+//!
+//! - Every mutation that affects the hot path (user flags, revoked jtis and families, signing
+//!   keys) appends a [`Change`] in the same transaction, numbered in commit order, so a reader
+//!   that remembers the last sequence number it applied never misses one. Servers keep the hot
+//!   path in memory and poll [`Store::changes_since`]; PostgreSQL also wakes them at once
+//!   ([`Store::change_hint`]).
+//! - Read-modify-write operations (refresh rotation, user edits, key rotation) are atomic across
+//!   processes and replicas: exactly one of two concurrent rotations of a refresh token wins.
+//! - Methods are synchronous and may block (file lock, network round trip, bounded by the
+//!   configured timeouts); async callers run them on the blocking pool. Time is passed in
+//!   (`now`, unix seconds) so expiry is testable without a clock.
 
-mod sessions;
-mod tables;
-mod users;
+mod model;
+pub mod postgres;
+pub mod redb;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{
-    Builder, ConcurrencyMode, Database, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, WriteTransaction,
+pub use model::{
+    CHANGE_RETENTION, Change, RefreshRecord, RefreshState, Regulation, Rotation, Snapshot,
+    StoreError, SweepStats, TokenHash, User, UserFlags,
 };
-use serde::{Deserialize, Serialize};
 
-pub use sessions::{RefreshRecord, RefreshState, Rotation, TokenHash};
-pub use users::{User, UserFlags};
+use crate::config::StoreSettings;
 
-use tables::{CHANGES, Context, META, decode};
-
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// Meta key holding the schema version (JSON number).
-const SCHEMA_KEY: &str = "schema_version";
-
-/// How many changes `sweep` keeps. Retention is by count, not age: the newest
-/// change is never deleted, so sequence numbers never restart, and a running server
-/// polls every second, far more often than 100 000 changes accumulate. A server
-/// that was down reloads everything at start-up and does not need old changes.
-pub const CHANGE_RETENTION: u64 = 100_000;
-
-/// Errors of the store layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("a user with this email already exists")]
-    EmailTaken,
-    #[error("a user with this id already exists")]
-    IdTaken,
-    #[error("not found")]
-    NotFound,
-    #[error(
-        "database schema version {found} is newer than this gateway supports ({supported}); upgrade the gateway"
-    )]
-    SchemaTooNew { found: u32, supported: u32 },
-    #[error("corrupt database: {0}")]
-    Corrupt(String),
-    #[error("database error: {0}")]
-    Io(String),
+/// A handle on the configured store. Cheap to clone; clones share connections.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Redb(redb::RedbStore),
+    Postgres(postgres::PgStore),
 }
 
-/// One entry of the change feed: what another process (or this one) changed.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Change {
-    /// The user's record or flags changed; re-read [`Store::flags_of`].
-    User { id: String },
-    /// The user was deleted; their flag row now says disabled.
-    UserDeleted { id: String },
-    /// An access token id was deny-listed until `exp`.
-    Jti { jti: String, exp: u64 },
-    /// A refresh family was revoked until `exp`.
-    Family { family: String, exp: u64 },
-    /// The signing keys changed (rotation); re-read them from the meta table.
-    Keys,
-}
-
-/// What [`Store::sweep`] deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SweepStats {
-    /// Refresh records whose family expired.
-    pub refresh_tokens: usize,
-    /// Expired families dropped from the family and user indexes.
-    pub families: usize,
-    /// Revoked-family rows past their expiry.
-    pub revoked_families: usize,
-    /// Deny-listed jtis past their expiry.
-    pub jtis: usize,
-    /// Change feed entries beyond [`CHANGE_RETENTION`].
-    pub changes: usize,
-}
-
-/// A handle on the database file. Cheap to clone; all clones share one redb handle.
-#[derive(Clone)]
-pub struct Store {
-    db: Arc<Database>,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
-    }
+/// Forwards a method to whichever backend this is.
+macro_rules! delegate {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    Store::Redb(s) => s.$name($($arg),*),
+                    Store::Postgres(s) => s.$name($($arg),*),
+                }
+            }
+        )*
+    };
 }
 
 impl Store {
-    /// Opens (or creates, with its parent directories) the database at `path`,
-    /// creates missing tables and migrates older schemas. Refuses a file written by
-    /// a newer schema with [`StoreError::SchemaTooNew`].
+    /// Opens (or creates) a redb file: the default store, and what tests and the admin CLI use
+    /// for a path.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let shown = path.display();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Io(format!("create directory {}: {e}", parent.display()))
-            })?;
+        redb::RedbStore::open(path).map(Store::Redb)
+    }
+
+    /// Opens the store the configuration names: creates or migrates its schema, and for
+    /// PostgreSQL starts listening for other replicas' changes.
+    pub fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
+        match settings {
+            StoreSettings::Redb { path } => Store::open(path),
+            StoreSettings::Postgres(pg) => postgres::PgStore::connect(pg).map(Store::Postgres),
         }
-        let db = Builder::new()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(path)
-            .ctx(&format!("open database {shown}"))?;
-        let store = Store { db: Arc::new(db) };
-        store.init_schema()?;
-        tracing::debug!(path = %shown, "store opened");
-        Ok(store)
     }
 
-    /// Checks the schema version and brings the file up to [`SCHEMA_VERSION`], all
-    /// in one write transaction so two processes starting together agree.
-    fn init_schema(&self) -> Result<(), StoreError> {
-        let txn = self.write()?;
-        let found = {
-            let meta = txn.open_table(META).ctx("open table meta")?;
-            let stored = meta.get(SCHEMA_KEY).ctx("read schema version")?;
-            match stored {
-                Some(bytes) => Some(decode::<u32>("meta", bytes.value())?),
-                None => None,
-            }
-        };
-        match found {
-            Some(found) if found > SCHEMA_VERSION => {
-                // Dropping the transaction aborts it: nothing is written to a newer file.
-                return Err(StoreError::SchemaTooNew {
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            Some(found) if found == SCHEMA_VERSION => {}
-            Some(found) => migrate(&txn, found)?,
-            None => {}
+    /// Opens a store named on the command line: a `postgres://` URL (with default pool
+    /// settings) or a redb file path.
+    pub fn open_location(location: &str) -> Result<Store, StoreError> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            let settings = crate::config::PostgresSettings::with_url(location.to_owned());
+            postgres::PgStore::connect(&settings).map(Store::Postgres)
+        } else {
+            Store::open(Path::new(location))
         }
-        tables::create_all(&txn)?;
-        if found != Some(SCHEMA_VERSION) {
-            let bytes = tables::encode("meta", &SCHEMA_VERSION)?;
-            txn.open_table(META)
-                .ctx("open table meta")?
-                .insert(SCHEMA_KEY, bytes.as_slice())
-                .ctx("write schema version")?;
+    }
+
+    /// Whether several servers share this store at once (PostgreSQL). Shared stores also share
+    /// login regulation, and a server that loses its store for too long stops vouching for
+    /// tokens.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Signalled when another replica may have appended to the change feed (PostgreSQL
+    /// `LISTEN/NOTIFY`); `None` for redb, which is polled only. The signal is a hint: the
+    /// change feed, read by sequence number, is the truth.
+    pub fn change_hint(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match self {
+            Store::Redb(_) => None,
+            Store::Postgres(s) => Some(s.change_hint()),
         }
-        commit(txn)
     }
 
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().ctx("begin read transaction")
-    }
-
-    fn write(&self) -> Result<WriteTransaction, StoreError> {
-        self.db.begin_write().ctx("begin write transaction")
-    }
-
-    /// Sequence number of the newest change, 0 if none. At start-up, call this
-    /// *before* loading flags and revocations, then poll from it: a change that
-    /// lands in between is applied twice, which is harmless.
-    pub fn last_change(&self) -> Result<u64, StoreError> {
-        let txn = self.read()?;
-        let table = txn.open_table(CHANGES).ctx("open table changes")?;
-        let last = table.last().ctx("read last change")?;
-        Ok(last.map(|(k, _)| k.value()).unwrap_or(0))
-    }
-
-    /// Up to `limit` changes with a sequence number greater than `seq`, oldest first.
-    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<(u64, Change)>, StoreError> {
-        use std::ops::Bound;
-        let txn = self.read()?;
-        let table = txn.open_table(CHANGES).ctx("open table changes")?;
-        let range = table
-            .range::<u64>((Bound::Excluded(seq), Bound::Unbounded))
-            .ctx("read changes")?;
-        let mut out = Vec::new();
-        for entry in range.take(limit) {
-            let (k, v) = entry.ctx("read changes")?;
-            out.push((k.value(), decode("changes", v.value())?));
-        }
-        Ok(out)
-    }
-
-    /// A meta value (signing keys and the like).
-    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.read()?;
-        let table = txn.open_table(META).ctx("open table meta")?;
-        let value = table.get(key).ctx("read meta")?;
-        Ok(value.map(|v| v.value().to_vec()))
-    }
-
-    /// Sets a meta value. `schema_version` is managed by [`Store::open`]; do not write it.
-    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let txn = self.write()?;
-        txn.open_table(META)
-            .ctx("open table meta")?
-            .insert(key, value)
-            .ctx("write meta")?;
-        commit(txn)
-    }
-
-    /// Read-modify-write of a meta value in one write transaction, announced on the change
-    /// feed as [`Change::Keys`], so running servers pick up rotated signing keys and two
-    /// concurrent rotations cannot lose one another's key. `change` gets the current value and
-    /// returns the new one (or an error, which aborts the transaction).
+    /// Read-modify-write of a meta value in one transaction, announced on the change feed as
+    /// [`Change::Keys`], so running servers pick up rotated signing keys and two concurrent
+    /// rotations cannot lose one another's key. `change` gets the current value and returns the
+    /// new one (or an error, which aborts the transaction).
     pub fn update_meta_announced<E: From<StoreError>>(
         &self,
         key: &str,
         change: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
     ) -> Result<Vec<u8>, E> {
-        let txn = self.write()?;
-        let new = {
-            let mut table = txn.open_table(META).ctx("open table meta")?;
-            let current = table.get(key).ctx("read meta")?.map(|v| v.value().to_vec());
-            let new = change(current.as_deref())?;
-            table.insert(key, new.as_slice()).ctx("write meta")?;
-            new
-        };
-        tables::append_change(&txn, &Change::Keys)?;
-        commit(txn)?;
-        Ok(new)
-    }
-
-    /// Stores `value` unless `key` already has one, atomically, and returns what is
-    /// stored now: two processes generating a first signing key both end up with
-    /// the same key.
-    pub fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let txn = self.write()?;
-        {
-            let mut table = txn.open_table(META).ctx("open table meta")?;
-            if let Some(existing) = table.get(key).ctx("read meta")? {
-                return Ok(existing.value().to_vec());
-            }
-            table.insert(key, value).ctx("write meta")?;
+        match self {
+            Store::Redb(s) => s.update_meta_announced(key, change),
+            Store::Postgres(s) => s.update_meta_announced(key, change),
         }
-        commit(txn)?;
-        Ok(value.to_vec())
     }
 
-    /// Housekeeping, safe to run from any process at any time: deletes refresh
-    /// records (and their index entries) whose family expired, revoked jtis and
-    /// families past their expiry, and change feed entries beyond the newest
-    /// [`CHANGE_RETENTION`]. Deleted users' flag rows are kept (they are tiny and
-    /// keep any still-valid access token dead).
-    pub fn sweep(&self, now: u64) -> Result<SweepStats, StoreError> {
-        self.sweep_keeping(now, CHANGE_RETENTION)
-    }
-
-    fn sweep_keeping(&self, now: u64, retention: u64) -> Result<SweepStats, StoreError> {
-        let txn = self.write()?;
-        let mut stats = sessions::sweep_sessions(&txn, now)?;
-        {
-            let mut table = txn.open_table(CHANGES).ctx("open table changes")?;
-            let last = table
-                .last()
-                .ctx("read last change")?
-                .map(|(k, _)| k.value())
-                .unwrap_or(0);
-            if table.len().ctx("count changes")? > retention {
-                let cutoff = last.saturating_sub(retention);
-                let before = table.len().ctx("count changes")?;
-                table
-                    .retain_in::<u64, _>(..=cutoff, |_, _| false)
-                    .ctx("delete old changes")?;
-                let after = table.len().ctx("count changes")?;
-                stats.changes = usize::try_from(before - after).unwrap_or(usize::MAX);
-            }
+    /// Reads the user, lets `change` edit it and writes it back, all in one transaction, so
+    /// concurrent writers (the server rehashing a password, the admin CLI disabling the
+    /// account) cannot overwrite each other's fields. `change` may refuse with an error, which
+    /// aborts the transaction. The email index and flag row follow, the session version never
+    /// goes down, and the change is announced. Returns the user as stored.
+    pub fn modify_user(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut User) -> Result<(), StoreError>,
+    ) -> Result<User, StoreError> {
+        match self {
+            Store::Redb(s) => s.modify_user(id, change),
+            Store::Postgres(s) => s.modify_user(id, change),
         }
-        commit(txn)?;
-        if stats != SweepStats::default() {
-            tracing::debug!(?stats, "store sweep");
-        }
-        Ok(stats)
     }
-}
 
-/// Upgrades a file from schema `from` to [`SCHEMA_VERSION`], one step at a time,
-/// inside the opening write transaction. Version 1 is the first; there is nothing
-/// to migrate yet. A future step looks like `if from < 2 { ...; }`.
-fn migrate(_txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
-    tracing::info!(from, to = SCHEMA_VERSION, "migrating store schema");
-    Ok(())
-}
+    /// Replaces a user record (see [`Store::modify_user`]; this overwrites every field).
+    pub fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        self.modify_user(&user.id, |stored| {
+            *stored = user.clone();
+            Ok(())
+        })
+        .map(|_| ())
+    }
 
-fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
-    txn.commit().ctx("commit")
+    /// The failed-login regulation record of an account, for stores shared by several servers
+    /// ([`Store::is_shared`]); a single server keeps regulation in memory.
+    pub fn regulation(&self, account: &str) -> Result<Option<Regulation>, StoreError> {
+        match self {
+            Store::Redb(_) => Err(StoreError::Io(
+                "login regulation is kept in memory with redb".into(),
+            )),
+            Store::Postgres(s) => s.regulation(account),
+        }
+    }
+
+    /// Read-modify-write of an account's regulation record, atomic across servers; see
+    /// [`Store::regulation`].
+    pub fn update_regulation(
+        &self,
+        account: &str,
+        now: u64,
+        change: impl FnOnce(&mut Regulation),
+    ) -> Result<Regulation, StoreError> {
+        match self {
+            Store::Redb(_) => Err(StoreError::Io(
+                "login regulation is kept in memory with redb".into(),
+            )),
+            Store::Postgres(s) => s.update_regulation(account, now, change),
+        }
+    }
+
+    delegate! {
+        /// Sequence number of the newest change, 0 if none. At start-up, call this *before*
+        /// loading flags and revocations, then poll from it: a change that lands in between
+        /// is applied twice, which is harmless.
+        fn last_change(&self) -> Result<u64, StoreError>;
+        /// Up to `limit` changes with a sequence number greater than `seq`, oldest first.
+        fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<(u64, Change)>, StoreError>;
+        /// A meta value (signing keys and the like).
+        fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+        /// Sets a meta value.
+        fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+        /// Stores `value` unless `key` already has one, atomically, and returns what is stored
+        /// now: two servers generating a first signing key both end up with the same key.
+        fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+        /// Housekeeping, safe to run from any server at any time: deletes refresh records whose
+        /// family expired, revocations past their expiry and change-feed entries beyond the
+        /// newest [`CHANGE_RETENTION`]. Deleted users' flag rows are kept.
+        fn sweep(&self, now: u64) -> Result<SweepStats, StoreError>;
+        /// Adds a user. [`StoreError::EmailTaken`] if the email is in use,
+        /// [`StoreError::IdTaken`] if the id is.
+        fn create_user(&self, user: &User) -> Result<(), StoreError>;
+        fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
+        /// Looks a user up by normalised email.
+        fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+        /// Deletes a user and their email, revokes all their refresh families and leaves a flag
+        /// row `{disabled: true}` so their live access tokens die. False if there was no such
+        /// user.
+        fn delete_user(&self, id: &str, now: u64) -> Result<bool, StoreError>;
+        /// Every user, in id order.
+        fn list_users(&self) -> Result<Vec<User>, StoreError>;
+        fn user_count(&self) -> Result<u64, StoreError>;
+        /// Every flag row (users that are disabled, deleted or have a session version above 0).
+        fn user_flags(&self) -> Result<Vec<(String, UserFlags)>, StoreError>;
+        /// The flag row of one user; `None` means enabled with session version 0.
+        fn flags_of(&self, id: &str) -> Result<Option<UserFlags>, StoreError>;
+        /// "Log out everywhere": bumps the session version, revokes all the user's refresh
+        /// families and announces it, in one transaction. `None` if the user is absent.
+        fn end_all_sessions(&self, user_id: &str, now: u64) -> Result<Option<User>, StoreError>;
+        /// Stores a new refresh token. Refuses a hash that is already present.
+        fn insert_refresh(&self, hash: &TokenHash, rec: &RefreshRecord) -> Result<(), StoreError>;
+        fn get_refresh(&self, hash: &TokenHash) -> Result<Option<RefreshRecord>, StoreError>;
+        /// Atomically: if `old` is active and its family unexpired, marks it rotated at `now`
+        /// and stores `new` in the same family. A rotated `old` gives
+        /// [`Rotation::AlreadyRotated`] and writes nothing; anything else
+        /// [`Rotation::Invalid`].
+        fn rotate_refresh(&self, old: &TokenHash, new: &TokenHash, now: u64) -> Result<Rotation, StoreError>;
+        /// Revokes every token of `family` and remembers the family as revoked until it would
+        /// have expired. Returns how many tokens changed state.
+        fn revoke_family(&self, family: &str, now: u64) -> Result<usize, StoreError>;
+        /// Revoked families that have not yet expired, with their expiry.
+        fn revoked_families(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
+        /// Deny-lists an access token id until `exp`.
+        fn revoke_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError>;
+        /// Deny-listed jtis that have not yet expired, with their expiry.
+        fn revoked_jtis(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
+        /// Everything `gateway migrate` copies, read consistently.
+        fn export(&self, now: u64) -> Result<Snapshot, StoreError>;
+        /// Writes a snapshot into an empty store ([`StoreError::NotEmpty`] otherwise).
+        fn import(&self, snap: &Snapshot) -> Result<(), StoreError>;
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) mod test_util {
-    use super::{Store, User};
+    pub use super::redb::test_util::user;
+    use super::{Store, redb};
 
-    /// A store on a fresh temporary file; keep the directory alive while using it.
+    /// A redb store on a fresh temporary file; keep the directory alive while using it.
     pub fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("gateway.redb")).unwrap();
-        (dir, store)
-    }
-
-    pub fn user(id: &str, email: &str) -> User {
-        User {
-            id: id.into(),
-            email: email.into(),
-            name: Some("Ada".into()),
-            password_hash: "$argon2id$secret".into(),
-            roles: vec!["admin".into()],
-            disabled: false,
-            created_at: 10,
-            updated_at: 10,
-            session_version: 0,
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::test_util::temp_store;
-    use super::*;
-
-    #[test]
-    fn open_creates_parent_directories_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a/b/gateway.redb");
-        let store = Store::open(&path).unwrap();
-        store.put_meta("k", b"v").unwrap();
-        drop(store);
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.get_meta("k").unwrap(), Some(b"v".to_vec()));
-        assert_eq!(
-            store.get_meta(SCHEMA_KEY).unwrap(),
-            Some(b"1".to_vec()),
-            "schema version recorded"
-        );
-    }
-
-    #[test]
-    fn schema_too_new_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gateway.redb");
-        let store = Store::open(&path).unwrap();
-        store.put_meta(SCHEMA_KEY, b"2").unwrap();
-        drop(store);
-        match Store::open(&path) {
-            Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (2, 1));
-            }
-            other => panic!("expected SchemaTooNew, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn corrupt_schema_version_is_an_error_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gateway.redb");
-        let store = Store::open(&path).unwrap();
-        store.put_meta(SCHEMA_KEY, b"not json").unwrap();
-        drop(store);
-        match Store::open(&path) {
-            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("meta"), "{msg}"),
-            other => panic!("expected Corrupt, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn put_meta_if_absent_keeps_the_first_value() {
-        let (_dir, store) = temp_store();
-        assert_eq!(store.put_meta_if_absent("key", b"first").unwrap(), b"first");
-        assert_eq!(
-            store.put_meta_if_absent("key", b"second").unwrap(),
-            b"first"
-        );
-        assert_eq!(store.get_meta("key").unwrap(), Some(b"first".to_vec()));
-        store.put_meta("key", b"third").unwrap();
-        assert_eq!(store.get_meta("key").unwrap(), Some(b"third".to_vec()));
-    }
-
-    #[test]
-    fn change_feed_is_ordered_and_limited() {
-        let (_dir, store) = temp_store();
-        assert_eq!(store.last_change().unwrap(), 0);
-        for i in 0..5 {
-            store.revoke_jti(&format!("j{i}"), 100).unwrap();
-        }
-        assert_eq!(store.last_change().unwrap(), 5);
-        let page = store.changes_since(1, 2).unwrap();
-        assert_eq!(
-            page,
-            vec![
-                (
-                    2,
-                    Change::Jti {
-                        jti: "j1".into(),
-                        exp: 100
-                    }
-                ),
-                (
-                    3,
-                    Change::Jti {
-                        jti: "j2".into(),
-                        exp: 100
-                    }
-                ),
-            ]
-        );
-        assert!(store.changes_since(5, 10).unwrap().is_empty());
-        assert!(store.changes_since(u64::MAX, 10).unwrap().is_empty());
-    }
-
-    #[test]
-    fn sweep_keeps_the_newest_changes() {
-        let (_dir, store) = temp_store();
-        for i in 0..5 {
-            store.revoke_jti(&format!("j{i}"), 100).unwrap();
-        }
-        assert_eq!(store.sweep_keeping(0, 10).unwrap().changes, 0);
-        assert_eq!(store.sweep_keeping(0, 2).unwrap().changes, 3);
-        let kept: Vec<u64> = store
-            .changes_since(0, 10)
-            .unwrap()
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .collect();
-        assert_eq!(kept, vec![4, 5]);
-        // Numbering continues after the sweep.
-        store.revoke_jti("j5", 100).unwrap();
-        assert_eq!(store.last_change().unwrap(), 6);
-    }
-
-    #[test]
-    fn store_is_clone_send_sync() {
-        fn check<T: Clone + Send + Sync + 'static>() {}
-        check::<Store>();
+        let (dir, store) = redb::test_util::temp_store();
+        (dir, Store::Redb(store))
     }
 }

@@ -40,6 +40,8 @@ fn settings() -> ServiceSettings {
         hs256_secret: None,
         default_roles: vec!["user".into()],
         signup_open: true,
+        stale_after: None,
+        refuse_when_stale: true,
         policy: Policy::default(),
         hasher: fast_hasher(1024),
     }

@@ -10,46 +10,17 @@
 use std::collections::BTreeSet;
 
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
+use super::super::model::{
+    Change, RefreshRecord, RefreshState, Rotation, StoreError, SweepStats, TokenHash,
+};
 use super::tables::{
     Context, FAMILY_TOKENS, REFRESH, REVOKED_FAMILIES, REVOKED_JTIS, USER_FAMILIES, append_change,
     decode, encode,
 };
-use super::{Change, Store, StoreError, SweepStats, commit};
+use super::{RedbStore, commit};
 
-/// SHA-256 of the opaque refresh token; the caller hashes.
-pub type TokenHash = [u8; 32];
-
-/// One refresh token.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RefreshRecord {
-    pub family: String,
-    pub user_id: String,
-    pub issued_at: u64,
-    pub family_expires_at: u64,
-    pub state: RefreshState,
-}
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum RefreshState {
-    Active,
-    Rotated { at: u64 },
-    Revoked { at: u64 },
-}
-
-/// Outcome of [`Store::rotate_refresh`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Rotation {
-    /// The old token was active; here it is as it was before rotation.
-    Rotated(RefreshRecord),
-    /// The old token had already been rotated at `at` (possible theft); nothing written.
-    AlreadyRotated { at: u64, record: RefreshRecord },
-    /// Unknown, revoked, or its family expired.
-    Invalid,
-}
-
-impl Store {
+impl RedbStore {
     /// Stores a new refresh token (a login starting a family, or a caller-managed
     /// rotation). Refuses a hash that is already present.
     pub fn insert_refresh(&self, hash: &TokenHash, rec: &RefreshRecord) -> Result<(), StoreError> {
@@ -164,7 +135,7 @@ impl Store {
     }
 }
 
-fn unexpired(
+pub(super) fn unexpired(
     table: &impl ReadableTable<&'static str, u64>,
     now: u64,
     what: &str,
@@ -179,7 +150,7 @@ fn unexpired(
     Ok(out)
 }
 
-fn insert_refresh_in(
+pub(super) fn insert_refresh_in(
     txn: &WriteTransaction,
     hash: &TokenHash,
     rec: &RefreshRecord,
@@ -208,7 +179,7 @@ fn insert_refresh_in(
     Ok(())
 }
 
-/// Revokes a family inside `txn`; see [`Store::revoke_family`]. Appends a
+/// Revokes a family inside `txn`; see [`RedbStore::revoke_family`]. Appends a
 /// [`Change::Family`] unless the family was unknown or already fully revoked.
 pub(super) fn revoke_family_in(
     txn: &WriteTransaction,
@@ -271,7 +242,7 @@ pub(super) fn revoke_family_in(
     Ok(count)
 }
 
-/// The session part of [`Store::sweep`]: expired refresh records and their index
+/// The session part of [`RedbStore::sweep`]: expired refresh records and their index
 /// entries, expired revoked families and jtis.
 pub(super) fn sweep_sessions(txn: &WriteTransaction, now: u64) -> Result<SweepStats, StoreError> {
     let mut stats = SweepStats::default();

@@ -22,7 +22,7 @@ use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransac
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Change, StoreError, UserFlags};
+use super::super::model::{Change, StoreError, UserFlags};
 
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");

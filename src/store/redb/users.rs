@@ -4,63 +4,14 @@
 //! index is an exact-match `&str` key).
 
 use redb::{ReadableMultimapTable, ReadableTable, ReadableTableMetadata};
-use serde::{Deserialize, Serialize};
 
+use super::super::model::{Change, StoreError, User, UserFlags};
 use super::tables::{
     Context, USER_EMAIL, USER_FAMILIES, USER_FLAGS, USERS, append_change, decode, encode, set_flags,
 };
-use super::{Change, Store, StoreError, commit, sessions};
+use super::{RedbStore, commit, sessions};
 
-/// A user account.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
-pub struct User {
-    pub id: String,
-    /// Normalised by the caller; unique.
-    pub email: String,
-    pub name: Option<String>,
-    pub password_hash: String,
-    pub roles: Vec<String>,
-    pub disabled: bool,
-    pub created_at: u64,
-    pub updated_at: u64,
-    /// Access tokens carrying a lower version are revoked.
-    pub session_version: u64,
-}
-
-impl std::fmt::Debug for User {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User")
-            .field("id", &self.id)
-            .field("email", &self.email)
-            .field("name", &self.name)
-            .field("password_hash", &"***")
-            .field("roles", &self.roles)
-            .field("disabled", &self.disabled)
-            .field("created_at", &self.created_at)
-            .field("updated_at", &self.updated_at)
-            .field("session_version", &self.session_version)
-            .finish()
-    }
-}
-
-/// What the hot path needs about a user, kept small so a million users load fast:
-/// only users that are disabled or have `session_version > 0` have a row.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserFlags {
-    pub disabled: bool,
-    pub session_version: u64,
-}
-
-impl UserFlags {
-    fn of(user: &User) -> UserFlags {
-        UserFlags {
-            disabled: user.disabled,
-            session_version: user.session_version,
-        }
-    }
-}
-
-impl Store {
+impl RedbStore {
     /// Adds a user. [`StoreError::EmailTaken`] if the email is in use,
     /// [`StoreError::IdTaken`] if the id is (checked in the same write transaction).
     pub fn create_user(&self, user: &User) -> Result<(), StoreError> {
@@ -125,7 +76,7 @@ impl Store {
     /// email belongs to someone else. The session version never goes down: if
     /// another process ended the user's sessions after `user` was read, the higher
     /// stored version wins, so a stale write cannot revive revoked tokens. Prefer
-    /// [`Store::modify_user`] for read-modify-write: this overwrites every other field.
+    /// [`RedbStore::modify_user`] for read-modify-write: this overwrites every other field.
     pub fn update_user(&self, user: &User) -> Result<(), StoreError> {
         self.modify_user(&user.id, |stored| {
             *stored = user.clone();
@@ -137,7 +88,7 @@ impl Store {
     /// Reads the user, lets `change` edit it and writes it back, all in one write
     /// transaction, so concurrent writers (the server rehashing a password, the admin CLI
     /// disabling the account) cannot overwrite each other's fields. `change` may refuse with an
-    /// error, which aborts the transaction. The same guarantees as [`Store::update_user`] hold
+    /// error, which aborts the transaction. The same guarantees as [`RedbStore::update_user`] hold
     /// (email index, session version never lowered, flags, change feed). Returns the user as
     /// stored.
     pub fn modify_user(
@@ -474,10 +425,10 @@ mod tests {
         let path = dir.path().join("gateway.redb");
         let ada = user("u1", "ada@example.com");
         {
-            let store = Store::open(&path).unwrap();
+            let store = RedbStore::open(&path).unwrap();
             store.create_user(&ada).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.user_by_email("ada@example.com").unwrap(), Some(ada));
         assert_eq!(store.last_change().unwrap(), 1);
     }
@@ -489,8 +440,8 @@ mod tests {
         // handles in one process contend exactly as two processes do.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.redb");
-        let server = Store::open(&path).unwrap();
-        let cli = Store::open(&path).unwrap();
+        let server = RedbStore::open(&path).unwrap();
+        let cli = RedbStore::open(&path).unwrap();
         let seen = server.last_change().unwrap();
 
         cli.create_user(&user("u1", "ada@example.com")).unwrap();
@@ -522,8 +473,8 @@ mod tests {
     fn two_handles_write_concurrently_from_two_threads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.redb");
-        let a = Store::open(&path).unwrap();
-        let b = Store::open(&path).unwrap();
+        let a = RedbStore::open(&path).unwrap();
+        let b = RedbStore::open(&path).unwrap();
         let threads: Vec<_> = [("a", a.clone()), ("b", b.clone())]
             .into_iter()
             .map(|(name, store)| {

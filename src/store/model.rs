@@ -1,0 +1,177 @@
+//! The records every store backend keeps, and the errors and change-feed entries they share.
+//!
+//! The types are backend-neutral: the redb backend stores them as JSON values, the PostgreSQL
+//! backend as columns. Times are unix seconds.
+
+use serde::{Deserialize, Serialize};
+
+/// How many changes `sweep` keeps. Retention is by count, not age: the newest change is never
+/// deleted, so sequence numbers never restart, and a running server polls every second, far
+/// more often than 100 000 changes accumulate. A server that was down reloads everything at
+/// start-up and does not need old changes.
+pub const CHANGE_RETENTION: u64 = 100_000;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    #[error("a user with this id already exists")]
+    IdTaken,
+    #[error("not found")]
+    NotFound,
+    #[error("the target store already has users; a migration only fills an empty store")]
+    NotEmpty,
+    #[error(
+        "database schema version {found} is newer than this gateway supports ({supported}); upgrade the gateway"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("corrupt database: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Io(String),
+    /// The database cannot be reached (or did not answer in time). Callers answer 503: the
+    /// request may succeed later, and nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One entry of the change feed: what another process (or this one) changed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Change {
+    /// The user's record or flags changed; re-read [`Store::flags_of`].
+    User { id: String },
+    /// The user was deleted; their flag row now says disabled.
+    UserDeleted { id: String },
+    /// An access token id was deny-listed until `exp`.
+    Jti { jti: String, exp: u64 },
+    /// A refresh family was revoked until `exp`.
+    Family { family: String, exp: u64 },
+    /// The signing keys changed (rotation); re-read them from the meta table.
+    Keys,
+}
+
+/// What [`Store::sweep`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Refresh records whose family expired.
+    pub refresh_tokens: usize,
+    /// Expired families dropped from the family and user indexes.
+    pub families: usize,
+    /// Revoked-family rows past their expiry.
+    pub revoked_families: usize,
+    /// Deny-listed jtis past their expiry.
+    pub jtis: usize,
+    /// Change feed entries beyond [`CHANGE_RETENTION`].
+    pub changes: usize,
+}
+
+/// A user account.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    pub id: String,
+    /// Normalised by the caller; unique.
+    pub email: String,
+    pub name: Option<String>,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// Access tokens carrying a lower version are revoked.
+    pub session_version: u64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("name", &self.name)
+            .field("password_hash", &"***")
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("session_version", &self.session_version)
+            .finish()
+    }
+}
+
+/// What the hot path needs about a user, kept small so a million users load fast:
+/// only users that are disabled or have `session_version > 0` have a row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserFlags {
+    pub disabled: bool,
+    pub session_version: u64,
+}
+
+impl UserFlags {
+    pub(crate) fn of(user: &User) -> UserFlags {
+        UserFlags {
+            disabled: user.disabled,
+            session_version: user.session_version,
+        }
+    }
+}
+
+/// SHA-256 of the opaque refresh token; the caller hashes.
+pub type TokenHash = [u8; 32];
+
+/// One refresh token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RefreshRecord {
+    pub family: String,
+    pub user_id: String,
+    pub issued_at: u64,
+    pub family_expires_at: u64,
+    pub state: RefreshState,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RefreshState {
+    Active,
+    Rotated { at: u64 },
+    Revoked { at: u64 },
+}
+
+/// Outcome of [`Store::rotate_refresh`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rotation {
+    /// The old token was active; here it is as it was before rotation.
+    Rotated(RefreshRecord),
+    /// The old token had already been rotated at `at` (possible theft); nothing written.
+    AlreadyRotated { at: u64, record: RefreshRecord },
+    /// Unknown, revoked, or its family expired.
+    Invalid,
+}
+
+/// Everything [`crate::store::Store::export`] reads and [`crate::store::Store::import`]
+/// writes: what `gateway migrate` carries from one store to another. Expired sessions and
+/// revocations are left behind; the change feed is not copied (the target starts its own).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub users: Vec<User>,
+    /// Every flag row, including those of deleted users (they keep old tokens dead).
+    pub flags: Vec<(String, UserFlags)>,
+    /// Refresh tokens of unexpired families, by hash.
+    pub refresh: Vec<(TokenHash, RefreshRecord)>,
+    pub revoked_jtis: Vec<(String, u64)>,
+    pub revoked_families: Vec<(String, u64)>,
+    /// Signing keys, the refresh-token key, the CSRF key: without them every token dies.
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+/// Failed-login regulation of one account, as shared by every replica on the store (see
+/// [`crate::ratelimit`]). Times are unix seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regulation {
+    /// Consecutive failures counted since `first_failure`.
+    pub failures: u32,
+    pub first_failure: Option<u64>,
+    pub banned_until: Option<u64>,
+    /// Client networks (IP keys) the account recently logged in from; they are not banned.
+    pub familiar: Vec<String>,
+    /// When the entry last changed, for expiry.
+    pub touched: u64,
+}

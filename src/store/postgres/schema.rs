@@ -1,0 +1,127 @@
+//! The PostgreSQL schema and its versioned migrations.
+//!
+//! Every table is prefixed `gateway_`, so the gateway can share a database with other
+//! software. Migrations run at start-up inside one transaction that first takes a
+//! transaction-scoped advisory lock: replicas starting together wait for one another, and the
+//! second finds the work done. `gateway_schema_migrations` records each applied version.
+//!
+//! | table                        | holds                                                   |
+//! |------------------------------|---------------------------------------------------------|
+//! | `gateway_users`              | one row a user; `email` unique (normalised by the caller)|
+//! | `gateway_user_flags`         | disabled / session version, only for non-default users |
+//! | `gateway_refresh_tokens`     | SHA-256 of each refresh token, its family and state      |
+//! | `gateway_revoked_families`   | revoked refresh families until they would have expired   |
+//! | `gateway_revoked_jtis`       | deny-listed access-token ids until their expiry          |
+//! | `gateway_meta`               | signing keys, the refresh and CSRF keys                  |
+//! | `gateway_changes`            | the change feed: gapless `seq`, JSON [`Change`](super::Change) |
+//! | `gateway_login_regulation`   | failed-login counts per account, shared by replicas     |
+
+use deadpool_postgres::Transaction;
+
+use super::{StoreError, db_error};
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Advisory lock key taken while migrating ("gw-schema").
+const MIGRATION_LOCK: i64 = 0x6777_2d73_6368_656d;
+
+/// The migrations, in order; entry `i` brings the schema to version `i + 1`. Never edit a
+/// released one: add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE gateway_users (
+    id              text PRIMARY KEY,
+    email           text NOT NULL UNIQUE,
+    name            text,
+    password_hash   text NOT NULL,
+    roles           text[] NOT NULL,
+    disabled        boolean NOT NULL,
+    created_at      bigint NOT NULL,
+    updated_at      bigint NOT NULL,
+    session_version bigint NOT NULL
+);
+CREATE TABLE gateway_user_flags (
+    user_id         text PRIMARY KEY,
+    disabled        boolean NOT NULL,
+    session_version bigint NOT NULL
+);
+CREATE TABLE gateway_refresh_tokens (
+    hash              bytea PRIMARY KEY,
+    family            text NOT NULL,
+    user_id           text NOT NULL,
+    issued_at         bigint NOT NULL,
+    family_expires_at bigint NOT NULL,
+    state             text NOT NULL,
+    state_at          bigint NOT NULL
+);
+CREATE INDEX gateway_refresh_tokens_family ON gateway_refresh_tokens (family);
+CREATE INDEX gateway_refresh_tokens_user ON gateway_refresh_tokens (user_id);
+CREATE INDEX gateway_refresh_tokens_expiry ON gateway_refresh_tokens (family_expires_at);
+CREATE TABLE gateway_revoked_families (
+    family text PRIMARY KEY,
+    exp    bigint NOT NULL
+);
+CREATE TABLE gateway_revoked_jtis (
+    jti text PRIMARY KEY,
+    exp bigint NOT NULL
+);
+CREATE TABLE gateway_meta (
+    key   text PRIMARY KEY,
+    value bytea NOT NULL
+);
+CREATE TABLE gateway_changes (
+    seq    bigint PRIMARY KEY,
+    change text NOT NULL
+);
+CREATE TABLE gateway_login_regulation (
+    account text PRIMARY KEY,
+    state   text NOT NULL,
+    touched bigint NOT NULL
+);
+"#];
+
+/// Brings the database to [`SCHEMA_VERSION`]; refuses a newer one.
+pub(super) async fn migrate(txn: &Transaction<'_>) -> Result<(), StoreError> {
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| db_error("take the migration lock", e))?;
+    txn.batch_execute(
+        "CREATE TABLE IF NOT EXISTS gateway_schema_migrations (
+             version    integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(|e| db_error("create gateway_schema_migrations", e))?;
+    let row = txn
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM gateway_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(|e| db_error("read the schema version", e))?;
+    let found: i32 = row.get(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: u32::try_from(found).unwrap_or(u32::MAX),
+            supported: u32::try_from(SCHEMA_VERSION).unwrap_or(0),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        if version <= found {
+            continue;
+        }
+        tracing::info!(version, "migrating the PostgreSQL schema");
+        txn.batch_execute(sql)
+            .await
+            .map_err(|e| db_error(&format!("apply schema migration {version}"), e))?;
+        txn.execute(
+            "INSERT INTO gateway_schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await
+        .map_err(|e| db_error("record the schema version", e))?;
+    }
+    Ok(())
+}
