@@ -18,6 +18,11 @@
 //! recently logged in from successfully is exempt from the ban (its attempts still count
 //! against the per-IP and per-account rate limits), so users at their usual place keep access.
 //!
+//! **Several replicas** (a PostgreSQL store): rate limits stay per replica (each replica's
+//! buckets are its own, so behind N replicas a client gets up to N times the per-IP rate), but
+//! regulation is shared: the caller applies [`Rules`] to the account's record in the store
+//! under a row lock, so failures spread over replicas add up in one count.
+//!
 //! Memory stays bounded under a flood of distinct keys: [`Limits::housekeep`] (called every
 //! few seconds by the server) drops limiter entries that are back to full capacity and
 //! regulation entries that have expired, and gives the memory back.
@@ -35,6 +40,7 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::config::{Rate, RateLimitSettings};
+use crate::store::Regulation;
 
 /// A keyed limiter on a given clock.
 type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
@@ -51,6 +57,18 @@ impl From<IpAddr> for IpKey {
         match crate::config::units::canonical(ip) {
             IpAddr::V4(v4) => IpKey::V4(u32::from(v4)),
             IpAddr::V6(v6) => IpKey::V6Net((u128::from(v6) >> 64) as u64),
+        }
+    }
+}
+
+impl IpKey {
+    /// The key as text (`192.0.2.1`, `2001:db8:0:1::/64`), as the shared store keeps it.
+    pub fn text(&self) -> String {
+        match *self {
+            IpKey::V4(v4) => std::net::Ipv4Addr::from(v4).to_string(),
+            IpKey::V6Net(net) => {
+                format!("{}/64", std::net::Ipv6Addr::from(u128::from(net) << 64))
+            }
         }
     }
 }
@@ -78,6 +96,9 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     signup_ip: Option<Keyed<IpKey, C>>,
     refresh_ip: Option<Keyed<IpKey, C>>,
     regulator: Regulator,
+    /// Whether regulation lives in a store shared by several servers (then the caller applies
+    /// [`Limits::rules`] there, and the in-memory regulator stays empty).
+    shared_regulation: bool,
     clock: C,
 }
 
@@ -117,7 +138,8 @@ impl<C: Clock + Clone> Limits<C> {
             login_account: keyed(&s.login_per_account, &clock),
             signup_ip: keyed(&s.signup_per_ip, &clock),
             refresh_ip: keyed(&s.refresh_per_ip, &clock),
-            regulator: Regulator::new(s.max_retries, s.find_time, s.ban_time),
+            regulator: Regulator::new(Rules::new(s.max_retries, s.find_time, s.ban_time)),
+            shared_regulation: false,
             clock,
         }
     }
@@ -159,7 +181,9 @@ impl<C: Clock + Clone> Limits<C> {
             Action::Login => {
                 self.wait(&self.login_ip, &key, "ip")?;
                 if let Some(account) = account {
-                    self.regulator.check(account, key, now)?;
+                    if !self.shared_regulation {
+                        self.regulator.check(account, key, now)?;
+                    }
                     self.wait(&self.login_account, &account.to_owned(), "account")?;
                 }
                 Ok(())
@@ -167,14 +191,35 @@ impl<C: Clock + Clone> Limits<C> {
         }
     }
 
+    /// Keeps login regulation out of this process: the caller applies [`Limits::rules`] to
+    /// records in a store that every replica shares.
+    pub fn share_regulation(mut self) -> Self {
+        self.shared_regulation = true;
+        self
+    }
+
+    /// Whether regulation is kept in a shared store (see [`Limits::share_regulation`]).
+    pub fn regulation_is_shared(&self) -> bool {
+        self.shared_regulation
+    }
+
+    /// The regulation rules, for records kept elsewhere.
+    pub fn rules(&self) -> Rules {
+        self.regulator.rules
+    }
+
     /// Records a failed login (wrong password or unknown account alike).
     pub fn login_failed(&self, account: &str, now: Instant) {
-        self.regulator.failed(account, now);
+        if !self.shared_regulation {
+            self.regulator.failed(account, now);
+        }
     }
 
     /// Records a successful login: the failure count resets and the IP becomes familiar.
     pub fn login_succeeded(&self, account: &str, ip: IpAddr, now: Instant) {
-        self.regulator.succeeded(account, IpKey::from(ip), now);
+        if !self.shared_regulation {
+            self.regulator.succeeded(account, IpKey::from(ip), now);
+        }
     }
 
     /// Drops state that no longer limits anything and returns the memory.
@@ -208,116 +253,158 @@ impl<C: Clock + Clone> Limits<C> {
 /// How many familiar IPs are remembered per account.
 const FAMILIAR_IPS: usize = 4;
 
-#[derive(Debug, Default)]
-struct Account {
-    failures: u32,
-    first_failure: Option<Instant>,
-    banned_until: Option<Instant>,
-    familiar: Vec<IpKey>,
-    /// When this entry last changed, for housekeeping.
-    touched: Option<Instant>,
-}
+/// How long an account's familiar IPs are remembered after its last activity.
+const KEEP_FAMILIAR_SECS: u64 = 86_400;
 
-/// Consecutive-failure regulation per account.
-struct Regulator {
+/// The regulation rules (Authelia's `max_retries`/`find_time`/`ban_time`), applied to a
+/// [`Regulation`] record wherever it is kept: in this process's memory (one server), or in the
+/// shared store, where every replica counts into the same record.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
     max_retries: u32,
-    find_time: Duration,
-    ban_time: Duration,
-    accounts: Mutex<HashMap<String, Account>>,
+    find_time: u64,
+    ban_time: u64,
 }
 
-impl Regulator {
-    fn new(max_retries: u32, find_time: Duration, ban_time: Duration) -> Self {
-        Regulator {
+impl Rules {
+    fn new(max_retries: u32, find_time: Duration, ban_time: Duration) -> Rules {
+        Rules {
             max_retries,
-            find_time,
-            ban_time,
-            accounts: Mutex::new(HashMap::new()),
+            find_time: find_time.as_secs(),
+            ban_time: ban_time.as_secs(),
         }
     }
 
-    fn check(&self, account: &str, ip: IpKey, now: Instant) -> Result<(), Throttled> {
-        if self.max_retries == 0 {
+    /// Whether regulation is switched off (`max_retries: 0`).
+    pub fn off(&self) -> bool {
+        self.max_retries == 0
+    }
+
+    /// Refuses a login for a banned account, unless it comes from a familiar network.
+    pub fn check(&self, rec: &Regulation, ip: IpKey, now: u64) -> Result<(), Throttled> {
+        if self.off() {
             return Ok(());
         }
-        // A poisoned lock means a panic while holding it: refuse rather than skip the check.
-        let Ok(map) = self.accounts.lock() else {
-            return Err(Throttled {
-                retry_after: self.ban_time,
-                by: "regulation",
-            });
-        };
-        let Some(a) = map.get(account) else {
-            return Ok(());
-        };
-        match a.banned_until {
-            Some(until) if until > now && !a.familiar.contains(&ip) => Err(Throttled {
-                retry_after: until - now,
+        match rec.banned_until {
+            Some(until) if until > now && !rec.familiar.contains(&ip.text()) => Err(Throttled {
+                retry_after: Duration::from_secs(until - now),
                 by: "regulation",
             }),
             _ => Ok(()),
         }
     }
 
-    fn failed(&self, account: &str, now: Instant) {
-        if self.max_retries == 0 {
+    /// Counts a failed login; the ban starts at the `max_retries`th failure in the window.
+    pub fn failed(&self, rec: &mut Regulation, now: u64) {
+        if self.off() {
             return;
         }
-        let Ok(mut map) = self.accounts.lock() else {
-            return;
-        };
-        let a = map.entry(account.to_owned()).or_default();
-        let window_over = a
+        let window_over = rec
             .first_failure
-            .is_none_or(|first| now.duration_since(first) > self.find_time);
-        let ban_over = a.banned_until.is_some_and(|until| until <= now);
+            .is_none_or(|first| now.saturating_sub(first) > self.find_time);
+        let ban_over = rec.banned_until.is_some_and(|until| until <= now);
         if window_over || ban_over {
-            a.failures = 0;
-            a.first_failure = Some(now);
-            a.banned_until = None;
+            rec.failures = 0;
+            rec.first_failure = Some(now);
+            rec.banned_until = None;
         }
-        a.failures += 1;
-        a.touched = Some(now);
-        if a.failures >= self.max_retries {
-            a.banned_until = Some(now + self.ban_time);
+        rec.failures = rec.failures.saturating_add(1);
+        rec.touched = now;
+        if rec.failures >= self.max_retries {
+            rec.banned_until = Some(now + self.ban_time);
+        }
+    }
+
+    /// A successful login: the count resets and the network becomes familiar.
+    pub fn succeeded(&self, rec: &mut Regulation, ip: IpKey, now: u64) {
+        rec.failures = 0;
+        rec.first_failure = None;
+        rec.banned_until = None;
+        rec.touched = now;
+        let ip = ip.text();
+        if !rec.familiar.contains(&ip) {
+            if rec.familiar.len() >= FAMILIAR_IPS {
+                rec.familiar.remove(0);
+            }
+            rec.familiar.push(ip);
+        }
+    }
+
+    /// Whether a record still matters: a ban, a failure in the window, or familiar networks
+    /// seen within a day.
+    fn worth_keeping(&self, rec: &Regulation, now: u64) -> bool {
+        let banned = rec.banned_until.is_some_and(|u| u > now);
+        let recent_failure = rec
+            .first_failure
+            .is_some_and(|f| now.saturating_sub(f) <= self.find_time);
+        let familiar =
+            !rec.familiar.is_empty() && now.saturating_sub(rec.touched) <= KEEP_FAMILIAR_SECS;
+        banned || recent_failure || familiar
+    }
+}
+
+/// Regulation kept in this process (one server on a redb file). Time is whole seconds since
+/// the regulator was made.
+struct Regulator {
+    rules: Rules,
+    base: Instant,
+    accounts: Mutex<HashMap<String, Regulation>>,
+}
+
+impl Regulator {
+    fn new(rules: Rules) -> Self {
+        Regulator {
+            rules,
+            base: Instant::now(),
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn secs(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.base).as_secs()
+    }
+
+    fn check(&self, account: &str, ip: IpKey, now: Instant) -> Result<(), Throttled> {
+        if self.rules.off() {
+            return Ok(());
+        }
+        // A poisoned lock means a panic while holding it: refuse rather than skip the check.
+        let Ok(map) = self.accounts.lock() else {
+            return Err(Throttled {
+                retry_after: Duration::from_secs(self.rules.ban_time),
+                by: "regulation",
+            });
+        };
+        match map.get(account) {
+            Some(rec) => self.rules.check(rec, ip, self.secs(now)),
+            None => Ok(()),
+        }
+    }
+
+    fn failed(&self, account: &str, now: Instant) {
+        if self.rules.off() {
+            return;
+        }
+        if let Ok(mut map) = self.accounts.lock() {
+            let rec = map.entry(account.to_owned()).or_default();
+            self.rules.failed(rec, self.secs(now));
         }
     }
 
     fn succeeded(&self, account: &str, ip: IpKey, now: Instant) {
-        let Ok(mut map) = self.accounts.lock() else {
-            return;
-        };
-        let a = map.entry(account.to_owned()).or_default();
-        a.failures = 0;
-        a.first_failure = None;
-        a.banned_until = None;
-        a.touched = Some(now);
-        if !a.familiar.contains(&ip) {
-            if a.familiar.len() >= FAMILIAR_IPS {
-                a.familiar.remove(0);
-            }
-            a.familiar.push(ip);
+        if let Ok(mut map) = self.accounts.lock() {
+            let rec = map.entry(account.to_owned()).or_default();
+            self.rules.succeeded(rec, ip, self.secs(now));
         }
     }
 
-    /// Forgets accounts with no ban, no recent failure and no familiar IP worth keeping for a
-    /// day.
+    /// Forgets records that no longer matter and gives the memory back.
     fn housekeep(&self, now: Instant) {
-        let Ok(mut map) = self.accounts.lock() else {
-            return;
-        };
-        let keep_familiar = Duration::from_secs(86_400);
-        map.retain(|_, a| {
-            let banned = a.banned_until.is_some_and(|u| u > now);
-            let recent_failure = a
-                .first_failure
-                .is_some_and(|f| now.duration_since(f) <= self.find_time);
-            let familiar = !a.familiar.is_empty()
-                && a.touched
-                    .is_some_and(|t| now.duration_since(t) <= keep_familiar);
-            banned || recent_failure || familiar
-        });
-        map.shrink_to_fit();
+        let now = self.secs(now);
+        if let Ok(mut map) = self.accounts.lock() {
+            map.retain(|_, rec| self.rules.worth_keeping(rec, now));
+            map.shrink_to_fit();
+        }
     }
 
     fn len(&self) -> usize {

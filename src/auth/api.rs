@@ -32,7 +32,7 @@ use super::token::AccessClaims;
 use crate::body::{self, Body};
 use crate::config::{AssertionSettings, Config, IdentityHeaders};
 use crate::error::{HttpError, json_response};
-use crate::ratelimit::{Action, Limits};
+use crate::ratelimit::{Action, IpKey, Limits};
 use crate::secret::SecretString;
 use crate::store::RefreshState;
 use std::time::Instant;
@@ -110,7 +110,6 @@ impl AuthApi {
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
         AuthApi {
-            service,
             csrf: Csrf::new(csrf_key),
             prefix: config.auth.prefix.clone(),
             tokens_in_body: config.auth.tokens_in_body,
@@ -126,8 +125,17 @@ impl AuthApi {
                     .collect()
             },
             assertion: config.auth.assertion.clone(),
-            limits: std::sync::Arc::new(Limits::new(&config.rate_limits)),
+            limits: std::sync::Arc::new({
+                let limits = Limits::new(&config.rate_limits);
+                // Replicas on a shared store count failed logins together, in the store.
+                if service.store().is_shared() {
+                    limits.share_regulation()
+                } else {
+                    limits
+                }
+            }),
             metrics,
+            service,
         }
     }
 
@@ -138,41 +146,85 @@ impl AuthApi {
 
     /// Refuses a request over its rate limit (or a login for a regulated account) before any
     /// work is done for it.
-    pub(super) fn throttle(
+    pub(super) async fn throttle(
         &self,
         action: Action,
         ip: IpAddr,
         email: Option<&str>,
     ) -> Result<(), HttpError> {
         let account = email.and_then(normalize_email);
-        self.limits
-            .check(action, ip, account.as_deref(), Instant::now())
-            .map_err(|t| {
-                self.metrics.rate_limited(action);
-                tracing::warn!(
-                    target: "audit",
-                    event = "rate_limited",
-                    action = ?action,
-                    by = t.by,
-                    client_ip = %ip,
-                );
-                HttpError::TooManyRequests {
-                    retry_after: t.retry_after,
-                }
-            })
+        let mut verdict = self
+            .limits
+            .check(action, ip, account.as_deref(), Instant::now());
+        if verdict.is_ok()
+            && action == Action::Login
+            && self.limits.regulation_is_shared()
+            && let Some(account) = account
+            && !self.limits.rules().off()
+        {
+            let rules = self.limits.rules();
+            let now = self.service.clock().unix();
+            let record = self.service.shared_regulation(account).await?;
+            if let Some(record) = record {
+                verdict = rules.check(&record, IpKey::from(ip), now);
+            }
+        }
+        verdict.map_err(|t| {
+            self.metrics.rate_limited(action);
+            tracing::warn!(
+                target: "audit",
+                event = "rate_limited",
+                action = ?action,
+                by = t.by,
+                client_ip = %ip,
+            );
+            HttpError::TooManyRequests {
+                retry_after: t.retry_after,
+            }
+        })
     }
 
-    /// Feeds a login's outcome to the regulator.
-    pub(super) fn record_login<T>(&self, email: &str, ip: IpAddr, result: &Result<T, AuthError>) {
+    /// Feeds a login's outcome to the regulator (in memory, or in the shared store).
+    pub(super) async fn record_login<T>(
+        &self,
+        email: &str,
+        ip: IpAddr,
+        result: &Result<T, AuthError>,
+    ) {
         let Some(account) = normalize_email(email) else {
             return;
         };
-        match result {
-            Ok(_) => self.limits.login_succeeded(&account, ip, Instant::now()),
-            Err(AuthError::InvalidCredentials) => {
-                self.limits.login_failed(&account, Instant::now())
+        let failed = match result {
+            Ok(_) => false,
+            Err(AuthError::InvalidCredentials) => true,
+            Err(_) => return,
+        };
+        if !self.limits.regulation_is_shared() {
+            if failed {
+                self.limits.login_failed(&account, Instant::now());
+            } else {
+                self.limits.login_succeeded(&account, ip, Instant::now());
             }
-            Err(_) => {}
+            return;
+        }
+        let rules = self.limits.rules();
+        if failed && rules.off() {
+            return;
+        }
+        let ip = IpKey::from(ip);
+        let now = self.service.clock().unix();
+        let updated = self
+            .service
+            .update_shared_regulation(account, move |rec| {
+                if failed {
+                    rules.failed(rec, now);
+                } else {
+                    rules.succeeded(rec, ip, now);
+                }
+            })
+            .await;
+        if let Err(e) = updated {
+            tracing::warn!(error = %e, "recording the login outcome for regulation failed");
         }
     }
 
@@ -276,7 +328,7 @@ impl AuthApi {
             ("/signup", &Method::POST) => self.signup(req, tls, client_ip).await,
             ("/login", &Method::POST) => self.login(req, tls, client_ip).await,
             ("/refresh", &Method::POST) => {
-                self.throttle(Action::Refresh, client_ip, None)?;
+                self.throttle(Action::Refresh, client_ip, None).await?;
                 self.refresh(req, tls).await
             }
             ("/logout", &Method::POST) => self.logout(req, tls).await,
@@ -304,7 +356,8 @@ impl AuthApi {
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
         let body: Credentials = read_json(req, self.body_limit).await?;
-        self.throttle(Action::Signup, client_ip, Some(&body.email))?;
+        self.throttle(Action::Signup, client_ip, Some(&body.email))
+            .await?;
         let password = SecretString::new(body.password);
         let issued = self
             .service
@@ -322,14 +375,15 @@ impl AuthApi {
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
         let body: Credentials = read_json(req, self.body_limit).await?;
-        self.throttle(Action::Login, client_ip, Some(&body.email))?;
+        self.throttle(Action::Login, client_ip, Some(&body.email))
+            .await?;
         let password = SecretString::new(body.password);
         let result = self
             .service
             .login(&body.email, &password)
             .instrument(tracing::info_span!("login", %client_ip))
             .await;
-        self.record_login(&body.email, client_ip, &result);
+        self.record_login(&body.email, client_ip, &result).await;
         let issued = result?;
         Ok(self.issued_response(StatusCode::OK, &issued, tls))
     }

@@ -139,7 +139,7 @@ impl AuthApi {
             Form::Logout => None,
         };
         if let Some((action, account)) = action
-            && let Err(e) = self.throttle(action, client_ip, account)
+            && let Err(e) = self.throttle(action, client_ip, account).await
         {
             let message = "Too many attempts; please wait a little and try again";
             let mut resp = self.render(
@@ -165,7 +165,7 @@ impl AuthApi {
                     .login(&email, &password)
                     .instrument(tracing::info_span!("login", %client_ip, form = true))
                     .await;
-                self.record_login(&email, client_ip, &r);
+                self.record_login(&email, client_ip, &r).await;
                 r
             }
             Form::Signup => {

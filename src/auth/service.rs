@@ -41,7 +41,7 @@ use super::verified::{self, Lookup, VerifiedCache};
 use super::{keystore, refresh_token};
 use crate::clock::Clock;
 use crate::secret::{Secret, SecretString};
-use crate::store::{RefreshRecord, RefreshState, Store, StoreError, User, UserFlags};
+use crate::store::{RefreshRecord, RefreshState, Regulation, Store, StoreError, User, UserFlags};
 
 pub use super::email::normalize_email;
 
@@ -676,6 +676,23 @@ impl AuthService {
                 tracing::info!("store reachable again; revocations are current");
             }
         }
+    }
+
+    /// The shared failed-login regulation record of an account (normalised email).
+    pub async fn shared_regulation(&self, account: String) -> Result<Option<Regulation>, AuthError> {
+        self.blocking(move |s| Ok(s.regulation(&account)?)).await
+    }
+
+    /// Updates an account's shared regulation record atomically (see
+    /// [`crate::ratelimit::Rules`]).
+    pub async fn update_shared_regulation(
+        &self,
+        account: String,
+        change: impl FnOnce(&mut Regulation) + Send + 'static,
+    ) -> Result<(), AuthError> {
+        let now = self.inner.clock.unix();
+        self.blocking(move |s| Ok(s.update_regulation(&account, now, change).map(|_| ())?))
+            .await
     }
 
     /// Whether the service has gone longer than `stale_after` without reading the change feed.
