@@ -20,6 +20,7 @@ mod limits;
 mod logs;
 mod openapi;
 mod ops;
+mod pg;
 mod proxy;
 mod server;
 mod tls;
