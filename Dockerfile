@@ -21,16 +21,21 @@ RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked \
  && mkdir -p /out/data \
  && cp target/release/gateway /out/gateway
+# The image's own config keeps the store in the /data volume. It is written into the file, not
+# set with GATEWAY_STORE__REDB__PATH, so a mounted config that picks store.postgres is not
+# given a redb path as well (that is refused as ambiguous).
+COPY gateway.yaml ./
+RUN sed 's#path: data/gateway.redb #path: /data/gateway.redb#' gateway.yaml > /out/gateway.yaml \
+ && grep -q 'path: /data/gateway.redb' /out/gateway.yaml
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/gateway /usr/local/bin/gateway
-COPY gateway.yaml /etc/gateway/gateway.yaml
+COPY --from=builder /out/gateway.yaml /etc/gateway/gateway.yaml
 # The store and the generated self-signed certificate live in /data, owned by the nonroot user.
 COPY --from=builder --chown=65532:65532 /out/data /data
 ENV GATEWAY_CONFIG=/etc/gateway/gateway.yaml \
     GATEWAY_LISTEN__HTTP=0.0.0.0:8080 \
     GATEWAY_LISTEN__HTTPS=0.0.0.0:8443 \
-    GATEWAY_STORE__REDB__PATH=/data/gateway.redb \
     GATEWAY_TLS__CERT=/data/certs/localhost.pem \
     GATEWAY_TLS__KEY=/data/certs/localhost-key.pem \
     GATEWAY_TLS__SELF_SIGNED=true \

@@ -679,7 +679,10 @@ impl AuthService {
     }
 
     /// The shared failed-login regulation record of an account (normalised email).
-    pub async fn shared_regulation(&self, account: String) -> Result<Option<Regulation>, AuthError> {
+    pub async fn shared_regulation(
+        &self,
+        account: String,
+    ) -> Result<Option<Regulation>, AuthError> {
         self.blocking(move |s| Ok(s.regulation(&account)?)).await
     }
 
