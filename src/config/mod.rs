@@ -203,6 +203,9 @@ pub struct PostgresSettings {
     pub stale_after: Duration,
     /// What a stale server does with tokens.
     pub when_stale: WhenStale,
+    /// CA certificates (PEM) that sign the server's certificate when the URL says
+    /// `sslmode=require`; `None`: the web PKI roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PostgresSettings {
@@ -215,6 +218,7 @@ impl PostgresSettings {
             query_timeout: Duration::from_secs(5),
             stale_after: Duration::from_secs(30),
             when_stale: WhenStale::Refuse,
+            ca_file: None,
         }
     }
 }

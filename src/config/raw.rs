@@ -141,6 +141,8 @@ pub struct RawPostgres {
     pub query_timeout: Option<Sp<String>>,
     pub stale_after: Option<Sp<String>>,
     pub when_stale: Option<Sp<String>>,
+    /// PEM CA certificates for `sslmode=require` (default: the web PKI roots).
+    pub ca_file: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -629,6 +629,7 @@ fn validate_store(cx: &Ctx, raw: &RawStore) -> Result<StoreSettings, ConfigError
                     (secs(2), secs(86_400)),
                 )?,
                 when_stale,
+                ca_file: pg.ca_file.as_ref().map(|f| cx.path(&f.value)),
             }))
         }
     }

@@ -23,4 +23,5 @@ mod ops;
 mod pg;
 mod proxy;
 mod server;
+mod store;
 mod tls;

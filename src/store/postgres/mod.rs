@@ -26,7 +26,10 @@ use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
 };
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::model::{
     CHANGE_RETENTION, Change, RefreshRecord, RefreshState, Regulation, Rotation, Snapshot,
@@ -83,7 +86,14 @@ pub(super) fn db_error(what: &str, e: tokio_postgres::Error) -> StoreError {
     if e.is_closed() {
         return StoreError::Unavailable(format!("{what}: connection closed"));
     }
-    StoreError::Unavailable(format!("{what}: {e}"))
+    // The causes (I/O, TLS) say what went wrong and hold no data.
+    let mut text = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    StoreError::Unavailable(text)
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -128,13 +138,14 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Io(format!("start the database runtime: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let tls = tls_connector(&config, settings)?;
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(config.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = {
             // The pool spawns connection tasks on the runtime current when it connects.
             let _guard = runtime.enter();
@@ -148,7 +159,10 @@ impl PgStore {
                 .map_err(|e| StoreError::Io(format!("build the connection pool: {e}")))?
         };
         let hint = Arc::new(Notify::new());
-        runtime.spawn(listen(config, hint.clone()));
+        match tls {
+            Some(tls) => runtime.spawn(listen(config, tls, hint.clone())),
+            None => runtime.spawn(listen(config, NoTls, hint.clone())),
+        };
         let store = PgStore {
             inner: Arc::new(Inner {
                 pool,
@@ -913,10 +927,14 @@ impl PgStore {
 
 /// Keeps a `LISTEN` connection open and pokes `hint` on every notification and after every
 /// (re)connect, forever (the task ends with the store's runtime).
-async fn listen(config: tokio_postgres::Config, hint: Arc<Notify>) {
+async fn listen<T>(config: tokio_postgres::Config, tls: T, hint: Arc<Notify>)
+where
+    T: MakeTlsConnect<Socket> + Clone,
+    T::Stream: Send + 'static,
+{
     let mut healthy = true;
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let poke = hint.clone();
                 let driver = tokio::spawn(async move {
@@ -961,6 +979,46 @@ async fn listen(config: tokio_postgres::Config, hint: Arc<Notify>) {
         hint.notify_one();
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
+}
+
+/// TLS for `sslmode=require`: rustls (ring) verifying the server's certificate against
+/// `ca_file` or the web PKI roots. Without `sslmode=require` the connection is plain, as the
+/// usual deployment (a database on a private network or loopback) expects.
+fn tls_connector(
+    config: &tokio_postgres::Config,
+    settings: &PostgresSettings,
+) -> Result<Option<MakeRustlsConnect>, StoreError> {
+    if config.get_ssl_mode() != SslMode::Require {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    match &settings.ca_file {
+        Some(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    StoreError::Io(format!("store.postgres.ca_file {}: {e}", path.display()))
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(StoreError::Io(format!(
+                    "store.postgres.ca_file {}: no usable CA certificate",
+                    path.display()
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| StoreError::Io(format!("TLS for PostgreSQL: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(tls)))
 }
 
 const USER_COLUMNS: &str =
