@@ -1276,4 +1276,76 @@ mod tests {
         assert_eq!(secret.expose().len(), 40);
         assert!(!format!("{c:?}").contains(&"x".repeat(40)));
     }
+
+    #[test]
+    fn a_postgres_store_is_parsed_with_defaults_and_its_url_stays_hidden() {
+        let c = load(
+            "version: 1\nstore:\n  postgres:\n    url: postgres://gw:s3cret-pw@db:5432/app\n    stale_after: 10s\n    when_stale: accept\n    ca_file: ca.pem\n",
+        )
+        .unwrap();
+        let StoreSettings::Postgres(pg) = &c.store else {
+            panic!("expected postgres, got {:?}", c.store)
+        };
+        assert_eq!(pg.pool_size, 16);
+        assert_eq!(pg.connect_timeout, Duration::from_secs(5));
+        assert_eq!(pg.stale_after, Duration::from_secs(10));
+        assert_eq!(pg.when_stale, WhenStale::Accept);
+        assert_eq!(pg.ca_file.as_deref(), Some(Path::new("/base/ca.pem")));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the password leaked into Debug"
+        );
+        assert_eq!(c.store.describe(), "PostgreSQL database app on db:5432");
+    }
+
+    #[test]
+    fn postgres_store_mistakes_are_named_without_quoting_the_url() {
+        for (yaml, key, says) in [
+            (
+                "store:\n  redb: {path: a.redb}\n  postgres: {url: 'postgres://h/db'}\n",
+                "store",
+                "not both",
+            ),
+            (
+                "store:\n  postgres: {url: 'mysql://u:s3cret@h/db'}\n",
+                "store.postgres.url",
+                "must start with postgres://",
+            ),
+            (
+                "store:\n  postgres: {url: 'postgres://u:s3cret@h/db?bogus_option=1'}\n",
+                "store.postgres.url",
+                "connection",
+            ),
+            (
+                "store:\n  postgres: {url: 'postgres://h/db', when_stale: maybe}\n",
+                "store.postgres.when_stale",
+                "refuse or accept",
+            ),
+            (
+                "store:\n  postgres: {url: 'postgres://h/db', stale_after: 1s}\n",
+                "store.postgres.stale_after",
+                "out of range",
+            ),
+            (
+                "store:\n  postgres: {url: 'postgres://h/db', pool_size: 0}\n",
+                "store.postgres.pool_size",
+                "out of range",
+            ),
+            (
+                "store:\n  postgres: {url: '${NOPE}'}\n",
+                "store.postgres.url",
+                "NOPE is not set",
+            ),
+        ] {
+            let e = load(&format!("version: 1\n{yaml}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(says), "{yaml}: {e}");
+            assert!(
+                e.contains("yaml:3:") || e.contains("yaml:4:"),
+                "{yaml}: {e}"
+            );
+            assert!(!e.contains("s3cret"), "{yaml}: the URL leaked: {e}");
+        }
+    }
 }

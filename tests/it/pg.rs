@@ -152,6 +152,41 @@ impl PgServer {
         self.url_of(name)
     }
 
+    /// Switches TLS on (no restart: PostgreSQL reloads its SSL settings) with this certificate
+    /// chain and key, both PEM. Plain connections keep working; clients choose.
+    pub async fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        let data = self.dir.path().join("data");
+        let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        if let Some(owner) = self.template.owner {
+            for f in [&cert, &key] {
+                std::os::unix::fs::chown(f, Some(owner.0), Some(owner.1)).unwrap();
+            }
+        }
+        let (client, conn) = tokio_postgres::connect(&self.url(), NoTls).await.unwrap();
+        let conn = tokio::spawn(conn);
+        // One statement each: ALTER SYSTEM refuses to run in the implicit transaction of a
+        // multi-statement string.
+        for sql in [
+            "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+            "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+            "ALTER SYSTEM SET ssl = on",
+            "SELECT pg_reload_conf()",
+        ] {
+            client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("enabling TLS ({sql}): {e:?}\n{}", self.log()));
+        }
+        drop(client);
+        let _ = conn.await;
+        // The postmaster applies the reload asynchronously.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     /// Fast shutdown (SIGINT: sessions are ended, a checkpoint is written) and waits until the
     /// server has exited; connections are then refused. Blocks for a few tens of milliseconds.
     pub fn stop(&mut self) {

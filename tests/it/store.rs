@@ -681,3 +681,80 @@ fn query(url: &str, sql: &str) -> Vec<i32> {
     .join()
     .unwrap()
 }
+
+/// A CA and a `localhost`/`127.0.0.1` server certificate it signed: (CA PEM, chain PEM, key PEM).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// `sslmode=require` encrypts the connection and verifies the server against `ca_file`; a
+/// server the CA did not sign is refused.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let Some(pg) = PgServer::start_async().await else {
+        return;
+    };
+    let (ca, chain, key) = test_pki();
+    pg.enable_tls(&chain, &key).await;
+    let url = pg.create_database_async("tls").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+
+    let url = url.replace("127.0.0.1", "localhost") + "?sslmode=require";
+    let mut good = settings(&url);
+    good.ca_file = Some(ca_file);
+    let store = tokio::task::spawn_blocking(move || {
+        Store::connect(&gateway::config::StoreSettings::Postgres(good))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || writer.create_user(&user("u1", "ada@x.test")))
+        .await
+        .unwrap()
+        .unwrap();
+    // The server saw an encrypted session from the gateway.
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = 'tls' AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, i64>(0) >= 1, "no TLS session from the gateway");
+    drop(store);
+
+    // Another CA: the handshake fails and says why.
+    let (other_ca, _, _) = test_pki();
+    let other_file = dir.path().join("other.pem");
+    std::fs::write(&other_file, other_ca).unwrap();
+    let mut bad = settings(&url);
+    bad.ca_file = Some(other_file);
+    let refused = tokio::task::spawn_blocking(move || {
+        Store::connect(&gateway::config::StoreSettings::Postgres(bad))
+    })
+    .await
+    .unwrap();
+    match refused {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("certificate"), "{m}"),
+        other => panic!("expected a refused handshake, got {other:?}"),
+    }
+}
