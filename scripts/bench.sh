@@ -2,13 +2,15 @@
 # End-to-end benchmark of the gateway against its peers, and the scenarios of the performance
 # targets (see BENCHMARKS.md for the results and how to read them).
 #
-#   scripts/bench.sh [all|peer|flood|scale|rss|startup]
+#   scripts/bench.sh [all|peer|flood|scale|rss|startup|postgres]
 #
 # Needs nginx, haproxy and wrk; this script installs nothing. On Debian:
 #   apt-get install -y nginx-light haproxy wrk
 # Builds the release binary (and the fill_store example) first. Uses ports 19001-19004.
 # Environment: CARGO_TARGET_DIR (default ./target), ROUNDS/SECS/CONNS for the peer run
 # (default 3 rounds of 5 s at 64 connections), FILL_USERS/FILL_JTIS for the scale run (1000000).
+# The postgres run needs Debian's postgresql server binaries (it starts a private cluster on port
+# 19005) or BENCH_DATABASE_URL pointing at an empty database.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 peerbench=${PEERBENCH:-$root/../shared/peerbench}
@@ -37,7 +39,7 @@ gateway_config() {
 version: 1
 listen: {http: 127.0.0.1:19004, https: null}
 log: {level: warn}
-store: {redb: {path: $store}}
+store: $(case $store in postgres://*) echo "{postgres: {url: '$store'}}" ;; *) echo "{redb: {path: $store}}" ;; esac)
 routes:
   - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}
 YAML
@@ -191,8 +193,58 @@ PY
   stop_gateway
 }
 
+# private_pg: starts a throwaway PostgreSQL cluster on 127.0.0.1:19005 (as the postgres user when
+# root) and sets pg_url.
+private_pg() {
+  local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$bin/initdb" ] || { echo "no PostgreSQL server binaries (apt-get install -y postgresql)" >&2; exit 1; }
+  local dir=$work/pg as=()
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -U gateway --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
+  "${as[@]}" "$bin/postgres" -D "$dir/data" -p 19005 -k "$dir" -c listen_addresses=127.0.0.1 \
+    >"$dir/log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/19005) 2>/dev/null && break; sleep 0.05
+  done
+  sleep 0.2
+  pg_url="postgres://gateway@127.0.0.1:19005/postgres"
+}
+
+postgres() {
+  echo "== store: the same proxied load on a redb-backed and a PostgreSQL-backed gateway, alternating"
+  upstream
+  local url=${BENCH_DATABASE_URL:-}
+  if [ -z "$url" ]; then private_pg; url=$pg_url; fi
+  local nolimits="rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}"
+  gateway_config "$work/redb.yaml" "$work/store.redb" "$nolimits"
+  gateway_config "$work/pg.yaml" "$url" "$nolimits"
+  local r kind
+  for r in $(seq "$rounds"); do
+    for kind in redb pg; do
+      start_gateway "$work/$kind.yaml" "$work/$kind.log"
+      local tok; tok=$(token)
+      echo "$kind $(wrk_run http://127.0.0.1:19004/ "$secs" -H "Authorization: Bearer $tok")" | tee -a "$work/store.out"
+      stop_gateway
+    done
+  done
+  python3 - "$work/store.out" <<'PY'
+import statistics, sys
+rps = {}
+for line in open(sys.argv[1]):
+    kind, r, _ = line.split()
+    rps.setdefault(kind, []).append(float(r))
+redb, pg = statistics.median(rps["redb"]), statistics.median(rps["pg"])
+print(f"median req/s: redb {redb:.0f}, PostgreSQL {pg:.0f}; PostgreSQL/redb = {pg / redb:.3f}")
+PY
+  echo "peer benchmark with the PostgreSQL-backed gateway:"
+  GATEWAY_START="bash -c 'gateway_config $work/peerpg.yaml $url && exec $bin serve --config $work/peerpg.yaml'" \
+  GATEWAY_TOKEN="token" \
+    "$peerbench/peerbench.sh" "$rounds" "$secs" "$conns"
+}
+
 case $what in
-  all) peer; flood; scale; startup; rss ;;
-  peer|flood|scale|startup|rss) "$what" ;;
-  *) echo "usage: $0 [all|peer|flood|scale|startup|rss]" >&2; exit 2 ;;
+  all) peer; flood; scale; startup; rss; postgres ;;
+  peer|flood|scale|startup|rss|postgres) "$what" ;;
+  *) echo "usage: $0 [all|peer|flood|scale|startup|rss|postgres]" >&2; exit 2 ;;
 esac
