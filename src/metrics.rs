@@ -323,6 +323,12 @@ impl Collector for Scrape {
                 "Rotated refresh tokens presented again (the session was ended)",
                 load(&c.reuse_detected),
             )?;
+            gauge(
+                &mut enc,
+                "store_sync_age_seconds",
+                "Seconds since the change feed (revocations) was last read from the store",
+                i64::try_from(service.seconds_since_sync()).unwrap_or(i64::MAX),
+            )?;
             let h = service.hasher();
             gauge(
                 &mut enc,

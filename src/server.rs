@@ -180,6 +180,13 @@ impl Running {
         {
             tracing::warn!("listener addresses changed; they take effect at the next restart");
         }
+        if now.store.describe() != was.store.describe() {
+            tracing::warn!(
+                was = %was.store.describe(),
+                now = %now.store.describe(),
+                "store changed; the new store takes effect at the next restart"
+            );
+        }
         let (wl, nl) = (&was.limits, &now.limits);
         if nl.max_header_bytes != wl.max_header_bytes
             || nl.max_headers != wl.max_headers

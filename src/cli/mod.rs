@@ -192,6 +192,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         ),
         None => println!("  https  off"),
     }
+    println!("store: {}", config.store.describe());
     println!(
         "auth api: {} (signup {:?}, tokens {:?})",
         config.auth.prefix, config.auth.signup, config.auth.algorithm

@@ -87,6 +87,8 @@ async fn metrics_appear_and_move_after_real_traffic() {
     assert!(m("gateway_certificate_expiry_timestamp_seconds") > 1.0e9);
     assert!(after.contains("gateway_config_reloads_total{result=\"ok\"} 0"));
     assert!(after.contains("gateway_rate_limit_tracked_keys"));
+    // A redb store is polled every second: its feed is never old.
+    assert!(m("gateway_store_sync_age_seconds") <= 2.0);
 }
 
 #[tokio::test]
