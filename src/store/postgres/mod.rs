@@ -669,6 +669,17 @@ impl PgStore {
             if now >= record.family_expires_at {
                 return Ok(Rotation::Invalid);
             }
+            // A revocation racing this rotation marks the family before its tokens; either
+            // way the successor must not outlive it.
+            let revoked = query_opt(
+                &txn,
+                "SELECT 1 FROM gateway_revoked_families WHERE family = $1",
+                &[&record.family],
+            )
+            .await?;
+            if revoked.is_some() && record.state == RefreshState::Active {
+                return Ok(Rotation::Invalid);
+            }
             match record.state {
                 RefreshState::Revoked { .. } => return Ok(Rotation::Invalid),
                 RefreshState::Rotated { at } => return Ok(Rotation::AlreadyRotated { at, record }),
