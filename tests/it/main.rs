@@ -22,5 +22,6 @@ mod openapi;
 mod ops;
 mod pg;
 mod proxy;
+mod replicas;
 mod server;
 mod tls;
