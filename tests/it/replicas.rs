@@ -292,6 +292,25 @@ async fn a_session_from_one_replica_is_honoured_by_the_other() {
     // A's refresh token refreshes on B.
     let next = refreshed(b, &on_a.refresh).await;
     assert_eq!(app(a, &next.access).await, 200);
+
+    // A cookie session from A passes B's CSRF check (one CSRF key for all replicas).
+    let (access, csrf) = (on_a.cookie("gw_access"), on_a.cookie("gw_csrf"));
+    let cookies = cookie_header(&[("gw_access", &access), ("gw_csrf", &csrf)]);
+    let post = |headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        call("POST", &b.url("/app/x"), &headers, None).await.status
+    };
+    let with_token = vec![("cookie", cookies.clone()), ("x-csrf-token", csrf.clone())];
+    assert_eq!(
+        post(with_token).await,
+        200,
+        "cookie session from A with its CSRF token on B"
+    );
+    assert_eq!(
+        post(vec![("cookie", cookies.clone())]).await,
+        403,
+        "without the CSRF token"
+    );
 }
 
 // ---- 2. Revocations reach every replica ----
@@ -1079,4 +1098,76 @@ async fn a_key_rotation_reaches_every_replica() {
     // Tokens signed before the rotation stay valid everywhere.
     assert_eq!(app(a, &before.access).await, 200);
     assert_eq!(app(b, &before.access).await, 200);
+}
+
+/// A replica running on an empty database, then `gateway migrate` from redb into that
+/// database: the replica, a session that lives on, and one that was ended before the move.
+struct MigratedUnder {
+    running: Gateway,
+    pg_yaml: String,
+    live: Tokens,
+    ended: Tokens,
+    _up: Upstream,
+    _files: tempfile::TempDir,
+    _pg: PgServer,
+}
+
+async fn migrate_under_a_running_replica() -> Option<MigratedUnder> {
+    let pg = PgServer::start_async().await?;
+    let url = pg.create_database_async("gateway").await;
+    let up = Upstream::start().await;
+    let pg_yaml = replica_yaml(&url, &up.url(), Opts::default());
+    // The replica makes its own keys in the empty database.
+    let running = Gateway::start(&pg_yaml).await;
+
+    let files = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&redb_yaml(&files.path().join("first.redb"), &up.url())).await;
+    let live = signup(&gw, "ada@example.com", PW).await;
+    let ended = login(&gw, "ada@example.com", PW).await;
+    logout(&gw, &ended).await;
+    let redb_config = gw.path("gateway.yaml");
+    let redb_dir = gw.shutdown().await;
+    let out = cli(&redb_config, &["migrate", "--to", &url], "").await;
+    assert_eq!(out.code, 0, "{out:?}");
+    drop(redb_dir);
+    Some(MigratedUnder {
+        running,
+        pg_yaml,
+        live,
+        ended,
+        _up: up,
+        _files: files,
+        _pg: pg,
+    })
+}
+
+#[tokio::test]
+async fn a_replica_running_on_the_target_of_a_migration_reads_its_revocations() {
+    let Some(m) = migrate_under_a_running_replica().await else {
+        return;
+    };
+    // The import announces itself like a key rotation: the running replica re-reads the keys
+    // (tokens from redb verify) and the revocations that came with them.
+    let since = Instant::now();
+    app_becomes(
+        "migrated keys",
+        &m.running,
+        &m.live.access,
+        200,
+        since,
+        PROPAGATION,
+    )
+    .await;
+    app_becomes(
+        "migrated revocations",
+        &m.running,
+        &m.ended.access,
+        401,
+        since,
+        PROPAGATION,
+    )
+    .await;
+    let started = Gateway::start(&m.pg_yaml).await;
+    assert_eq!(app(&started, &m.ended.access).await, 401);
+    assert_eq!(app(&started, &m.live.access).await, 200);
 }
