@@ -199,6 +199,54 @@ fn kid(access: &str) -> String {
     jwt(access).0["kid"].as_str().unwrap().to_owned()
 }
 
+/// A client `LISTEN`ing on the change channel like a replica; the receiver gets each
+/// notification's payload (the change's sequence number). Drop the client to stop.
+async fn notifications(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<i64>,
+) {
+    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().parse().unwrap());
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN gateway_changes")
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+/// The changes notified until none came for 200 ms (at least one, within 5 s), as stored.
+async fn notified_changes(
+    client: &tokio_postgres::Client,
+    notes: &mut tokio::sync::mpsc::UnboundedReceiver<i64>,
+) -> Vec<String> {
+    let first = tokio::time::timeout(Duration::from_secs(5), notes.recv())
+        .await
+        .expect("no NOTIFY on gateway_changes within 5 s of the change");
+    let mut seqs = vec![first.unwrap()];
+    while let Ok(Some(seq)) = tokio::time::timeout(Duration::from_millis(200), notes.recv()).await {
+        seqs.push(seq);
+    }
+    client
+        .query(
+            "SELECT change FROM gateway_changes WHERE seq = ANY($1) ORDER BY seq",
+            &[&seqs],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 // ---- Waiting ----
 
 /// Polls `check` every [`POLL`] until it holds or `bound` has passed since `since`; returns how
@@ -324,6 +372,8 @@ async fn a_logout_on_one_replica_is_refused_by_the_other_within_a_second() {
     let other = signup(a, "ada@example.com", PW).await;
     let s = login(b, "ada@example.com", PW).await;
     assert_eq!(app(a, &s.access).await, 200, "the session works on A first");
+    // The 1 s bound would also be met by the 1 s poll alone: check the wake-up itself too.
+    let (listener, mut notes) = notifications(&r.url).await;
 
     logout(b, &s).await;
     let since = Instant::now();
@@ -341,6 +391,12 @@ async fn a_logout_on_one_replica_is_refused_by_the_other_within_a_second() {
         PROPAGATION,
     )
     .await;
+    let changes = notified_changes(&listener, &mut notes).await;
+    let jti = jwt(&s.access).1["jti"].as_str().unwrap().to_owned();
+    assert!(
+        changes.iter().any(|c| c.contains(&jti)),
+        "the logout was not notified: {changes:?}"
+    );
     assert_eq!(
         refresh(a, &s.refresh).await.status,
         401,
