@@ -34,8 +34,10 @@ pub struct Revocations {
 pub enum Pending {
     /// Changes after the current position, with what they point at re-read.
     Updates { last: u64, updates: Vec<Update> },
-    /// The feed no longer reaches back to our position (we fell behind its retention): a full
-    /// reload.
+    /// A full reload: the feed no longer reaches back to our position (we fell behind its
+    /// retention), or it announced new keys ([`Change::Keys`]), which an import (`gateway
+    /// migrate`) writes together with revocations it does not announce one by one. The service
+    /// re-reads the keys too.
     Reload(Revocations),
 }
 
@@ -47,8 +49,6 @@ pub enum Update {
     Deleted(String),
     Jti(String, u64),
     Family(String, u64),
-    /// The signing keys were rotated (handled by the service, not here).
-    Keys,
 }
 
 impl Revocations {
@@ -132,7 +132,6 @@ impl Revocations {
                         Update::Deleted(id) => self.mark_deleted(&id),
                         Update::Jti(jti, exp) => self.revoke_jti(&jti, exp),
                         Update::Family(family, exp) => self.revoke_family(&family, exp),
-                        Update::Keys => {}
                     }
                 }
                 self.seq = self.seq.max(last);
@@ -190,7 +189,9 @@ pub fn fetch(store: &Store, since: u64, now: u64) -> Result<Pending, StoreError>
                 Change::UserDeleted { id } => Update::Deleted(id),
                 Change::Jti { jti, exp } => Update::Jti(jti, exp),
                 Change::Family { family, exp } => Update::Family(family, exp),
-                Change::Keys => Update::Keys,
+                // A key rotation, or an import that also wrote revocations without a change
+                // each: read everything again (rare, and cheap enough).
+                Change::Keys => return Ok(Pending::Reload(Revocations::load(store, now)?)),
             });
         }
         if !full {

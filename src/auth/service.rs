@@ -734,13 +734,8 @@ impl AuthService {
             .blocking(move |s| Ok(revocation::fetch(s, since, now)?))
             .await?;
         let (count, rotated) = match &pending {
-            revocation::Pending::Updates { updates, .. } => (
-                updates.len(),
-                updates
-                    .iter()
-                    .any(|u| matches!(u, revocation::Update::Keys)),
-            ),
-            // A full reload may have skipped a rotation: re-read the keys too.
+            revocation::Pending::Updates { updates, .. } => (updates.len(), false),
+            // Keys were announced, or a full reload may have skipped their announcement.
             revocation::Pending::Reload(_) => (0, true),
         };
         if rotated {

@@ -22,6 +22,7 @@ mod openapi;
 mod ops;
 mod pg;
 mod proxy;
+mod replicas;
 mod server;
 mod store;
 mod tls;
