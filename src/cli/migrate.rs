@@ -30,7 +30,9 @@ pub fn run(config_path: &Path, to: &str) -> anyhow::Result<()> {
     match target.import(&snapshot) {
         Ok(()) => {}
         Err(StoreError::NotEmpty) => bail!(
-            "{target_name} already has users; migrate only into an empty store (nothing was written)"
+            "{target_name} is in use: it has users or signing keys, so a gateway has started on \
+             it. Migrate into a new, empty store before starting gateways on it (nothing was \
+             written)"
         ),
         Err(e) => {
             return Err(e).with_context(|| format!("write {target_name} (nothing was written)"));

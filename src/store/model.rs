@@ -20,7 +20,11 @@ pub enum StoreError {
     IdTaken,
     #[error("not found")]
     NotFound,
-    #[error("the target store already has users; a migration only fills an empty store")]
+    /// `import` found users or keys: a gateway has used this store already.
+    #[error(
+        "the target store is in use (it has users or signing keys); a migration only fills a \
+         store no gateway has started on"
+    )]
     NotEmpty,
     #[error(
         "database schema version {found} is newer than this gateway supports ({supported}); upgrade the gateway"

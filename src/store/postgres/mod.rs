@@ -889,7 +889,15 @@ impl PgStore {
             let txn = begin(&mut client).await?;
             // Two imports at once must not both find the store empty.
             execute(&txn, "LOCK TABLE gateway_users IN EXCLUSIVE MODE", &[]).await?;
-            let row = query_one(&txn, "SELECT count(*) FROM gateway_users", &[]).await?;
+            execute(&txn, "LOCK TABLE gateway_meta IN EXCLUSIVE MODE", &[]).await?;
+            // Keys mean a gateway has started on this database and signs with them: replacing
+            // them under it would split it from the migrated sessions.
+            let row = query_one(
+                &txn,
+                "SELECT (SELECT count(*) FROM gateway_users) + (SELECT count(*) FROM gateway_meta)",
+                &[],
+            )
+            .await?;
             if row.get::<_, i64>(0) > 0 {
                 return Err(StoreError::NotEmpty);
             }

@@ -272,12 +272,18 @@ impl RedbStore {
     }
 
     /// Writes a [`Snapshot`] into this store in one transaction. Refuses with
-    /// [`StoreError::NotEmpty`] if the store already has users: a migration never merges.
+    /// [`StoreError::NotEmpty`] if the store already has users or keys: a migration never
+    /// merges, and never swaps the keys of a gateway running on the target.
     pub fn import(&self, snap: &Snapshot) -> Result<(), StoreError> {
         let txn = self.write()?;
         {
             let mut users = txn.open_table(tables::USERS).ctx("open table users")?;
-            if users.len().ctx("count users")? > 0 {
+            // Keys mean a gateway has started on this store and signs with them: replacing
+            // them under it would split it from the migrated sessions.
+            let meta = txn.open_table(META).ctx("open table meta")?;
+            let mut keys = meta.iter().ctx("read meta")?;
+            let has_keys = keys.any(|e| e.is_ok_and(|(k, _)| k.value() != SCHEMA_KEY));
+            if users.len().ctx("count users")? > 0 || has_keys {
                 return Err(StoreError::NotEmpty);
             }
             let mut emails = txn
