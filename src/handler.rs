@@ -86,6 +86,7 @@ impl App {
             &config.upstream,
             config.limits.max_body_bytes,
             config.limits.idle_timeout,
+            config.listen.workers,
         )?;
         let auth = crate::auth::api(core, &config, metrics.clone());
         let hsts = config

@@ -92,6 +92,8 @@ pub struct Listen {
     pub admin: Option<SocketAddr>,
     /// Answer plain-HTTP requests with a redirect to the HTTPS listener.
     pub redirect_http_to_https: bool,
+    /// Serving threads, each running its own event loop and upstream connection pool.
+    pub workers: usize,
 }
 
 /// Certificate settings for the HTTPS listener.

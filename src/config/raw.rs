@@ -59,6 +59,8 @@ pub struct RawListen {
     pub https: Option<Sp<String>>,
     #[serde(default)]
     pub redirect_http_to_https: bool,
+    /// Serving threads, each with its own event loop: `auto` (one per core) or a number.
+    pub workers: Option<Sp<super::units::CountText>>,
 }
 
 fn default_http() -> Option<Sp<String>> {
@@ -75,6 +77,7 @@ impl Default for RawListen {
             http: default_http(),
             https: default_https(),
             redirect_http_to_https: false,
+            workers: None,
         }
     }
 }

@@ -86,6 +86,14 @@ impl SizeText {
     }
 }
 
+/// A count that may also be written as a word (`workers: auto`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum CountText {
+    Count(u64),
+    Text(String),
+}
+
 /// An IP network in CIDR notation; a bare address means a single host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpNet {

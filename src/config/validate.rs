@@ -485,11 +485,35 @@ fn validate_listen(cx: &Ctx, raw: &RawConfig) -> Result<Listen, ConfigError> {
             "needs both listen.http and listen.https",
         ));
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match &raw.listen.workers {
+        None => cores,
+        Some(w) => match &w.value {
+            units::CountText::Text(t) if t == "auto" => cores,
+            units::CountText::Count(n) if (1..=256).contains(n) => {
+                usize::try_from(*n).unwrap_or(cores)
+            }
+            other => {
+                return Err(cx.err(
+                    w,
+                    "listen.workers",
+                    format!(
+                        "{} is not a worker count (use auto, or 1 to 256)",
+                        match other {
+                            units::CountText::Count(n) => n.to_string(),
+                            units::CountText::Text(t) => format!("{t:?}"),
+                        }
+                    ),
+                ));
+            }
+        },
+    };
     Ok(Listen {
         http,
         https,
         admin,
         redirect_http_to_https: raw.listen.redirect_http_to_https,
+        workers,
     })
 }
 

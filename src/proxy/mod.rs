@@ -34,13 +34,51 @@ pub enum ProxyError {
     Tls(String),
 }
 
-/// The upstream client and its settings. Cheap to share behind an `Arc`.
+thread_local! {
+    /// Which serving worker this thread is (see [`set_worker`]); 0 elsewhere.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as serving worker `index`: its requests use that worker's own
+/// upstream pool, so a pooled connection is always driven by the thread that uses it.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The upstream clients (one connection pool per serving worker) and their settings. Cheap to
+/// share behind an `Arc`.
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    clients: Box<[UpstreamClient]>,
     settings: UpstreamSettings,
     max_body_bytes: u64,
     /// Upgraded tunnels idle this long are closed.
     idle_timeout: std::time::Duration,
+}
+
+/// How long, and how much, a refused request body is still read after the early answer.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+const LINGER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Reads and discards what a client is still sending after we answered early (413 from the
+/// headers), for a bounded time and size, so it reads our answer instead of a reset connection:
+/// closing a socket with unread data makes the kernel send a reset. This is nginx's "lingering
+/// close". The connection closes when the draining ends.
+fn linger(body: Body) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0usize;
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    });
 }
 
 /// What [`Proxy::forward`] needs to know about a request besides the request itself.
@@ -56,11 +94,12 @@ pub struct Forward<'a> {
 }
 
 impl Proxy {
-    /// Builds the pooled client.
+    /// Builds one pooled client per serving worker.
     pub fn new(
         settings: &UpstreamSettings,
         max_body_bytes: u64,
         idle_timeout: std::time::Duration,
+        workers: usize,
     ) -> Result<Self, ProxyError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -73,18 +112,28 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(settings.pool_idle_timeout)
+                    .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(https.clone())
+            })
+            .collect();
         Ok(Proxy {
-            client,
+            clients,
             settings: settings.clone(),
             max_body_bytes,
             idle_timeout,
         })
+    }
+
+    /// The pool of the worker this thread serves for.
+    fn client(&self) -> &UpstreamClient {
+        let index = WORKER.with(|w| w.get());
+        &self.clients[index % self.clients.len()]
     }
 
     /// Sends a routed request upstream and returns the upstream's response.
@@ -108,6 +157,7 @@ impl Proxy {
             .and_then(|v| v.parse::<u64>().ok())
             && len > self.max_body_bytes
         {
+            linger(req.into_body());
             return Err(HttpError::PayloadTooLarge);
         }
 
@@ -154,7 +204,7 @@ impl Proxy {
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let req = req.map(|b| Limited::new(b, limit).boxed());
 
-        let sent = tokio::time::timeout(self.settings.response_timeout, self.client.request(req));
+        let sent = tokio::time::timeout(self.settings.response_timeout, self.client().request(req));
         let mut resp = match sent.await {
             Err(_) => {
                 return Err(HttpError::GatewayTimeout(format!(
