@@ -198,8 +198,10 @@ PY
 private_pg() {
   local bin; bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   [ -x "$bin/initdb" ] || { echo "no PostgreSQL server binaries (apt-get install -y postgresql)" >&2; exit 1; }
-  local dir=$work/pg as=()
-  mkdir -p "$dir"
+  # Its own directory under /tmp: the work directory is private to root, and the server may
+  # run as the postgres user.
+  local dir as=()
+  dir=$(mktemp -d /tmp/gwbench-pg.XXXX)
   if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; as=(runuser -u postgres --); fi
   "${as[@]}" "$bin/initdb" -D "$dir/data" -U gateway --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
   "${as[@]}" "$bin/postgres" -D "$dir/data" -p 19005 -k "$dir" -c listen_addresses=127.0.0.1 \
@@ -212,10 +214,15 @@ private_pg() {
 }
 
 postgres() {
-  echo "== store: the same proxied load on a redb-backed and a PostgreSQL-backed gateway, alternating"
-  upstream
   local url=${BENCH_DATABASE_URL:-}
   if [ -z "$url" ]; then private_pg; url=$pg_url; fi
+  # The peer run first: it starts its own upstream on 19001.
+  echo "== peer benchmark with the PostgreSQL-backed gateway"
+  GATEWAY_START="bash -c 'gateway_config $work/peerpg.yaml $url && exec $bin serve --config $work/peerpg.yaml'" \
+  GATEWAY_TOKEN="token" \
+    "$peerbench/peerbench.sh" "$rounds" "$secs" "$conns"
+  echo "== store: the same proxied load on a redb-backed and a PostgreSQL-backed gateway, alternating"
+  upstream
   local nolimits="rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}"
   gateway_config "$work/redb.yaml" "$work/store.redb" "$nolimits"
   gateway_config "$work/pg.yaml" "$url" "$nolimits"
@@ -237,10 +244,6 @@ for line in open(sys.argv[1]):
 redb, pg = statistics.median(rps["redb"]), statistics.median(rps["pg"])
 print(f"median req/s: redb {redb:.0f}, PostgreSQL {pg:.0f}; PostgreSQL/redb = {pg / redb:.3f}")
 PY
-  echo "peer benchmark with the PostgreSQL-backed gateway:"
-  GATEWAY_START="bash -c 'gateway_config $work/peerpg.yaml $url && exec $bin serve --config $work/peerpg.yaml'" \
-  GATEWAY_TOKEN="token" \
-    "$peerbench/peerbench.sh" "$rounds" "$secs" "$conns"
 }
 
 case $what in
