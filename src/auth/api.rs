@@ -85,6 +85,19 @@ pub enum Unauthenticated {
     Rejected(&'static str),
 }
 
+/// How long a refusal for saturated password hashing (503) is held before it is sent.
+const BUSY_PACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Holds a "hashing is saturated" answer back for [`BUSY_PACE`]. A flood of logins beyond the
+/// hashing capacity would otherwise get instant 503s and loop on them at the speed of the
+/// network, taking the CPU from proxied traffic; held, each flooding connection costs one cheap
+/// request a second. A real user gets the same 503, a second later.
+pub(super) async fn pace<T>(result: &Result<T, AuthError>) {
+    if matches!(result, Err(AuthError::Busy)) {
+        tokio::time::sleep(BUSY_PACE).await;
+    }
+}
+
 /// The auth endpoints and the token check shared with the proxy.
 pub struct AuthApi {
     service: AuthService,
@@ -359,11 +372,13 @@ impl AuthApi {
         self.throttle(Action::Signup, client_ip, Some(&body.email))
             .await?;
         let password = SecretString::new(body.password);
-        let issued = self
+        let result = self
             .service
             .signup(&body.email, &password, body.name.as_deref())
             .instrument(tracing::info_span!("signup", %client_ip))
-            .await?;
+            .await;
+        pace(&result).await;
+        let issued = result?;
         Ok(self.issued_response(StatusCode::CREATED, &issued, tls))
     }
 
@@ -384,6 +399,7 @@ impl AuthApi {
             .instrument(tracing::info_span!("login", %client_ip))
             .await;
         self.record_login(&body.email, client_ip, &result).await;
+        pace(&result).await;
         let issued = result?;
         Ok(self.issued_response(StatusCode::OK, &issued, tls))
     }

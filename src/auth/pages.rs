@@ -177,6 +177,7 @@ impl AuthApi {
             }
             Form::Logout => return self.form_logout(&headers, &fields, tls).await,
         };
+        super::api::pace(&result).await;
         match result {
             Ok(issued) => {
                 let mut resp = redirect(next);

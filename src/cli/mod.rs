@@ -112,11 +112,16 @@ fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(config.log.format, &config.log.level);
+    return_big_blocks_to_the_system();
+    // Connections are served by the workers' own runtimes (see `server`); this one runs the
+    // background work: the admin listener, change-feed polling, signals and reloads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
     let path = path.to_owned();
     runtime.block_on(async move {
+        spawn_memory_trim();
         let listeners = crate::Listeners::bind(&config).await?;
         let running = crate::server::start(listeners, config).await?;
         let shutdown = shutdown_signal();
@@ -143,6 +148,42 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         running.shutdown().await;
         Ok(())
     })
+}
+
+/// Makes glibc serve every allocation of 1 MiB or more with its own mapping, returned to the
+/// system when freed. By default glibc raises that threshold after the first large free, and
+/// then keeps each hashing thread's argon2 block (19 MiB with the default parameters) in its
+/// heap for good: idle memory grew by that much per hashing thread after the first login. The
+/// cost is a fresh mapping per hash, a few percent of its time.
+fn return_big_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets an allocator tunable; called before the runtimes start.
+        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024) } == 1;
+        if !ok {
+            tracing::debug!("could not set the allocator's mmap threshold");
+        }
+    }
+}
+
+/// How often freed heap memory is given back to the system.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every [`TRIM_INTERVAL`], gives the heap memory that is free back to the system. glibc keeps
+/// freed memory in each thread's arena; after a burst of 10,000 connections the two serving
+/// threads kept about 70 MB that nothing used (measured: 179 MB before a trim, 111 MB after).
+/// A trim takes the arenas' locks for a moment, on a blocking thread.
+fn spawn_memory_trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(TRIM_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim only returns free pages to the system.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
+    });
 }
 
 /// SIGHUP, as a stream of reload requests (never fires off Unix).
