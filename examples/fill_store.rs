@@ -45,7 +45,11 @@ fn main() {
         // Revoked for a day: the gateway loads them all at start-up and checks each request.
         store
             .revoke_jti(
-                &format!("{i:08x}-fill-4000-8000-jti000000000"),
+                // Real jtis are random UUIDs; these are spread the same way, reproducibly.
+                &uuid::Uuid::from_u128(
+                    u128::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+                )
+                .to_string(),
                 now + 86_400,
             )
             .unwrap();

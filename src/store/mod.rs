@@ -167,6 +167,32 @@ impl Store {
         }
     }
 
+    /// How many deny-listed jtis are stored, expired ones included (to size a load).
+    pub fn revoked_jti_count(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Redb(s) => s.revoked_jti_count(),
+            Store::Postgres(s) => s.revoked_jti_count(),
+        }
+    }
+
+    /// Calls `visit` with every deny-listed jti that has not expired and its expiry, without
+    /// collecting them first (a server loads a million at start-up).
+    pub fn for_each_revoked_jti(
+        &self,
+        now: u64,
+        visit: &mut dyn FnMut(&str, u64),
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Redb(s) => s.for_each_revoked_jti(now, visit),
+            Store::Postgres(s) => {
+                for (jti, exp) in s.revoked_jtis(now)? {
+                    visit(&jti, exp);
+                }
+                Ok(())
+            }
+        }
+    }
+
     delegate! {
         /// Sequence number of the newest change, 0 if none. At start-up, call this *before*
         /// loading flags and revocations, then poll from it: a change that lands in between

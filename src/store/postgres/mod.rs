@@ -744,6 +744,14 @@ impl PgStore {
         })
     }
 
+    pub fn revoked_jti_count(&self) -> Result<u64, StoreError> {
+        self.run("count revocations", |pool| async move {
+            let client = get(&pool).await?;
+            let row = query_one(&client, "SELECT count(*) FROM gateway_revoked_jtis", &[]).await?;
+            Ok(uint(row.get(0)))
+        })
+    }
+
     pub fn revoked_jtis(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
         self.unexpired(
             "SELECT jti, exp FROM gateway_revoked_jtis WHERE exp > $1",

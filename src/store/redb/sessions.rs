@@ -125,6 +125,34 @@ impl RedbStore {
         commit(txn)
     }
 
+    /// How many jtis the deny list holds, expired ones included.
+    pub fn revoked_jti_count(&self) -> Result<u64, StoreError> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(REVOKED_JTIS)
+            .ctx("open table revoked_jtis")?;
+        redb::ReadableTableMetadata::len(&table).ctx("count revoked_jtis")
+    }
+
+    /// Calls `visit` with each deny-listed jti that has not yet expired, and its expiry.
+    pub fn for_each_revoked_jti(
+        &self,
+        now: u64,
+        visit: &mut dyn FnMut(&str, u64),
+    ) -> Result<(), StoreError> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(REVOKED_JTIS)
+            .ctx("open table revoked_jtis")?;
+        for entry in table.iter().ctx("read revoked_jtis")? {
+            let (k, v) = entry.ctx("read revoked_jtis")?;
+            if v.value() > now {
+                visit(k.value(), v.value());
+            }
+        }
+        Ok(())
+    }
+
     /// Deny-listed jtis that have not yet expired, with their expiry.
     pub fn revoked_jtis(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let txn = self.read()?;
