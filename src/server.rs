@@ -11,10 +11,10 @@
 //! listening sockets. A connection, the upstream connections it borrows (each worker has its own
 //! pool, see [`crate::proxy`]) and their wake-ups stay on one thread: no work stealing and no
 //! cross-thread wake-ups on the hot path. Measured against tokio's multi-threaded runtime on the
-//! 2-core benchmark machine, this served about 1.5x the proxied requests per second
+//! 2-core benchmark machine, this served about 1.6x the proxied requests per second
 //! (BENCHMARKS.md). The caller's runtime keeps the background work: the admin listener, change
-//! feed polling, reloads. Idle workers take new connections first, since whichever thread is
-//! free accepts. After the grace period, a worker's runtime is dropped, which closes the
+//! feed polling, reloads. Whichever worker accepts a connection hands it to the least loaded one
+//! ([`Balancer`]). After the grace period, a worker's runtime is dropped, which closes the
 //! connections it still holds.
 
 use std::convert::Infallible;
@@ -144,8 +144,10 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
         serving.push((listener, acceptor));
     }
     let (closed_tx, closed_rx) = watch::channel(false);
+    let (balancer, mut inboxes) = Balancer::new(workers);
+    let balancer = Arc::new(balancer);
     let mut worker_threads = Vec::with_capacity(workers);
-    for index in 0..workers {
+    for (index, inbox) in inboxes.drain(..).enumerate() {
         let mut sockets = Vec::with_capacity(serving.len());
         for (listener, acceptor) in &serving {
             let copy = listener.try_clone().map_err(ServerError::Listener)?;
@@ -156,11 +158,13 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
             builder: builder.clone(),
             permits: permits.clone(),
             metrics: metrics.clone(),
+            balancer: balancer.clone(),
+            index,
         };
         let (stop, closed) = (stop_rx.clone(), closed_rx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
-            .spawn(move || worker(index, sockets, shared, stop, closed))
+            .spawn(move || worker(sockets, inbox, shared, stop, closed))
             .map_err(ServerError::Listener)?;
         worker_threads.push(thread);
     }
@@ -188,24 +192,77 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
     })
 }
 
-/// What every worker shares.
+/// What a worker needs to serve: shared by all, plus its own index.
+#[derive(Clone)]
 struct Shared {
     app: Arc<ArcSwap<App>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    balancer: Arc<Balancer>,
+    index: usize,
+}
+
+/// A connection accepted by one worker and handed to another.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Spreads connections over the workers: whichever worker accepts a connection passes it to
+/// the worker serving the fewest, unless that is itself. Without it, a burst of new connections
+/// could all land on the worker that happened to wake first (seen: all 64 benchmark connections
+/// on one of two workers, 50k instead of 70k req/s). Keep-alive connections make a handoff rare
+/// and cheap: one channel message per connection.
+struct Balancer {
+    /// Connections each worker is serving now.
+    load: Box<[std::sync::atomic::AtomicUsize]>,
+    inboxes: Box<[tokio::sync::mpsc::UnboundedSender<Handoff>]>,
+}
+
+impl Balancer {
+    fn new(workers: usize) -> (Balancer, Vec<tokio::sync::mpsc::UnboundedReceiver<Handoff>>) {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let load = (0..workers)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect();
+        (
+            Balancer {
+                load,
+                inboxes: senders.into_boxed_slice(),
+            },
+            receivers,
+        )
+    }
+
+    /// The worker that should serve a connection `me` accepted: the least loaded, `me` on ties.
+    fn pick(&self, me: usize) -> usize {
+        let load = |i: usize| self.load[i].load(Ordering::Relaxed);
+        let mut best = me;
+        for i in 0..self.load.len() {
+            if load(i) < load(best) {
+                best = i;
+            }
+        }
+        best
+    }
 }
 
 /// One serving thread: a single-threaded runtime accepting on every listener until `stop`,
 /// then serving the connections it has until `closed` (the end of the grace period, or the
 /// [`Running`] handle being dropped).
 fn worker(
-    index: usize,
     sockets: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>,
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     shared: Shared,
     stop: watch::Receiver<bool>,
     mut closed: watch::Receiver<bool>,
 ) {
+    let index = shared.index;
     crate::proxy::set_worker(index);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -224,18 +281,39 @@ fn worker(
                 Ok(listener) => loops.push(tokio::spawn(accept_loop(
                     listener,
                     acceptor,
-                    shared.app.clone(),
-                    shared.builder.clone(),
-                    shared.permits.clone(),
-                    shared.metrics.clone(),
+                    shared.clone(),
                     stop.clone(),
                 ))),
                 Err(e) => tracing::error!(error = %e, index, "worker cannot use the listener"),
             }
         }
+        // Connections other workers accepted for this one.
+        let handoffs = {
+            let shared = shared.clone();
+            let mut stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    let handoff = tokio::select! {
+                        _ = stop.changed() => return,
+                        h = inbox.recv() => h,
+                    };
+                    let Some(h) = handoff else { return };
+                    match tokio::net::TcpStream::from_std(h.stream) {
+                        Ok(stream) => {
+                            spawn_connection(stream, h.peer, h.tls, h.permit, &shared, &stop)
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "handed-over connection lost");
+                            shared.balancer.load[shared.index].fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
         for l in loops {
             let _ = l.await;
         }
+        let _ = handoffs.await;
         // Accepting has stopped; connections drain on this runtime until the grace period ends.
         while !*closed.borrow() {
             if closed.changed().await.is_err() {
@@ -420,10 +498,7 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Arc<ArcSwap<App>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    permits: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -440,35 +515,73 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; closing new connection");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            peer,
-            tls: tls.is_some(),
-        };
-        let (app, builder, tls, stop) = (app.clone(), builder.clone(), tls.clone(), stop.clone());
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            metrics.connection_opened();
-            match tls {
-                None => serve(stream, conn, app, &builder, stop).await,
-                Some(acceptor) => {
-                    let timeout = app.load().config().limits.header_read_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve(tls_stream, conn, app, &builder, stop).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        let target = shared.balancer.pick(shared.index);
+        if target != shared.index {
+            // Counted at once, so a burst of accepts spreads instead of piling on one worker.
+            shared.balancer.load[target].fetch_add(1, Ordering::Relaxed);
+            let handoff = stream.into_std().map(|stream| Handoff {
+                stream,
+                peer,
+                tls: tls.clone(),
+                permit,
+            });
+            match handoff {
+                Ok(h) => {
+                    if shared.balancer.inboxes[target].send(h).is_ok() {
+                        continue;
                     }
                 }
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot hand the connection over"),
             }
-            metrics.connection_closed();
-        });
+            // Could not hand over (shutting down): the connection is dropped.
+            shared.balancer.load[target].fetch_sub(1, Ordering::Relaxed);
+            continue;
+        }
+        shared.balancer.load[shared.index].fetch_add(1, Ordering::Relaxed);
+        spawn_connection(stream, peer, tls.clone(), permit, &shared, &stop);
     }
+}
+
+/// Serves one connection on this worker; its load was counted by the caller and is released
+/// when the connection ends.
+fn spawn_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    shared: &Shared,
+    stop: &watch::Receiver<bool>,
+) {
+    let conn = Conn {
+        peer,
+        tls: tls.is_some(),
+    };
+    let shared = shared.clone();
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        shared.metrics.connection_opened();
+        let (app, builder) = (shared.app.clone(), &shared.builder);
+        match tls {
+            None => serve(stream, conn, app, builder, stop).await,
+            Some(acceptor) => {
+                let timeout = app.load().config().limits.header_read_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => serve(tls_stream, conn, app, builder, stop).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+        shared.metrics.connection_closed();
+        shared.balancer.load[shared.index].fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 async fn serve<S>(
