@@ -144,9 +144,7 @@ impl Store {
     /// ([`Store::is_shared`]); a single server keeps regulation in memory.
     pub fn regulation(&self, account: &str) -> Result<Option<Regulation>, StoreError> {
         match self {
-            Store::Redb(_) => Err(StoreError::Io(
-                "login regulation is kept in memory with redb".into(),
-            )),
+            Store::Redb(_) => Err(regulation_in_memory()),
             Store::Postgres(s) => s.regulation(account),
         }
     }
@@ -160,9 +158,7 @@ impl Store {
         change: impl FnOnce(&mut Regulation),
     ) -> Result<Regulation, StoreError> {
         match self {
-            Store::Redb(_) => Err(StoreError::Io(
-                "login regulation is kept in memory with redb".into(),
-            )),
+            Store::Redb(_) => Err(regulation_in_memory()),
             Store::Postgres(s) => s.update_regulation(account, now, change),
         }
     }
@@ -253,6 +249,11 @@ impl Store {
         /// Writes a snapshot into an empty store ([`StoreError::NotEmpty`] otherwise).
         fn import(&self, snap: &Snapshot) -> Result<(), StoreError>;
     }
+}
+
+/// What a single-server store says when asked for shared regulation.
+fn regulation_in_memory() -> StoreError {
+    StoreError::Io("login regulation is kept in memory with redb".into())
 }
 
 #[cfg(test)]

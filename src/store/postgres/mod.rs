@@ -28,7 +28,7 @@ use deadpool_postgres::{
 use tokio::sync::Notify;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{AsyncMessage, NoTls, Row, Socket};
+use tokio_postgres::{AsyncMessage, NoTls, Row, Socket, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::model::{
@@ -1110,15 +1110,19 @@ async fn commit(txn: Transaction<'_>) -> Result<(), StoreError> {
 
 type Params<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
 
+/// A prepared statement, cached per connection: each SQL text is parsed once per connection.
+async fn prepare(c: &impl GenericClient, sql: &str) -> Result<Statement, StoreError> {
+    c.prepare_cached(sql)
+        .await
+        .map_err(|e| db_error("prepare", e))
+}
+
 async fn query(
     c: &impl GenericClient,
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Vec<Row>, StoreError> {
-    let stmt = c
-        .prepare_cached(sql)
-        .await
-        .map_err(|e| db_error("prepare", e))?;
+    let stmt = prepare(c, sql).await?;
     c.query(&stmt, params)
         .await
         .map_err(|e| db_error("query", e))
@@ -1129,10 +1133,7 @@ async fn query_opt(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Option<Row>, StoreError> {
-    let stmt = c
-        .prepare_cached(sql)
-        .await
-        .map_err(|e| db_error("prepare", e))?;
+    let stmt = prepare(c, sql).await?;
     c.query_opt(&stmt, params)
         .await
         .map_err(|e| db_error("query", e))
@@ -1143,10 +1144,7 @@ async fn query_one(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<Row, StoreError> {
-    let stmt = c
-        .prepare_cached(sql)
-        .await
-        .map_err(|e| db_error("prepare", e))?;
+    let stmt = prepare(c, sql).await?;
     c.query_one(&stmt, params)
         .await
         .map_err(|e| db_error("query", e))
@@ -1157,10 +1155,7 @@ async fn execute(
     sql: &str,
     params: &Params<'_>,
 ) -> Result<u64, StoreError> {
-    let stmt = c
-        .prepare_cached(sql)
-        .await
-        .map_err(|e| db_error("prepare", e))?;
+    let stmt = prepare(c, sql).await?;
     c.execute(&stmt, params)
         .await
         .map_err(|e| db_error("execute", e))
