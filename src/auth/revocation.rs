@@ -36,8 +36,19 @@ pub struct Revocations {
 /// minted elsewhere with the shared HS256 secret, say) is kept as text.
 #[derive(Debug, Default)]
 struct JtiSet {
-    uuids: HashMap<u128, u64, BuildHasherDefault<RandomBitsHasher>>,
+    /// Split by the top bits of the UUID, so a load builds the shards on every core at once.
+    uuids: Box<[UuidMap; JTI_SHARDS]>,
     other: HashMap<String, u64>,
+}
+
+type UuidMap = HashMap<u128, u64, BuildHasherDefault<RandomBitsHasher>>;
+
+/// Shards of [`JtiSet`]; a power of two.
+const JTI_SHARDS: usize = 16;
+
+fn shard(id: u128) -> usize {
+    // The top bits of a v4 UUID are random.
+    (id >> 124) as usize % JTI_SHARDS
 }
 
 impl JtiSet {
@@ -46,21 +57,38 @@ impl JtiSet {
     /// three times slower (each insert a cache miss competing with the store's pages).
     fn load(store: &Store, now: u64) -> Result<JtiSet, StoreError> {
         let capacity = usize::try_from(store.revoked_jti_count()?).unwrap_or(0);
-        let mut uuids = Vec::with_capacity(capacity);
+        let mut parts: [Vec<(u128, u64)>; JTI_SHARDS] =
+            std::array::from_fn(|_| Vec::with_capacity(capacity / JTI_SHARDS + 16));
         let mut other = Vec::new();
         store.for_each_revoked_jti(now, &mut |jti, exp| match uuid_bits(jti) {
-            Some(id) => uuids.push((id, exp)),
+            Some(id) => parts[shard(id)].push((id, exp)),
             None => other.push((jti.to_owned(), exp)),
         })?;
+        // Building a million-entry map is memory-bound: one thread per core, shards in turn.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut uuids: [UuidMap; JTI_SHARDS] = std::array::from_fn(|_| UuidMap::default());
+        std::thread::scope(|scope| {
+            let mut slots: Vec<(&mut UuidMap, Vec<(u128, u64)>)> =
+                uuids.iter_mut().zip(parts).collect();
+            let per_thread = JTI_SHARDS.div_ceil(threads.max(1));
+            while !slots.is_empty() {
+                let batch: Vec<_> = slots.drain(..per_thread.min(slots.len())).collect();
+                scope.spawn(move || {
+                    for (map, entries) in batch {
+                        *map = entries.into_iter().collect();
+                    }
+                });
+            }
+        });
         Ok(JtiSet {
-            uuids: uuids.into_iter().collect(),
+            uuids: Box::new(uuids),
             other: other.into_iter().collect(),
         })
     }
 
     fn get(&self, jti: &str) -> Option<u64> {
         match uuid_bits(jti) {
-            Some(id) => self.uuids.get(&id).copied(),
+            Some(id) => self.uuids[shard(id)].get(&id).copied(),
             None => self.other.get(jti).copied(),
         }
     }
@@ -72,20 +100,23 @@ impl JtiSet {
     /// Adds a jti, never shortening an existing entry.
     fn revoke(&mut self, jti: &str, exp: u64) {
         let entry = match uuid_bits(jti) {
-            Some(id) => self.uuids.entry(id).or_insert(exp),
+            Some(id) => self.uuids[shard(id)].entry(id).or_insert(exp),
             None => self.other.entry(jti.to_owned()).or_insert(exp),
         };
         *entry = (*entry).max(exp);
     }
 
     fn prune(&mut self, cutoff: u64) {
-        self.uuids.retain(|_, exp| *exp > cutoff);
+        for map in self.uuids.iter_mut() {
+            map.retain(|_, exp| *exp > cutoff);
+        }
         self.other.retain(|_, exp| *exp > cutoff);
     }
 
     fn merge(&mut self, old: JtiSet) {
-        for (id, exp) in old.uuids {
-            let e = self.uuids.entry(id).or_insert(exp);
+        let shards: [UuidMap; JTI_SHARDS] = *old.uuids;
+        for (id, exp) in shards.into_iter().flatten() {
+            let e = self.uuids[shard(id)].entry(id).or_insert(exp);
             *e = (*e).max(exp);
         }
         for (jti, exp) in old.other {

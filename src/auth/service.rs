@@ -57,6 +57,9 @@ const MAX_NAME_CHARS: usize = 128;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often [`AuthService::spawn_maintenance`] sweeps expired rows.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long after start-up the first sweep runs: serving comes first. (A sweep of a store with
+/// two million old change-feed entries ran alongside start-up and delayed the first request.)
+const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(30);
 
 /// What the service needs from the configuration, already checked.
 #[derive(Clone, Debug)]
@@ -611,7 +614,7 @@ impl AuthService {
     }
 
     /// Starts the background task that polls the change feed every second and sweeps expired
-    /// rows every hour (and once at start). It stops when `shutdown` becomes `true` or its
+    /// rows every hour (the first time 30 s after start). It stops when `shutdown` becomes `true` or its
     /// sender is dropped.
     pub fn spawn_maintenance(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let service = self.clone();
@@ -625,7 +628,10 @@ impl AuthService {
             };
             let mut poll = tokio::time::interval(POLL_INTERVAL);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+            let mut sweep = tokio::time::interval_at(
+                tokio::time::Instant::now() + FIRST_SWEEP_AFTER,
+                SWEEP_INTERVAL,
+            );
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 if *shutdown.borrow() {
