@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 pub fn run(config_path: &Path, to: &str) -> anyhow::Result<()> {
     let config = super::load(config_path)?;
     super::init_logging(config.log.format, "warn");
-    let target_name = if to.starts_with("postgres://") || to.starts_with("postgresql://") {
+    let target_name = if crate::config::is_postgres_url(to) {
         crate::config::describe_postgres(to)
     } else {
         format!("redb file {to}")

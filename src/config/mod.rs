@@ -171,6 +171,11 @@ impl StoreSettings {
     }
 }
 
+/// Whether `location` is a PostgreSQL connection URL (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
 /// Names a PostgreSQL URL's database and host, never its password.
 pub fn describe_postgres(url: &str) -> String {
     let Ok(config) = url.parse::<tokio_postgres::Config>() else {

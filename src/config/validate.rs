@@ -602,7 +602,7 @@ fn validate_store(cx: &Ctx, raw: &RawStore) -> Result<StoreSettings, ConfigError
         }),
         (None, Some(pg)) => {
             let url = cx.secret(&pg.url, "store.postgres.url")?;
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            if !is_postgres_url(&url) {
                 return Err(cx.err(
                     &pg.url,
                     "store.postgres.url",

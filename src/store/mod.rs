@@ -75,7 +75,7 @@ impl Store {
     /// Opens a store named on the command line: a `postgres://` URL (with default pool
     /// settings) or a redb file path.
     pub fn open_location(location: &str) -> Result<Store, StoreError> {
-        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        if crate::config::is_postgres_url(location) {
             let settings = crate::config::PostgresSettings::with_url(location.to_owned());
             postgres::PgStore::connect(&settings).map(Store::Postgres)
         } else {
