@@ -127,7 +127,13 @@ impl App {
     }
 
     /// Handles one request; never fails (errors become responses here).
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+        self.handle_request(req.map(body::boxed), conn).await
+    }
+
+    /// [`App::handle`] for a request whose body is already boxed (the HTTP/1.1 fast path,
+    /// [`crate::h1`], passes its bodiless requests here).
+    pub async fn handle_request(&self, mut req: Request<Body>, conn: Conn) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();
         let request_id = self.request_id(conn.peer.ip(), req.headers());
@@ -143,7 +149,7 @@ impl App {
             stats: None,
             upstream_time: None,
         };
-        let mut resp = match self.dispatch(req.map(body::boxed), conn, &mut log).await {
+        let mut resp = match self.dispatch(req, conn, &mut log).await {
             Ok(resp) => resp,
             Err(e) => e.response(html),
         };

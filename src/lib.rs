@@ -31,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod h1;
 pub mod handler;
 pub mod idle;
 pub mod metrics;

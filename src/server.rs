@@ -569,11 +569,15 @@ fn spawn_connection(
         shared.metrics.connection_opened();
         let (app, builder) = (shared.app.clone(), &shared.builder);
         match tls {
-            None => serve(stream, conn, app, builder, stop).await,
+            None => serve(stream, conn, app, builder, stop, true).await,
             Some(acceptor) => {
                 let timeout = app.load().config().limits.header_read_timeout;
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve(tls_stream, conn, app, builder, stop).await,
+                    Ok(Ok(tls_stream)) => {
+                        // HTTP/2 chosen by ALPN goes straight to hyper.
+                        let h1 = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2");
+                        serve(tls_stream, conn, app, builder, stop, h1).await
+                    }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
@@ -584,22 +588,40 @@ fn spawn_connection(
     });
 }
 
+/// Serves one connection: bodiless HTTP/1.1 requests in [`crate::h1`] first (when `h1`), then
+/// hyper for the rest of the connection once a request needs it.
 async fn serve<S>(
-    stream: S,
+    mut stream: S,
     conn: Conn,
     app: Arc<ArcSwap<App>>,
     builder: &auto::Builder<TokioExecutor>,
     mut stop: watch::Receiver<bool>,
+    h1: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (idle_timeout, first_request_timeout) = {
+    let (idle_timeout, first_request_timeout, limits) = {
         let current = app.load();
-        let limits = &current.config().limits;
-        (limits.idle_timeout, limits.header_read_timeout)
+        let config = current.config();
+        let limits = &config.limits;
+        (
+            limits.idle_timeout,
+            limits.header_read_timeout,
+            crate::h1::Limits::from_config(config),
+        )
     };
-    let (stream, activity) = crate::idle::Tracked::new(stream);
+    let read = if h1 {
+        match crate::h1::serve(&mut stream, conn, &app, &mut stop, limits).await {
+            crate::h1::Outcome::Closed => return,
+            crate::h1::Outcome::Handover(read) => read,
+        }
+    } else {
+        bytes::Bytes::new()
+    };
+    // A handed-over request is in `read` and reaches the service at once; an HTTP/2 preface
+    // handed over still has to be followed by a request within the header timeout.
     let started = Arc::new(AtomicBool::new(false));
+    let (stream, activity) = crate::idle::Tracked::new(crate::h1::Rewind::new(read, stream));
     let tunnels = crate::proxy::Tunnels::default();
     let service = {
         let started = started.clone();

@@ -6,6 +6,7 @@
 //! `Upgrade` (WebSocket) that the upstream accepts with 101 becomes a byte tunnel between the two
 //! upgraded connections.
 
+pub mod client;
 pub mod cors;
 pub mod headers;
 pub mod path;
@@ -51,6 +52,8 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// share behind an `Arc`.
 pub struct Proxy {
     clients: Box<[UpstreamClient]>,
+    /// Pools of the direct client, for requests without a body to plain-HTTP upstreams.
+    pools: Arc<client::Pools>,
     settings: UpstreamSettings,
     max_body_bytes: u64,
     /// Upgraded tunnels idle this long are closed.
@@ -124,6 +127,7 @@ impl Proxy {
             .collect();
         Ok(Proxy {
             clients,
+            pools: client::Pools::new(workers, settings),
             settings: settings.clone(),
             max_body_bytes,
             idle_timeout,
@@ -201,6 +205,13 @@ impl Proxy {
             .map_err(|e| HttpError::BadRequest(format!("cannot forward this path: {e}")))?;
         *req.version_mut() = Version::HTTP_11;
 
+        if client_upgrade.is_none()
+            && *scheme == http::uri::Scheme::HTTP
+            && http_body::Body::is_end_stream(req.body())
+        {
+            return self.send_direct(&req, authority, f.route).await;
+        }
+
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let req = req.map(|b| Limited::new(b, limit).boxed());
 
@@ -253,6 +264,37 @@ impl Proxy {
 
         headers::remove_hop_by_hop(resp.headers_mut());
         Ok(resp.map(body::boxed))
+    }
+}
+
+impl Proxy {
+    /// Sends a request without a body over the direct client ([`client`]).
+    async fn send_direct(
+        &self,
+        req: &Request<Body>,
+        authority: &http::uri::Authority,
+        route: &Route,
+    ) -> Result<Response<Body>, HttpError> {
+        let head = client::request_head(req, authority);
+        let worker = WORKER.with(|w| w.get());
+        let sent = self.pools.send(worker, authority, &head, req.method());
+        match tokio::time::timeout(self.settings.response_timeout, sent).await {
+            Err(_) => Err(HttpError::GatewayTimeout(format!(
+                "{} gave no response within {:?}",
+                route.spec.upstream, self.settings.response_timeout
+            ))),
+            Ok(Err(client::ClientError::ConnectTimeout)) => Err(HttpError::GatewayTimeout(
+                format!("connecting to {} timed out", route.spec.upstream),
+            )),
+            Ok(Err(e)) => Err(HttpError::BadGateway(format!(
+                "{}: {e}",
+                route.spec.upstream
+            ))),
+            Ok(Ok(mut resp)) => {
+                headers::remove_hop_by_hop(resp.headers_mut());
+                Ok(resp)
+            }
+        }
     }
 }
 

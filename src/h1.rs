@@ -1,0 +1,533 @@
+//! HTTP/1.1 requests without a body, served without hyper.
+//!
+//! Most proxied traffic is GETs: a head, no body, a response streamed back. For those, this
+//! module parses the head with `httparse`, runs the same [`App::handle_request`] as every other
+//! request, and writes the response itself: one task, no channels, one write per response when
+//! the answer is small. Everything else on the connection (a request with a body, `Expect`,
+//! `Upgrade`, HTTP/1.0, HTTP/2's preface, anything malformed or over the limits) is handed to
+//! hyper together with the bytes already read, and hyper serves the connection from then on.
+//! So hyper stays the one place that decides about bodies, upgrades and protocol errors; this
+//! module only takes the requests whose framing cannot be ambiguous.
+//!
+//! Timeouts match the hyper path: the first request's head must arrive within
+//! `limits.header_read_timeout`, a keep-alive connection is closed after `limits.idle_timeout`
+//! without a request, and at shutdown an idle connection closes at once while a request in
+//! flight finishes (its response says `Connection: close`). A response that the client does not
+//! read for `limits.idle_timeout` ends the connection.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header,
+};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::body::Body;
+use crate::handler::{App, Conn};
+
+/// Where a connection stands when this module lets go of it.
+pub enum Outcome {
+    /// The connection is finished (closed by either side, a timeout or shutdown).
+    Closed,
+    /// Hyper serves the rest: the bytes read so far come first.
+    Handover(Bytes),
+}
+
+/// The per-connection settings, read once from the configuration current at accept time.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_head_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        let l = &config.limits;
+        Limits {
+            // The same bound hyper's `max_buf_size` applies on the other path.
+            max_head_bytes: l.max_header_bytes.max(8192),
+            max_headers: l.max_headers,
+            header_read_timeout: l.header_read_timeout,
+            idle_timeout: l.idle_timeout,
+        }
+    }
+}
+
+/// The most headers a request served here may have (more, up to `limits.max_headers`, go to
+/// hyper).
+const MAX_HEADERS: usize = 128;
+/// How much room a read asks for.
+const READ_SIZE: usize = 4096;
+/// A response is written out once this much of it is buffered.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// A parsed request head this module can serve.
+struct Head {
+    req: Request<Body>,
+    /// The client asked to close after this request.
+    close: bool,
+}
+
+/// What reading the next request head gave.
+// Made once per request and moved once: boxing the head would cost more than its size.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Request(Head),
+    /// Not ours to serve: hand over to hyper.
+    Handover,
+    Closed,
+}
+
+/// Serves requests on `io` until the connection ends or a request needs hyper.
+pub async fn serve<S>(
+    io: &mut S,
+    conn: Conn,
+    app: &ArcSwap<App>,
+    stop: &mut watch::Receiver<bool>,
+    limits: Limits,
+) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let mut first = true;
+    loop {
+        let next = read_head(io, &mut buf, stop, limits, first).await;
+        first = false;
+        let Head { req, close } = match next {
+            Next::Request(head) => head,
+            Next::Handover => return Outcome::Handover(buf.freeze()),
+            Next::Closed => return Outcome::Closed,
+        };
+        let head_request = req.method() == Method::HEAD;
+        let app = app.load_full();
+        let resp = app.handle_request(req, conn).await;
+        let close = close || *stop.borrow() || resp.headers().contains_key(header::CONNECTION);
+        match write_response(io, resp, head_request, close, limits.idle_timeout).await {
+            Ok(()) if !close => {}
+            _ => {
+                let _ = io.shutdown().await;
+                return Outcome::Closed;
+            }
+        }
+    }
+}
+
+/// Reads until a complete request head is buffered, within the time allowed, or until shutdown
+/// while no request has started.
+async fn read_head<S>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    stop: &mut watch::Receiver<bool>,
+    limits: Limits,
+    first: bool,
+) -> Next
+where
+    S: AsyncRead + Unpin,
+{
+    // The first request's head, and any head once its first byte is in, has the header read
+    // timeout; a keep-alive connection waits for a new request up to the idle timeout.
+    let started = tokio::time::Instant::now();
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf, limits) {
+                Parsed::Complete(head) => return Next::Request(head),
+                Parsed::NotOurs => return Next::Handover,
+                Parsed::Partial if buf.len() >= limits.max_head_bytes => return Next::Handover,
+                Parsed::Partial => {}
+            }
+        }
+        let limit = if first || !buf.is_empty() {
+            limits.header_read_timeout
+        } else {
+            limits.idle_timeout
+        };
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(READ_SIZE);
+        }
+        let idle = buf.is_empty();
+        let read = tokio::time::timeout_at(started + limit, io.read_buf(buf));
+        let n = if idle {
+            tokio::select! {
+                biased;
+                r = read => r,
+                _ = stop.wait_for(|s| *s) => return Next::Closed,
+            }
+        } else {
+            read.await
+        };
+        match n {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Complete(Head),
+    Partial,
+    NotOurs,
+}
+
+/// Parses a request head at the front of `buf` (removing it) when it is complete and is one
+/// this module serves.
+fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut count = 0;
+    let (len, method, target) = {
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let allowed = limits.max_headers.clamp(1, MAX_HEADERS);
+        let len = match req.parse_with_uninit_headers(buf, &mut headers[..allowed]) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            // Malformed, HTTP/2's preface, too many headers: hyper gives the right answer.
+            Err(_) => return Parsed::NotOurs,
+        };
+        if req.version != Some(1) {
+            return Parsed::NotOurs;
+        }
+        let (Some(method), Some(path)) = (req.method, req.path) else {
+            return Parsed::NotOurs;
+        };
+        if !path.starts_with('/') {
+            return Parsed::NotOurs;
+        }
+        let base = buf.as_ptr() as usize;
+        for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = (name, name + h.name.len(), value, value + h.value.len());
+            count += 1;
+        }
+        let target = path.as_ptr() as usize - base;
+        (
+            len,
+            Method::from_bytes(method.as_bytes()),
+            (target, target + path.len()),
+        )
+    };
+    let Ok(method) = method else {
+        return Parsed::NotOurs;
+    };
+    // Decide before taking the bytes: a request that is not ours stays in the buffer for hyper.
+    let mut close = false;
+    let spans = &spans[..count];
+    for &(ns, ne, vs, ve) in spans {
+        let name = &buf[ns..ne];
+        let value = &buf[vs..ve];
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || (name.eq_ignore_ascii_case(b"content-length") && value != b"0")
+        {
+            return Parsed::NotOurs;
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::NotOurs;
+                }
+            }
+        }
+    }
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = http::Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+        // hyper answers the malformed target; it needs the bytes back.
+        let mut back = BytesMut::from(&head[..]);
+        back.extend_from_slice(buf);
+        *buf = back;
+        return Parsed::NotOurs;
+    };
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in spans {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[ns..ne]),
+            HeaderValue::from_maybe_shared(head.slice(vs..ve)),
+        ) else {
+            let mut back = BytesMut::from(&head[..]);
+            back.extend_from_slice(buf);
+            *buf = back;
+            return Parsed::NotOurs;
+        };
+        headers.append(name, value);
+    }
+    let mut req = Request::new(crate::body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Parsed::Complete(Head { req, close })
+}
+
+/// How a response body is framed on the wire.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes a response. `Err` when the connection cannot carry another response (the body
+/// failed or did not match its length, or the client stopped reading).
+async fn write_response<S>(
+    io: &mut S,
+    resp: Response<Body>,
+    head_request: bool,
+    close: bool,
+    stall: Duration,
+) -> Result<(), ()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let declared = single_length(&parts.headers);
+    let framing = if bodiless || head_request {
+        Framing::None
+    } else if let Some(n) = declared {
+        Framing::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        write_header(&mut out, b"content-length", n.to_string().as_bytes());
+        Framing::Length(n)
+    } else {
+        write_header(&mut out, b"transfer-encoding", b"chunked");
+        Framing::Chunked
+    };
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION
+            || name == header::TRANSFER_ENCODING
+            || (name == header::CONTENT_LENGTH && (bodiless || declared.is_none()))
+        {
+            continue;
+        }
+        write_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        with_date(|date| write_header(&mut out, b"date", date));
+    }
+    if close {
+        write_header(&mut out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let mut left = match framing {
+        Framing::None => {
+            drop(body);
+            return flush(io, &mut out, stall).await;
+        }
+        Framing::Length(n) => Some(n),
+        Framing::Chunked => None,
+    };
+    loop {
+        // Take what the body has ready; write out only when it has nothing more for now.
+        let frame = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Pending if !out.is_empty() => Poll::Ready(None::<Option<_>>),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(f) => Poll::Ready(Some(f)),
+        })
+        .await;
+        let frame = match frame {
+            None => {
+                flush(io, &mut out, stall).await?;
+                continue;
+            }
+            Some(f) => f,
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers are not forwarded
+                };
+                match &mut left {
+                    Some(n) => {
+                        let len = data.len() as u64;
+                        if len > *n {
+                            // More than it declared: send what was declared, then close.
+                            let keep = usize::try_from(*n).unwrap_or(0);
+                            out.extend_from_slice(&data[..keep]);
+                            flush(io, &mut out, stall).await?;
+                            return Err(());
+                        }
+                        *n -= len;
+                        out.extend_from_slice(&data);
+                    }
+                    None if data.is_empty() => {}
+                    None => {
+                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                if out.len() >= WRITE_CHUNK {
+                    flush(io, &mut out, stall).await?;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the connection");
+                let _ = flush(io, &mut out, stall).await;
+                return Err(());
+            }
+            None => {
+                return match left {
+                    Some(0) => flush(io, &mut out, stall).await,
+                    Some(_) => {
+                        let _ = flush(io, &mut out, stall).await;
+                        Err(())
+                    }
+                    None => {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        flush(io, &mut out, stall).await
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// The Content-Length a response declares, if it declares exactly one valid value.
+fn single_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let v = first.to_str().ok()?;
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes out what is buffered; a client that takes none of it for `stall` is given up on.
+async fn flush<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    stall: Duration,
+) -> Result<(), ()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let mut written = 0;
+    while written < out.len() {
+        match tokio::time::timeout(stall, io.write(&out[written..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(()),
+            Ok(Ok(n)) => written += n,
+        }
+    }
+    out.clear();
+    Ok(())
+}
+
+thread_local! {
+    /// The `Date` value of the current second.
+    static DATE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Calls `f` with the current HTTP date, formatted once a second per thread.
+fn with_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now).into_bytes());
+        }
+        f(&d.1);
+    });
+}
+
+/// A stream that yields `prefix` before reading from `inner`: hyper reads a handed-over
+/// connection through it.
+pub struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
+        Rewind { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
