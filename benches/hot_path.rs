@@ -148,6 +148,7 @@ fn claims(jti: &str) -> AccessClaims {
         jti: jti.into(),
         iss: "gateway".into(),
         aud: "gateway".into(),
+        identity: Default::default(),
     }
 }
 

@@ -183,9 +183,7 @@ enum Parsed {
 /// Parses a request head at the front of `buf` (removing it) when it is complete and is one
 /// this module serves.
 fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let mut count = 0;
-    let (len, method, target) = {
+    let (len, method, target, spans) = {
         let mut headers =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
@@ -205,18 +203,12 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
         if !path.starts_with('/') {
             return Parsed::NotOurs;
         }
-        let base = buf.as_ptr() as usize;
-        for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-            count += 1;
-        }
-        let target = path.as_ptr() as usize - base;
+        let target = path.as_ptr() as usize - buf.as_ptr() as usize;
         (
             len,
             Method::from_bytes(method.as_bytes()),
             (target, target + path.len()),
+            header_spans(buf, req.headers),
         )
     };
     let Ok(method) = method else {
@@ -224,8 +216,7 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
     };
     // Decide before taking the bytes: a request that is not ours stays in the buffer for hyper.
     let mut close = false;
-    let spans = &spans[..count];
-    for &(ns, ne, vs, ve) in spans {
+    for &(ns, ne, vs, ve) in &spans {
         let name = &buf[ns..ne];
         let value = &buf[vs..ve];
         if name.eq_ignore_ascii_case(b"transfer-encoding")
@@ -254,8 +245,9 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
         *buf = back;
         return Parsed::NotOurs;
     };
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in spans {
+    // Room for what the gateway adds (request id, identity, X-Forwarded-*) without regrowing.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 12);
+    for &(ns, ne, vs, ve) in &spans {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&head[ns..ne]),
             HeaderValue::from_maybe_shared(head.slice(vs..ve)),
@@ -273,6 +265,23 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     Parsed::Complete(Head { req, close })
+}
+
+/// Where each parsed header's name and value lie in `buf` (start and end offsets), so that the
+/// values can later share the head's bytes once it is frozen.
+pub(crate) fn header_spans(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+) -> Vec<(usize, usize, usize, usize)> {
+    let base = buf.as_ptr() as usize;
+    headers
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, name + h.name.len(), value, value + h.value.len())
+        })
+        .collect()
 }
 
 /// How a response body is framed on the wire.

@@ -137,19 +137,17 @@ impl App {
         let start = Instant::now();
         let method = req.method().clone();
         let request_id = self.request_id(conn.peer.ip(), req.headers());
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            req.headers_mut().insert(REQUEST_ID, v);
-        }
+        req.headers_mut().insert(REQUEST_ID, request_id.clone());
         let html = wants_html(req.method(), req.headers());
         let mut log = AccessLog {
             path: String::new(),
             route: None,
-            upstream: None,
+            forwarded: false,
             user: None,
             stats: None,
             upstream_time: None,
         };
-        let mut resp = match self.dispatch(req, conn, &mut log).await {
+        let mut resp = match self.dispatch(req, conn, html, &mut log).await {
             Ok(resp) => resp,
             Err(e) => e.response(html),
         };
@@ -159,9 +157,7 @@ impl App {
             resp.headers_mut()
                 .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert(REQUEST_ID, v);
-        }
+        resp.headers_mut().insert(REQUEST_ID, request_id.clone());
         log.stats
             .as_ref()
             .unwrap_or(&self.other_stats)
@@ -173,10 +169,10 @@ impl App {
             path = %log.path,
             status = resp.status().as_u16(),
             latency_us = start.elapsed().as_micros() as u64,
-            route = log.route.as_deref().unwrap_or("-"),
-            upstream = log.upstream.as_deref().unwrap_or("-"),
-            user = log.user.as_deref().unwrap_or("-"),
-            request_id = %request_id,
+            route = %log.route.as_ref().map_or(&"-" as &dyn std::fmt::Display, |r| r),
+            upstream = %log.upstream(),
+            user = log.user.as_deref().map_or("-", |c| c.sub.as_str()),
+            request_id = request_id.to_str().unwrap_or("-"),
         );
         resp
     }
@@ -185,6 +181,7 @@ impl App {
         &self,
         req: Request<Body>,
         conn: Conn,
+        html: bool,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let raw_path = req.uri().path();
@@ -232,14 +229,14 @@ impl App {
             ..conn
         };
         if path == self.verify_path {
-            log.route = Some("verify".to_owned());
+            log.route = Some(RouteLabel::Verify);
             log.stats = Some(self.auth_stats.clone());
             return self.verify(req, conn, log).await;
         }
 
         let origin = req.headers().get(header::ORIGIN).cloned();
         if self.auth.owns(&path) {
-            log.route = Some("auth".to_owned());
+            log.route = Some(RouteLabel::Auth);
             log.stats = Some(self.auth_stats.clone());
             if let Some(cors) = &self.cors
                 && Cors::is_preflight(req.method(), req.headers())
@@ -247,7 +244,6 @@ impl App {
                 return Ok(cors.preflight(req.headers()));
             }
             let client_ip = self.client_ip(conn.peer.ip(), req.headers());
-            let html = wants_html(req.method(), req.headers());
             let resp = self.auth.handle(req, &path, conn.tls, client_ip).await;
             return Ok(with_cors(self.cors.as_ref(), origin.as_ref(), resp, html));
         }
@@ -257,7 +253,7 @@ impl App {
             .find(host.as_deref(), req.method(), &path)
             .ok_or(HttpError::NotFound)?;
         let route = matched.route.clone();
-        log.route = Some(route.spec.name.clone());
+        log.route = Some(RouteLabel::Route(route.clone()));
         log.stats = self.route_stats.get(route.index).cloned();
         let cors = self.cors.as_ref().filter(|_| route.spec.cors);
         if let Some(cors) = cors
@@ -266,9 +262,8 @@ impl App {
             return Ok(cors.preflight(req.headers()));
         }
 
-        let html = wants_html(req.method(), req.headers());
         let resp = self
-            .enforce_and_forward(req, conn, &path, matched, log)
+            .enforce_and_forward(req, conn, &path, matched, html, log)
             .await;
         Ok(with_cors(cors, origin.as_ref(), resp, html))
     }
@@ -316,7 +311,7 @@ impl App {
             }
         };
         let claims = &admitted.session.claims;
-        log.user = Some(claims.sub.clone());
+        log.user = Some(claims.clone());
         let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
         let not_owner = matched
             .path
@@ -347,6 +342,7 @@ impl App {
         conn: Conn,
         path: &str,
         matched: Matched<'_>,
+        html: bool,
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let route = matched.route.clone();
@@ -365,7 +361,7 @@ impl App {
         // On public routes too: a signed-in browser sends its session cookies everywhere.
         strip_credentials(req.headers_mut(), route.spec.forward_token);
 
-        log.upstream = Some(route.spec.upstream.to_string());
+        log.forwarded = true;
         let peer = conn.peer.ip();
         let raw_host = raw_host(&req);
         let forwarded = Forwarded {
@@ -374,7 +370,6 @@ impl App {
             proto: if conn.tls { "https" } else { "http" },
             host: raw_host.as_deref(),
         };
-        let html = wants_html(req.method(), req.headers());
         let sent = Instant::now();
         let forwarded = self
             .proxy
@@ -503,7 +498,7 @@ impl App {
             .routes
             .find(host.as_deref(), &method, &path)
             .ok_or(HttpError::Forbidden("No route for this request"))?;
-        log.route = Some(format!("verify:{}", matched.route.spec.name));
+        log.route = Some(RouteLabel::VerifyRoute(matched.route.clone()));
 
         let mut original = Request::new(body::empty());
         *original.method_mut() = method;
@@ -545,15 +540,16 @@ impl App {
     }
 
     /// The request's id: the one a trusted proxy sent (if it is a sane token), else a new one.
-    fn request_id(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> String {
+    fn request_id(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> HeaderValue {
         if self.is_trusted(peer)
-            && let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok())
+            && let Some(v) = headers.get(REQUEST_ID)
             && !v.is_empty()
             && v.len() <= 128
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
         {
-            return v.to_owned();
+            return v.clone();
         }
         crate::metrics::request_id()
     }
@@ -629,14 +625,46 @@ enum Gate {
     Unauthenticated { redirect: bool, next: String },
 }
 
-/// What the access log line says about a request, filled in as it becomes known.
+/// What the access log line says about a request, filled in as it becomes known (cheaply: it
+/// is formatted only when the access log is on).
 struct AccessLog {
     path: String,
-    route: Option<String>,
-    upstream: Option<String>,
-    user: Option<String>,
+    route: Option<RouteLabel>,
+    /// The request was sent to its route's upstream.
+    forwarded: bool,
+    user: Option<Arc<crate::auth::token::AccessClaims>>,
     stats: Option<Arc<RouteStats>>,
     upstream_time: Option<std::time::Duration>,
+}
+
+impl AccessLog {
+    /// The upstream the request went to, or `-`.
+    fn upstream(&self) -> &dyn std::fmt::Display {
+        match &self.route {
+            Some(RouteLabel::Route(r)) if self.forwarded => &r.spec.upstream,
+            _ => &"-",
+        }
+    }
+}
+
+/// What served a request, as the access log names it.
+enum RouteLabel {
+    Auth,
+    Verify,
+    Route(Arc<crate::proxy::route::Route>),
+    /// Forward-auth, deciding for this route.
+    VerifyRoute(Arc<crate::proxy::route::Route>),
+}
+
+impl std::fmt::Display for RouteLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteLabel::Auth => f.write_str("auth"),
+            RouteLabel::Verify => f.write_str("verify"),
+            RouteLabel::Route(r) => f.write_str(&r.spec.name),
+            RouteLabel::VerifyRoute(r) => write!(f, "verify:{}", r.spec.name),
+        }
+    }
 }
 
 /// The request's host name without port, lowercased: the Host header (HTTP/1.1) or the URI
@@ -652,6 +680,17 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
 /// A host as routes compare it: lowercase, without port, brackets or one trailing dot. `None`
 /// for anything with userinfo (`a@b`) or otherwise malformed, which then matches no host rule.
 pub fn canonical_host(raw: &str) -> Option<String> {
+    // The usual case, a lowercase name with an optional port, needs no parsing.
+    let (name, port) = raw.split_once(':').unwrap_or((raw, ""));
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && (raw.len() == name.len()
+            || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()))
+    {
+        return Some(name.strip_suffix('.').unwrap_or(name).to_owned());
+    }
     if raw.contains('@') {
         return None;
     }
@@ -679,13 +718,15 @@ pub fn wants_html(method: &Method, headers: &HeaderMap) -> bool {
     if method != Method::GET && method != Method::HEAD {
         return false;
     }
+    const REQUESTED_WITH: http::HeaderName = http::HeaderName::from_static("x-requested-with");
+    const FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
     if headers
-        .get("x-requested-with")
+        .get(REQUESTED_WITH)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"))
     {
         return false;
     }
-    if let Some(mode) = headers.get("sec-fetch-mode")
+    if let Some(mode) = headers.get(FETCH_MODE)
         && mode.as_bytes() != b"navigate"
     {
         return false;
@@ -735,5 +776,23 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(request_host(&r).as_deref(), Some("::1"));
+    }
+
+    #[test]
+    fn canonical_hosts() {
+        for (raw, want) in [
+            ("app.example.com", Some("app.example.com")),
+            ("app.example.com.", Some("app.example.com")),
+            ("app.example.com:8443", Some("app.example.com")),
+            ("App.Example.COM", Some("app.example.com")),
+            ("127.0.0.1:19004", Some("127.0.0.1")),
+            ("[::1]:8443", Some("::1")),
+            ("user@app.example.com", None),
+            // Authority does not check the port range; routing only uses the name.
+            ("app.example.com:99999", Some("app.example.com")),
+            ("", None),
+        ] {
+            assert_eq!(canonical_host(raw).as_deref(), want, "{raw:?}");
+        }
     }
 }

@@ -355,11 +355,22 @@ impl Collector for Scrape {
 
 /// A process-wide sequence for request ids: a random prefix per process plus a counter, so ids
 /// are unique without a syscall per request.
-pub fn request_id() -> String {
+pub fn request_id() -> http::HeaderValue {
     static PREFIX: OnceLock<u32> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    let prefix = PREFIX.get_or_init(rand::random::<u32>);
-    format!("{prefix:08x}{:016x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let prefix = u64::from(*PREFIX.get_or_init(rand::random::<u32>));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut id = [0u8; 24];
+    for (i, digit) in id.iter_mut().enumerate() {
+        let nibble = if i < 8 {
+            (prefix >> (4 * (7 - i))) & 0xf
+        } else {
+            (n >> (4 * (23 - i))) & 0xf
+        };
+        *digit = b"0123456789abcdef"[nibble as usize];
+    }
+    // Hex digits are always a valid header value.
+    http::HeaderValue::from_bytes(&id).unwrap_or_else(|_| http::HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]

@@ -138,22 +138,29 @@ impl AuthApi {
     pub fn identify(&self, headers: &mut HeaderMap, session: &Session, audience: &str) {
         let c = &session.claims;
         let id = &self.identity;
-        let roles = c.roles.join(",");
-        for (name, value) in [
-            (&id.user_id, c.sub.as_str()),
-            (&id.email, c.email.as_str()),
-            (&id.name, c.name.as_deref().unwrap_or("")),
-            (&id.roles, roles.as_str()),
-        ] {
-            // Copy-free unless there is something to clean (the usual case).
-            let v = if value.chars().any(char::is_control) {
-                let clean: String = value.chars().filter(|ch| !ch.is_control()).collect();
-                HeaderValue::from_bytes(clean.as_bytes())
-            } else {
-                HeaderValue::from_bytes(value.as_bytes())
+        let values = c.identity.get_or_init(|| {
+            let value = |text: &str| {
+                // Control characters cannot be in a header value; drop them.
+                if text.chars().any(char::is_control) {
+                    let clean: String = text.chars().filter(|ch| !ch.is_control()).collect();
+                    HeaderValue::from_str(&clean).ok()
+                } else {
+                    HeaderValue::from_str(text).ok()
+                }
             };
-            if let Ok(v) = v {
-                headers.insert(name.clone(), v);
+            [
+                value(&c.sub),
+                value(&c.email),
+                value(c.name.as_deref().unwrap_or("")),
+                value(&c.roles.join(",")),
+            ]
+        });
+        for (name, v) in [&id.user_id, &id.email, &id.name, &id.roles]
+            .into_iter()
+            .zip(values)
+        {
+            if let Some(v) = v {
+                headers.insert(name.clone(), v.clone());
             }
         }
         if let Some(a) = &self.assertion {

@@ -357,6 +357,7 @@ mod tests {
             jti: jti.into(),
             iss: "i".into(),
             aud: "a".into(),
+            identity: Default::default(),
         }
     }
 

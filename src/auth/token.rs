@@ -195,6 +195,38 @@ pub struct AccessClaims {
     pub iss: String,
     /// Audience.
     pub aud: String,
+    /// The identity header values made from these claims, made once per verified token (the
+    /// verified-token cache keeps the claims, so every later request reuses them).
+    #[serde(skip)]
+    pub identity: IdentityValues,
+}
+
+/// A once-filled slot for the identity header values of some claims: user id, e-mail, name,
+/// roles (`None` for a value that cannot be a header value). It takes no part in comparisons
+/// and holds nothing secret.
+#[derive(Clone, Default)]
+pub struct IdentityValues(std::sync::OnceLock<[Option<http::HeaderValue>; 4]>);
+
+impl IdentityValues {
+    /// The values, made by `make` the first time.
+    pub fn get_or_init(
+        &self,
+        make: impl FnOnce() -> [Option<http::HeaderValue>; 4],
+    ) -> &[Option<http::HeaderValue>; 4] {
+        self.0.get_or_init(make)
+    }
+}
+
+impl PartialEq for IdentityValues {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for IdentityValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "IdentityValues(made)" } else { "IdentityValues(-)" })
+    }
 }
 
 /// Who an access token is issued to.
@@ -367,6 +399,7 @@ impl Keys {
             jti: uuid::Uuid::new_v4().to_string(),
             iss: settings.issuer.clone(),
             aud: settings.audience.clone(),
+            identity: IdentityValues::default(),
         };
         let token = self.sign(ACCESS_TOKEN_TYP, &claims)?;
         Ok((token, claims))

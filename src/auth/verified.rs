@@ -179,6 +179,7 @@ mod tests {
             jti: jti.into(),
             iss: "i".into(),
             aud: "a".into(),
+            identity: Default::default(),
         })
     }
 

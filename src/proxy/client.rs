@@ -19,7 +19,6 @@
 //! system call (the reactor marked it readable). If one fails anyway before any byte of the answer
 //! arrived, an idempotent request is sent again on another connection, as nginx does.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -69,9 +68,20 @@ pub struct Pools {
     connect_timeout: Duration,
 }
 
+/// Idle connections by upstream. A gateway has a handful of upstreams, so a list searched in
+/// order beats hashing the authority on every checkout and checkin.
 #[derive(Default)]
 struct Pool {
-    hosts: HashMap<Authority, Vec<Idle>>,
+    hosts: Vec<(Authority, Vec<Idle>)>,
+}
+
+impl Pool {
+    fn idle(&mut self, key: &Authority) -> Option<&mut Vec<Idle>> {
+        self.hosts
+            .iter_mut()
+            .find(|(k, _)| k == key)
+            .map(|(_, list)| list)
+    }
 }
 
 struct Idle {
@@ -108,7 +118,7 @@ impl Pools {
     /// The most recently used live idle connection to `key`, if any.
     fn checkout(&self, worker: usize, key: &Authority) -> Option<TcpStream> {
         let mut pool = self.pool(worker);
-        let list = pool.hosts.get_mut(key)?;
+        let list = pool.idle(key)?;
         while let Some(idle) = list.pop() {
             if idle.since.elapsed() > self.idle_timeout {
                 // The rest are older still.
@@ -128,7 +138,10 @@ impl Pools {
         }
         let now = Instant::now();
         let mut pool = self.pool(worker);
-        let list = pool.hosts.entry(key).or_default();
+        if pool.idle(&key).is_none() {
+            pool.hosts.push((key.clone(), Vec::new()));
+        }
+        let Some(list) = pool.idle(&key) else { return };
         let expired = list
             .iter()
             .take_while(|i| now.duration_since(i.since) > self.idle_timeout)
@@ -291,12 +304,16 @@ async fn exchange(stream: &mut TcpStream, head: &[u8]) -> Result<(Parsed, BytesM
 /// Parses a response head at the start of `buf` and removes it from `buf`; `None` when it is
 /// not complete yet.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, ClientError> {
-    // Offsets of each name and value in `buf`, so the values can share the head's bytes.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let (len, code, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
+    let (len, code, version, spans) = {
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -304,26 +321,18 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, ClientError> {
             }
             Err(_) => return Err(ClientError::Invalid("malformed response head")),
         };
-        let base = buf.as_ptr() as usize;
-        let mut count = 0;
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (name, name + h.name.len(), value, value + h.value.len());
-            count += 1;
-        }
         (
             len,
             resp.code.unwrap_or(0),
             resp.version.unwrap_or(0),
-            count,
+            crate::h1::header_spans(buf, resp.headers),
         )
     };
     let head = buf.split_to(len).freeze();
     let status =
         StatusCode::from_u16(code).map_err(|_| ClientError::Invalid("invalid status code"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(ns, ne, vs, ve) in &spans {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| ClientError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))

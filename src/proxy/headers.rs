@@ -25,8 +25,20 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// The reserved prefix of identity headers the gateway sets.
 pub const IDENTITY_PREFIX: &str = "x-auth-";
 
+/// Whether a header is hop-by-hop by name (not counting those `Connection` lists).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    match name.as_str() {
+        "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive" => true,
+        other => other.starts_with("proxy-"),
+    }
+}
+
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // The usual message has none: one pass over the names settles that.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -124,8 +136,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    let peer = f.peer.to_string();
     if f.trusted {
+        let peer = f.peer.to_string();
         let prior: Vec<&str> = headers
             .get_all(&XFF)
             .iter()
@@ -146,14 +158,42 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
             set(headers, XFH, h);
         }
     } else {
-        set(headers, XFF, &peer);
+        headers.insert(XFF, peer_value(f.peer));
         headers.insert(XFP, HeaderValue::from_static(f.proto));
-        headers.remove(&XFH);
-        if let Some(h) = f.host {
-            set(headers, XFH, h);
+        match f.host {
+            Some(h) => set(headers, XFH, h),
+            None => {
+                headers.remove(&XFH);
+            }
         }
-        headers.remove(header::FORWARDED);
+        if headers.contains_key(header::FORWARDED) {
+            headers.remove(header::FORWARDED);
+        }
     }
+}
+
+thread_local! {
+    /// The last peer address formatted on this thread: consecutive requests mostly come from
+    /// the same peer (a keep-alive connection, a load balancer in front).
+    static LAST_PEER: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A peer address as a header value.
+fn peer_value(peer: IpAddr) -> HeaderValue {
+    LAST_PEER.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, v)) = last.as_ref()
+            && *ip == peer
+        {
+            return v.clone();
+        }
+        // An address is digits, dots, colons and hex: always a valid value.
+        let v = HeaderValue::from_str(&peer.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *last = Some((peer, v.clone()));
+        v
+    })
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
