@@ -1283,6 +1283,41 @@ async fn invalid_upstream_answers_are_502() {
 }
 
 #[tokio::test]
+async fn a_malformed_first_chunk_size_is_502() {
+    // The head and a malformed first chunk-size line arrive together: nothing of the answer
+    // has gone to the client when the body turns out to be invalid, so the gateway can still
+    // answer 502 like for any other invalid upstream answer.
+    let up = RawUpstream::start(|req| match req.target.as_str() {
+        "/bad-chunk" => reply(
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+        ),
+        t => reply(ok(t)),
+    })
+    .await;
+    let gw = gateway_to(&up.url(), "").await;
+    let mut c = Client::connect(gw.http).await;
+    c.send(get_req("/bad-chunk")).await;
+    let head = guard(30, c.r.head())
+        .await
+        .expect("no response head at all");
+    let head = String::from_utf8(head).unwrap();
+    if !head.starts_with("HTTP/1.1 502 ") {
+        let rest = c.until_closed("after a non-502 head").await;
+        panic!(
+            "expected a 502, got {head:?} followed by {:?} and the connection closed",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    let headers = header_lines(&head);
+    let n = content_length(&headers).expect("a Content-Length");
+    let body = guard(30, c.r.exact(n)).await.expect("the whole 502 body");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["detail"], "Upstream unavailable", "{json}");
+    // The client connection stays usable, as after any other 502.
+    assert_eq!(c.get("/fine").await.text(), "/fine");
+}
+
+#[tokio::test]
 async fn a_malformed_chunk_mid_body_never_completes_the_response() {
     // Part of the body has gone out when the bad chunk arrives: the response can only be cut
     // short, and the client must be able to tell (no last chunk, the connection closes).
