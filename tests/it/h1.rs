@@ -1662,6 +1662,33 @@ async fn an_upstream_slower_than_the_response_timeout_is_504() {
     c.assert_drained("after 504 and 200");
 }
 
+// ---- the header read timeout on a keep-alive connection ----
+
+#[tokio::test]
+async fn a_head_split_in_two_after_a_long_idle_period_is_served() {
+    // src/h1.rs: "The first request's head, and any head once its first byte is in, has the
+    // header read timeout; a keep-alive connection waits for a new request up to the idle
+    // timeout." So after idling longer than the header read timeout (but within the idle
+    // timeout), a head that arrives in two parts close together must be served.
+    let up = Upstream::start().await;
+    let gw = gateway_to(
+        &up.url(),
+        "limits: {header_read_timeout: 500ms, idle_timeout: 60s}\n",
+    )
+    .await;
+    let mut c = Client::connect(gw.http).await;
+    assert_eq!(c.get("/a").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.send("GET /b HTTP/1.1\r\nHo").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.send("st: localhost\r\n\r\n").await;
+    let r = c.try_response(false).await;
+    let r = r.expect("the connection closed instead of answering the second request");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.json()["uri"], "/b");
+    assert_eq!(up.count(), 2);
+}
+
 // ---- what the fast path hands to hyper ----
 
 #[tokio::test]
