@@ -16,6 +16,7 @@ mod config;
 mod enforce;
 mod enumeration;
 mod forward_auth;
+mod h1;
 mod limits;
 mod logs;
 mod openapi;
