@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::body::Body;
+use crate::error::HttpError;
 use crate::handler::{App, Conn};
 
 /// Where a connection stands when this module lets go of it.
@@ -113,12 +114,16 @@ where
         let app = app.load_full();
         let resp = app.handle_request(req, conn).await;
         let close = close || *stop.borrow() || resp.headers().contains_key(header::CONNECTION);
-        match write_response(io, resp, head_request, close, limits.idle_timeout).await {
-            Ok(()) if !close => {}
-            _ => {
-                let _ = io.shutdown().await;
-                return Outcome::Closed;
-            }
+        let mut written = write_response(io, resp, head_request, close, limits.idle_timeout).await;
+        if let Err(Unfinished::Unsent(e)) = written {
+            // The body failed before any byte of the answer left: answer 502 instead, as for
+            // any other broken upstream answer. The client's connection is still sound.
+            let resp = HttpError::BadGateway(format!("the answer broke off: {e}")).response(false);
+            written = write_response(io, resp, head_request, close, limits.idle_timeout).await;
+        }
+        if close || written.is_err() {
+            let _ = io.shutdown().await;
+            return Outcome::Closed;
         }
     }
 }
@@ -137,7 +142,7 @@ where
 {
     // The first request's head, and any head once its first byte is in, has the header read
     // timeout; a keep-alive connection waits for a new request up to the idle timeout.
-    let started = tokio::time::Instant::now();
+    let mut started = tokio::time::Instant::now();
     loop {
         if !buf.is_empty() {
             match parse_head(buf, limits) {
@@ -169,6 +174,10 @@ where
         match n {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Closed,
             Ok(Ok(_)) => {}
+        }
+        if idle && !first {
+            // The next request has begun: its head gets the header timeout from now.
+            started = tokio::time::Instant::now();
         }
     }
 }
@@ -291,18 +300,26 @@ enum Framing {
     Chunked,
 }
 
-/// Writes a response. `Err` when the connection cannot carry another response (the body
-/// failed or did not match its length, or the client stopped reading).
+/// Why a response could not be completed; either way the connection cannot carry another.
+enum Unfinished {
+    /// The body failed before anything was sent: the client can still get an error answer.
+    Unsent(crate::body::BoxError),
+    /// Part of the answer was sent (or the client stopped reading): only closing is left.
+    Broken,
+}
+
+/// Writes a response.
 async fn write_response<S>(
     io: &mut S,
     resp: Response<Body>,
     head_request: bool,
     close: bool,
     stall: Duration,
-) -> Result<(), ()>
+) -> Result<(), Unfinished>
 where
     S: AsyncWrite + Unpin,
 {
+    let mut sent = false;
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let mut out = Vec::with_capacity(1024);
@@ -346,7 +363,7 @@ where
     let mut left = match framing {
         Framing::None => {
             drop(body);
-            return flush(io, &mut out, stall).await;
+            return flush(io, &mut out, stall, &mut sent).await;
         }
         Framing::Length(n) => Some(n),
         Framing::Chunked => None,
@@ -361,7 +378,7 @@ where
         .await;
         let frame = match frame {
             None => {
-                flush(io, &mut out, stall).await?;
+                flush(io, &mut out, stall, &mut sent).await?;
                 continue;
             }
             Some(f) => f,
@@ -378,8 +395,8 @@ where
                             // More than it declared: send what was declared, then close.
                             let keep = usize::try_from(*n).unwrap_or(0);
                             out.extend_from_slice(&data[..keep]);
-                            flush(io, &mut out, stall).await?;
-                            return Err(());
+                            flush(io, &mut out, stall, &mut sent).await?;
+                            return Err(Unfinished::Broken);
                         }
                         *n -= len;
                         out.extend_from_slice(&data);
@@ -392,24 +409,27 @@ where
                     }
                 }
                 if out.len() >= WRITE_CHUNK {
-                    flush(io, &mut out, stall).await?;
+                    flush(io, &mut out, stall, &mut sent).await?;
                 }
             }
             Some(Err(e)) => {
+                if !sent {
+                    return Err(Unfinished::Unsent(e));
+                }
                 tracing::debug!(error = %e, "response body failed; closing the connection");
-                let _ = flush(io, &mut out, stall).await;
-                return Err(());
+                let _ = flush(io, &mut out, stall, &mut sent).await;
+                return Err(Unfinished::Broken);
             }
             None => {
                 return match left {
-                    Some(0) => flush(io, &mut out, stall).await,
+                    Some(0) => flush(io, &mut out, stall, &mut sent).await,
                     Some(_) => {
-                        let _ = flush(io, &mut out, stall).await;
-                        Err(())
+                        let _ = flush(io, &mut out, stall, &mut sent).await;
+                        Err(Unfinished::Broken)
                     }
                     None => {
                         out.extend_from_slice(b"0\r\n\r\n");
-                        flush(io, &mut out, stall).await
+                        flush(io, &mut out, stall, &mut sent).await
                     }
                 };
             }
@@ -443,14 +463,16 @@ async fn flush<S: AsyncWrite + Unpin>(
     io: &mut S,
     out: &mut Vec<u8>,
     stall: Duration,
-) -> Result<(), ()> {
+    sent: &mut bool,
+) -> Result<(), Unfinished> {
     if out.is_empty() {
         return Ok(());
     }
+    *sent = true;
     let mut written = 0;
     while written < out.len() {
         match tokio::time::timeout(stall, io.write(&out[written..])).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(()),
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Unfinished::Broken),
             Ok(Ok(n)) => written += n,
         }
     }

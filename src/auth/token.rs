@@ -225,7 +225,11 @@ impl PartialEq for IdentityValues {
 
 impl std::fmt::Debug for IdentityValues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() { "IdentityValues(made)" } else { "IdentityValues(-)" })
+        f.write_str(if self.0.get().is_some() {
+            "IdentityValues(made)"
+        } else {
+            "IdentityValues(-)"
+        })
     }
 }
 
