@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
+use http::uri::PathAndQuery;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header,
 };
@@ -72,18 +73,55 @@ const READ_SIZE: usize = 4096;
 /// A response is written out once this much of it is buffered.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// A parsed request head this module can serve.
-struct Head {
-    req: Request<Body>,
+/// A parsed request head this module can serve: the head's bytes, with where each header lies
+/// in them. The gateway's own fast path ([`App::direct`]) reads it as it is; everything else
+/// gets an `http::Request` made from it.
+pub struct RawHead {
+    head: Bytes,
+    pub method: Method,
+    pub target: PathAndQuery,
+    spans: Vec<(usize, usize, usize, usize)>,
     /// The client asked to close after this request.
-    close: bool,
+    pub close: bool,
+}
+
+impl RawHead {
+    /// The headers as sent: names in the client's spelling, values as bytes.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|&(ns, ne, vs, ve)| (&self.head[ns..ne], &self.head[vs..ve]))
+    }
+
+    /// The request as an `http::Request` without a body; the head's bytes back if a header
+    /// is not one `http` accepts (hyper then answers it).
+    fn into_request(self) -> Result<Request<Body>, Bytes> {
+        // Room for what the gateway adds (request id, identity, X-Forwarded-*) without
+        // regrowing.
+        let mut headers = HeaderMap::with_capacity(self.spans.len() + 12);
+        for &(ns, ne, vs, ve) in &self.spans {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.head[ns..ne]),
+                HeaderValue::from_maybe_shared(self.head.slice(vs..ve)),
+            ) else {
+                return Err(self.head);
+            };
+            headers.append(name, value);
+        }
+        let mut req = Request::new(crate::body::empty());
+        *req.method_mut() = self.method;
+        *req.uri_mut() = http::Uri::from(self.target);
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
 }
 
 /// What reading the next request head gave.
 // Made once per request and moved once: boxing the head would cost more than its size.
 #[allow(clippy::large_enum_variant)]
 enum Next {
-    Request(Head),
+    Request(RawHead),
     /// Not ours to serve: hand over to hyper.
     Handover,
     Closed,
@@ -105,14 +143,24 @@ where
     loop {
         let next = read_head(io, &mut buf, stop, limits, first).await;
         first = false;
-        let Head { req, close } = match next {
+        let head = match next {
             Next::Request(head) => head,
             Next::Handover => return Outcome::Handover(buf.freeze()),
             Next::Closed => return Outcome::Closed,
         };
-        let head_request = req.method() == Method::HEAD;
+        let (head_request, close) = (head.method == Method::HEAD, head.close);
         let app = app.load_full();
-        let resp = app.handle_request(req, conn).await;
+        let resp = match app.direct(&head, conn) {
+            Some(plan) => app.forward_direct(plan, &head, conn).await,
+            None => match head.into_request() {
+                Ok(req) => app.handle_request(req, conn).await,
+                Err(bytes) => {
+                    let mut back = BytesMut::from(&bytes[..]);
+                    back.extend_from_slice(&buf);
+                    return Outcome::Handover(back.freeze());
+                }
+            },
+        };
         let close = close || *stop.borrow() || resp.headers().contains_key(header::CONNECTION);
         let mut written = write_response(io, resp, head_request, close, limits.idle_timeout).await;
         if let Err(Unfinished::Unsent(e)) = written {
@@ -184,7 +232,7 @@ where
 
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
-    Complete(Head),
+    Complete(RawHead),
     Partial,
     NotOurs,
 }
@@ -247,33 +295,20 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
         }
     }
     let head = buf.split_to(len).freeze();
-    let Ok(uri) = http::Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+    let Ok(target) = PathAndQuery::from_maybe_shared(head.slice(target.0..target.1)) else {
         // hyper answers the malformed target; it needs the bytes back.
         let mut back = BytesMut::from(&head[..]);
         back.extend_from_slice(buf);
         *buf = back;
         return Parsed::NotOurs;
     };
-    // Room for what the gateway adds (request id, identity, X-Forwarded-*) without regrowing.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 12);
-    for &(ns, ne, vs, ve) in &spans {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[ns..ne]),
-            HeaderValue::from_maybe_shared(head.slice(vs..ve)),
-        ) else {
-            let mut back = BytesMut::from(&head[..]);
-            back.extend_from_slice(buf);
-            *buf = back;
-            return Parsed::NotOurs;
-        };
-        headers.append(name, value);
-    }
-    let mut req = Request::new(crate::body::empty());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
-    Parsed::Complete(Head { req, close })
+    Parsed::Complete(RawHead {
+        head,
+        method,
+        target,
+        spans,
+        close,
+    })
 }
 
 /// Where each parsed header's name and value lie in `buf` (start and end offsets), so that the

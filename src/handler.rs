@@ -13,6 +13,10 @@
 //!    request is forwarded.
 //! 8. One access-log line is written (never a token, cookie or query string).
 
+mod direct;
+
+pub use direct::DirectPlan;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -600,7 +600,7 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (idle_timeout, first_request_timeout, limits) = {
+    let (idle_timeout, first_request_timeout, limits, fast_path) = {
         let current = app.load();
         let config = current.config();
         let limits = &config.limits;
@@ -608,9 +608,10 @@ async fn serve<S>(
             limits.idle_timeout,
             limits.header_read_timeout,
             crate::h1::Limits::from_config(config),
+            config.listen.fast_path,
         )
     };
-    let read = if h1 {
+    let read = if h1 && fast_path {
         match crate::h1::serve(&mut stream, conn, &app, &mut stop, limits).await {
             crate::h1::Outcome::Closed => return,
             crate::h1::Outcome::Handover(read) => read,

@@ -657,7 +657,11 @@ fn append_cookies(headers: &mut HeaderMap, cookies: &[SetCookie<'_>]) {
 
 /// `Authorization: Bearer <token>` (scheme case-insensitive).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_value(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The token in an `Authorization` value `Bearer <token>` (scheme case-insensitive).
+pub fn bearer_value(v: &str) -> Option<&str> {
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -117,6 +117,35 @@ impl AuthApi {
         crate::proxy::headers::strip_identity(headers, &self.identity.prefix, &self.identity_names);
     }
 
+    /// Whether a header, named as the client spelled it, is one [`AuthApi::strip_identity`]
+    /// removes.
+    pub fn is_identity_name(&self, name: &[u8]) -> bool {
+        crate::proxy::headers::is_identity_name(name, &self.identity.prefix, &self.identity_names)
+    }
+
+    /// Whether a signed identity assertion is configured (made per request by
+    /// [`AuthApi::identify`]).
+    pub fn has_assertion(&self) -> bool {
+        self.assertion.is_some()
+    }
+
+    /// The identity headers [`AuthApi::identify`] sets, as `name: value` lines for an
+    /// HTTP/1.1 head (without the assertion: callers check [`AuthApi::has_assertion`]).
+    pub fn identity_lines(&self, claims: &super::token::AccessClaims, out: &mut Vec<u8>) {
+        let id = &self.identity;
+        for (name, v) in [&id.user_id, &id.email, &id.name, &id.roles]
+            .into_iter()
+            .zip(identity_values(claims))
+        {
+            if let Some(v) = v {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
     /// The headers [`AuthApi::identify`] sets (forward-auth copies them into its answer).
     pub fn identity_header_names(&self) -> Vec<http::HeaderName> {
         let id = &self.identity;
@@ -138,26 +167,9 @@ impl AuthApi {
     pub fn identify(&self, headers: &mut HeaderMap, session: &Session, audience: &str) {
         let c = &session.claims;
         let id = &self.identity;
-        let values = c.identity.get_or_init(|| {
-            let value = |text: &str| {
-                // Control characters cannot be in a header value; drop them.
-                if text.chars().any(char::is_control) {
-                    let clean: String = text.chars().filter(|ch| !ch.is_control()).collect();
-                    HeaderValue::from_str(&clean).ok()
-                } else {
-                    HeaderValue::from_str(text).ok()
-                }
-            };
-            [
-                value(&c.sub),
-                value(&c.email),
-                value(c.name.as_deref().unwrap_or("")),
-                value(&c.roles.join(",")),
-            ]
-        });
         for (name, v) in [&id.user_id, &id.email, &id.name, &id.roles]
             .into_iter()
-            .zip(values)
+            .zip(identity_values(c))
         {
             if let Some(v) = v {
                 headers.insert(name.clone(), v.clone());
@@ -203,6 +215,28 @@ impl AuthApi {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
+}
+
+/// The identity header values of some claims (user id, e-mail, name, roles), made once per
+/// verified token: control characters are dropped, and a value that still cannot be a header
+/// value is left out.
+fn identity_values(c: &super::token::AccessClaims) -> &[Option<HeaderValue>; 4] {
+    c.identity.get_or_init(|| {
+        let value = |text: &str| {
+            if text.chars().any(char::is_control) {
+                let clean: String = text.chars().filter(|ch| !ch.is_control()).collect();
+                HeaderValue::from_str(&clean).ok()
+            } else {
+                HeaderValue::from_str(text).ok()
+            }
+        };
+        [
+            value(&c.sub),
+            value(&c.email),
+            value(c.name.as_deref().unwrap_or("")),
+            value(&c.roles.join(",")),
+        ]
+    })
 }
 
 /// `next` as given if it is a same-origin path, else `/`: it must start with exactly one `/`,

@@ -61,6 +61,13 @@ pub struct RawListen {
     pub redirect_http_to_https: bool,
     /// Serving threads, each with its own event loop: `auto` (one per core) or a number.
     pub workers: Option<Sp<super::units::CountText>>,
+    /// Serve plain HTTP/1.1 requests without a body on the gateway's own fast path.
+    #[serde(default = "yes")]
+    pub fast_path: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_http() -> Option<Sp<String>> {
@@ -78,6 +85,7 @@ impl Default for RawListen {
             https: default_https(),
             redirect_http_to_https: false,
             workers: None,
+            fast_path: true,
         }
     }
 }

@@ -514,6 +514,7 @@ fn validate_listen(cx: &Ctx, raw: &RawConfig) -> Result<Listen, ConfigError> {
         admin,
         redirect_http_to_https: raw.listen.redirect_http_to_https,
         workers,
+        fast_path: raw.listen.fast_path,
     })
 }
 

@@ -82,10 +82,10 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .cloned()
 }
 
-/// Whether `name` equals `want` (lowercase, `-` separated) with `_` read as `-`, either
-/// entirely (`exact`) or as a prefix.
-fn dash_eq(name: &str, want: &str, exact: bool) -> bool {
-    let n = name.as_bytes();
+/// Whether `name` equals `want` (lowercase, `-` separated) case-insensitively with `_` read as
+/// `-`, either entirely (`exact`) or as a prefix.
+fn dash_eq(name: &[u8], want: &str, exact: bool) -> bool {
+    let n = name;
     let w = want.as_bytes();
     let len_ok = if exact {
         n.len() == w.len()
@@ -95,16 +95,18 @@ fn dash_eq(name: &str, want: &str, exact: bool) -> bool {
     len_ok
         && n.iter()
             .zip(w)
-            .all(|(&a, &b)| a == b || (a == b'_' && b == b'-'))
+            .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 /// Whether a header name is an identity header: under `prefix` (e.g. `x-auth-`) or one of
 /// `names`, matched case-insensitively (header names are lowercase) with `_` read as `-`.
 pub fn is_identity_header(name: &HeaderName, prefix: &str, names: &[HeaderName]) -> bool {
-    dash_eq(name.as_str(), prefix, false)
-        || names
-            .iter()
-            .any(|n| dash_eq(name.as_str(), n.as_str(), true))
+    is_identity_name(name.as_str().as_bytes(), prefix, names)
+}
+
+/// [`is_identity_header`] for a name as the client spelled it.
+pub fn is_identity_name(name: &[u8], prefix: &str, names: &[HeaderName]) -> bool {
+    dash_eq(name, prefix, false) || names.iter().any(|n| dash_eq(name, n.as_str(), true))
 }
 
 /// Removes every identity header a client sent, whatever its spelling and however many times.

@@ -276,8 +276,21 @@ impl Proxy {
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
         let head = client::request_head(req, authority);
+        self.send_head(authority, &head, req.method(), route).await
+    }
+
+    /// Sends a serialised head of a request without a body to `authority` (a plain-HTTP
+    /// upstream of `route`) over the direct client: the HTTP/1.1 fast path builds the head
+    /// itself ([`crate::handler::App::forward_direct`]).
+    pub async fn send_head(
+        &self,
+        authority: &http::uri::Authority,
+        head: &[u8],
+        method: &http::Method,
+        route: &Route,
+    ) -> Result<Response<Body>, HttpError> {
         let worker = WORKER.with(|w| w.get());
-        let sent = self.pools.send(worker, authority, &head, req.method());
+        let sent = self.pools.send(worker, authority, head, method);
         match tokio::time::timeout(self.settings.response_timeout, sent).await {
             Err(_) => Err(HttpError::GatewayTimeout(format!(
                 "{} gave no response within {:?}",

@@ -1767,3 +1767,171 @@ async fn http2_prior_knowledge_is_handed_over() {
     }
     assert_eq!(up.count(), 2);
 }
+
+// ---- the direct path and the general path agree ----
+
+type Headers = Vec<(String, String)>;
+
+/// What an upstream saw and what the client got, with the values that differ by nature (user
+/// ids of two stores, request ids, dates) replaced, header names lowercased and sorted.
+#[derive(Debug, PartialEq)]
+struct Exchange {
+    /// Method, target and headers the upstream received.
+    upstream: Option<(String, String, Headers)>,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// Sends each request to `gw` on its own connection and records the [`Exchange`].
+async fn exchanges(
+    gw: &Gateway,
+    up: &RawUpstream,
+    user_id: &str,
+    token: &str,
+    requests: &[String],
+) -> Vec<Exchange> {
+    let scrub = |name: &str, value: &str| -> String {
+        match name {
+            "x-request-id" => "<request id>".into(),
+            "date" => "<date>".into(),
+            _ => value
+                .replace(user_id, "<user id>")
+                .replace(token, "<token>"),
+        }
+    };
+    let mut out = Vec::new();
+    for raw in requests {
+        let before = up.requests().len();
+        let mut c = Client::connect(gw.http).await;
+        c.send(raw.replace("<token>", token)).await;
+        let r = c
+            .try_response(raw.starts_with("HEAD"))
+            .await
+            .expect("a response");
+        let seen = up.requests();
+        assert!(
+            seen.len() <= before + 1,
+            "{raw}: sent upstream more than once"
+        );
+        let upstream = seen.get(before).map(|s| {
+            let mut h: Vec<(String, String)> = s
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), scrub(&k.to_ascii_lowercase(), v)))
+                .collect();
+            h.sort();
+            (s.method.clone(), s.target.clone(), h)
+        });
+        let mut headers: Vec<(String, String)> = header_lines(&r.head)
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), scrub(&k.to_ascii_lowercase(), &v)))
+            .collect();
+        headers.sort();
+        out.push(Exchange {
+            upstream,
+            status: r.status,
+            headers,
+            body: r.text(),
+        });
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_fast_path_forwards_exactly_what_the_general_path_forwards() {
+    let up = RawUpstream::start(|req| {
+        let body = "hello";
+        let mut a = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Thing: 1\r\nX-App: yes\r\n\r\n{body}"
+        )
+        .into_bytes();
+        if req.method == "HEAD" {
+            a.truncate(a.len() - body.len());
+        }
+        reply(a)
+    })
+    .await;
+    let routes = format!(
+        "routes:\n\
+         \x20 - {{path: /public, upstream: '{0}', auth: public}}\n\
+         \x20 - {{path: /ft, upstream: '{0}', auth: required, forward_token: true}}\n\
+         \x20 - {{path: /api, upstream: '{0}/base', auth: required, strip_prefix: true}}\n\
+         \x20 - {{path: /admin, upstream: '{0}', auth: required, roles: [admin]}}\n\
+         \x20 - {{path: /, upstream: '{0}', auth: required}}\n",
+        up.url()
+    );
+    let fast = Gateway::start(&auth_config("", &routes)).await;
+    let general = Gateway::start(&auth_config(
+        "",
+        &format!("listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0, fast_path: false}}\n{routes}"),
+    ))
+    .await;
+    let spoof = "X-Auth-User-Id: spoofed\r\nx_auth_user_id: spoofed\r\nX-AUTH-ROLES: admin\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\nForwarded: for=1.2.3.4\r\nX-Request-Id: chosen-by-client\r\nProxy-Authorization: Basic eDp5\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nConnection: keep-alive\r\nX-Other: kept\r\nX-Dup: 1\r\nX-Mid: m\r\nX-Dup: 2\r\nAccept: */*\r\n";
+    let bearer = "Authorization: Bearer <token>\r\n";
+    let requests: Vec<String> = [
+        format!("GET /app/page?a=1&b=two HTTP/1.1\r\nHost: localhost\r\n{spoof}{bearer}\r\n"),
+        format!("HEAD /app HTTP/1.1\r\nHost: localhost\r\n{bearer}\r\n"),
+        format!("GET /app/./x/../y HTTP/1.1\r\nHost: LOCALHOST:8080\r\n{bearer}\r\n"),
+        format!("GET /public/x?q=1 HTTP/1.1\r\nHost: localhost\r\n{spoof}{bearer}\r\n"),
+        "GET /public/basic HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic dXNlcjpwdw==\r\n\r\n".to_owned(),
+        format!("GET /ft/y HTTP/1.1\r\nHost: localhost\r\n{bearer}\r\n"),
+        format!("GET /api/v1/z?k=v HTTP/1.1\r\nHost: localhost\r\n{bearer}\r\n"),
+        format!("GET /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nClose: hop\r\n{bearer}\r\n"),
+        format!("GET /app HTTP/1.1\r\nHost: localhost\r\nAccept: text/html\r\n{bearer}\r\n"),
+        // Refusals and what the fast path leaves to the general one.
+        "GET /app HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n".to_owned(),
+        "GET /app HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer not-a-token\r\n\r\n".to_owned(),
+        format!("GET /admin HTTP/1.1\r\nHost: localhost\r\n{bearer}\r\n"),
+        format!("GET /app HTTP/1.1\r\nHost: localhost\r\nCookie: theme=dark; other=1\r\n{bearer}\r\n"),
+        format!("GET /app HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive, X-Other\r\nX-Other: 1\r\n{bearer}\r\n"),
+        format!("GET /%2e%2e/app HTTP/1.1\r\nHost: localhost\r\n{bearer}\r\n"),
+    ]
+    .into_iter()
+    .collect();
+    let mut results = Vec::new();
+    for gw in [&fast, &general] {
+        let tokens = signup(gw, "same@example.com", "same-password-1").await;
+        let id = tokens.resp.json()["user"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        results.push(exchanges(gw, &up, &id, &tokens.access, &requests).await);
+    }
+    let (fast, general) = (&results[0], &results[1]);
+    for ((f, g), raw) in fast.iter().zip(general).zip(&requests) {
+        assert_eq!(f, g, "{raw}");
+    }
+    // The comparison means something: most requests reached the upstream, with identity.
+    let forwarded = fast.iter().filter(|e| e.upstream.is_some()).count();
+    assert!(forwarded >= 10, "{fast:#?}");
+    let first = fast[0].upstream.as_ref().unwrap();
+    assert!(
+        first
+            .2
+            .contains(&("x-auth-user-id".into(), "<user id>".into())),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .2
+            .contains(&("x-forwarded-for".into(), "127.0.0.1".into())),
+        "{first:?}"
+    );
+    assert!(
+        !first.2.iter().any(|(k, _)| k == "authorization"),
+        "{first:?}"
+    );
+    // And the fast gateway did take its own path: it forwards headers in the client's order,
+    // the general path in its header map's order.
+    let seen = up.requests();
+    let order = |s: &RawSeen| -> Vec<String> {
+        s.headers
+            .iter()
+            .filter(|(k, _)| k == "x-dup" || k == "x-mid")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    };
+    assert_eq!(order(&seen[0]), ["x-dup=1", "x-mid=m", "x-dup=2"]);
+    assert_ne!(order(&seen[forwarded]), ["x-dup=1", "x-mid=m", "x-dup=2"]);
+}

@@ -1,0 +1,316 @@
+//! The fast path for the commonest proxied request: a bodiless GET or HEAD over HTTP/1.1 from a
+//! client that is not a trusted proxy, to a plain-HTTP upstream, on a public route or with a
+//! bearer token.
+//!
+//! [`App::direct`] decides from the raw head ([`RawHead`]) and has no side effects; when it
+//! says yes, [`App::forward_direct`] writes the upstream request head straight from the
+//! client's header bytes plus the gateway's additions, with no `http::Request` and no header
+//! map in between (they cost more than everything else the gateway does per request; see
+//! BENCHMARKS.md). The rules are the general path's (see the `handler` module docs), applied
+//! to bytes:
+//!
+//! - dropped from what the client sent: hop-by-hop headers (and those `Connection` names),
+//!   identity headers in any spelling, `X-Forwarded-For/-Proto/-Host`, `Forwarded`,
+//!   `X-Request-Id`, and the bearer token unless the route has `forward_token`;
+//! - added: the request id, the identity headers of the token's claims (required routes), and
+//!   `X-Forwarded-For/-Proto/-Host` for the peer.
+//!
+//! Everything else goes the general way, decided before anything happens: other methods,
+//! trusted peers (their `X-Forwarded-*` chains), any `Cookie` (gateway cookies must be
+//! stripped, and cookie sessions may refresh), CORS routes, identity assertions, the health
+//! endpoints, the auth API and forward-auth, HTTPS redirects, `Connection` naming other
+//! headers, and every refusal: a request that would get a 400, 401, 403 or 404 is answered by
+//! the general path, so those answers have one implementation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::uri::{Authority, Scheme};
+use http::{Method, Response, header};
+
+use super::{App, Conn, REQUEST_ID, canonical_host};
+use crate::auth::token::AccessClaims;
+use crate::body::Body;
+use crate::config::{AuthPolicy, UpstreamTarget};
+use crate::h1::RawHead;
+use crate::metrics::AuthOutcome;
+use crate::proxy::path;
+use crate::proxy::route::Route;
+
+/// What [`App::direct`] decided for a request it takes.
+pub struct DirectPlan {
+    route: Arc<Route>,
+    authority: Authority,
+    /// The request target for the upstream: its base path, the path after `strip_prefix`,
+    /// the query.
+    target: String,
+    /// The token's claims, on a required route.
+    claims: Option<Arc<AccessClaims>>,
+    /// The normalised path (for the access log).
+    path: String,
+    /// Error answers are HTML pages for a browser navigation.
+    html: bool,
+    /// The bearer token stays (the route's `forward_token`).
+    keep_bearer: bool,
+    /// `Connection: close` was sent: a header named `close` is hop-by-hop too.
+    close_listed: bool,
+}
+
+/// What one pass over the client's headers found.
+#[derive(Default)]
+struct Seen<'a> {
+    host: Option<&'a [u8]>,
+    hosts: usize,
+    authorization: Option<&'a [u8]>,
+    authorizations: usize,
+    origin: bool,
+    close_listed: bool,
+    /// For [`super::wants_html`]: any Accept mentions text/html; the first Sec-Fetch-Mode and
+    /// X-Requested-With values.
+    accepts_html: bool,
+    fetch_mode: Option<&'a [u8]>,
+    requested_with: Option<&'a [u8]>,
+}
+
+/// `Bearer <token>` (scheme case-insensitive), as [`crate::auth::api::bearer`] reads it.
+fn bearer(value: &[u8]) -> Option<&str> {
+    // `HeaderValue::to_str` accepts visible ASCII and tabs only.
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return None;
+    }
+    let v = std::str::from_utf8(value).ok()?;
+    crate::auth::api::bearer_value(v)
+}
+
+impl App {
+    /// Whether the fast path serves this request, and how. `None` sends it the general way.
+    pub fn direct(&self, head: &RawHead, conn: Conn) -> Option<DirectPlan> {
+        if !matches!(head.method, Method::GET | Method::HEAD)
+            || self.is_trusted(conn.peer.ip())
+            || (!conn.tls && self.config.listen.redirect_http_to_https)
+        {
+            return None;
+        }
+        let mut seen = Seen::default();
+        for (name, value) in head.headers() {
+            let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
+            if is(b"host") {
+                seen.hosts += 1;
+                seen.host = Some(value);
+            } else if is(b"authorization") {
+                seen.authorizations += 1;
+                seen.authorization = Some(value);
+            } else if is(b"cookie") {
+                return None;
+            } else if is(b"connection") {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        seen.close_listed = true;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                        return None;
+                    }
+                }
+            } else if is(b"origin") {
+                seen.origin = true;
+            } else if is(b"accept") {
+                seen.accepts_html |= value.windows(9).any(|w| w == b"text/html");
+            } else if is(b"sec-fetch-mode") {
+                seen.fetch_mode.get_or_insert(value);
+            } else if is(b"x-requested-with") {
+                seen.requested_with.get_or_insert(value);
+            }
+        }
+        if seen.hosts != 1 || seen.authorizations > 1 {
+            return None;
+        }
+        let raw_path = head.target.path();
+        if raw_path == self.config.health.live || raw_path == self.config.health.ready {
+            return None;
+        }
+        let host = canonical_host(std::str::from_utf8(seen.host?).ok()?)?;
+        let path = path::normalize(raw_path).ok()?;
+        if path == self.verify_path || self.auth.owns(&path) {
+            return None;
+        }
+        let matched = self.routes.find(Some(&host), &head.method, &path)?;
+        let route = &matched.route;
+        if route.spec.cors && self.cors.is_some() {
+            return None;
+        }
+        let UpstreamTarget::Http {
+            scheme,
+            authority,
+            base_path,
+        } = &route.spec.upstream
+        else {
+            return None;
+        };
+        if *scheme != Scheme::HTTP {
+            return None;
+        }
+        let token = seen.authorization.and_then(bearer);
+        let claims = match &route.spec.policy {
+            AuthPolicy::Public => None,
+            AuthPolicy::Required { roles } => {
+                if self.auth.has_assertion() {
+                    return None;
+                }
+                let claims = self.auth.service().authenticate(token?).ok()?;
+                let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
+                let not_owner = matched.path.owner.is_some_and(|owner| {
+                    owner != claims.sub && !has_any(&route.spec.owner_bypass_roles)
+                });
+                if (!roles.is_empty() && !has_any(roles)) || not_owner {
+                    return None;
+                }
+                Some(claims)
+            }
+        };
+        let upstream_path = route.upstream_path(&path, &matched.path);
+        let query = head.target.query();
+        let mut target = String::with_capacity(
+            base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        target.push_str(base_path);
+        target.push_str(upstream_path);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        let html = !seen
+            .requested_with
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"XMLHttpRequest"))
+            && seen.fetch_mode.is_none_or(|m| m == b"navigate")
+            && seen.accepts_html;
+        Some(DirectPlan {
+            keep_bearer: route.spec.forward_token,
+            route: route.clone(),
+            authority: authority.clone(),
+            target,
+            claims,
+            path,
+            html,
+            close_listed: seen.close_listed,
+        })
+    }
+
+    /// Forwards a request [`App::direct`] took and returns the upstream's answer (or the error
+    /// answer), with the same response headers, metrics and access-log line as the general
+    /// path.
+    pub async fn forward_direct(
+        &self,
+        plan: DirectPlan,
+        head: &RawHead,
+        conn: Conn,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let request_id = crate::metrics::request_id();
+        if plan.claims.is_some() {
+            self.metrics.auth_outcome(AuthOutcome::Ok);
+        }
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(head.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(plan.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut host = None;
+        for (name, value) in head.headers() {
+            if name.eq_ignore_ascii_case(b"host") {
+                host = Some(value);
+            } else if self.drops(name, value, &plan) {
+                continue;
+            }
+            line(&mut out, name, value);
+        }
+        line(
+            &mut out,
+            REQUEST_ID.as_str().as_bytes(),
+            request_id.as_bytes(),
+        );
+        if let Some(claims) = &plan.claims {
+            self.auth.identity_lines(claims, &mut out);
+        }
+        let peer = conn.peer.ip().to_string();
+        line(&mut out, b"x-forwarded-for", peer.as_bytes());
+        let proto: &[u8] = if conn.tls { b"https" } else { b"http" };
+        line(&mut out, b"x-forwarded-proto", proto);
+        if let Some(host) = host {
+            line(&mut out, b"x-forwarded-host", host);
+        }
+        out.extend_from_slice(b"\r\n");
+
+        let route = &plan.route;
+        let sent = Instant::now();
+        let answer = self
+            .proxy
+            .send_head(&plan.authority, &out, &head.method, route)
+            .await;
+        let upstream_time = sent.elapsed();
+        let mut resp = answer.unwrap_or_else(|e| e.response(plan.html));
+        if conn.tls
+            && let Some(v) = &self.hsts
+        {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
+        }
+        resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let status = resp.status().as_u16();
+        self.route_stats
+            .get(route.index)
+            .unwrap_or(&self.other_stats)
+            .record(status, Some(upstream_time));
+        tracing::info!(
+            target: "access",
+            peer = %conn.peer.ip(),
+            method = %head.method,
+            path = %plan.path,
+            status,
+            latency_us = start.elapsed().as_micros() as u64,
+            route = %route.spec.name,
+            upstream = %route.spec.upstream,
+            user = plan.claims.as_deref().map_or("-", |c| c.sub.as_str()),
+            request_id = request_id.to_str().unwrap_or("-"),
+        );
+        resp
+    }
+
+    /// Whether a client header stays behind (see the module docs).
+    fn drops(&self, name: &[u8], value: &[u8], plan: &DirectPlan) -> bool {
+        let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
+        is(b"connection")
+            || is(b"keep-alive")
+            || is(b"te")
+            || is(b"trailer")
+            || is(b"transfer-encoding")
+            || is(b"upgrade")
+            || (plan.close_listed && is(b"close"))
+            || name
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+            || is(b"x-request-id")
+            || is(b"x-forwarded-for")
+            || is(b"x-forwarded-proto")
+            || is(b"x-forwarded-host")
+            || is(b"forwarded")
+            || (is(b"authorization") && !plan.keep_bearer && bearer_like(value))
+            || self.auth.is_identity_name(name)
+    }
+}
+
+/// Whether an Authorization value is a bearer credential ([`crate::auth::guard::strip_credentials`]
+/// removes exactly these).
+fn bearer_like(value: &[u8]) -> bool {
+    value
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "))
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
