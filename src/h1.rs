@@ -357,7 +357,7 @@ where
     let mut sent = false;
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
-    let mut out = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');

@@ -74,11 +74,9 @@ struct Seen<'a> {
 
 /// `Bearer <token>` (scheme case-insensitive), as [`crate::auth::api::bearer`] reads it.
 fn bearer(value: &[u8]) -> Option<&str> {
-    // `HeaderValue::to_str` accepts visible ASCII and tabs only.
-    if !value
-        .iter()
-        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-    {
+    // `HeaderValue::to_str` accepts visible ASCII and tabs only; httparse has already refused
+    // every other control byte, so what is left to refuse is anything beyond ASCII.
+    if !value.is_ascii() {
         return None;
     }
     let v = std::str::from_utf8(value).ok()?;
@@ -211,7 +209,7 @@ impl App {
         if plan.claims.is_some() {
             self.metrics.auth_outcome(AuthOutcome::Ok);
         }
-        let mut out = Vec::with_capacity(1024);
+        let mut out = Vec::with_capacity(768);
         out.extend_from_slice(head.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(plan.target.as_bytes());

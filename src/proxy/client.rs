@@ -86,6 +86,8 @@ impl Pool {
 
 struct Idle {
     stream: TcpStream,
+    /// The connection's read buffer, kept for its next answer.
+    buf: BytesMut,
     since: Instant,
 }
 
@@ -116,7 +118,7 @@ impl Pools {
     }
 
     /// The most recently used live idle connection to `key`, if any.
-    fn checkout(&self, worker: usize, key: &Authority) -> Option<TcpStream> {
+    fn checkout(&self, worker: usize, key: &Authority) -> Option<(TcpStream, BytesMut)> {
         let mut pool = self.pool(worker);
         let list = pool.idle(key)?;
         while let Some(idle) = list.pop() {
@@ -126,13 +128,13 @@ impl Pools {
                 return None;
             }
             if still_open(&idle.stream) {
-                return Some(idle.stream);
+                return Some((idle.stream, idle.buf));
             }
         }
         None
     }
 
-    fn checkin(&self, worker: usize, key: Authority, stream: TcpStream) {
+    fn checkin(&self, worker: usize, key: Authority, stream: TcpStream, buf: BytesMut) {
         if self.max_idle == 0 {
             return;
         }
@@ -150,7 +152,11 @@ impl Pools {
         if list.len() >= self.max_idle {
             list.remove(0);
         }
-        list.push(Idle { stream, since: now });
+        list.push(Idle {
+            stream,
+            buf,
+            since: now,
+        });
     }
 
     async fn connect(&self, key: &Authority) -> Result<TcpStream, ClientError> {
@@ -187,11 +193,11 @@ impl Pools {
     ) -> Result<Response<Body>, ClientError> {
         let retry_allowed = method.is_idempotent();
         loop {
-            let (mut stream, reused) = match self.checkout(worker, key) {
-                Some(s) => (s, true),
-                None => (self.connect(key).await?, false),
+            let (mut stream, buf, reused) = match self.checkout(worker, key) {
+                Some((s, buf)) => (s, buf, true),
+                None => (self.connect(key).await?, BytesMut::new(), false),
             };
-            match exchange(&mut stream, head).await {
+            match exchange(&mut stream, head, buf).await {
                 Ok((parsed, buf)) => {
                     let home = Home {
                         pools: self.clone(),
@@ -256,17 +262,26 @@ enum Failed {
 struct Parsed {
     status: StatusCode,
     http11: bool,
+    /// `Connection: close`.
+    close_asked: bool,
+    /// Without the hop-by-hop headers, which are left out as the head is read.
     headers: HeaderMap,
 }
 
 /// Writes the request head and reads the final (non-1xx) response head. The bytes after it are
 /// returned with it.
-async fn exchange(stream: &mut TcpStream, head: &[u8]) -> Result<(Parsed, BytesMut), Failed> {
+async fn exchange(
+    stream: &mut TcpStream,
+    head: &[u8],
+    mut buf: BytesMut,
+) -> Result<(Parsed, BytesMut), Failed> {
     stream
         .write_all(head)
         .await
         .map_err(|e| Failed::BeforeAnswer(ClientError::Io(e)))?;
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // The buffer of the connection's previous answer is reused once its bytes are dropped.
+    buf.clear();
+    buf.reserve(4 * 1024);
     let mut answered = false;
     loop {
         if !buf.is_empty() {
@@ -331,17 +346,50 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Parsed>, ClientError> {
     let head = buf.split_to(len).freeze();
     let status =
         StatusCode::from_u16(code).map_err(|_| ClientError::Invalid("invalid status code"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
+    let mut close_asked = false;
+    let mut listed = Vec::new();
     for &(ns, ne, vs, ve) in &spans {
-        let name = HeaderName::from_bytes(&head[ns..ne])
-            .map_err(|_| ClientError::Invalid("invalid header name"))?;
+        let raw = &head[ns..ne];
+        if raw.eq_ignore_ascii_case(b"connection") {
+            for token in head[vs..ve].split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close_asked = true;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    listed.extend(HeaderName::from_bytes(token).ok());
+                }
+            }
+            continue;
+        }
+        // Hop-by-hop (RFC 9110 section 7.6.1); Transfer-Encoding stays until the framing is
+        // decided.
+        let is = |want: &[u8]| raw.eq_ignore_ascii_case(want);
+        if is(b"keep-alive")
+            || is(b"te")
+            || is(b"trailer")
+            || is(b"upgrade")
+            || raw
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+        {
+            continue;
+        }
+        let name =
+            HeaderName::from_bytes(raw).map_err(|_| ClientError::Invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| ClientError::Invalid("invalid header value"))?;
         headers.append(name, value);
     }
+    for name in listed {
+        // The framing headers are the framing's business (see `answer`).
+        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+            headers.remove(name);
+        }
+    }
     Ok(Some(Parsed {
         status,
         http11: version == 1,
+        close_asked,
         headers,
     }))
 }
@@ -380,14 +428,9 @@ fn answer(
     let Parsed {
         status,
         http11,
+        close_asked,
         mut headers,
     } = parsed;
-    let close_asked = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"));
     let mut reusable = http11 && !close_asked;
     let framing =
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -476,7 +519,8 @@ impl UpstreamBody {
             && self.reusable
             && self.buf.is_empty()
         {
-            home.pools.checkin(home.worker, home.key, stream);
+            let buf = std::mem::take(&mut self.buf);
+            home.pools.checkin(home.worker, home.key, stream, buf);
         }
     }
 
@@ -736,6 +780,13 @@ mod tests {
         assert_eq!(&buf[..], b"hello");
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]);
         assert!(parse_head(&mut partial).unwrap().is_none());
+        let mut hops = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nProxy-X: 1\r\nTE: x\r\nX-Kept: 1\r\n\r\n"[..],
+        );
+        let p = parse_head(&mut hops).unwrap().unwrap();
+        assert!(p.close_asked);
+        let names: Vec<_> = p.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
         let mut bad = BytesMut::from(&b"HTTP/1.1 2000 OK\r\n\r\n"[..]);
         assert!(parse_head(&mut bad).is_err());
     }
