@@ -231,7 +231,7 @@ impl App {
         if let Some(claims) = &plan.claims {
             self.auth.identity_lines(claims, &mut out);
         }
-        let peer = conn.peer.ip().to_string();
+        let peer = crate::proxy::headers::peer_value(conn.peer.ip());
         line(&mut out, b"x-forwarded-for", peer.as_bytes());
         let proto: &[u8] = if conn.tls { b"https" } else { b"http" };
         line(&mut out, b"x-forwarded-proto", proto);

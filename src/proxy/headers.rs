@@ -182,7 +182,7 @@ thread_local! {
 }
 
 /// A peer address as a header value.
-fn peer_value(peer: IpAddr) -> HeaderValue {
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
     LAST_PEER.with(|last| {
         let mut last = last.borrow_mut();
         if let Some((ip, v)) = last.as_ref()
