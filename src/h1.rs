@@ -153,7 +153,9 @@ where
         let resp = match app.direct(&head, conn) {
             Some(plan) => app.forward_direct(plan, &head, conn).await,
             None => match head.into_request() {
-                Ok(req) => app.handle_request(req, conn).await,
+                // Boxed: the general path's future is several times the size of the rest of
+                // this connection's, and an idle keep-alive connection should not carry it.
+                Ok(req) => Box::pin(app.handle_request(req, conn)).await,
                 Err(bytes) => {
                     let mut back = BytesMut::from(&bytes[..]);
                     back.extend_from_slice(&buf);

@@ -564,28 +564,50 @@ fn spawn_connection(
     };
     let shared = shared.clone();
     let stop = stop.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        shared.metrics.connection_opened();
-        let (app, builder) = (shared.app.clone(), &shared.builder);
-        match tls {
-            None => serve(stream, conn, app, builder, stop, true).await,
-            Some(acceptor) => {
+    shared.metrics.connection_opened();
+    let slot = Slot {
+        _permit: permit,
+        shared: shared.clone(),
+    };
+    let (app, builder) = (shared.app.clone(), shared.builder.clone());
+    // Two tasks of their own types: a plain connection's task is not sized for a TLS handshake.
+    match tls {
+        None => {
+            tokio::spawn(async move {
+                let _slot = slot;
+                serve(stream, conn, app, &builder, stop, true).await;
+            });
+        }
+        Some(acceptor) => {
+            tokio::spawn(async move {
+                let _slot = slot;
                 let timeout = app.load().config().limits.header_read_timeout;
                 match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         // HTTP/2 chosen by ALPN goes straight to hyper.
                         let h1 = tls_stream.get_ref().1.alpn_protocol() != Some(b"h2");
-                        serve(tls_stream, conn, app, builder, stop, h1).await
+                        serve(tls_stream, conn, app, &builder, stop, h1).await
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            }
+            });
         }
-        shared.metrics.connection_closed();
-        shared.balancer.load[shared.index].fetch_sub(1, Ordering::Relaxed);
-    });
+    }
+}
+
+/// A served connection's place: its permit and its count on its worker, given back when the
+/// connection ends.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shared: Shared,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.metrics.connection_closed();
+        self.shared.balancer.load[self.shared.index].fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves one connection: bodiless HTTP/1.1 requests in [`crate::h1`] first (when `h1`), then
@@ -635,8 +657,10 @@ async fn serve<S>(
             async move { Ok::<_, Infallible>(app.handle(req, conn).await) }
         })
     };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
+    // Boxed, so that connections the fast path serves do not carry hyper's state too.
+    let connection =
+        Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    let mut connection = connection;
     // hyper's header_read_timeout only runs once the connection is known to be HTTP/1.1; while
     // the auto builder is still reading the first bytes to tell HTTP/1.1 from HTTP/2 (or an
     // HTTP/2 client has sent no request yet) nothing bounds the wait. A client that sends a
