@@ -275,13 +275,18 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
     };
     // Decide before taking the bytes: a request that is not ours stays in the buffer for hyper.
     let mut close = false;
+    let mut lengths = 0;
     for &(ns, ne, vs, ve) in &spans {
         let name = &buf[ns..ne];
         let value = &buf[vs..ve];
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+        }
+        // A body, or two Content-Lengths (hyper forwards one), is hyper's to handle.
         if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"upgrade")
-            || (name.eq_ignore_ascii_case(b"content-length") && value != b"0")
+            || (name.eq_ignore_ascii_case(b"content-length") && (value != b"0" || lengths > 1))
         {
             return Parsed::NotOurs;
         }

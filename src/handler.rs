@@ -213,6 +213,10 @@ impl App {
                 "Several Authorization headers".into(),
             ));
         }
+        // Several Host headers: the upstream might believe another one than routing did.
+        if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+            return Err(HttpError::BadRequest("Several Host headers".into()));
+        }
         let host = request_host(&req);
         if host.is_none()
             && (req.headers().contains_key(header::HOST) || req.uri().authority().is_some())

@@ -848,6 +848,36 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
         roles: pick(&ih.roles, "auth.identity_headers.roles", "x-auth-roles")?,
         prefix: prefix_raw,
     };
+    // Two values under one name would reach the upstream as one (or as two lines, depending on
+    // the path): refuse the ambiguity. `_` and `-` count as the same, as upstreams often read
+    // them alike.
+    let spelled = |n: &http::HeaderName| n.as_str().replace('_', "-");
+    let names = [
+        (
+            &identity.user_id,
+            &ih.user_id,
+            "auth.identity_headers.user_id",
+        ),
+        (&identity.email, &ih.email, "auth.identity_headers.email"),
+        (&identity.name, &ih.name, "auth.identity_headers.name"),
+        (&identity.roles, &ih.roles, "auth.identity_headers.roles"),
+    ];
+    for (i, (name, raw, key)) in names.iter().enumerate() {
+        if let Some((other, _, other_key)) = names[..i]
+            .iter()
+            .find(|(n, _, _)| spelled(n) == spelled(name))
+        {
+            let line = raw.as_ref().map_or(0, |v| v.referenced.line());
+            return Err(ConfigError::Invalid {
+                file: cx.file.to_owned(),
+                line,
+                key: (*key).to_owned(),
+                message: format!(
+                    "{other} is already the header of {other_key}; each identity header needs its own name"
+                ),
+            });
+        }
+    }
     let assertion = match &a.assertion {
         None => None,
         Some(r) if algorithm == TokenAlgorithm::HS256 => {
@@ -1212,6 +1242,24 @@ mod tests {
         );
         assert_eq!(c.routes[1].path, "/");
         assert_eq!(c.routes[1].policy, AuthPolicy::Public);
+    }
+
+    #[test]
+    fn identity_headers_need_distinct_names() {
+        let e = load(
+            "version: 1\nauth:\n  identity_headers:\n    user_id: X-User\n    email: x_user\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "test.yaml:5: auth.identity_headers.email: x-user is already the header of auth.identity_headers.user_id; each identity header needs its own name"
+        );
+        let c = load(
+            "version: 1\nauth:\n  identity_headers:\n    user_id: X-User\n    email: X-Mail\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth.identity.email.as_str(), "x-mail");
     }
 
     #[test]

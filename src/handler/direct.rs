@@ -34,6 +34,7 @@ use crate::body::Body;
 use crate::config::{AuthPolicy, UpstreamTarget};
 use crate::h1::RawHead;
 use crate::metrics::AuthOutcome;
+use crate::proxy::headers::{GATEWAY_SET, is_spelling_of};
 use crate::proxy::path;
 use crate::proxy::route::Route;
 
@@ -114,7 +115,9 @@ impl App {
             } else if is(b"origin") {
                 seen.origin = true;
             } else if is(b"accept") {
-                seen.accepts_html |= value.windows(9).any(|w| w == b"text/html");
+                // As `wants_html` reads it: only values `HeaderValue::to_str` accepts.
+                seen.accepts_html |=
+                    value.is_ascii() && value.windows(9).any(|w| w == b"text/html");
             } else if is(b"sec-fetch-mode") {
                 seen.fetch_mode.get_or_insert(value);
             } else if is(b"x-requested-with") {
@@ -288,11 +291,7 @@ impl App {
             || name
                 .get(..6)
                 .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
-            || is(b"x-request-id")
-            || is(b"x-forwarded-for")
-            || is(b"x-forwarded-proto")
-            || is(b"x-forwarded-host")
-            || is(b"forwarded")
+            || GATEWAY_SET.iter().any(|w| is_spelling_of(name, w))
             || (is(b"authorization") && !plan.keep_bearer && bearer_like(value))
             || self.auth.is_identity_name(name)
     }

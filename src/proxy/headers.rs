@@ -92,10 +92,55 @@ fn dash_eq(name: &[u8], want: &str, exact: bool) -> bool {
     } else {
         n.len() >= w.len()
     };
-    len_ok
-        && n.iter()
-            .zip(w)
-            .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    len_ok && n.iter().zip(w).all(|(&a, &b)| same_letter(a, b))
+}
+
+/// Header-name bytes compared as upstreams often read them: case-insensitively, with `_` and
+/// `-` alike.
+fn same_letter(a: u8, b: u8) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    fold(a) == fold(b)
+}
+
+/// Whether `name` is `want` (lowercase) read case-insensitively with `_` as `-`: how a client
+/// slips a header past a proxy that compares exact names, to an upstream (CGI, WSGI, PHP) that
+/// reads both spellings alike.
+pub fn is_spelling_of(name: &[u8], want: &str) -> bool {
+    dash_eq(name, want, true)
+}
+
+/// The headers the gateway sets for the upstream besides identity: any client copy, in any
+/// spelling, is removed (the `-` spellings are replaced by the gateway's own values).
+pub const GATEWAY_SET: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+];
+
+/// Removes `_` spellings of [`GATEWAY_SET`] headers (the `-` ones are the gateway's business:
+/// replaced, or believed from a trusted proxy).
+pub fn strip_lookalikes(headers: &mut HeaderMap) {
+    let lookalike = |k: &HeaderName| {
+        k.as_str().contains('_')
+            && GATEWAY_SET
+                .iter()
+                .any(|w| is_spelling_of(k.as_str().as_bytes(), w))
+    };
+    if !headers.keys().any(lookalike) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| lookalike(k)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 /// Whether a header name is an identity header: under `prefix` (e.g. `x-auth-`) or one of
@@ -133,8 +178,10 @@ pub struct Forwarded<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host`, and removes `Forwarded` from untrusted peers.
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`, and removes `Forwarded` from untrusted peers
+/// (and `_` spellings of these from anyone).
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    strip_lookalikes(headers);
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
