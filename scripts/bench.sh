@@ -69,7 +69,11 @@ wrk_run() {
   wrk -t1 -c"$conns" -d"${s}s" --latency "$@" "$url" |
     awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}'
 }
-upstream() { nginx -c "$peerbench/upstream-nginx.conf" & pids+=($!); sleep 0.3; }
+# Starts the upstream nginx on 19001 unless an earlier scenario of this run already did.
+upstream() {
+  curl -s -o /dev/null http://127.0.0.1:19001/ && return 0
+  nginx -c "$peerbench/upstream-nginx.conf" & pids+=($!); sleep 0.3
+}
 
 peer() {
   echo "== peer benchmark ($rounds x ${secs}s, $conns connections)"

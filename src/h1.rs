@@ -1,19 +1,22 @@
 //! HTTP/1.1 requests without a body, served without hyper.
 //!
 //! Most proxied traffic is GETs: a head, no body, a response streamed back. For those, this
-//! module parses the head with `httparse`, runs the same [`App::handle_request`] as every other
-//! request, and writes the response itself: one task, no channels, one write per response when
-//! the answer is small. Everything else on the connection (a request with a body, `Expect`,
+//! module parses the head with `httparse`, hands it to the handler (its direct path,
+//! [`App::direct`], when the request qualifies; else the same [`App::handle_request`] as every
+//! other request), and writes the response itself: one task, no channels, one write per
+//! response when the answer is small. Everything else on the connection (a request with a body, `Expect`,
 //! `Upgrade`, HTTP/1.0, HTTP/2's preface, anything malformed or over the limits) is handed to
 //! hyper together with the bytes already read, and hyper serves the connection from then on.
 //! So hyper stays the one place that decides about bodies, upgrades and protocol errors; this
 //! module only takes the requests whose framing cannot be ambiguous.
 //!
-//! Timeouts match the hyper path: the first request's head must arrive within
-//! `limits.header_read_timeout`, a keep-alive connection is closed after `limits.idle_timeout`
-//! without a request, and at shutdown an idle connection closes at once while a request in
-//! flight finishes (its response says `Connection: close`). A response that the client does not
-//! read for `limits.idle_timeout` ends the connection.
+//! Timeouts: the first request's head must arrive within `limits.header_read_timeout` of the
+//! connection; a keep-alive connection waits up to `limits.idle_timeout` for its next request,
+//! whose head then has `limits.header_read_timeout` from its first byte. At shutdown an idle
+//! connection closes at once while a request in flight finishes (its response says
+//! `Connection: close`). A response that the client does not read for `limits.idle_timeout`
+//! ends the connection. (After a handover, hyper applies its own rules: it closes a keep-alive
+//! connection idle for `limits.header_read_timeout`.)
 
 use std::cell::RefCell;
 use std::future::poll_fn;

@@ -4,16 +4,22 @@
 //! access token on every request to a protected route and tells the upstream who the user is.
 //!
 //! # How a request flows
-//! [`server`] accepts a connection (TLS via [`tls`]), speaks HTTP/1.1 or HTTP/2 with hyper, and
-//! hands each request to [`handler`], which answers health checks, normalises the path
-//! ([`proxy::path`]), matches a route ([`proxy::route`]), enforces the route's auth policy and
-//! forwards through [`proxy`], which rewrites headers ([`proxy::headers`]) and streams bodies.
-//! Every error a client sees is shaped in one place, [`error`].
+//! [`server`] accepts a connection (TLS via [`tls`]). Bodiless HTTP/1.1 requests are parsed and
+//! answered by [`h1`]; anything else (bodies, upgrades, HTTP/2, malformed heads) is handed to
+//! hyper for the rest of the connection. Either way each request goes to [`handler`], which
+//! answers health checks, normalises the path ([`proxy::path`]), matches a route
+//! ([`proxy::route`]), enforces the route's auth policy and forwards through [`proxy`], which
+//! rewrites headers ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
+//! upstreams use its own HTTP/1.1 client ([`proxy::client`]). The commonest proxied request (a
+//! GET with a bearer token, or to a public route) takes the handler's direct path, which applies
+//! the same rules to the raw head without building a header map. Every error a client sees is
+//! shaped in one place, [`error`].
 //!
 //! # Modules
 //! - [`config`]: `gateway.yaml` in two stages (raw serde structs, then the checked [`config::Config`]),
 //!   with `GATEWAY_<PATH>` environment overrides applied in between.
 //! - [`server`]: listeners, connection loop, graceful shutdown; [`run`] is the entry point.
+//! - [`h1`]: the HTTP/1.1 fast path for bodiless requests (`listen.fast_path`).
 //! - [`handler`]: the per-request pipeline.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
 //! - [`auth`]: accounts, passwords, tokens, sessions and the auth API.
