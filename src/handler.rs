@@ -551,11 +551,7 @@ impl App {
     fn request_id(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> HeaderValue {
         if self.is_trusted(peer)
             && let Some(v) = headers.get(REQUEST_ID)
-            && !v.is_empty()
-            && v.len() <= 128
-            && v.as_bytes()
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+            && sane_request_id(v.as_bytes())
         {
             return v.clone();
         }
@@ -718,6 +714,14 @@ fn raw_host<B>(req: &Request<B>) -> Option<String> {
         Some(v) => v.to_str().ok().map(str::to_owned),
         None => req.uri().authority().map(|a| a.as_str().to_owned()),
     }
+}
+
+/// A request id a trusted proxy may hand on: 1 to 128 letters, digits and `-_.:`.
+fn sane_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
 /// Whether this looks like a browser navigation that should get HTML rather than JSON: a GET or

@@ -1,6 +1,5 @@
-//! The fast path for the commonest proxied request: a bodiless GET or HEAD over HTTP/1.1 from a
-//! client that is not a trusted proxy, to a plain-HTTP upstream, on a public route or with a
-//! bearer token.
+//! The fast path for the commonest proxied request: a bodiless GET or HEAD over HTTP/1.1 to a
+//! plain-HTTP upstream, on a public route or with a bearer token.
 //!
 //! [`App::direct`] decides from the raw head ([`RawHead`]) and has no side effects; when it
 //! says yes, [`App::forward_direct`] writes the upstream request head straight from the
@@ -10,14 +9,18 @@
 //! to bytes:
 //!
 //! - dropped from what the client sent: hop-by-hop headers (and those `Connection` names),
-//!   identity headers in any spelling, `X-Forwarded-For/-Proto/-Host`, `Forwarded`,
-//!   `X-Request-Id`, and the bearer token unless the route has `forward_token`;
-//! - added: the request id, the identity headers of the token's claims (required routes), and
-//!   `X-Forwarded-For/-Proto/-Host` for the peer.
+//!   identity headers in any spelling, `_` spellings of the forwarding headers, and the bearer
+//!   token unless the route has `forward_token`;
+//! - from a peer that is not a trusted proxy, also `X-Forwarded-For/-Proto/-Host`, `Forwarded`
+//!   and `X-Request-Id`; from a trusted proxy these are believed: its `X-Forwarded-For` values
+//!   become the start of the chain, its `-Proto`, `-Host` and `Forwarded` pass, and a sane
+//!   request id of its own is kept;
+//! - added: the request id, the identity headers of the token's claims (required routes),
+//!   `X-Forwarded-For` (the chain ending with the peer), and `-Proto` and `-Host` unless a
+//!   trusted proxy sent them.
 //!
-//! Everything else goes the general way, decided before anything happens: other methods,
-//! trusted peers (their `X-Forwarded-*` chains), any `Cookie` (gateway cookies must be
-//! stripped, and cookie sessions may refresh), CORS routes, identity assertions, the health
+//! Everything else goes the general way, decided before anything happens: other methods, any
+//! `Cookie` (gateway cookies must be stripped, and cookie sessions may refresh), CORS routes, identity assertions, the health
 //! endpoints, the auth API and forward-auth, HTTPS redirects, `Connection` naming other
 //! headers, and every refusal: a request that would get a 400, 401, 403 or 404 is answered by
 //! the general path, so those answers have one implementation.
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::uri::{Authority, Scheme};
-use http::{Method, Response, header};
+use http::{HeaderValue, Method, Response, header};
 
 use super::{App, Conn, REQUEST_ID, canonical_host};
 use crate::auth::token::AccessClaims;
@@ -55,6 +58,8 @@ pub struct DirectPlan {
     keep_bearer: bool,
     /// `Connection: close` was sent: a header named `close` is hop-by-hop too.
     close_listed: bool,
+    /// The peer is a trusted proxy: its forwarding headers are believed.
+    trusted: bool,
 }
 
 /// What one pass over the client's headers found.
@@ -88,7 +93,6 @@ impl App {
     /// Whether the fast path serves this request, and how. `None` sends it the general way.
     pub fn direct(&self, head: &RawHead, conn: Conn) -> Option<DirectPlan> {
         if !matches!(head.method, Method::GET | Method::HEAD)
-            || self.is_trusted(conn.peer.ip())
             || (!conn.tls && self.config.listen.redirect_http_to_https)
         {
             return None;
@@ -195,6 +199,7 @@ impl App {
             path,
             html,
             close_listed: seen.close_listed,
+            trusted: self.is_trusted(conn.peer.ip()),
         })
     }
 
@@ -208,7 +213,6 @@ impl App {
         conn: Conn,
     ) -> Response<Body> {
         let start = Instant::now();
-        let request_id = crate::metrics::request_id();
         if plan.claims.is_some() {
             self.metrics.auth_outcome(AuthOutcome::Ok);
         }
@@ -218,14 +222,38 @@ impl App {
         out.extend_from_slice(plan.target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut host = None;
+        // What a trusted proxy said: the chain so far, and whether it named proto and host.
+        let mut chain: Vec<&[u8]> = Vec::new();
+        let (mut told_proto, mut told_host) = (false, false);
+        let mut proxy_id = None;
         for (name, value) in head.headers() {
-            if name.eq_ignore_ascii_case(b"host") {
+            let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
+            if is(b"host") {
                 host = Some(value);
+            } else if plan.trusted && is(b"x-forwarded-for") {
+                // As the general path reads it: values `HeaderValue::to_str` accepts.
+                if value.is_ascii() {
+                    chain.push(value);
+                }
+                continue;
+            } else if plan.trusted && is(b"x-request-id") {
+                proxy_id.get_or_insert(value);
+                continue;
+            } else if plan.trusted && is(b"x-forwarded-proto") {
+                told_proto = true;
+            } else if plan.trusted && is(b"x-forwarded-host") {
+                told_host = true;
+            } else if plan.trusted && is(b"forwarded") {
+                // Passes, as on the general path.
             } else if self.drops(name, value, &plan) {
                 continue;
             }
             line(&mut out, name, value);
         }
+        let request_id = proxy_id
+            .filter(|v| super::sane_request_id(v))
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+            .unwrap_or_else(crate::metrics::request_id);
         line(
             &mut out,
             REQUEST_ID.as_str().as_bytes(),
@@ -235,10 +263,18 @@ impl App {
             self.auth.identity_lines(claims, &mut out);
         }
         let peer = crate::proxy::headers::peer_value(conn.peer.ip());
-        line(&mut out, b"x-forwarded-for", peer.as_bytes());
-        let proto: &[u8] = if conn.tls { b"https" } else { b"http" };
-        line(&mut out, b"x-forwarded-proto", proto);
-        if let Some(host) = host {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for hop in &chain {
+            out.extend_from_slice(hop);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(peer.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if !told_proto {
+            let proto: &[u8] = if conn.tls { b"https" } else { b"http" };
+            line(&mut out, b"x-forwarded-proto", proto);
+        }
+        if let (false, Some(host)) = (told_host, host) {
             line(&mut out, b"x-forwarded-host", host);
         }
         out.extend_from_slice(b"\r\n");

@@ -699,6 +699,63 @@ async fn both_paths_agree_for_a_trusted_proxy_peer() {
     for h in &up.heads()[before..] {
         assert_eq!(all(&header_lines(h), "x-request-id"), ["from-the-proxy"]);
     }
+    // What the proxy did not say, the gateway adds; several hops, several lines, values that
+    // are not visible ASCII, `_` spellings and a request id that is not sane.
+    for (raw, xff, xfp, xfh) in [
+        (get("/app", BEARER), "127.0.0.1", "http", "localhost"),
+        (
+            get(
+                "/app",
+                &format!(
+                    "X-Forwarded-For: 198.51.100.1, 10.0.0.2\r\nX-Forwarded-For: 10.0.0.3\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n{BEARER}"
+                ),
+            ),
+            "198.51.100.1, 10.0.0.2, 10.0.0.3, 127.0.0.1",
+            "https",
+            "localhost",
+        ),
+        (
+            get(
+                "/public",
+                "X-Forwarded-For: caf\u{e9}\r\nX-Forwarded-For: 10.0.0.9\r\nX_Forwarded_For: 6.6.6.6\r\nx_forwarded_host: evil.test\r\nX-Request-Id: not sane\r\n",
+            ),
+            "10.0.0.9, 127.0.0.1",
+            "http",
+            "localhost",
+        ),
+    ] {
+        let o = pair.agree(&up, &raw).await;
+        assert_eq!(o.status(), 200, "{o:#?}");
+        let headers = o.up_headers();
+        assert_eq!(all(&headers, "x-forwarded-for").join(" | "), xff, "{o:#?}");
+        assert!(all(&headers, "x-forwarded-proto").contains(&xfp), "{o:#?}");
+        assert_eq!(all(&headers, "x-forwarded-host"), [xfh], "{o:#?}");
+        assert!(!headers.iter().any(|(k, _)| k.contains('_')), "{o:#?}");
+    }
+    let before = up.heads().len();
+    pair.both(&up, &get("/public", "X-Request-Id: not sane\r\n"))
+        .await;
+    for h in &up.heads()[before..] {
+        let ids = header_lines(h);
+        let id = all(&ids, "x-request-id");
+        assert_eq!(id.len(), 1);
+        assert_ne!(id[0], "not sane");
+    }
+    // The fast gateway took the direct path for a trusted peer: it keeps the client's header
+    // order (the general path's header map groups values of one name together).
+    let before = up.heads().len();
+    pair.both(&up, &get("/public", "X-Dup: 1\r\nX-Mid: m\r\nX-Dup: 2\r\n"))
+        .await;
+    let heads = up.heads();
+    let order = |h: &[u8]| -> Vec<String> {
+        header_lines(h)
+            .into_iter()
+            .filter(|(k, _)| k == "x-dup" || k == "x-mid")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    };
+    assert_eq!(order(&heads[before]), ["x-dup=1", "x-mid=m", "x-dup=2"]);
+    assert_ne!(order(&heads[before + 1]), ["x-dup=1", "x-mid=m", "x-dup=2"]);
 }
 
 #[tokio::test]
