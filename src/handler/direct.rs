@@ -69,7 +69,6 @@ struct Seen<'a> {
     hosts: usize,
     authorization: Option<&'a [u8]>,
     authorizations: usize,
-    origin: bool,
     close_listed: bool,
     /// For [`super::wants_html`]: any Accept mentions text/html; the first Sec-Fetch-Mode and
     /// X-Requested-With values.
@@ -116,8 +115,6 @@ impl App {
                         return None;
                     }
                 }
-            } else if is(b"origin") {
-                seen.origin = true;
             } else if is(b"accept") {
                 // As `wants_html` reads it: only values `HeaderValue::to_str` accepts.
                 seen.accepts_html |=
