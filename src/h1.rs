@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use crate::body::Body;
 use crate::error::HttpError;
-use crate::handler::{App, Conn};
+use crate::handler::{App, Conn, Direct};
 
 /// Where a connection stands when this module lets go of it.
 pub enum Outcome {
@@ -154,11 +154,16 @@ where
         let (head_request, close) = (head.method == Method::HEAD, head.close);
         let app = app.load_full();
         let resp = match app.direct(&head, conn) {
-            Some(plan) => app.forward_direct(plan, &head, conn).await,
-            None => match head.into_request() {
+            Direct::Take(plan) => app.forward_direct(plan, &head, conn).await,
+            Direct::Decline(verdict) => match head.into_request() {
                 // Boxed: the general path's future is several times the size of the rest of
                 // this connection's, and an idle keep-alive connection should not carry it.
-                Ok(req) => Box::pin(app.handle_request(req, conn)).await,
+                Ok(mut req) => {
+                    if let Some(v) = verdict {
+                        req.extensions_mut().insert(v);
+                    }
+                    Box::pin(app.handle_request(req, conn)).await
+                }
                 Err(bytes) => {
                     let mut back = BytesMut::from(&bytes[..]);
                     back.extend_from_slice(&buf);

@@ -15,7 +15,7 @@
 
 mod direct;
 
-pub use direct::DirectPlan;
+pub use direct::{Direct, DirectPlan, TokenVerdict};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -61,7 +61,17 @@ impl AuthApi {
                 "Authentication is temporarily unavailable",
             )));
         }
-        let first = match self.authenticate(headers, tls) {
+        // The direct path may have checked this very bearer token already and refused it:
+        // verifying it again would double the work of a flood of bad tokens.
+        let prior = req
+            .extensions()
+            .get::<crate::handler::TokenVerdict>()
+            .filter(|_| super::api::bearer(headers).is_some());
+        let checked = match prior {
+            Some(v) => Err(v.0),
+            None => self.authenticate(headers, tls),
+        };
+        let first = match checked {
             Ok(session) => {
                 return Ok(Admitted {
                     session,

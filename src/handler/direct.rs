@@ -41,6 +41,20 @@ use crate::proxy::headers::{GATEWAY_SET, is_spelling_of};
 use crate::proxy::path;
 use crate::proxy::route::Route;
 
+/// What [`App::direct`] decided.
+pub enum Direct {
+    /// The direct path serves the request.
+    Take(DirectPlan),
+    /// The general path serves it; with the bearer token's verdict when the direct path has
+    /// already checked it and found it wanting, so that it is not verified twice.
+    Decline(Option<TokenVerdict>),
+}
+
+/// A bearer token the direct path refused, carried to the general path in the request's
+/// extensions (see [`crate::auth::api::AuthApi::admit`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenVerdict(pub crate::auth::api::Unauthenticated);
+
 /// What [`App::direct`] decided for a request it takes.
 pub struct DirectPlan {
     route: Arc<Route>,
@@ -89,8 +103,23 @@ fn bearer(value: &[u8]) -> Option<&str> {
 }
 
 impl App {
-    /// Whether the fast path serves this request, and how. `None` sends it the general way.
-    pub fn direct(&self, head: &RawHead, conn: Conn) -> Option<DirectPlan> {
+    /// Whether the fast path serves this request, and how.
+    pub fn direct(&self, head: &RawHead, conn: Conn) -> Direct {
+        let mut verdict = None;
+        match self.plan(head, conn, &mut verdict) {
+            Some(plan) => Direct::Take(plan),
+            None => Direct::Decline(verdict),
+        }
+    }
+
+    /// [`App::direct`]'s decision; `None` sends the request the general way (with `verdict`
+    /// set when a bearer token was checked and refused).
+    fn plan(
+        &self,
+        head: &RawHead,
+        conn: Conn,
+        verdict: &mut Option<TokenVerdict>,
+    ) -> Option<DirectPlan> {
         if !matches!(head.method, Method::GET | Method::HEAD)
             || (!conn.tls && self.config.listen.redirect_http_to_https)
         {
@@ -160,7 +189,19 @@ impl App {
                 if self.auth.has_assertion() {
                     return None;
                 }
-                let claims = self.auth.service().authenticate(token?).ok()?;
+                let claims = match self.auth.service().authenticate(token?) {
+                    Ok(claims) => claims,
+                    Err(e) => {
+                        // Only a plain refusal is passed on: anything else (the store being
+                        // out of date) the general path finds out for itself.
+                        if let crate::auth::service::AuthError::NotAuthenticated(reason) = e {
+                            *verdict = Some(TokenVerdict(
+                                crate::auth::api::Unauthenticated::Rejected(reason),
+                            ));
+                        }
+                        return None;
+                    }
+                };
                 let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
                 let not_owner = matched.path.owner.is_some_and(|owner| {
                     owner != claims.sub && !has_any(&route.spec.owner_bypass_roles)
