@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::auth::token::AccessClaims;
-use crate::store::{Change, Store, StoreError, UserFlags};
+use crate::store::{Change, JtiRange, Store, StoreError, UserFlags};
 
 /// How many change-feed entries one store read returns.
 const CHANGE_PAGE: usize = 1000;
@@ -52,38 +52,65 @@ fn shard(id: u128) -> usize {
 }
 
 impl JtiSet {
-    /// Reads the deny list in two passes: first into flat vectors while the store's pages
-    /// stream by, then into the maps. Inserting into a million-entry map during the read was
-    /// three times slower (each insert a cache miss competing with the store's pages).
+    /// Reads the deny list on every core at once: each thread reads its own slice of the jtis
+    /// (split by their first hex digit, which is also the shard) into flat vectors while the
+    /// store's pages stream by, then builds the maps of its shards. Inserting into a
+    /// million-entry map during the read was three times slower (each insert a cache miss
+    /// competing with the store's pages). A million revocations: 175 ms on one thread (150 of
+    /// them reading), 108 ms on two.
     fn load(store: &Store, now: u64) -> Result<JtiSet, StoreError> {
-        let capacity = usize::try_from(store.revoked_jti_count()?).unwrap_or(0);
-        let mut parts: [Vec<(u128, u64)>; JTI_SHARDS] =
-            std::array::from_fn(|_| Vec::with_capacity(capacity / JTI_SHARDS + 16));
-        let mut other = Vec::new();
-        store.for_each_revoked_jti(now, &mut |jti, exp| match uuid_bits(jti) {
-            Some(id) => parts[shard(id)].push((id, exp)),
-            None => other.push((jti.to_owned(), exp)),
-        })?;
-        // Building a million-entry map is memory-bound: one thread per core, shards in turn.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut uuids: [UuidMap; JTI_SHARDS] = std::array::from_fn(|_| UuidMap::default());
-        std::thread::scope(|scope| {
-            let mut slots: Vec<(&mut UuidMap, Vec<(u128, u64)>)> =
-                uuids.iter_mut().zip(parts).collect();
-            let per_thread = JTI_SHARDS.div_ceil(threads.max(1));
-            while !slots.is_empty() {
-                let batch: Vec<_> = slots.drain(..per_thread.min(slots.len())).collect();
-                scope.spawn(move || {
-                    for (map, entries) in batch {
-                        *map = entries.into_iter().collect();
-                    }
-                });
-            }
+        JtiSet::load_on(store, now, store.deny_list_readers())
+    }
+
+    /// [`JtiSet::load`] with `readers` threads (at most one per shard).
+    fn load_on(store: &Store, now: u64, readers: usize) -> Result<JtiSet, StoreError> {
+        let count = usize::try_from(store.revoked_jti_count()?).unwrap_or(0);
+        let readers = readers.clamp(1, JTI_SHARDS);
+        let results: Vec<Result<Slice, StoreError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..readers)
+                .map(|i| {
+                    let range = JtiRange {
+                        from: (i > 0).then(|| slice_bound(i, readers)),
+                        below: (i + 1 < readers).then(|| slice_bound(i + 1, readers)),
+                    };
+                    let capacity = count / readers + 16;
+                    scope.spawn(move || Slice::read(store, now, range, capacity))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io("a deny-list reader thread panicked".into()))
+                    })
+                })
+                .collect()
         });
-        Ok(JtiSet {
-            uuids: Box::new(uuids),
-            other: other.into_iter().collect(),
-        })
+        let mut set = JtiSet::default();
+        for slice in results {
+            let slice = slice?;
+            // Normally each shard comes whole from one slice; an uppercase UUID is the
+            // exception (its shard is by value, its slice by text).
+            for (mine, theirs) in set.uuids.iter_mut().zip(slice.uuids) {
+                let smaller = if mine.len() < theirs.len() {
+                    std::mem::replace(mine, theirs)
+                } else {
+                    theirs
+                };
+                for (id, exp) in smaller {
+                    keep_later(mine, id, exp);
+                }
+            }
+            for (jti, exp) in slice.other {
+                let e = set.other.entry(jti).or_insert(exp);
+                *e = (*e).max(exp);
+            }
+        }
+        Ok(set)
+    }
+
+    fn len(&self) -> usize {
+        self.uuids.iter().map(HashMap::len).sum::<usize>() + self.other.len()
     }
 
     fn get(&self, jti: &str) -> Option<u64> {
@@ -122,6 +149,62 @@ impl JtiSet {
         for (jti, exp) in old.other {
             self.revoke(&jti, exp);
         }
+    }
+}
+
+/// The first jti (in byte order) of slice `i` of `n`: a lowercase hex digit, so the slices
+/// split the gateway's UUIDs evenly and each holds whole shards. Any other jti still falls in
+/// exactly one slice.
+fn slice_bound(i: usize, n: usize) -> &'static str {
+    const DIGITS: [&str; JTI_SHARDS] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f",
+    ];
+    DIGITS[(i * JTI_SHARDS / n.max(1)).min(JTI_SHARDS - 1)]
+}
+
+/// Inserts a jti's expiry, keeping the later one if it is there already (the same UUID in
+/// upper and lower case).
+fn keep_later(map: &mut UuidMap, id: u128, exp: u64) {
+    if let Some(old) = map.insert(id, exp)
+        && old > exp
+    {
+        map.insert(id, old);
+    }
+}
+
+/// What one reader thread of [`JtiSet::load`] read and built.
+struct Slice {
+    uuids: [UuidMap; JTI_SHARDS],
+    other: HashMap<String, u64>,
+}
+
+impl Slice {
+    fn read(
+        store: &Store,
+        now: u64,
+        range: JtiRange<'_>,
+        capacity: usize,
+    ) -> Result<Slice, StoreError> {
+        let mut ids: Vec<(u128, u64)> = Vec::with_capacity(capacity);
+        let mut other = HashMap::new();
+        store.for_each_revoked_jti(now, range, &mut |jti, exp| match uuid_bits(jti) {
+            Some(id) => ids.push((id, exp)),
+            None => {
+                let e = other.entry(jti.to_owned()).or_insert(exp);
+                *e = (*e).max(exp);
+            }
+        })?;
+        let mut sizes = [0usize; JTI_SHARDS];
+        for (id, _) in &ids {
+            sizes[shard(*id)] += 1;
+        }
+        let mut uuids: [UuidMap; JTI_SHARDS] = std::array::from_fn(|s| {
+            UuidMap::with_capacity_and_hasher(sizes[s], Default::default())
+        });
+        for (id, exp) in ids {
+            keep_later(&mut uuids[shard(id)], id, exp);
+        }
+        Ok(Slice { uuids, other })
     }
 }
 
@@ -196,13 +279,22 @@ impl Revocations {
     /// Loads the whole state. The feed position is read first, so a change committed during
     /// the load is applied again by the next poll (harmless) rather than missed.
     pub fn load(store: &Store, now: u64) -> Result<Revocations, StoreError> {
+        let started = std::time::Instant::now();
         let seq = store.last_change()?;
-        Ok(Revocations {
+        let loaded = Revocations {
             seq,
             flags: store.user_flags()?.into_iter().collect(),
             jtis: JtiSet::load(store, now)?,
             families: store.revoked_families(now)?.into_iter().collect(),
-        })
+        };
+        tracing::debug!(
+            users = loaded.flags.len(),
+            jtis = loaded.jtis.len(),
+            families = loaded.families.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "revocation state loaded"
+        );
+        Ok(loaded)
     }
 
     /// The feed position.
@@ -485,5 +577,63 @@ mod tests {
         r.prune(150);
         assert!(r.jtis.contains(&id.to_string()));
         assert!(!r.jtis.contains("not-a-uuid"));
+    }
+
+    #[test]
+    fn slices_split_the_hex_digits_in_order() {
+        for n in 1..=JTI_SHARDS {
+            let bounds: Vec<&str> = (1..n).map(|i| slice_bound(i, n)).collect();
+            assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{n}: {bounds:?}");
+        }
+        assert_eq!(slice_bound(1, 2), "8");
+        assert_eq!(slice_bound(15, 16), "f");
+    }
+
+    /// The parallel load from a real store file gives the same set whatever the number of
+    /// reader threads: every live jti once, the later expiry where one UUID is stored in two
+    /// spellings, nothing expired.
+    #[test]
+    fn a_load_on_any_number_of_threads_reads_the_same_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.redb")).unwrap();
+        let mut expected: HashMap<String, u64> = HashMap::new();
+        for i in 0..600u64 {
+            let id = uuid::Uuid::new_v4().to_string();
+            store.revoke_jti(&id, 1_000 + i).unwrap();
+            expected.insert(id, 1_000 + i);
+        }
+        // Every shard, however the random ids fell.
+        for digit in "0123456789abcdef".chars() {
+            let id = format!("{digit}0000000-0000-4000-8000-000000000000");
+            store.revoke_jti(&id, 5_000).unwrap();
+            expected.insert(id, 5_000);
+        }
+        // One UUID in two spellings, in one slice or two depending on the reader count: the
+        // later expiry wins either way.
+        let id = "b1000000-0000-4000-8000-00000000000c";
+        store.revoke_jti(id, 2_000).unwrap();
+        store.revoke_jti(&id.to_uppercase(), 9_000).unwrap();
+        expected.insert(id.into(), 9_000);
+        let low = "31000000-0000-4000-8000-00000000000c";
+        store.revoke_jti(low, 9_000).unwrap();
+        store.revoke_jti(&low.to_uppercase(), 2_000).unwrap();
+        expected.insert(low.into(), 9_000);
+        for other in ["not-a-uuid", "8", "", "\u{e9}", "Zz"] {
+            store.revoke_jti(other, 3_000).unwrap();
+            expected.insert(other.into(), 3_000);
+        }
+        store.revoke_jti("expired", 10).unwrap();
+        store
+            .revoke_jti("c0000000-0000-4000-8000-0000000000ee", 10)
+            .unwrap();
+        for readers in [1, 2, 3, 5, 16, 64] {
+            let set = JtiSet::load_on(&store, 100, readers).unwrap();
+            assert_eq!(set.len(), expected.len(), "{readers} readers");
+            for (jti, exp) in &expected {
+                assert_eq!(set.get(jti), Some(*exp), "{readers} readers: {jti:?}");
+            }
+            assert_eq!(set.get("expired"), None);
+            assert_eq!(set.get("c0000000-0000-4000-8000-0000000000ee"), None);
+        }
     }
 }

@@ -28,8 +28,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    CHANGE_RETENTION, Change, RefreshRecord, RefreshState, Regulation, Rotation, Snapshot,
-    StoreError, SweepStats, TokenHash, User, UserFlags,
+    CHANGE_RETENTION, Change, JtiRange, RefreshRecord, RefreshState, Regulation, Rotation,
+    Snapshot, StoreError, SweepStats, TokenHash, User, UserFlags,
 };
 
 use crate::config::StoreSettings;
@@ -171,17 +171,30 @@ impl Store {
         }
     }
 
-    /// Calls `visit` with every deny-listed jti that has not expired and its expiry, without
-    /// collecting them first (a server loads a million at start-up).
+    /// How many threads should read the deny list at start-up: one per core for the embedded
+    /// file, where the load is CPU-bound (1M jtis: 175 ms on one core, 108 ms on two); one for
+    /// PostgreSQL, where a slice by byte order cannot use the primary key's index and each
+    /// slice would scan the whole table.
+    pub fn deny_list_readers(&self) -> usize {
+        match self {
+            Store::Redb(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Store::Postgres(_) => 1,
+        }
+    }
+
+    /// Calls `visit` with every deny-listed jti in `range` that has not expired and its
+    /// expiry, without collecting them first (a server loads a million at start-up). Several
+    /// threads may read disjoint ranges at once.
     pub fn for_each_revoked_jti(
         &self,
         now: u64,
+        range: JtiRange<'_>,
         visit: &mut dyn FnMut(&str, u64),
     ) -> Result<(), StoreError> {
         match self {
-            Store::Redb(s) => s.for_each_revoked_jti(now, visit),
+            Store::Redb(s) => s.for_each_revoked_jti(now, range, visit),
             Store::Postgres(s) => {
-                for (jti, exp) in s.revoked_jtis(now)? {
+                for (jti, exp) in s.revoked_jtis_in(now, range)? {
                     visit(&jti, exp);
                 }
                 Ok(())

@@ -150,6 +150,22 @@ pub enum Rotation {
     Invalid,
 }
 
+/// A slice of the access-token deny list by the jti's text, compared byte by byte: `from`
+/// included, `below` excluded, `None` unbounded. The start-up load reads slices on several
+/// cores at once (see [`crate::store::Store::for_each_revoked_jti`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JtiRange<'a> {
+    pub from: Option<&'a str>,
+    pub below: Option<&'a str>,
+}
+
+impl JtiRange<'_> {
+    /// Whether `jti` falls in the slice.
+    pub fn contains(&self, jti: &str) -> bool {
+        self.from.is_none_or(|from| jti >= from) && self.below.is_none_or(|below| jti < below)
+    }
+}
+
 /// Everything [`crate::store::Store::export`] reads and [`crate::store::Store::import`]
 /// writes: what `gateway migrate` carries from one store to another. Expired sessions and
 /// revocations are left behind; the change feed is not copied (the target starts its own).

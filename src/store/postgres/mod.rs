@@ -32,8 +32,8 @@ use tokio_postgres::{AsyncMessage, NoTls, Row, Socket, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::model::{
-    CHANGE_RETENTION, Change, RefreshRecord, RefreshState, Regulation, Rotation, Snapshot,
-    StoreError, SweepStats, TokenHash, User, UserFlags,
+    CHANGE_RETENTION, Change, JtiRange, RefreshRecord, RefreshState, Regulation, Rotation,
+    Snapshot, StoreError, SweepStats, TokenHash, User, UserFlags,
 };
 use crate::config::PostgresSettings;
 
@@ -757,6 +757,34 @@ impl PgStore {
             "SELECT jti, exp FROM gateway_revoked_jtis WHERE exp > $1",
             now,
         )
+    }
+
+    /// The unexpired deny-listed jtis in `range`; compared in the "C" collation, byte by byte
+    /// as Rust compares strings, whatever the database's locale.
+    pub fn revoked_jtis_in(
+        &self,
+        now: u64,
+        range: JtiRange<'_>,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        if range == JtiRange::default() {
+            return self.revoked_jtis(now);
+        }
+        let (from, below) = (
+            range.from.map(str::to_owned),
+            range.below.map(str::to_owned),
+        );
+        self.run("read revocations", |pool| async move {
+            let client = get(&pool).await?;
+            let rows = query(
+                &client,
+                "SELECT jti, exp FROM gateway_revoked_jtis WHERE exp > $1 \
+                 AND ($2::text IS NULL OR jti COLLATE \"C\" >= $2) \
+                 AND ($3::text IS NULL OR jti COLLATE \"C\" < $3)",
+                &[&int(now), &from, &below],
+            )
+            .await?;
+            Ok(rows.iter().map(|r| (r.get(0), uint(r.get(1)))).collect())
+        })
     }
 
     fn unexpired(&self, sql: &'static str, now: u64) -> Result<Vec<(String, u64)>, StoreError> {

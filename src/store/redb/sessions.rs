@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 
 use super::super::model::{
-    Change, RefreshRecord, RefreshState, Rotation, StoreError, SweepStats, TokenHash,
+    Change, JtiRange, RefreshRecord, RefreshState, Rotation, StoreError, SweepStats, TokenHash,
 };
 use super::tables::{
     Context, FAMILY_TOKENS, REFRESH, REVOKED_FAMILIES, REVOKED_JTIS, USER_FAMILIES, append_change,
@@ -134,17 +134,29 @@ impl RedbStore {
         redb::ReadableTableMetadata::len(&table).ctx("count revoked_jtis")
     }
 
-    /// Calls `visit` with each deny-listed jti that has not yet expired, and its expiry.
+    /// Calls `visit` with each deny-listed jti in `range` that has not yet expired, and its
+    /// expiry. Threads reading disjoint ranges each have their own read transaction.
     pub fn for_each_revoked_jti(
         &self,
         now: u64,
+        range: JtiRange<'_>,
         visit: &mut dyn FnMut(&str, u64),
     ) -> Result<(), StoreError> {
+        use std::ops::Bound;
         let txn = self.read()?;
         let table = txn
             .open_table(REVOKED_JTIS)
             .ctx("open table revoked_jtis")?;
-        for entry in table.iter().ctx("read revoked_jtis")? {
+        let bounds: (Bound<&str>, Bound<&str>) = (
+            range.from.map_or(Bound::Unbounded, Bound::Included),
+            range.below.map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        if let (Some(from), Some(below)) = (range.from, range.below)
+            && from >= below
+        {
+            return Ok(()); // redb refuses a reversed range; an empty slice has nothing to visit
+        }
+        for entry in table.range::<&str>(bounds).ctx("read revoked_jtis")? {
             let (k, v) = entry.ctx("read revoked_jtis")?;
             if v.value() > now {
                 visit(k.value(), v.value());
