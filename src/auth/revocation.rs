@@ -9,6 +9,7 @@
 //! applied after a fresh one cannot revive a token.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 
 use crate::auth::token::AccessClaims;
 use crate::store::{Change, JtiRange, Store, StoreError, UserFlags};
@@ -71,7 +72,7 @@ impl JtiSet {
     fn load_on(store: &Store, now: u64, readers: usize) -> Result<JtiSet, StoreError> {
         let count = usize::try_from(store.revoked_jti_count()?).unwrap_or(0);
         let readers = readers.clamp(1, JTI_SHARDS);
-        let results: Vec<Result<Slice, StoreError>> = std::thread::scope(|scope| {
+        let results: Vec<Result<JtiSet, StoreError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..readers)
                 .map(|i| {
                     let range = JtiRange {
@@ -79,7 +80,7 @@ impl JtiSet {
                         below: (i + 1 < readers).then(|| slice_bound(i + 1, readers)),
                     };
                     let capacity = count / readers + 16;
-                    scope.spawn(move || Slice::read(store, now, range, capacity))
+                    scope.spawn(move || JtiSet::read_slice(store, now, range, capacity))
                 })
                 .collect();
             handles
@@ -93,25 +94,40 @@ impl JtiSet {
         });
         let mut set = JtiSet::default();
         for slice in results {
-            let slice = slice?;
             // Normally each shard comes whole from one slice; an uppercase UUID is the
             // exception (its shard is by value, its slice by text).
-            for (mine, theirs) in set.uuids.iter_mut().zip(slice.uuids) {
-                let smaller = if mine.len() < theirs.len() {
-                    std::mem::replace(mine, theirs)
-                } else {
-                    theirs
-                };
-                for (id, exp) in smaller {
-                    keep_later(mine, id, exp);
-                }
-            }
-            for (jti, exp) in slice.other {
-                let e = set.other.entry(jti).or_insert(exp);
-                *e = (*e).max(exp);
-            }
+            set.merge(slice?);
         }
         Ok(set)
+    }
+
+    /// One reader thread of [`JtiSet::load`]: reads the jtis in `range`, then builds maps.
+    fn read_slice(
+        store: &Store,
+        now: u64,
+        range: JtiRange<'_>,
+        capacity: usize,
+    ) -> Result<JtiSet, StoreError> {
+        let mut ids: Vec<(u128, u64)> = Vec::with_capacity(capacity);
+        let mut other = HashMap::new();
+        store.for_each_revoked_jti(now, range, &mut |jti, exp| match uuid_bits(jti) {
+            Some(id) => ids.push((id, exp)),
+            None => keep_later(&mut other, jti.to_owned(), exp),
+        })?;
+        let mut sizes = [0usize; JTI_SHARDS];
+        for (id, _) in &ids {
+            sizes[shard(*id)] += 1;
+        }
+        let mut uuids: [UuidMap; JTI_SHARDS] = std::array::from_fn(|s| {
+            UuidMap::with_capacity_and_hasher(sizes[s], Default::default())
+        });
+        for (id, exp) in ids {
+            keep_later(&mut uuids[shard(id)], id, exp);
+        }
+        Ok(JtiSet {
+            uuids: Box::new(uuids),
+            other,
+        })
     }
 
     fn len(&self) -> usize {
@@ -131,11 +147,10 @@ impl JtiSet {
 
     /// Adds a jti, never shortening an existing entry.
     fn revoke(&mut self, jti: &str, exp: u64) {
-        let entry = match uuid_bits(jti) {
-            Some(id) => self.uuids[shard(id)].entry(id).or_insert(exp),
-            None => self.other.entry(jti.to_owned()).or_insert(exp),
-        };
-        *entry = (*entry).max(exp);
+        match uuid_bits(jti) {
+            Some(id) => keep_later(&mut self.uuids[shard(id)], id, exp),
+            None => keep_later(&mut self.other, jti.to_owned(), exp),
+        }
     }
 
     fn prune(&mut self, cutoff: u64) {
@@ -145,14 +160,23 @@ impl JtiSet {
         self.other.retain(|_, exp| *exp > cutoff);
     }
 
+    /// Adds `old`'s entries, keeping the later expiry of a jti in both. Per shard, the smaller
+    /// map is poured into the larger: the start-up load merges slices that mostly hold disjoint
+    /// shards, which then move whole.
     fn merge(&mut self, old: JtiSet) {
         let shards: [UuidMap; JTI_SHARDS] = *old.uuids;
-        for (id, exp) in shards.into_iter().flatten() {
-            let e = self.uuids[shard(id)].entry(id).or_insert(exp);
-            *e = (*e).max(exp);
+        for (mine, theirs) in self.uuids.iter_mut().zip(shards) {
+            let smaller = if mine.len() < theirs.len() {
+                std::mem::replace(mine, theirs)
+            } else {
+                theirs
+            };
+            for (id, exp) in smaller {
+                keep_later(mine, id, exp);
+            }
         }
         for (jti, exp) in old.other {
-            self.revoke(&jti, exp);
+            keep_later(&mut self.other, jti, exp);
         }
     }
 }
@@ -167,50 +191,11 @@ fn slice_bound(i: usize, n: usize) -> &'static str {
     DIGITS[(i * JTI_SHARDS / n.max(1)).min(JTI_SHARDS - 1)]
 }
 
-/// Inserts a jti's expiry, keeping the later one if it is there already (the same UUID in
-/// upper and lower case).
-fn keep_later(map: &mut UuidMap, id: u128, exp: u64) {
-    if let Some(old) = map.insert(id, exp)
-        && old > exp
-    {
-        map.insert(id, old);
-    }
-}
-
-/// What one reader thread of [`JtiSet::load`] read and built.
-struct Slice {
-    uuids: [UuidMap; JTI_SHARDS],
-    other: HashMap<String, u64>,
-}
-
-impl Slice {
-    fn read(
-        store: &Store,
-        now: u64,
-        range: JtiRange<'_>,
-        capacity: usize,
-    ) -> Result<Slice, StoreError> {
-        let mut ids: Vec<(u128, u64)> = Vec::with_capacity(capacity);
-        let mut other = HashMap::new();
-        store.for_each_revoked_jti(now, range, &mut |jti, exp| match uuid_bits(jti) {
-            Some(id) => ids.push((id, exp)),
-            None => {
-                let e = other.entry(jti.to_owned()).or_insert(exp);
-                *e = (*e).max(exp);
-            }
-        })?;
-        let mut sizes = [0usize; JTI_SHARDS];
-        for (id, _) in &ids {
-            sizes[shard(*id)] += 1;
-        }
-        let mut uuids: [UuidMap; JTI_SHARDS] = std::array::from_fn(|s| {
-            UuidMap::with_capacity_and_hasher(sizes[s], Default::default())
-        });
-        for (id, exp) in ids {
-            keep_later(&mut uuids[shard(id)], id, exp);
-        }
-        Ok(Slice { uuids, other })
-    }
+/// Inserts a revocation's expiry, keeping the later one if the key is there already: a
+/// revocation is never shortened (and the same UUID may be stored in upper and lower case).
+fn keep_later<K: Hash + Eq, S: BuildHasher>(map: &mut HashMap<K, u64, S>, jti: K, exp: u64) {
+    let e = map.entry(jti).or_insert(exp);
+    *e = (*e).max(exp);
 }
 
 /// The 128 bits of a UUID in its canonical form (`8-4-4-4-12` hex digits, as the gateway writes
@@ -325,8 +310,7 @@ impl Revocations {
 
     /// Revokes a family until `exp` (never shortening an existing entry).
     pub fn revoke_family(&mut self, family: &str, exp: u64) {
-        let e = self.families.entry(family.to_owned()).or_insert(exp);
-        *e = (*e).max(exp);
+        keep_later(&mut self.families, family.to_owned(), exp);
     }
 
     /// Drops deny-list entries that expired at or before `cutoff`: a token that expired then is
