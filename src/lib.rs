@@ -28,7 +28,8 @@
 //! - [`store`]: the embedded redb database (users, refresh tokens, revocations, keys).
 //! - [`tls`]: certificates and rustls settings.
 //! - [`error`]: errors -> HTTP responses. [`body`]: the body type.
-//! - [`secret`]: wrappers that keep secrets out of logs. [`clock`]: injectable time.
+//! - [`secret`]: wrappers that keep secrets out of logs. `private_file`: secret files are
+//!   created private and refused when other users can read them. [`clock`]: injectable time.
 //! - [`cli`]: the command line (`serve`, `check`, `healthcheck`, and `user ...` to administer accounts).
 
 pub mod auth;
@@ -41,6 +42,7 @@ pub mod h1;
 pub mod handler;
 pub mod idle;
 pub mod metrics;
+pub(crate) mod private_file;
 pub mod proxy;
 pub mod ratelimit;
 pub mod secret;

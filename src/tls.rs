@@ -211,6 +211,13 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    // Whoever reads the key can impersonate the gateway; refuse one that other users can read.
+    crate::private_file::check(path, "TLS key", crate::private_file::Rule::KeyFile).map_err(
+        |e| TlsError::Key {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        },
+    )?;
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
         path: path.display().to_string(),
         message: e.to_string(),

@@ -1,8 +1,12 @@
 //! Keys the service keeps in the store's meta table, created on first start with
-//! `put_meta_if_absent` so that processes starting together agree on them.
+//! `put_secret_if_absent` so that processes starting together agree on them. They are the
+//! store's secrets: encrypted at rest when `store.encryption_key` is set (see
+//! [`crate::store::seal`]), and listed in [`SECRET_META`] so that start-up and `gateway keys
+//! encrypt` find every one of them.
 //!
 //! - `signing_keys`: the EdDSA key set, JSON `{"current": kid, "keys": [StoredKey]}`.
 //! - `refresh_key`: the 32 raw bytes of the HMAC key deriving refresh-token successors.
+//! - `csrf_key`: the 32 raw bytes of the HMAC key signing double-submit CSRF tokens.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +20,10 @@ use crate::store::Store;
 const SIGNING_KEYS_META: &str = "signing_keys";
 /// Meta key of the refresh successor key (raw bytes).
 const REFRESH_KEY_META: &str = "refresh_key";
+/// Meta key of the CSRF token key (raw bytes).
+const CSRF_KEY_META: &str = "csrf_key";
+/// Every meta value that is a secret. A new secret kept in the meta table belongs here.
+pub const SECRET_META: [&str; 3] = [SIGNING_KEYS_META, REFRESH_KEY_META, CSRF_KEY_META];
 
 /// The EdDSA key set as stored under [`SIGNING_KEYS_META`].
 #[derive(Serialize, Deserialize)]
@@ -27,7 +35,7 @@ struct KeySet {
 /// Loads the EdDSA key set, creating it on first start (atomically: concurrent first starts
 /// agree on one key).
 pub fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError> {
-    let bytes = match store.get_meta(SIGNING_KEYS_META)? {
+    let bytes = match store.get_secret(SIGNING_KEYS_META)? {
         Some(bytes) => bytes,
         None => {
             let key = token::generate_ed25519(now).map_err(token_error)?;
@@ -37,15 +45,15 @@ pub fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError> {
             };
             let json = serde_json::to_vec(&set)
                 .map_err(|e| AuthError::Internal(format!("encoding signing keys: {e}")))?;
-            let stored = store.put_meta_if_absent(SIGNING_KEYS_META, &json)?;
-            if stored == json {
+            let stored = store.put_secret_if_absent(SIGNING_KEYS_META, &json)?;
+            if *stored.expose() == json {
                 tracing::info!(kid = %set.current, "generated a new Ed25519 signing key");
             }
             stored
         }
     };
     // serde's message could quote key material; report only where it failed.
-    let set: KeySet = serde_json::from_slice(&bytes).map_err(|e| {
+    let set: KeySet = serde_json::from_slice(bytes.expose()).map_err(|e| {
         AuthError::Internal(format!(
             "meta {SIGNING_KEYS_META}: undecodable key set (line {}, column {})",
             e.line(),
@@ -71,7 +79,7 @@ pub fn rotate_eddsa(
     let mut dropped = Vec::new();
     // Read, change and write the set in one transaction: two concurrent rotations cannot lose
     // each other's key.
-    store.update_meta_announced(SIGNING_KEYS_META, |bytes| -> Result<Vec<u8>, AuthError> {
+    store.update_secret_announced(SIGNING_KEYS_META, |bytes| -> Result<Vec<u8>, AuthError> {
         let bytes = bytes.ok_or_else(|| AuthError::Internal("signing keys vanished".into()))?;
         let mut set: KeySet = serde_json::from_slice(bytes).map_err(|e| {
             AuthError::Internal(format!("meta {SIGNING_KEYS_META}: line {}", e.line()))
@@ -107,10 +115,10 @@ pub fn rotate_eddsa(
 
 /// The stored EdDSA key ids with their creation time and whether each is current.
 pub fn list_eddsa(store: &Store) -> Result<Vec<(String, u64, bool)>, AuthError> {
-    let Some(bytes) = store.get_meta(SIGNING_KEYS_META)? else {
+    let Some(bytes) = store.get_secret(SIGNING_KEYS_META)? else {
         return Ok(Vec::new());
     };
-    let set: KeySet = serde_json::from_slice(&bytes)
+    let set: KeySet = serde_json::from_slice(bytes.expose())
         .map_err(|e| AuthError::Internal(format!("meta {SIGNING_KEYS_META}: line {}", e.line())))?;
     Ok(set
         .keys
@@ -121,21 +129,34 @@ pub fn list_eddsa(store: &Store) -> Result<Vec<(String, u64, bool)>, AuthError> 
 
 /// Loads the refresh successor key, creating it on first start.
 pub(super) fn load_refresh_key(store: &Store) -> Result<Secret<Vec<u8>>, AuthError> {
-    let bytes = match store.get_meta(REFRESH_KEY_META)? {
-        Some(bytes) => bytes,
-        None => {
-            let fresh = refresh_token::generate_key();
-            store.put_meta_if_absent(REFRESH_KEY_META, fresh.expose())?
-        }
+    load_raw_key(store, REFRESH_KEY_META, || {
+        refresh_token::generate_key().expose().clone()
+    })
+}
+
+/// Loads the CSRF token key, creating it on first start.
+pub(super) fn load_csrf_key(store: &Store) -> Result<Secret<Vec<u8>>, AuthError> {
+    load_raw_key(store, CSRF_KEY_META, || rand::random::<[u8; 32]>().to_vec())
+}
+
+/// A 32-byte key under `name`, made by `fresh` on first start.
+fn load_raw_key(
+    store: &Store,
+    name: &str,
+    fresh: impl FnOnce() -> Vec<u8>,
+) -> Result<Secret<Vec<u8>>, AuthError> {
+    let key = match store.get_secret(name)? {
+        Some(key) => key,
+        None => store.put_secret_if_absent(name, &fresh())?,
     };
-    if bytes.len() != refresh_token::KEY_LEN {
+    if key.expose().len() != refresh_token::KEY_LEN {
         return Err(AuthError::Internal(format!(
-            "meta {REFRESH_KEY_META}: expected {} bytes, found {}",
+            "meta {name}: expected {} bytes, found {}",
             refresh_token::KEY_LEN,
-            bytes.len()
+            key.expose().len()
         )));
     }
-    Ok(Secret::new(bytes))
+    Ok(key)
 }
 
 fn token_error(e: TokenError) -> AuthError {

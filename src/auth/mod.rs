@@ -79,10 +79,13 @@ pub fn service_settings(config: &Config) -> service::ServiceSettings {
 /// Opens the store named in the config (blocking work off the async threads).
 pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
     let settings = config.store.clone();
-    tokio::task::spawn_blocking(move || Store::connect(&settings))
-        .await
-        .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))?
-        .map_err(StartupError::Store)
+    let key = config.store_encryption_key.clone();
+    tokio::task::spawn_blocking(move || {
+        Store::connect(&settings).and_then(|s| s.with_encryption(key.as_ref()))
+    })
+    .await
+    .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))?
+    .map_err(StartupError::Store)
 }
 
 /// What outlives a configuration reload: the store, the auth service with its in-memory
@@ -102,8 +105,20 @@ pub async fn open(
     let store = open_store(config).await?;
     let csrf_key = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            store.put_meta_if_absent("csrf_key", &rand::random::<[u8; 32]>())
+        tokio::task::spawn_blocking(move || -> Result<_, StartupError> {
+            // Before anything reads a key: a wrong or missing encryption key stops start-up
+            // here with the store's own message, and secrets still in the clear get encrypted.
+            let sealed = store
+                .seal_secrets(&keystore::SECRET_META)
+                .map_err(StartupError::Store)?;
+            if sealed > 0 {
+                tracing::info!(
+                    count = sealed,
+                    key_id = store.encryption_key_id().unwrap_or_default(),
+                    "encrypted the store's secrets with store.encryption_key"
+                );
+            }
+            Ok(keystore::load_csrf_key(&store)?)
         })
         .await
         .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))??
@@ -111,10 +126,7 @@ pub async fn open(
     let settings = service_settings(config);
     let service = service::AuthService::open(settings, store, Clock::system()).await?;
     service.spawn_maintenance(stop);
-    Ok(Core {
-        service,
-        csrf_key: crate::secret::Secret::new(csrf_key),
-    })
+    Ok(Core { service, csrf_key })
 }
 
 /// The HTTP side of auth for one configuration: endpoints, token checks, rate limits.

@@ -1,4 +1,5 @@
-//! `gateway keys`: list and rotate the EdDSA signing keys in the store.
+//! `gateway keys`: list and rotate the EdDSA signing keys in the store, and encrypt the store's
+//! secrets with a new `store.encryption_key` (or take the encryption off).
 //!
 //! `rotate` adds a new key and makes it the one that signs; tokens signed by older keys stay
 //! valid until they expire (the JWKS lists every key still in use), and keys whose tokens can no
@@ -12,6 +13,7 @@ use clap::Subcommand;
 
 use crate::auth::keystore;
 use crate::config::TokenAlgorithm;
+use crate::store::SealKey;
 
 /// `gateway keys ...`
 #[derive(Debug, Subcommand)]
@@ -20,12 +22,50 @@ pub enum KeysCommand {
     List,
     /// Add a new signing key; older keys keep verifying until their tokens expire.
     Rotate,
+    /// Encrypt the store's secrets (signing, refresh and CSRF keys) with a new encryption key:
+    /// they are decrypted with the configured store.encryption_key (or read in the clear) and
+    /// written back under the new one. Stop the gateway (every replica), run this, set
+    /// store.encryption_key to the new key, and start it again. Safe to repeat.
+    Encrypt {
+        /// File holding the new key material (at least 32 bytes; a trailing newline is
+        /// ignored). Or set GATEWAY_NEW_STORE_ENCRYPTION_KEY.
+        #[arg(long, conflicts_with = "new_key")]
+        new_key_file: Option<std::path::PathBuf>,
+        #[arg(
+            long,
+            env = "GATEWAY_NEW_STORE_ENCRYPTION_KEY",
+            hide = true,
+            hide_env_values = true
+        )]
+        new_key: Option<String>,
+    },
+    /// Store the secrets in the clear again (decrypted with the configured
+    /// store.encryption_key); then remove the key from the config.
+    Decrypt,
 }
 
 /// Runs a `keys` command against the store named in the config.
 pub fn run(config_path: &Path, command: KeysCommand) -> anyhow::Result<()> {
     let config = super::load(config_path)?;
     super::init_logging(config.log.format, "warn");
+    match command {
+        KeysCommand::Encrypt {
+            new_key_file,
+            new_key,
+        } => return encrypt(&config, new_key_file.as_deref(), new_key),
+        KeysCommand::Decrypt => {
+            if config.store_encryption_key.is_none() {
+                bail!("store.encryption_key is not set: the store's secrets are not encrypted");
+            }
+            let store = super::open_store(&config)?;
+            let n = store.reseal_secrets(&keystore::SECRET_META, None)?;
+            println!(
+                "{n} secrets now stored in the clear; remove store.encryption_key from the config"
+            );
+            return Ok(());
+        }
+        KeysCommand::List | KeysCommand::Rotate => {}
+    }
     if config.auth.algorithm != TokenAlgorithm::EdDSA {
         bail!(
             "auth.algorithm is HS256: its key is the configured secret; rotate it by changing \
@@ -57,6 +97,42 @@ pub fn run(config_path: &Path, command: KeysCommand) -> anyhow::Result<()> {
                 println!("dropped expired key {old}");
             }
         }
+        KeysCommand::Encrypt { .. } | KeysCommand::Decrypt => {}
     }
+    Ok(())
+}
+
+/// `gateway keys encrypt`: re-encrypts every secret under the new key.
+fn encrypt(
+    config: &crate::config::Config,
+    file: Option<&Path>,
+    inline: Option<String>,
+) -> anyhow::Result<()> {
+    let material = match (file, inline) {
+        (Some(path), _) => {
+            crate::private_file::check(path, "key file", crate::private_file::Rule::KeyFile)?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            bytes.trim_ascii_end().to_vec()
+        }
+        (None, Some(text)) => text.into_bytes(),
+        (None, None) => {
+            bail!("give the new key with --new-key-file or GATEWAY_NEW_STORE_ENCRYPTION_KEY")
+        }
+    };
+    let Some(new) = SealKey::derive(&material) else {
+        bail!(
+            "the new key is {} bytes; use at least {} random bytes",
+            material.len(),
+            crate::store::seal::MIN_KEY_BYTES
+        );
+    };
+    let store = super::open_store(config)?;
+    let n = store.reseal_secrets(&keystore::SECRET_META, Some(&new))?;
+    println!(
+        "{n} secrets encrypted with the new key (key id {}); set store.encryption_key to it \
+         before the gateway starts again",
+        new.id_hex()
+    );
     Ok(())
 }

@@ -106,6 +106,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 /// Opens the store the config names, for an admin command.
 fn open_store(config: &Config) -> anyhow::Result<crate::store::Store> {
     crate::store::Store::connect(&config.store)
+        .and_then(|s| s.with_encryption(config.store_encryption_key.as_ref()))
         .map_err(|e| anyhow::anyhow!("open store ({}): {e}", config.store.describe()))
 }
 
@@ -233,7 +234,33 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         ),
         None => println!("  https  off"),
     }
-    println!("store: {}", config.store.describe());
+    println!(
+        "store: {}{}",
+        config.store.describe(),
+        if config.store_encryption_key.is_some() {
+            " (secrets encrypted with store.encryption_key)"
+        } else {
+            ""
+        }
+    );
+    // The same refusals as `serve`: a store file or TLS key other users can read.
+    let mut private = Vec::new();
+    if let config::StoreSettings::Redb { path } = &config.store {
+        private.push((
+            path.as_path(),
+            "store file",
+            crate::private_file::Rule::OwnerOnly,
+        ));
+    }
+    if config.listen.https.is_some() {
+        let key = config.tls.key.as_path();
+        private.push((key, "TLS key", crate::private_file::Rule::KeyFile));
+    }
+    for (path, what, rule) in private {
+        if path.exists() {
+            crate::private_file::check(path, what, rule)?;
+        }
+    }
     println!(
         "auth api: {} (signup {:?}, tokens {:?})",
         config.auth.prefix, config.auth.signup, config.auth.algorithm

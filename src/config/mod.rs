@@ -74,6 +74,9 @@ pub struct Config {
     pub health: Health,
     pub log: LogSettings,
     pub store: StoreSettings,
+    /// Key material that encrypts the store's secrets at rest (`store.encryption_key`), at
+    /// least 32 bytes; `None` keeps them in the clear, protected by the file's mode.
+    pub store_encryption_key: Option<Secret<Vec<u8>>>,
     pub auth: AuthSettings,
     pub cors: CorsSettings,
     pub rate_limits: RateLimitSettings,

@@ -711,6 +711,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwt");
         std::fs::write(&path, format!("{}\n", "k".repeat(40))).unwrap();
+        #[cfg(unix)]
+        {
+            // A key file other users can read is refused (see `private_file`).
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let c = load(&[
             ("GATEWAY_AUTH__ALGORITHM", "HS256"),
             ("GATEWAY_AUTH__JWT_SECRET_FILE", path.to_str().unwrap()),

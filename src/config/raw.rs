@@ -140,6 +140,9 @@ pub struct RawLog {
 pub struct RawStore {
     pub redb: Option<RawRedb>,
     pub postgres: Option<RawPostgres>,
+    /// Encrypts the secrets in the store; usually `${GATEWAY_STORE_ENCRYPTION_KEY}`.
+    pub encryption_key: Option<Sp<String>>,
+    pub encryption_key_file: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]

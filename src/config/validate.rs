@@ -304,6 +304,7 @@ pub(super) fn validate(
     };
 
     let store = validate_store(&cx, &raw.store)?;
+    let store_encryption_key = validate_store_key(&cx, &raw.store)?;
 
     let auth = validate_auth(&cx, &raw)?;
     let cors = validate_cors(&cx, &raw)?;
@@ -325,6 +326,7 @@ pub(super) fn validate(
         health,
         log,
         store,
+        store_encryption_key,
         auth,
         cors,
         rate_limits,
@@ -588,6 +590,62 @@ fn is_clean_path(p: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'?' && b != b'#' && b != b'\\')
 }
 
+/// A secret's bytes and the config value that named it (for messages).
+type SecretSource<'a> = (&'a Sp<String>, Vec<u8>);
+
+/// A secret given inline (`key: ${VAR}`) or as a file (`key_file: path`), at most one of the
+/// two: its bytes, with the value that named it (for messages). A file must be private (see
+/// [`crate::private_file`]); a trailing newline from `echo secret > file` is not part of it.
+fn secret_bytes<'a>(
+    cx: &Ctx,
+    inline: (&'a Option<Sp<String>>, &str),
+    file: (&'a Option<Sp<String>>, &str),
+) -> Result<Option<SecretSource<'a>>, ConfigError> {
+    match (inline.0, file.0) {
+        (Some(s), Some(_)) => Err(cx.err(
+            s,
+            inline.1,
+            format!("set {} or {}, not both", inline.1, file.1),
+        )),
+        (Some(s), None) => Ok(Some((s, cx.secret(s, inline.1)?.into_bytes()))),
+        (None, Some(f)) => {
+            let path = cx.path(&cx.secret(f, file.1)?);
+            crate::private_file::check(&path, "key file", crate::private_file::Rule::KeyFile)
+                .map_err(|e| cx.err(f, file.1, e.to_string()))?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| cx.err(f, file.1, format!("cannot read {}: {e}", path.display())))?;
+            Ok(Some((f, bytes.trim_ascii_end().to_vec())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `store.encryption_key` / `store.encryption_key_file`: the key material that encrypts the
+/// store's secrets, at least [`crate::store::seal::MIN_KEY_BYTES`] bytes.
+fn validate_store_key(cx: &Ctx, raw: &RawStore) -> Result<Option<Secret<Vec<u8>>>, ConfigError> {
+    let Some((at, bytes)) = secret_bytes(
+        cx,
+        (&raw.encryption_key, "store.encryption_key"),
+        (&raw.encryption_key_file, "store.encryption_key_file"),
+    )?
+    else {
+        return Ok(None);
+    };
+    let min = crate::store::seal::MIN_KEY_BYTES;
+    if bytes.len() < min {
+        return Err(cx.err(
+            at,
+            "store.encryption_key",
+            format!(
+                "the key is {} bytes; use at least {min} random bytes (e.g. `openssl rand \
+                 -base64 48`)",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(Some(Secret::new(bytes)))
+}
+
 fn validate_store(cx: &Ctx, raw: &RawStore) -> Result<StoreSettings, ConfigError> {
     match (&raw.redb, &raw.postgres) {
         (Some(_), Some(pg)) => Err(cx.err(
@@ -717,30 +775,11 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
         },
     };
 
-    let jwt_secret = match (&a.jwt_secret, &a.jwt_secret_file) {
-        (Some(s), Some(_)) => {
-            return Err(cx.err(
-                s,
-                "auth.jwt_secret",
-                "set jwt_secret or jwt_secret_file, not both",
-            ));
-        }
-        (Some(s), None) => Some((s, cx.secret(s, "auth.jwt_secret")?.into_bytes())),
-        (None, Some(f)) => {
-            let path = cx.path(&cx.secret(f, "auth.jwt_secret_file")?);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                cx.err(
-                    f,
-                    "auth.jwt_secret_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            // A trailing newline from `echo secret > file` is not part of the secret.
-            let trimmed = bytes.trim_ascii_end().to_vec();
-            Some((f, trimmed))
-        }
-        (None, None) => None,
-    };
+    let jwt_secret = secret_bytes(
+        cx,
+        (&a.jwt_secret, "auth.jwt_secret"),
+        (&a.jwt_secret_file, "auth.jwt_secret_file"),
+    )?;
     let jwt_secret = match (algorithm, jwt_secret) {
         (TokenAlgorithm::HS256, None) => {
             let line = a.algorithm.as_ref().map_or(0, |s| s.referenced.line());

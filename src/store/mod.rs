@@ -23,6 +23,7 @@
 mod model;
 pub mod postgres;
 pub mod redb;
+pub mod seal;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,10 +34,19 @@ pub use model::{
 };
 
 use crate::config::StoreSettings;
+use crate::secret::Secret;
+pub use seal::SealKey;
 
 /// A handle on the configured store. Cheap to clone; clones share connections.
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    /// Encrypts the secrets kept in the meta table (`store.encryption_key`); see [`seal`].
+    seal: Option<SealKey>,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
     Redb(redb::RedbStore),
     Postgres(postgres::PgStore),
 }
@@ -47,9 +57,9 @@ macro_rules! delegate {
         $(
             $(#[$doc])*
             pub fn $name(&self $(, $arg: $ty)*) -> $ret {
-                match self {
-                    Store::Redb(s) => s.$name($($arg),*),
-                    Store::Postgres(s) => s.$name($($arg),*),
+                match &self.backend {
+                    Backend::Redb(s) => s.$name($($arg),*),
+                    Backend::Postgres(s) => s.$name($($arg),*),
                 }
             }
         )*
@@ -60,7 +70,7 @@ impl Store {
     /// Opens (or creates) a redb file: the default store, and what tests and the admin CLI use
     /// for a path.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        redb::RedbStore::open(path).map(Store::Redb)
+        redb::RedbStore::open(path).map(Store::redb)
     }
 
     /// Opens the store the configuration names: creates or migrates its schema, and for
@@ -68,7 +78,7 @@ impl Store {
     pub fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
         match settings {
             StoreSettings::Redb { path } => Store::open(path),
-            StoreSettings::Postgres(pg) => postgres::PgStore::connect(pg).map(Store::Postgres),
+            StoreSettings::Postgres(pg) => postgres::PgStore::connect(pg).map(Store::postgres),
         }
     }
 
@@ -77,7 +87,7 @@ impl Store {
     pub fn open_location(location: &str) -> Result<Store, StoreError> {
         if crate::config::is_postgres_url(location) {
             let settings = crate::config::PostgresSettings::with_url(location.to_owned());
-            postgres::PgStore::connect(&settings).map(Store::Postgres)
+            postgres::PgStore::connect(&settings).map(Store::postgres)
         } else {
             Store::open(Path::new(location))
         }
@@ -87,16 +97,16 @@ impl Store {
     /// login regulation, and a server that loses its store for too long stops vouching for
     /// tokens.
     pub fn is_shared(&self) -> bool {
-        matches!(self, Store::Postgres(_))
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Signalled when another replica may have appended to the change feed (PostgreSQL
     /// `LISTEN/NOTIFY`); `None` for redb, which is polled only. The signal is a hint: the
     /// change feed, read by sequence number, is the truth.
     pub fn change_hint(&self) -> Option<Arc<tokio::sync::Notify>> {
-        match self {
-            Store::Redb(_) => None,
-            Store::Postgres(s) => Some(s.change_hint()),
+        match &self.backend {
+            Backend::Redb(_) => None,
+            Backend::Postgres(s) => Some(s.change_hint()),
         }
     }
 
@@ -109,9 +119,158 @@ impl Store {
         key: &str,
         change: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
     ) -> Result<Vec<u8>, E> {
-        match self {
-            Store::Redb(s) => s.update_meta_announced(key, change),
-            Store::Postgres(s) => s.update_meta_announced(key, change),
+        match &self.backend {
+            Backend::Redb(s) => s.update_meta(key, true, change),
+            Backend::Postgres(s) => s.update_meta(key, true, change),
+        }
+    }
+
+    /// Encrypts the secrets kept in the meta table with `key` from now on
+    /// (`store.encryption_key`); see [`Store::get_secret`].
+    pub fn with_encryption(mut self, key: Option<&Secret<Vec<u8>>>) -> Result<Store, StoreError> {
+        self.seal = match key {
+            None => None,
+            Some(material) => Some(SealKey::derive(material.expose()).ok_or_else(|| {
+                StoreError::Sealed(format!(
+                    "store.encryption_key must be at least {} bytes",
+                    seal::MIN_KEY_BYTES
+                ))
+            })?),
+        };
+        Ok(self)
+    }
+
+    /// The id of the configured encryption key, if any (for messages; not secret).
+    pub fn encryption_key_id(&self) -> Option<String> {
+        self.seal.as_ref().map(SealKey::id_hex)
+    }
+
+    /// A secret meta value (signing keys, the refresh and CSRF keys), decrypted. A value kept
+    /// in the clear is returned as it is (see [`Store::seal_secrets`]); an encrypted one needs
+    /// the key it was encrypted with, else [`StoreError::Sealed`].
+    pub fn get_secret(&self, name: &str) -> Result<Option<Secret<Vec<u8>>>, StoreError> {
+        self.get_meta(name)?
+            .map(|value| self.unseal(name, value))
+            .transpose()
+    }
+
+    /// [`Store::put_meta_if_absent`] for a secret: stores `value` (encrypted when a key is
+    /// configured) unless `name` has a value, and returns the value now stored, decrypted.
+    pub fn put_secret_if_absent(
+        &self,
+        name: &str,
+        value: &[u8],
+    ) -> Result<Secret<Vec<u8>>, StoreError> {
+        let stored = self.put_meta_if_absent(name, &self.seal_value(name, value)?)?;
+        self.unseal(name, stored)
+    }
+
+    /// [`Store::update_meta_announced`] for a secret: `change` sees and returns plaintext.
+    pub fn update_secret_announced<E: From<StoreError>>(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
+    ) -> Result<Secret<Vec<u8>>, E> {
+        let stored = self.update_meta_announced(name, |current| -> Result<Vec<u8>, E> {
+            let plain = current.map(|v| self.unseal(name, v.to_vec())).transpose()?;
+            let new = change(plain.as_ref().map(|p| p.expose().as_slice()))?;
+            Ok(self.seal_value(name, &new)?)
+        })?;
+        Ok(self.unseal(name, stored)?)
+    }
+
+    /// Brings the named secrets under `to`: each is decrypted with the configured key (or
+    /// read in the clear) and written back encrypted with `to`, or in the clear when `to` is
+    /// `None`. A value already under `to` is left alone, so an interrupted run can be
+    /// repeated. Each value changes in its own transaction, not announced: running servers keep
+    /// the keys they loaded. Returns how many values changed.
+    pub fn reseal_secrets(
+        &self,
+        names: &[&str],
+        to: Option<&SealKey>,
+    ) -> Result<usize, StoreError> {
+        let mut changed = 0;
+        for name in names {
+            let (backend, mut did_change) = (&self.backend, false);
+            let rewrite = |current: Option<&[u8]>| -> Result<Vec<u8>, StoreError> {
+                let Some(current) = current else {
+                    return Err(StoreError::NotFound);
+                };
+                let already = match (to, seal::sealed_key_id(current)) {
+                    (Some(to), Some(id)) => id == to.id_hex(),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if already {
+                    return Ok(current.to_vec());
+                }
+                let plain = self.unseal(name, current.to_vec())?;
+                did_change = true;
+                match to {
+                    Some(to) => to.seal(name, plain.expose()),
+                    None => Ok(plain.into_inner()),
+                }
+            };
+            if self.get_meta(name)?.is_none() {
+                continue;
+            }
+            match backend {
+                Backend::Redb(s) => s.update_meta(name, false, rewrite)?,
+                Backend::Postgres(s) => s.update_meta(name, false, rewrite)?,
+            };
+            if did_change {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Encrypts the named secrets that are still in the clear with the configured key, and
+    /// checks that every encrypted one opens with it (a wrong key fails here, at start-up).
+    /// Without a configured key, it only checks that none is encrypted. Returns how many were
+    /// encrypted now.
+    pub fn seal_secrets(&self, names: &[&str]) -> Result<usize, StoreError> {
+        for name in names {
+            self.get_secret(name)?;
+        }
+        match &self.seal {
+            Some(key) => self.reseal_secrets(names, Some(key)),
+            None => Ok(0),
+        }
+    }
+
+    fn unseal(&self, name: &str, value: Vec<u8>) -> Result<Secret<Vec<u8>>, StoreError> {
+        if !seal::is_sealed(&value) {
+            return Ok(Secret::new(value));
+        }
+        match &self.seal {
+            Some(key) => key.open(name, &value).map(Secret::new),
+            None => Err(StoreError::Sealed(format!(
+                "{name} in the store is encrypted (key id {}); set store.encryption_key or \
+                 store.encryption_key_file to the key it was encrypted with",
+                seal::sealed_key_id(&value).unwrap_or_default()
+            ))),
+        }
+    }
+
+    fn seal_value(&self, name: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match &self.seal {
+            Some(key) => key.seal(name, plain),
+            None => Ok(plain.to_vec()),
+        }
+    }
+
+    fn redb(store: redb::RedbStore) -> Store {
+        Store {
+            backend: Backend::Redb(store),
+            seal: None,
+        }
+    }
+
+    fn postgres(store: postgres::PgStore) -> Store {
+        Store {
+            backend: Backend::Postgres(store),
+            seal: None,
         }
     }
 
@@ -125,9 +284,9 @@ impl Store {
         id: &str,
         change: impl FnOnce(&mut User) -> Result<(), StoreError>,
     ) -> Result<User, StoreError> {
-        match self {
-            Store::Redb(s) => s.modify_user(id, change),
-            Store::Postgres(s) => s.modify_user(id, change),
+        match &self.backend {
+            Backend::Redb(s) => s.modify_user(id, change),
+            Backend::Postgres(s) => s.modify_user(id, change),
         }
     }
 
@@ -143,9 +302,9 @@ impl Store {
     /// The failed-login regulation record of an account, for stores shared by several servers
     /// ([`Store::is_shared`]); a single server keeps regulation in memory.
     pub fn regulation(&self, account: &str) -> Result<Option<Regulation>, StoreError> {
-        match self {
-            Store::Redb(_) => Err(regulation_in_memory()),
-            Store::Postgres(s) => s.regulation(account),
+        match &self.backend {
+            Backend::Redb(_) => Err(regulation_in_memory()),
+            Backend::Postgres(s) => s.regulation(account),
         }
     }
 
@@ -157,17 +316,17 @@ impl Store {
         now: u64,
         change: impl FnOnce(&mut Regulation),
     ) -> Result<Regulation, StoreError> {
-        match self {
-            Store::Redb(_) => Err(regulation_in_memory()),
-            Store::Postgres(s) => s.update_regulation(account, now, change),
+        match &self.backend {
+            Backend::Redb(_) => Err(regulation_in_memory()),
+            Backend::Postgres(s) => s.update_regulation(account, now, change),
         }
     }
 
     /// How many deny-listed jtis are stored, expired ones included (to size a load).
     pub fn revoked_jti_count(&self) -> Result<u64, StoreError> {
-        match self {
-            Store::Redb(s) => s.revoked_jti_count(),
-            Store::Postgres(s) => s.revoked_jti_count(),
+        match &self.backend {
+            Backend::Redb(s) => s.revoked_jti_count(),
+            Backend::Postgres(s) => s.revoked_jti_count(),
         }
     }
 
@@ -176,9 +335,9 @@ impl Store {
     /// PostgreSQL, where a slice by byte order cannot use the primary key's index and each
     /// slice would scan the whole table.
     pub fn deny_list_readers(&self) -> usize {
-        match self {
-            Store::Redb(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Store::Postgres(_) => 1,
+        match &self.backend {
+            Backend::Redb(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Backend::Postgres(_) => 1,
         }
     }
 
@@ -191,9 +350,9 @@ impl Store {
         range: JtiRange<'_>,
         visit: &mut dyn FnMut(&str, u64),
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Redb(s) => s.for_each_revoked_jti(now, range, visit),
-            Store::Postgres(s) => {
+        match &self.backend {
+            Backend::Redb(s) => s.for_each_revoked_jti(now, range, visit),
+            Backend::Postgres(s) => {
                 for (jti, exp) in s.revoked_jtis_in(now, range)? {
                     visit(&jti, exp);
                 }
@@ -278,6 +437,6 @@ pub(crate) mod test_util {
     /// A redb store on a fresh temporary file; keep the directory alive while using it.
     pub fn temp_store() -> (tempfile::TempDir, Store) {
         let (dir, store) = redb::test_util::temp_store();
-        (dir, Store::Redb(store))
+        (dir, Store::redb(store))
     }
 }

@@ -38,6 +38,13 @@ pub enum StoreError {
     /// request may succeed later, and nothing was written.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The store file can be read or written by other users of the machine.
+    #[error("{0}")]
+    Permissions(String),
+    /// A secret in the store is encrypted and cannot be opened with the configured
+    /// `store.encryption_key` (none configured, or another key).
+    #[error("{0}")]
+    Sealed(String),
 }
 
 /// One entry of the change feed: what another process (or this one) changed.

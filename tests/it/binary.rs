@@ -219,6 +219,12 @@ fn check_applies_environment_overrides_and_names_them() {
         "version: 1\nroutes:\n  - {path: /app, upstream: 'http://127.0.0.1:3000', auth: public}\n",
     );
     std::fs::write(dir.path().join("jwt"), "j".repeat(40)).unwrap();
+    // Key files must be private (see tests/it/secrets_at_rest.rs).
+    std::fs::set_permissions(
+        dir.path().join("jwt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     // GATEWAY_CONFIG instead of --config.
     let out = Command::new(BIN)
         .arg("check")

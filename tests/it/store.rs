@@ -514,6 +514,96 @@ fn meta_values_are_set_once_and_updates_are_announced() {
 }
 
 #[test]
+fn secrets_are_encrypted_at_rest_and_open_only_with_their_key() {
+    let material = |c: u8| gateway::secret::Secret::new(vec![c; 40]);
+    on_each_backend(|b| {
+        let sealed = b.store.clone().with_encryption(Some(&material(1))).unwrap();
+        let plain_key = b"0123456789abcdef0123456789abcdef".to_vec();
+        assert_eq!(
+            sealed
+                .put_secret_if_absent("refresh_key", &plain_key)
+                .unwrap()
+                .expose(),
+            &plain_key
+        );
+        // What the table holds (what a copy of the file or a database reader sees) is not the
+        // key, and a handle without the key or with another one cannot read it.
+        let raw = b.store.get_meta("refresh_key").unwrap().unwrap();
+        assert!(gateway::store::seal::is_sealed(&raw), "{}", b.name);
+        assert!(
+            !raw.windows(16).any(|w| w == &plain_key[..16]),
+            "{}",
+            b.name
+        );
+        let other = (b.reopen)();
+        match other.get_secret("refresh_key") {
+            Err(StoreError::Sealed(m)) => assert!(m.contains("is encrypted"), "{m}"),
+            r => panic!("{}: read without the key: {r:?}", b.name),
+        }
+        let wrong = (b.reopen)().with_encryption(Some(&material(2))).unwrap();
+        match wrong.get_secret("refresh_key") {
+            Err(StoreError::Sealed(m)) => assert!(m.contains("another"), "{m}"),
+            r => panic!("{}: read with another key: {r:?}", b.name),
+        }
+        let right = (b.reopen)().with_encryption(Some(&material(1))).unwrap();
+        assert_eq!(
+            right.get_secret("refresh_key").unwrap().unwrap().expose(),
+            &plain_key
+        );
+
+        // Updates see and write plaintext; the stored value stays sealed.
+        let updated = right
+            .update_secret_announced("signing_keys", |old| -> Result<Vec<u8>, StoreError> {
+                assert!(old.is_none());
+                Ok(b"{\"current\":\"k\"}".to_vec())
+            })
+            .unwrap();
+        assert_eq!(updated.expose(), b"{\"current\":\"k\"}");
+        assert!(gateway::store::seal::is_sealed(
+            &b.store.get_meta("signing_keys").unwrap().unwrap()
+        ));
+
+        // A value written in the clear (before a key was configured) is sealed by
+        // seal_secrets, which also refuses to start with the wrong key.
+        b.store.put_meta("csrf_key", &[7; 32]).unwrap();
+        let names = ["signing_keys", "refresh_key", "csrf_key"];
+        assert!(matches!(
+            wrong.seal_secrets(&names),
+            Err(StoreError::Sealed(_))
+        ));
+        assert_eq!(right.seal_secrets(&names).unwrap(), 1, "{}", b.name);
+        assert_eq!(
+            right.seal_secrets(&names).unwrap(),
+            0,
+            "{}: sealed once",
+            b.name
+        );
+        assert!(gateway::store::seal::is_sealed(
+            &b.store.get_meta("csrf_key").unwrap().unwrap()
+        ));
+
+        // Re-encryption under a new key, repeatable, and back to the clear.
+        let new_key = gateway::store::SealKey::derive(&[3; 40]).unwrap();
+        assert_eq!(right.reseal_secrets(&names, Some(&new_key)).unwrap(), 3);
+        assert_eq!(right.reseal_secrets(&names, Some(&new_key)).unwrap(), 0);
+        assert!(
+            right.get_secret("csrf_key").is_err(),
+            "the old key no longer opens them"
+        );
+        let renewed = (b.reopen)().with_encryption(Some(&material(3))).unwrap();
+        assert_eq!(
+            renewed.get_secret("csrf_key").unwrap().unwrap().expose(),
+            &[7; 32]
+        );
+        assert_eq!(renewed.reseal_secrets(&names, None).unwrap(), 3);
+        assert_eq!(
+            b.store.get_secret("refresh_key").unwrap().unwrap().expose(),
+            &plain_key
+        );
+    });
+}
+
+#[test]
 fn sweep_drops_what_expired_and_keeps_the_rest() {
     on_each_backend(|b| {
         let s = &b.store;

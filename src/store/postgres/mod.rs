@@ -296,9 +296,10 @@ impl PgStore {
         })
     }
 
-    pub fn update_meta_announced<E: From<StoreError>>(
+    pub fn update_meta<E: From<StoreError>>(
         &self,
         key: &str,
+        announce: bool,
         change: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
     ) -> Result<Vec<u8>, E> {
         // The edit runs between the locking read and the write, inside the transaction.
@@ -337,7 +338,9 @@ impl PgStore {
                     &[&key, &new],
                 )
                 .await?;
-                append_change(&txn, &Change::Keys).await?;
+                if announce {
+                    append_change(&txn, &Change::Keys).await?;
+                }
                 commit(txn).await?;
                 Ok(new)
             }

@@ -25,6 +25,7 @@ use redb::{
 use super::model::User;
 use super::model::{CHANGE_RETENTION, Change, Snapshot, StoreError, SweepStats};
 
+use crate::private_file;
 use tables::{CHANGES, Context, META, decode};
 
 /// The schema version this build writes and understands.
@@ -51,10 +52,21 @@ impl RedbStore {
     /// a newer schema with [`StoreError::SchemaTooNew`].
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let shown = path.display();
+        // The file holds the signing keys: only the gateway's user may read it (see
+        // `private_file`). A new file and the directories made for it are private whatever the
+        // umask; an existing file that others can read is refused.
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            private_file::create_dir_all(parent).map_err(|e| {
                 StoreError::Io(format!("create directory {}: {e}", parent.display()))
             })?;
+        }
+        match private_file::create_new(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                private_file::check(path, "store file", private_file::Rule::OwnerOnly)
+                    .map_err(|e| StoreError::Permissions(e.to_string()))?;
+            }
+            Err(e) => return Err(StoreError::Io(format!("create {shown}: {e}"))),
         }
         let db = Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
@@ -154,12 +166,13 @@ impl RedbStore {
     }
 
     /// Read-modify-write of a meta value in one write transaction, announced on the change
-    /// feed as [`Change::Keys`], so running servers pick up rotated signing keys and two
-    /// concurrent rotations cannot lose one another's key. `change` gets the current value and
-    /// returns the new one (or an error, which aborts the transaction).
-    pub fn update_meta_announced<E: From<StoreError>>(
+    /// feed as [`Change::Keys`] if `announce`, so running servers pick up rotated signing keys
+    /// and two concurrent rotations cannot lose one another's key. `change` gets the current
+    /// value and returns the new one (or an error, which aborts the transaction).
+    pub fn update_meta<E: From<StoreError>>(
         &self,
         key: &str,
+        announce: bool,
         change: impl FnOnce(Option<&[u8]>) -> Result<Vec<u8>, E>,
     ) -> Result<Vec<u8>, E> {
         let txn = self.write()?;
@@ -170,7 +183,9 @@ impl RedbStore {
             table.insert(key, new.as_slice()).ctx("write meta")?;
             new
         };
-        tables::append_change(&txn, &Change::Keys)?;
+        if announce {
+            tables::append_change(&txn, &Change::Keys)?;
+        }
         commit(txn)?;
         Ok(new)
     }
