@@ -63,6 +63,7 @@ pub fn service_settings(config: &Config) -> service::ServiceSettings {
                 p_cost: p.parallelism,
             },
             max_concurrent: p.max_concurrent_hashes,
+            cpu_percent: p.hashing_cpu_percent,
             ..password::HasherConfig::default()
         },
         stale_after: match &config.store {

@@ -344,6 +344,13 @@ pub enum OnUnauthenticated {
     Deny,
 }
 
+/// The least key material `store.encryption_key` accepts, in bytes.
+pub const MIN_ENCRYPTION_KEY_BYTES: usize = 32;
+
+/// The default of `auth.password.hashing_cpu_percent`: a login flood costs proxied traffic
+/// about this share of the machine, and logins beyond it wait or are refused.
+pub const DEFAULT_HASHING_CPU_PERCENT: u32 = 15;
+
 /// Password rules and hashing cost.
 #[derive(Debug, Clone)]
 pub struct PasswordSettings {
@@ -353,6 +360,8 @@ pub struct PasswordSettings {
     pub iterations: u32,
     pub parallelism: u32,
     pub max_concurrent_hashes: usize,
+    /// The share of all CPUs' time password hashing may use on average, in percent.
+    pub hashing_cpu_percent: u32,
 }
 
 /// One route, validated.

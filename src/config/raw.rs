@@ -265,6 +265,7 @@ pub struct RawPassword {
     pub iterations: Option<Sp<u32>>,
     pub parallelism: Option<Sp<u32>>,
     pub max_concurrent_hashes: Option<Sp<usize>>,
+    pub hashing_cpu_percent: Option<Sp<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

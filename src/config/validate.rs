@@ -621,7 +621,7 @@ fn secret_bytes<'a>(
 }
 
 /// `store.encryption_key` / `store.encryption_key_file`: the key material that encrypts the
-/// store's secrets, at least [`crate::store::seal::MIN_KEY_BYTES`] bytes.
+/// store's secrets, at least [`MIN_ENCRYPTION_KEY_BYTES`] bytes.
 fn validate_store_key(cx: &Ctx, raw: &RawStore) -> Result<Option<Secret<Vec<u8>>>, ConfigError> {
     let Some((at, bytes)) = secret_bytes(
         cx,
@@ -631,7 +631,7 @@ fn validate_store_key(cx: &Ctx, raw: &RawStore) -> Result<Option<Secret<Vec<u8>>
     else {
         return Ok(None);
     };
-    let min = crate::store::seal::MIN_KEY_BYTES;
+    let min = MIN_ENCRYPTION_KEY_BYTES;
     if bytes.len() < min {
         return Err(cx.err(
             at,
@@ -849,6 +849,12 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
             "auth.password.max_concurrent_hashes",
             hashing_default,
             (1, 1024),
+        )?,
+        hashing_cpu_percent: cx.number(
+            &p.hashing_cpu_percent,
+            "auth.password.hashing_cpu_percent",
+            DEFAULT_HASHING_CPU_PERCENT,
+            (1, 100),
         )?,
     };
 

@@ -27,7 +27,7 @@ const TAG_LEN: usize = 16;
 /// The shortest sealed value (an empty plaintext).
 const MIN_SEALED_LEN: usize = MAGIC.len() + KEY_ID_LEN + NONCE_LEN + TAG_LEN;
 /// The least key material accepted, in bytes.
-pub const MIN_KEY_BYTES: usize = 32;
+pub const MIN_KEY_BYTES: usize = crate::config::MIN_ENCRYPTION_KEY_BYTES;
 
 /// An encryption key for the store's secrets. `Debug` shows the key id only.
 #[derive(Clone)]

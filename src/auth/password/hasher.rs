@@ -10,15 +10,19 @@
 //! users are verified against a dummy hash with the same cost, so a login for an email that does
 //! not exist takes as long as one that does.
 //!
-//! On Linux the hashing threads run in the `SCHED_IDLE` scheduling class: when proxied traffic
-//! and a login flood compete for the CPU, the serving threads get it and hashing takes what is
-//! left. Alone, a hash runs at full speed; on a machine saturated by proxied traffic, logins
-//! slow down (queued callers still give up after `wait_timeout`).
+//! A login flood is bounded by admission, not by the scheduler: hashing may use at most
+//! `cpu_percent` of the machine's CPU time on average ([`Budget`], a token bucket of CPU time,
+//! charged with each hash's measured thread CPU time), so a flood cannot take more than that
+//! from proxied traffic, while a real user's login still gets its share of a busy machine and
+//! finishes in normal time. (The hashing threads used to run in `SCHED_IDLE`, which protected
+//! proxied traffic but starved logins whenever anything else on the host was busy:
+//! BENCHMARKS.md has the figures.) The threads run at a mildly lowered priority (nice 5), so
+//! serving threads preempt them, without being starved by ordinary CPU-bound neighbours.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, PasswordHasher, PasswordVerifier, Version};
@@ -58,6 +62,8 @@ pub struct HasherConfig {
     pub max_waiting: usize,
     /// How long a queued caller waits for a slot before getting [`HashError::Busy`].
     pub wait_timeout: Duration,
+    /// The share of all CPUs' time that hashing may use on average, in percent (1-100).
+    pub cpu_percent: u32,
 }
 
 impl Default for HasherConfig {
@@ -73,6 +79,7 @@ impl Default for HasherConfig {
             max_concurrent: cpus,
             max_waiting: 4 * cpus,
             wait_timeout: Duration::from_secs(2),
+            cpu_percent: crate::config::DEFAULT_HASHING_CPU_PERCENT,
         }
     }
 }
@@ -119,6 +126,8 @@ struct Inner {
     max_waiting: usize,
     waiting: AtomicUsize,
     wait_timeout: Duration,
+    /// Hashing CPU time still allowed; see [`Budget`].
+    budget: Budget,
     /// Hashes and verifications run so far (for metrics, and for tests that prove a refused
     /// request cost no hash).
     completed: std::sync::atomic::AtomicU64,
@@ -141,6 +150,11 @@ impl Hasher {
         let p = cfg.params;
         let argon2_params = argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, None)
             .map_err(|e| HashError::InvalidParams(e.to_string()))?;
+        if !(1..=100).contains(&cfg.cpu_percent) {
+            return Err(HashError::InvalidParams(
+                "cpu_percent must be between 1 and 100".to_owned(),
+            ));
+        }
         if cfg.max_concurrent == 0 {
             return Err(HashError::InvalidParams(
                 "max_concurrent must be at least 1".to_owned(),
@@ -161,6 +175,7 @@ impl Hasher {
                 completed: std::sync::atomic::AtomicU64::new(0),
                 refused: std::sync::atomic::AtomicU64::new(0),
                 wait_timeout: cfg.wait_timeout,
+                budget: Budget::new(cfg.cpu_percent, cpus(), Instant::now()),
             }),
         })
     }
@@ -253,7 +268,7 @@ impl Hasher {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let permit = self.acquire().await.inspect_err(|e| {
+        let (permit, reserved) = self.acquire().await.inspect_err(|e| {
             if matches!(e, HashError::Busy) {
                 self.inner.refused.fetch_add(1, Ordering::Relaxed);
             }
@@ -261,7 +276,9 @@ impl Hasher {
         let inner = Arc::clone(&self.inner);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
+            let started = CpuClock::start();
             let out = work();
+            inner.budget.settle(reserved, started.elapsed_ns());
             drop(permit);
             inner.completed.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(out);
@@ -274,23 +291,178 @@ impl Hasher {
             .map_err(|_| HashError::Internal("hashing task ended without an answer".to_owned()))
     }
 
-    async fn acquire(&self) -> Result<OwnedSemaphorePermit, HashError> {
+    /// Waits until the CPU budget admits one more hash (reserving its estimated cost), then for
+    /// a free thread; all within `wait_timeout`, else [`HashError::Busy`].
+    async fn acquire(&self) -> Result<(OwnedSemaphorePermit, u64), HashError> {
         let inner = &self.inner;
+        let deadline = Instant::now() + inner.wait_timeout;
+        let mut waiting: Option<WaitingGuard<'_>> = None;
+        let reserved = loop {
+            let now = Instant::now();
+            match inner.budget.admit(now) {
+                Ok(reserved) => break reserved,
+                Err(_) if now >= deadline => return Err(HashError::Busy),
+                Err(wait) => {
+                    if waiting.is_none() {
+                        waiting = Some(WaitingGuard::enter(&inner.waiting, inner.max_waiting)?);
+                    }
+                    tokio::time::sleep(wait.min(deadline - now)).await;
+                }
+            }
+        };
+        // From here a refusal gives the reservation back.
+        let refund = |e: HashError| {
+            inner.budget.settle(reserved, 0);
+            e
+        };
         match Arc::clone(&inner.permits).try_acquire_owned() {
-            Ok(permit) => return Ok(permit),
+            Ok(permit) => return Ok((permit, reserved)),
             Err(TryAcquireError::Closed) => {
-                return Err(HashError::Internal("semaphore closed".to_owned()));
+                return Err(refund(HashError::Internal("semaphore closed".to_owned())));
             }
             Err(TryAcquireError::NoPermits) => {}
         }
-        let _waiting = WaitingGuard::enter(&inner.waiting, inner.max_waiting)?;
+        if waiting.is_none() {
+            waiting =
+                Some(WaitingGuard::enter(&inner.waiting, inner.max_waiting).map_err(&refund)?);
+        }
         let acquire = Arc::clone(&inner.permits).acquire_owned();
-        match tokio::time::timeout(inner.wait_timeout, acquire).await {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_closed)) => Err(HashError::Internal("semaphore closed".to_owned())),
-            Err(_elapsed) => Err(HashError::Busy),
+        let left = deadline.saturating_duration_since(Instant::now());
+        let permit = match tokio::time::timeout(left, acquire).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => {
+                return Err(refund(HashError::Internal("semaphore closed".to_owned())));
+            }
+            Err(_elapsed) => return Err(refund(HashError::Busy)),
+        };
+        drop(waiting);
+        Ok((permit, reserved))
+    }
+}
+
+/// A token bucket of hashing CPU time, in nanoseconds. It fills at `percent` of all CPUs' time
+/// (with `cpus` CPUs, `percent / 100 * cpus` CPU-seconds per second) up to half a second of
+/// every CPU's time, so a burst of real logins after a quiet period goes through at once.
+///
+/// Admission reserves the estimated cost of one hash (a moving average of the measured ones);
+/// when the hash ends, the reservation is settled against its measured thread CPU time. The
+/// bucket may go below zero by what is running; nothing is admitted until it is positive again,
+/// so over any longer period hashing uses at most the budget (plus one burst).
+struct Budget {
+    /// Nanoseconds of CPU time added per second of wall time.
+    rate: f64,
+    /// The most that can accumulate.
+    capacity: f64,
+    state: std::sync::Mutex<BudgetState>,
+}
+
+struct BudgetState {
+    tokens: f64,
+    last: Instant,
+    /// Estimated CPU time of one hash, nanoseconds (0 until one has run).
+    estimate: f64,
+}
+
+impl Budget {
+    fn new(percent: u32, cpus: usize, now: Instant) -> Budget {
+        let all = cpus.max(1) as f64 * 1e9;
+        let capacity = all / 2.0;
+        Budget {
+            rate: all * f64::from(percent.clamp(1, 100)) / 100.0,
+            capacity,
+            state: std::sync::Mutex::new(BudgetState {
+                tokens: capacity,
+                last: now,
+                estimate: 0.0,
+            }),
         }
     }
+
+    /// Admits one hash and returns the nanoseconds reserved for it, or how long to wait until
+    /// the bucket is positive again.
+    fn admit(&self, now: Instant) -> Result<u64, Duration> {
+        let Ok(mut st) = self.state.lock() else {
+            // A poisoned lock means a panic while holding it; fail open on the budget only
+            // (concurrency is still bounded by the semaphore).
+            return Ok(0);
+        };
+        let elapsed = now.saturating_duration_since(st.last).as_secs_f64();
+        st.tokens = (st.tokens + elapsed * self.rate).min(self.capacity);
+        st.last = now;
+        if st.tokens <= 0.0 {
+            let secs = (-st.tokens / self.rate).max(0.001);
+            return Err(Duration::from_secs_f64(secs));
+        }
+        let reserve = st.estimate;
+        st.tokens -= reserve;
+        Ok(reserve as u64)
+    }
+
+    /// Settles a hash that reserved `reserved` ns and used `actual` ns of CPU time (0 when it
+    /// did not run).
+    fn settle(&self, reserved: u64, actual: u64) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        st.tokens = (st.tokens + reserved as f64 - actual as f64).min(self.capacity);
+        if actual > 0 {
+            st.estimate = if st.estimate == 0.0 {
+                actual as f64
+            } else {
+                0.8 * st.estimate + 0.2 * actual as f64
+            };
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(std::num::NonZero::get)
+        .unwrap_or(1)
+}
+
+/// The calling thread's CPU time (Linux), or wall time elsewhere.
+struct CpuClock {
+    #[cfg(target_os = "linux")]
+    start_ns: Option<u64>,
+    wall: Instant,
+}
+
+impl CpuClock {
+    fn start() -> CpuClock {
+        CpuClock {
+            #[cfg(target_os = "linux")]
+            start_ns: thread_cpu_ns(),
+            wall: Instant::now(),
+        }
+    }
+
+    fn elapsed_ns(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        if let (Some(a), Some(b)) = (self.start_ns, thread_cpu_ns()) {
+            // At least 1 ns: a hash that ran was charged something.
+            return b.saturating_sub(a).max(1);
+        }
+        u64::try_from(self.wall.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn thread_cpu_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock id is a constant.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    if !ok {
+        return None;
+    }
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u64::try_from(ts.tv_nsec).ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 /// A PHC string with the configured parameters, a random salt and a random 32-byte "hash" that
@@ -341,21 +513,22 @@ fn spawn_threads(count: usize) -> Result<std::sync::mpsc::Sender<Job>, HashError
     Ok(tx)
 }
 
-/// Moves the calling thread to Linux's `SCHED_IDLE` class: it runs when no normal thread wants
-/// the CPU, and a waking serving thread preempts it at once. (A nice value is not enough: at
-/// nice 19 hashing still took 40% of a core from proxied traffic in the login-flood benchmark,
-/// filling every gap while the serving threads waited on the network.) On failure hashing
-/// simply competes as an equal.
+/// Lowers the calling (hashing) thread's priority a little (nice 5): serving threads preempt
+/// it, yet a CPU-bound neighbour on the host does not starve it the way `SCHED_IDLE` did. On
+/// Linux, `setpriority(PRIO_PROCESS, 0, ..)` applies to the calling thread alone. On failure
+/// hashing simply competes as an equal (the budget still bounds it).
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a valid, initialised
-    // parameter only changes that thread's scheduling class.
-    let failed = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0;
+    // SAFETY: setpriority only changes the calling thread's nice value.
+    let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICE) } != 0;
     if failed {
         tracing::debug!("could not lower the hashing thread's priority");
     }
 }
+
+/// The nice value of the hashing threads.
+#[cfg(target_os = "linux")]
+const HASHING_NICE: libc::c_int = 5;
 
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
@@ -546,6 +719,75 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_admits_a_burst_then_paces_to_its_rate() {
+        let t0 = Instant::now();
+        // 10% of one CPU: 100 ms of CPU time per second; the bucket holds 500 ms.
+        let b = Budget::new(10, 1, t0);
+        let hash = 100_000_000; // 100 ms of CPU each
+        let mut admitted = 0;
+        while let Ok(r) = b.admit(t0) {
+            b.settle(r, hash);
+            admitted += 1;
+            assert!(admitted < 100, "the burst is bounded");
+        }
+        assert_eq!(admitted, 5, "half a second of CPU time: five 100 ms hashes");
+        // Overdrawn: the wait is what the rate needs to bring the bucket back above zero.
+        let wait = b.admit(t0).unwrap_err();
+        assert!(wait <= Duration::from_millis(1), "{wait:?}");
+        b.settle(0, hash); // one more ran (admitted elsewhere): 100 ms in debt
+        let wait = b.admit(t0).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_millis(1000),
+            "{wait:?}"
+        );
+        // Over ten seconds at the rate, about ten more hashes get in.
+        let mut later = 0;
+        for ms in (0..10_000).step_by(10) {
+            let now = t0 + Duration::from_millis(1000 + ms);
+            if let Ok(r) = b.admit(now) {
+                b.settle(r, hash);
+                later += 1;
+            }
+        }
+        assert!((9..=11).contains(&later), "{later}");
+    }
+
+    #[test]
+    fn a_refused_reservation_is_given_back() {
+        let t0 = Instant::now();
+        let b = Budget::new(10, 1, t0);
+        let r = b.admit(t0).unwrap();
+        b.settle(r, 400_000_000); // the estimate is now 400 ms
+        let r = b.admit(t0).unwrap();
+        assert_eq!(r, 400_000_000);
+        assert!(b.admit(t0).is_err(), "0 left after reserving 400 ms more");
+        b.settle(r, 0); // that hash never ran
+        assert!(b.admit(t0).is_ok(), "the reservation came back");
+    }
+
+    #[tokio::test]
+    async fn hashing_beyond_the_budget_waits_then_is_refused() {
+        let h = Hasher::new(HasherConfig {
+            params: FAST,
+            max_concurrent: 1,
+            max_waiting: 8,
+            wait_timeout: Duration::from_millis(300),
+            cpu_percent: 1,
+        })
+        .unwrap();
+        // Drain the bucket as if a flood had just spent it.
+        {
+            let mut st = h.inner.budget.state.lock().unwrap();
+            st.tokens = -h.inner.budget.rate * 10.0; // ten seconds in debt
+        }
+        let before = h.completed();
+        let r = h.verify(&pw("x"), None).await;
+        assert!(matches!(r, Err(HashError::Busy)), "{r:?}");
+        assert_eq!(h.completed(), before, "a refused login cost no hash");
+        assert_eq!(h.refused(), 1);
+    }
+
+    #[test]
     fn invalid_params_are_rejected() {
         let bad = HasherConfig {
             params: Argon2Params {
@@ -563,6 +805,15 @@ mod tests {
         };
         assert!(matches!(
             Hasher::new(zero),
+            Err(HashError::InvalidParams(_))
+        ));
+        let no_budget = HasherConfig {
+            params: FAST,
+            cpu_percent: 0,
+            ..HasherConfig::default()
+        };
+        assert!(matches!(
+            Hasher::new(no_budget),
             Err(HashError::InvalidParams(_))
         ));
     }
@@ -586,6 +837,7 @@ mod tests {
             max_concurrent: 1,
             max_waiting,
             wait_timeout,
+            cpu_percent: 100,
         })
         .unwrap()
     }

@@ -26,6 +26,7 @@ fn fast_hasher(m_cost_kib: u32) -> HasherConfig {
         max_concurrent: 4,
         max_waiting: 64,
         wait_timeout: Duration::from_secs(30),
+        cpu_percent: 100,
     }
 }
 
@@ -248,6 +249,7 @@ async fn unknown_email_still_runs_the_hasher() {
             max_concurrent: 1,
             max_waiting: 0,
             wait_timeout: Duration::from_secs(60),
+            cpu_percent: 100,
         },
         ..settings()
     })
