@@ -321,10 +321,9 @@ impl App {
         let claims = &admitted.session.claims;
         log.user = Some(claims.clone());
         let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
-        let not_owner = matched
-            .path
-            .owner
-            .is_some_and(|owner| owner != claims.sub && !has_any(&route.spec.owner_bypass_roles));
+        let not_owner = matched.path.owner.is_some_and(|owner| {
+            !route.owned_by(owner, &claims.sub) && !has_any(&route.spec.owner_bypass_roles)
+        });
         if (!roles.is_empty() && !has_any(roles)) || not_owner {
             self.metrics.auth_outcome(AuthOutcome::Forbidden);
             return Err(HttpError::Forbidden("Forbidden"));
@@ -682,8 +681,13 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// A host as routes compare it: lowercase, without port, brackets or one trailing dot. `None`
-/// for anything with userinfo (`a@b`) or otherwise malformed, which then matches no host rule.
+/// for anything with userinfo (`a@b`), an empty label (`a..b`, `app.example.com..`: nginx
+/// refuses these too, and they could name a host another way than routing saw it) or otherwise
+/// malformed; a request whose Host is `None` here is refused with 400.
 pub fn canonical_host(raw: &str) -> Option<String> {
+    if raw.contains("..") {
+        return None;
+    }
     // The usual case, a lowercase name with an optional port, needs no parsing.
     let (name, port) = raw.split_once(':').unwrap_or((raw, ""));
     if !name.is_empty()
@@ -803,6 +807,9 @@ mod tests {
             // Authority does not check the port range; routing only uses the name.
             ("app.example.com:99999", Some("app.example.com")),
             ("", None),
+            ("app.example.com..", None),
+            ("App.Example.com..:8443", None),
+            ("app..example.com", None),
         ] {
             assert_eq!(canonical_host(raw).as_deref(), want, "{raw:?}");
         }

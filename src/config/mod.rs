@@ -375,6 +375,9 @@ pub struct RouteSpec {
     pub assertion_audience: Option<String>,
     /// Cross-origin requests per the `cors` section are allowed.
     pub cors: bool,
+    /// The path prefix (and a `{sub}` segment) compares exactly; by default it compares
+    /// case-insensitively and ignores trailing dots of a segment.
+    pub case_sensitive: bool,
 }
 
 /// A route's host condition.

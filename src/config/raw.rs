@@ -283,6 +283,9 @@ pub struct RawRoute {
     pub assertion_audience: Option<Sp<String>>,
     #[serde(default)]
     pub cors: bool,
+    /// Match the path prefix exactly instead of case-insensitively and ignoring trailing dots.
+    #[serde(default)]
+    pub case_sensitive: bool,
 }
 
 /// A default value that was not written in the file (line 0).

@@ -1103,6 +1103,7 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         owner_bypass_roles,
         assertion_audience,
         cors: r.cors,
+        case_sensitive: r.case_sensitive,
     })
 }
 

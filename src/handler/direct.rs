@@ -204,7 +204,7 @@ impl App {
                 };
                 let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
                 let not_owner = matched.path.owner.is_some_and(|owner| {
-                    owner != claims.sub && !has_any(&route.spec.owner_bypass_roles)
+                    !route.owned_by(owner, &claims.sub) && !has_any(&route.spec.owner_bypass_roles)
                 });
                 if (!roles.is_empty() && !has_any(roles)) || not_owner {
                     return None;
