@@ -376,7 +376,10 @@ impl App {
             trusted: self.is_trusted(peer),
             proto: if conn.tls { "https" } else { "http" },
             host: raw_host.as_deref(),
+            client: self.client_ip(peer, req.headers()),
+            strip: &self.config.upstream.strip_request_headers,
         };
+        let identity = |name: &[u8]| self.auth.is_identity_name(name);
         let sent = Instant::now();
         let forwarded = self
             .proxy
@@ -387,6 +390,7 @@ impl App {
                     path,
                     matched: matched.path,
                     forwarded,
+                    identity: &identity,
                     html,
                 },
             )
@@ -561,25 +565,16 @@ impl App {
     /// right-most `X-Forwarded-For` hop that is not itself trusted. A client cannot choose its
     /// own rate-limit bucket by sending `X-Forwarded-For` directly.
     pub fn client_ip(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let hops: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.iter().rev() {
-            match hop.parse::<std::net::IpAddr>() {
-                Ok(ip) if self.is_trusted(ip) => continue,
-                Ok(ip) => return ip,
-                // Garbage in the chain: stop believing it at that point.
-                Err(_) => return peer,
-            }
-        }
-        peer
+        crate::proxy::headers::client_ip(
+            peer,
+            |ip| self.is_trusted(ip),
+            // As the chain of `X-Forwarded-For` is built: values `to_str` accepts.
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::as_bytes),
+        )
     }
 
     fn redirect_to_https(

@@ -134,6 +134,9 @@ pub struct UpstreamSettings {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// Request headers removed (in any spelling: lowercase, `-` separated here) when the peer
+    /// is not a trusted proxy.
+    pub strip_request_headers: Vec<String>,
 }
 
 /// Paths of the health endpoints the gateway answers itself.
