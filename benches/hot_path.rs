@@ -221,6 +221,8 @@ fn header_rewriting(c: &mut Criterion) {
         trusted: false,
         proto: "http",
         host: Some("app.example.com"),
+        client: "127.0.0.1".parse().unwrap(),
+        strip: &[],
     };
     c.bench_function("headers/strip_identity+forwarded+hop_by_hop", |b| {
         b.iter_batched_ref(

@@ -321,10 +321,9 @@ impl App {
         let claims = &admitted.session.claims;
         log.user = Some(claims.clone());
         let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
-        let not_owner = matched
-            .path
-            .owner
-            .is_some_and(|owner| owner != claims.sub && !has_any(&route.spec.owner_bypass_roles));
+        let not_owner = matched.path.owner.is_some_and(|owner| {
+            !route.owned_by(owner, &claims.sub) && !has_any(&route.spec.owner_bypass_roles)
+        });
         if (!roles.is_empty() && !has_any(roles)) || not_owner {
             self.metrics.auth_outcome(AuthOutcome::Forbidden);
             return Err(HttpError::Forbidden("Forbidden"));
@@ -377,7 +376,10 @@ impl App {
             trusted: self.is_trusted(peer),
             proto: if conn.tls { "https" } else { "http" },
             host: raw_host.as_deref(),
+            client: self.client_ip(peer, req.headers()),
+            strip: &self.config.upstream.strip_request_headers,
         };
+        let identity = |name: &[u8]| self.auth.is_identity_name(name);
         let sent = Instant::now();
         let forwarded = self
             .proxy
@@ -388,6 +390,7 @@ impl App {
                     path,
                     matched: matched.path,
                     forwarded,
+                    identity: &identity,
                     html,
                 },
             )
@@ -562,25 +565,16 @@ impl App {
     /// right-most `X-Forwarded-For` hop that is not itself trusted. A client cannot choose its
     /// own rate-limit bucket by sending `X-Forwarded-For` directly.
     pub fn client_ip(&self, peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let hops: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.iter().rev() {
-            match hop.parse::<std::net::IpAddr>() {
-                Ok(ip) if self.is_trusted(ip) => continue,
-                Ok(ip) => return ip,
-                // Garbage in the chain: stop believing it at that point.
-                Err(_) => return peer,
-            }
-        }
-        peer
+        crate::proxy::headers::client_ip(
+            peer,
+            |ip| self.is_trusted(ip),
+            // As the chain of `X-Forwarded-For` is built: values `to_str` accepts.
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::as_bytes),
+        )
     }
 
     fn redirect_to_https(
@@ -682,8 +676,13 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// A host as routes compare it: lowercase, without port, brackets or one trailing dot. `None`
-/// for anything with userinfo (`a@b`) or otherwise malformed, which then matches no host rule.
+/// for anything with userinfo (`a@b`), an empty label (`a..b`, `app.example.com..`: nginx
+/// refuses these too, and they could name a host another way than routing saw it) or otherwise
+/// malformed; a request whose Host is `None` here is refused with 400.
 pub fn canonical_host(raw: &str) -> Option<String> {
+    if raw.contains("..") {
+        return None;
+    }
     // The usual case, a lowercase name with an optional port, needs no parsing.
     let (name, port) = raw.split_once(':').unwrap_or((raw, ""));
     if !name.is_empty()
@@ -803,6 +802,9 @@ mod tests {
             // Authority does not check the port range; routing only uses the name.
             ("app.example.com:99999", Some("app.example.com")),
             ("", None),
+            ("app.example.com..", None),
+            ("App.Example.com..:8443", None),
+            ("app..example.com", None),
         ] {
             assert_eq!(canonical_host(raw).as_deref(), want, "{raw:?}");
         }

@@ -137,6 +137,9 @@ pub struct UpstreamSettings {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// Request headers removed (in any spelling: lowercase, `-` separated here) when the peer
+    /// is not a trusted proxy.
+    pub strip_request_headers: Vec<String>,
 }
 
 /// Paths of the health endpoints the gateway answers itself.
@@ -387,6 +390,9 @@ pub struct RouteSpec {
     pub assertion_audience: Option<String>,
     /// Cross-origin requests per the `cors` section are allowed.
     pub cors: bool,
+    /// The path prefix (and a `{sub}` segment) compares exactly; by default it compares
+    /// case-insensitively and ignores trailing dots of a segment.
+    pub case_sensitive: bool,
 }
 
 /// A route's host condition.

@@ -119,6 +119,9 @@ pub struct RawUpstream {
     pub response_timeout: Option<Sp<String>>,
     pub pool_idle_timeout: Option<Sp<String>>,
     pub pool_max_idle_per_host: Option<usize>,
+    /// Request headers removed when the peer is not a trusted proxy (default: other
+    /// client-address headers and URL-rewrite headers).
+    pub strip_request_headers: Option<Vec<Sp<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -287,6 +290,9 @@ pub struct RawRoute {
     pub assertion_audience: Option<Sp<String>>,
     #[serde(default)]
     pub cors: bool,
+    /// Match the path prefix exactly instead of case-insensitively and ignoring trailing dots.
+    #[serde(default)]
+    pub case_sensitive: bool,
 }
 
 /// A default value that was not written in the file (line 0).

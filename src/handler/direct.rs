@@ -11,13 +11,15 @@
 //! - dropped from what the client sent: hop-by-hop headers (and those `Connection` names),
 //!   identity headers in any spelling, `_` spellings of the forwarding headers, and the bearer
 //!   token unless the route has `forward_token`;
-//! - from a peer that is not a trusted proxy, also `X-Forwarded-For/-Proto/-Host`, `Forwarded`
-//!   and `X-Request-Id`; from a trusted proxy these are believed: its `X-Forwarded-For` values
+//! - any `X-Real-IP` (the gateway sets its own);
+//! - from a peer that is not a trusted proxy, also `X-Forwarded-For/-Proto/-Host`, `Forwarded`,
+//!   `X-Request-Id` and the headers of `upstream.strip_request_headers`; from a trusted proxy these are believed: its `X-Forwarded-For` values
 //!   become the start of the chain, its `-Proto`, `-Host` and `Forwarded` pass, and a sane
 //!   request id of its own is kept;
 //! - added: the request id, the identity headers of the token's claims (required routes),
-//!   `X-Forwarded-For` (the chain ending with the peer), and `-Proto` and `-Host` unless a
-//!   trusted proxy sent them.
+//!   `X-Forwarded-For` (the chain ending with the peer), `X-Real-IP` (the client address the
+//!   general path decides too, [`crate::proxy::headers::client_ip`]), and `-Proto` and `-Host`
+//!   unless a trusted proxy sent them.
 //!
 //! Everything else goes the general way, decided before anything happens: other methods, any
 //! `Cookie` (gateway cookies must be stripped, and cookie sessions may refresh), CORS routes, identity assertions, the health
@@ -37,7 +39,7 @@ use crate::body::Body;
 use crate::config::{AuthPolicy, UpstreamTarget};
 use crate::h1::RawHead;
 use crate::metrics::AuthOutcome;
-use crate::proxy::headers::{GATEWAY_SET, is_spelling_of};
+use crate::proxy::headers::{is_gateway_set, is_listed};
 use crate::proxy::path;
 use crate::proxy::route::Route;
 
@@ -204,7 +206,7 @@ impl App {
                 };
                 let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
                 let not_owner = matched.path.owner.is_some_and(|owner| {
-                    owner != claims.sub && !has_any(&route.spec.owner_bypass_roles)
+                    !route.owned_by(owner, &claims.sub) && !has_any(&route.spec.owner_bypass_roles)
                 });
                 if (!roles.is_empty() && !has_any(roles)) || not_owner {
                     return None;
@@ -308,6 +310,16 @@ impl App {
         }
         out.extend_from_slice(peer.as_bytes());
         out.extend_from_slice(b"\r\n");
+        let client = crate::proxy::headers::client_ip(
+            conn.peer.ip(),
+            |ip| self.is_trusted(ip),
+            chain.iter().copied(),
+        );
+        line(
+            &mut out,
+            crate::proxy::headers::REAL_IP.as_str().as_bytes(),
+            crate::proxy::headers::peer_value(client).as_bytes(),
+        );
         if !told_proto {
             let proto: &[u8] = if conn.tls { b"https" } else { b"http" };
             line(&mut out, b"x-forwarded-proto", proto);
@@ -365,7 +377,8 @@ impl App {
             || name
                 .get(..6)
                 .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
-            || GATEWAY_SET.iter().any(|w| is_spelling_of(name, w))
+            || is_gateway_set(name)
+            || (!plan.trusted && is_listed(name, &self.config.upstream.strip_request_headers))
             || (is(b"authorization") && !plan.keep_bearer && bearer_like(value))
             || self.auth.is_identity_name(name)
     }

@@ -7,6 +7,13 @@
 //!   appended to) only when the socket peer is a configured trusted proxy.
 //! - Identity headers (everything under the reserved `X-Auth-` prefix, matched case-insensitively
 //!   with `_` read as `-`) are removed from every client request, so only the gateway can set them.
+//! - `X-Real-IP` is always the gateway's own: the client address it decided ([`client_ip`], the
+//!   same rule as `X-Forwarded-For`).
+//! - From a peer that is not a trusted proxy, the headers of `upstream.strip_request_headers`
+//!   (other client-address headers such as `True-Client-IP`, and rewrite headers such as
+//!   `X-Original-URL` that some frameworks route on) are removed in any spelling.
+//! - A client cannot remove a header the gateway sets by naming it in `Connection`
+//!   ([`remove_hop_by_hop_request`]): identity headers and [`GATEWAY_SET`] survive it.
 
 use std::net::IpAddr;
 
@@ -35,6 +42,24 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    remove_hop_by_hop_keeping(headers, |_| false);
+}
+
+/// [`remove_hop_by_hop`] for a client request on its way upstream: a header the gateway sets
+/// (an identity header, as `identity` says, or one of [`GATEWAY_SET`]) stays even when the
+/// client names it in `Connection`, so that `Connection: X-Auth-Roles` cannot take the
+/// gateway's own values away.
+pub fn remove_hop_by_hop_request(
+    headers: &mut HeaderMap,
+    identity: &(dyn Fn(&[u8]) -> bool + Sync),
+) {
+    remove_hop_by_hop_keeping(headers, |name| {
+        is_gateway_set(name.as_str().as_bytes()) || identity(name.as_str().as_bytes())
+    });
+}
+
+/// Removes hop-by-hop headers, and those listed in `Connection` unless `keep` says otherwise.
+fn remove_hop_by_hop_keeping(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     // The usual message has none: one pass over the names settles that.
     if !headers.keys().any(is_hop_by_hop) {
         return;
@@ -47,7 +72,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
     for name in listed {
-        headers.remove(name);
+        if !keep(&name) {
+            headers.remove(name);
+        }
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
@@ -117,13 +144,52 @@ pub fn is_spelling_of(name: &[u8], want: &str) -> bool {
 
 /// The headers the gateway sets for the upstream besides identity: any client copy, in any
 /// spelling, is removed (the `-` spellings are replaced by the gateway's own values).
-pub const GATEWAY_SET: [&str; 5] = [
+pub const GATEWAY_SET: [&str; 6] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "forwarded",
     "x-request-id",
+    "x-real-ip",
 ];
+
+/// The client address the gateway hands the upstream in `X-Real-IP`.
+pub const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Whether a header name, as the client spelled it, is one of [`GATEWAY_SET`].
+pub fn is_gateway_set(name: &[u8]) -> bool {
+    GATEWAY_SET.iter().any(|w| is_spelling_of(name, w))
+}
+
+/// Whether a header name, as the client spelled it, is one of `strip` (lowercase, `-`
+/// separated names: `upstream.strip_request_headers`), in any spelling.
+pub fn is_listed(name: &[u8], strip: &[String]) -> bool {
+    strip.iter().any(|w| is_spelling_of(name, w))
+}
+
+/// The client's address: the socket peer, or, when the peer is a trusted proxy, the right-most
+/// hop of its `X-Forwarded-For` values (`xff`, in the order they came) that is not itself
+/// trusted. A client cannot choose its own address by sending `X-Forwarded-For` directly.
+/// Both serving paths call this, for rate limits and for `X-Real-IP`.
+pub fn client_ip<'v, I>(peer: IpAddr, trusted: impl Fn(IpAddr) -> bool, xff: I) -> IpAddr
+where
+    I: IntoIterator<Item = &'v [u8]>,
+    I::IntoIter: DoubleEndedIterator,
+{
+    if !trusted(peer) {
+        return peer;
+    }
+    let hops = xff.into_iter().rev().flat_map(|v| v.rsplit(|&b| b == b','));
+    for hop in hops {
+        match std::str::from_utf8(hop.trim_ascii()).map(str::parse::<IpAddr>) {
+            Ok(Ok(ip)) if trusted(ip) => continue,
+            Ok(Ok(ip)) => return ip,
+            // Garbage in the chain: stop believing it at that point.
+            _ => return peer,
+        }
+    }
+    peer
+}
 
 /// Removes `_` spellings of [`GATEWAY_SET`] headers (the `-` ones are the gateway's business:
 /// replaced, or believed from a trusted proxy).
@@ -176,12 +242,31 @@ pub struct Forwarded<'a> {
     pub trusted: bool,
     pub proto: &'static str,
     pub host: Option<&'a str>,
+    /// The client's address as [`client_ip`] decided it, for `X-Real-IP`.
+    pub client: IpAddr,
+    /// Headers removed from untrusted peers (`upstream.strip_request_headers`).
+    pub strip: &'a [String],
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host`, and removes `Forwarded` from untrusted peers
-/// (and `_` spellings of these from anyone).
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP`, and removes `Forwarded` and the
+/// `strip` list from untrusted peers (and `_` spellings of these from anyone).
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     strip_lookalikes(headers);
+    headers.insert(REAL_IP, peer_value(f.client));
+    if !f.trusted
+        && headers
+            .keys()
+            .any(|k| is_listed(k.as_str().as_bytes(), f.strip))
+    {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_listed(k.as_str().as_bytes(), f.strip))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -327,6 +412,8 @@ mod tests {
                 trusted: false,
                 proto: "http",
                 host: Some("app.test"),
+                client: "10.0.0.9".parse().unwrap(),
+                strip: &[],
             },
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
@@ -348,11 +435,111 @@ mod tests {
                 trusted: true,
                 proto: "http",
                 host: Some("app.test"),
+                client: "1.2.3.4".parse().unwrap(),
+                strip: &[],
             },
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "1.2.3.4");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.test");
+    }
+
+    #[test]
+    fn listed_headers_go_from_untrusted_peers_only_and_real_ip_is_ours() {
+        let pairs = [
+            ("x-real-ip", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
+            ("true-client-ip", "6.6.6.6"),
+            ("X_Original_URL", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-other", "stays"),
+        ];
+        let strip = [
+            "true-client-ip".to_owned(),
+            "x-original-url".to_owned(),
+            "x-rewrite-url".to_owned(),
+        ];
+        for trusted in [false, true] {
+            let mut h = map(&pairs);
+            set_forwarded(
+                &mut h,
+                &Forwarded {
+                    peer: "10.0.0.9".parse().unwrap(),
+                    trusted,
+                    proto: "http",
+                    host: None,
+                    client: "10.0.0.9".parse().unwrap(),
+                    strip: &strip,
+                },
+            );
+            assert_eq!(
+                h.get_all("x-real-ip").iter().collect::<Vec<_>>(),
+                ["10.0.0.9"]
+            );
+            assert!(!h.contains_key("x_real_ip"));
+            assert_eq!(h["x-other"], "stays");
+            for name in ["true-client-ip", "x_original_url", "x-rewrite-url"] {
+                assert_eq!(h.contains_key(name), trusted, "{name} trusted={trusted}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_client_address_is_the_rightmost_untrusted_hop() {
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (xff, want) in [
+            (&[][..], "10.0.0.1"),
+            (&["203.0.113.7"][..], "203.0.113.7"),
+            (&["6.6.6.6, 203.0.113.7", "10.0.0.3"][..], "203.0.113.7"),
+            (&["10.0.0.2 , 10.0.0.3"][..], "10.0.0.1"),
+            (&["6.6.6.6, garbage, 10.0.0.3"][..], "10.0.0.1"),
+            (&["203.0.113.7,"][..], "10.0.0.1"),
+        ] {
+            let got = client_ip(peer, trusted, xff.iter().map(|v| v.as_bytes()));
+            assert_eq!(got, ip(want), "{xff:?}");
+        }
+        // An untrusted peer is the client, whatever it says.
+        let got = client_ip(ip("192.0.2.1"), trusted, [&b"203.0.113.7"[..]]);
+        assert_eq!(got, ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn connection_cannot_name_away_what_the_gateway_sets() {
+        let mut h = map(&[
+            (
+                "connection",
+                "X-Auth-Roles, remote-user, x-forwarded-for, X-Real-IP, x-request-id, x-hop",
+            ),
+            ("x-auth-roles", "admin"),
+            ("remote-user", "u"),
+            ("x-forwarded-for", "10.0.0.9"),
+            ("x-real-ip", "10.0.0.9"),
+            ("x-request-id", "r"),
+            ("x-hop", "gone"),
+        ]);
+        let identity = |n: &[u8]| {
+            is_identity_name(
+                n,
+                IDENTITY_PREFIX,
+                &[HeaderName::from_static("remote-user")],
+            )
+        };
+        remove_hop_by_hop_request(&mut h, &identity);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "remote-user",
+                "x-auth-roles",
+                "x-forwarded-for",
+                "x-real-ip",
+                "x-request-id"
+            ]
+        );
     }
 
     #[test]

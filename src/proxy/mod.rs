@@ -92,6 +92,9 @@ pub struct Forward<'a> {
     /// How the route matched that path (for `strip_prefix`).
     pub matched: PathMatch<'a>,
     pub forwarded: Forwarded<'a>,
+    /// Whether a header name (as the client spelled it) is an identity header the gateway
+    /// sets: `Connection` cannot remove those.
+    pub identity: &'a (dyn Fn(&[u8]) -> bool + Sync),
     /// Whether the client is a browser navigation (for the whoami page).
     pub html: bool,
 }
@@ -173,7 +176,7 @@ impl Proxy {
             req.headers_mut().insert(header::HOST, v);
         }
         let headers = req.headers_mut();
-        headers::remove_hop_by_hop(headers);
+        headers::remove_hop_by_hop_request(headers, f.identity);
         headers::set_forwarded(headers, &f.forwarded);
         if let Some(proto) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

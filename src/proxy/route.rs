@@ -6,6 +6,14 @@
 //! caller's user id with `{sub}` (`/users/{sub}`): such a route matches any value there, and the
 //! handler forwards only when the value equals the token's `sub` (user-data isolation at the
 //! edge). Matching allocates nothing.
+//!
+//! Matching fails safe for upstreams that read paths loosely (IIS and ASP.NET ignore case and
+//! trailing dots, as do some Spring and Express setups): unless a route says `case_sensitive`,
+//! its prefix segments compare case-insensitively and a path segment's trailing dots are
+//! ignored, so `/ADMIN`, `/Admin` and `/admin.` all fall under the `/admin` route rather than a
+//! weaker catch-all. The `{sub}` owner segment compares the same way ([`Route::owned_by`]). The
+//! path itself is not changed: the upstream gets it as the client sent it (after
+//! normalisation).
 
 use std::sync::Arc;
 
@@ -22,8 +30,11 @@ pub struct Route {
     pub spec: RouteSpec,
     /// `""` for the root route, else `/seg/...` without trailing slash.
     prefix: String,
-    /// Set when the prefix has a `{sub}` segment: the segments to compare one by one.
-    segments: Option<Vec<Segment>>,
+    /// The prefix's segments, compared one by one when the path does not start with `prefix`
+    /// as written (literals without trailing dots unless the route is case-sensitive).
+    segments: Vec<Segment>,
+    /// One of `segments` is `{sub}`.
+    has_owner: bool,
 }
 
 /// One segment of a prefix with placeholders.
@@ -52,30 +63,54 @@ pub struct Matched<'p> {
 
 impl Route {
     fn match_path<'p>(&self, path: &'p str) -> Option<PathMatch<'p>> {
-        let Some(segments) = &self.segments else {
-            let rest = path.strip_prefix(self.prefix.as_str())?;
-            return (rest.is_empty() || rest.starts_with('/')).then_some(PathMatch {
-                len: self.prefix.len(),
-                owner: None,
-            });
-        };
+        // The usual case: the path starts with the prefix as written.
+        if !self.has_owner {
+            if let Some(rest) = path.strip_prefix(self.prefix.as_str())
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                return Some(PathMatch {
+                    len: self.prefix.len(),
+                    owner: None,
+                });
+            }
+            if self.spec.case_sensitive {
+                return None;
+            }
+        }
         let mut rest = path;
         let mut owner = None;
-        for seg in segments {
+        for seg in &self.segments {
             let after = rest.strip_prefix('/')?;
             let end = after.find('/').unwrap_or(after.len());
-            let value = &after[..end];
+            let value = after.get(..end)?;
             match seg {
-                Segment::Literal(l) if l == value => {}
+                Segment::Literal(l) if self.same_segment(l, value) => {}
                 Segment::Owner if !value.is_empty() => owner = Some(value),
                 _ => return None,
             }
-            rest = &after[end..];
+            rest = after.get(end..)?;
         }
         (rest.is_empty() || rest.starts_with('/')).then_some(PathMatch {
             len: path.len() - rest.len(),
             owner,
         })
+    }
+
+    /// Whether a path segment is a prefix segment `want`: exactly on a case-sensitive route,
+    /// else case-insensitively and without the segment's trailing dots.
+    fn same_segment(&self, want: &str, got: &str) -> bool {
+        if self.spec.case_sensitive {
+            want == got
+        } else {
+            got.trim_end_matches('.').eq_ignore_ascii_case(want)
+        }
+    }
+
+    /// Whether the `{sub}` segment's value names the user `sub`, compared as the route compares
+    /// its other segments (so `/users/U-1.` is user `u-1`'s path unless the route is
+    /// case-sensitive).
+    pub fn owned_by(&self, owner: &str, sub: &str) -> bool {
+        self.same_segment(sub, owner)
     }
 
     fn matches_host(&self, host: Option<&str>) -> bool {
@@ -124,24 +159,26 @@ impl RouteTable {
             .iter()
             .enumerate()
             .map(|(index, s)| {
+                let prefix = if s.path == "/" {
+                    String::new()
+                } else {
+                    s.path.clone()
+                };
+                let segments = prefix
+                    .split('/')
+                    .skip(1)
+                    .map(|seg| match seg {
+                        "{sub}" => Segment::Owner,
+                        lit if s.case_sensitive => Segment::Literal(lit.to_owned()),
+                        lit => Segment::Literal(lit.trim_end_matches('.').to_owned()),
+                    })
+                    .collect();
                 Arc::new(Route {
                     index,
                     spec: s.clone(),
-                    prefix: if s.path == "/" {
-                        String::new()
-                    } else {
-                        s.path.clone()
-                    },
-                    segments: s.path.contains("{sub}").then(|| {
-                        s.path
-                            .split('/')
-                            .skip(1)
-                            .map(|seg| match seg {
-                                "{sub}" => Segment::Owner,
-                                lit => Segment::Literal(lit.to_owned()),
-                            })
-                            .collect()
-                    }),
+                    has_owner: s.path.contains("{sub}"),
+                    prefix,
+                    segments,
                 })
             })
             .collect();
@@ -222,8 +259,44 @@ mod tests {
         assert_eq!(name(&t, None, Method::GET, "/admin/"), Some("admin"));
         assert_eq!(name(&t, None, Method::GET, "/admin/x"), Some("admin"));
         assert_eq!(name(&t, None, Method::GET, "/administrator"), Some("root"));
-        assert_eq!(name(&t, None, Method::GET, "/ADMIN"), Some("root"));
+        assert_eq!(name(&t, None, Method::GET, "/administrator."), Some("root"));
         assert_eq!(name(&t, None, Method::GET, "/"), Some("root"));
+    }
+
+    #[test]
+    fn prefixes_ignore_case_and_trailing_dots_unless_case_sensitive() {
+        let t = table(
+            "  - {name: admin, path: /admin/panel, strip_prefix: true, upstream: 'builtin:whoami'}\n  - {name: exact, path: /Exact, case_sensitive: true, upstream: 'builtin:whoami'}\n  - {name: root, path: /, upstream: 'builtin:whoami'}\n",
+        );
+        for p in [
+            "/ADMIN/panel",
+            "/Admin/Panel/x",
+            "/admin./panel",
+            "/admin/panel..",
+            "/admin.../PANEL./x",
+        ] {
+            let m = t.find(None, &Method::GET, p).unwrap();
+            assert_eq!(m.route.spec.name, "admin", "{p}");
+            // `strip_prefix` removes the segments as the client wrote them.
+            assert!(
+                m.route.upstream_path(p, &m.path) == "/x"
+                    || m.route.upstream_path(p, &m.path) == "/",
+                "{p}"
+            );
+        }
+        for p in [
+            "/adminx/panel",
+            "/admin/panelx",
+            "/admin",
+            "/admin/.panel",
+            "/admin-/panel",
+        ] {
+            assert_eq!(name(&t, None, Method::GET, p), Some("root"), "{p}");
+        }
+        assert_eq!(name(&t, None, Method::GET, "/Exact/x"), Some("exact"));
+        for p in ["/exact", "/EXACT", "/Exact.", "/Exact./x"] {
+            assert_eq!(name(&t, None, Method::GET, p), Some("root"), "{p}");
+        }
     }
 
     #[test]
@@ -277,5 +350,20 @@ mod tests {
         );
         assert_eq!(name(&t, None, Method::GET, "/users//files"), Some("root"));
         assert_eq!(name(&t, None, Method::GET, "/users/u-1"), Some("root"));
+        // The literal segments and the owner compare loosely too.
+        let m = t.find(None, &Method::GET, "/Users/U-1./FILES.").unwrap();
+        assert_eq!(m.route.spec.name, "mine");
+        assert_eq!(m.path.owner, Some("U-1."));
+        assert!(m.route.owned_by("U-1.", "u-1"));
+        assert!(!m.route.owned_by("u-2", "u-1"));
+        assert!(!m.route.owned_by("u-1x", "u-1"));
+        assert!(!m.route.owned_by("...", "u-1"));
+        let t = table(
+            "  - {name: mine, path: '/users/{sub}', case_sensitive: true, upstream: 'builtin:whoami'}\n  - {name: root, path: /, upstream: 'builtin:whoami'}\n",
+        );
+        assert_eq!(name(&t, None, Method::GET, "/Users/u-1"), Some("root"));
+        let m = t.find(None, &Method::GET, "/users/U-1").unwrap();
+        assert!(!m.route.owned_by(m.path.owner.unwrap(), "u-1"));
+        assert!(m.route.owned_by("u-1", "u-1"));
     }
 }

@@ -14,6 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::util::*;
 
+/// Issue 14's header and routing rules, checked with the pair of gateways defined here.
+mod edge_rules;
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
