@@ -290,7 +290,10 @@ impl App {
         let route = &matched.route;
         self.auth.strip_identity(req.headers_mut());
         let AuthPolicy::Required { roles } = &route.spec.policy else {
-            return Ok(Gate::Pass(Vec::new()));
+            return Ok(Gate::Pass {
+                set_cookies: Vec::new(),
+                via_cookie: None,
+            });
         };
         let admitted = match self.auth.admit(req, conn.tls).await {
             Ok(a) => a,
@@ -340,7 +343,10 @@ impl App {
             .unwrap_or(&route.spec.name);
         self.auth
             .identify(req.headers_mut(), &admitted.session, audience);
-        Ok(Gate::Pass(admitted.set_cookies))
+        Ok(Gate::Pass {
+            set_cookies: admitted.set_cookies,
+            via_cookie: Some(admitted.session.via_cookie),
+        })
     }
 
     /// Steps 6 and 7 for a matched route: the gate, then credential stripping and forwarding.
@@ -354,8 +360,11 @@ impl App {
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let route = matched.route.clone();
-        let set_cookies = match self.gate(&mut req, conn, path, &matched, log).await? {
-            Gate::Pass(set_cookies) => set_cookies,
+        let (set_cookies, via_cookie) = match self.gate(&mut req, conn, path, &matched, log).await? {
+            Gate::Pass {
+                set_cookies,
+                via_cookie,
+            } => (set_cookies, via_cookie),
             Gate::Unauthenticated {
                 redirect: true,
                 next,
@@ -394,6 +403,9 @@ impl App {
             .await;
         log.upstream_time = Some(sent.elapsed());
         let mut resp = forwarded?;
+        if let Some(via_cookie) = via_cookie {
+            crate::proxy::cache::protect(resp.headers_mut(), route.spec.cache, via_cookie);
+        }
         for c in set_cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -513,7 +525,7 @@ impl App {
         *original.uri_mut() = http::Uri::from(pq);
         *original.headers_mut() = req.headers().clone();
         match self.gate(&mut original, conn, &path, &matched, log).await? {
-            Gate::Pass(set_cookies) => {
+            Gate::Pass { set_cookies, .. } => {
                 let mut resp = Response::new(body::empty());
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -624,7 +636,12 @@ fn with_cors(
 /// The gate's decision.
 enum Gate {
     /// Go on; add these `Set-Cookie`s (from a transparent refresh) to the answer.
-    Pass(Vec<HeaderValue>),
+    /// `via_cookie`: on a `required` route, whether a cookie session (rather than a bearer
+    /// token) admitted the request; `None` on a public route.
+    Pass {
+        set_cookies: Vec<HeaderValue>,
+        via_cookie: Option<bool>,
+    },
     /// No valid credentials: redirect a browser to the login page (with `next`), or 401.
     Unauthenticated { redirect: bool, next: String },
 }

@@ -375,6 +375,21 @@ pub struct RouteSpec {
     pub assertion_audience: Option<String>,
     /// Cross-origin requests per the `cors` section are allowed.
     pub cors: bool,
+    /// What authenticated answers without a `Cache-Control` of their own get.
+    pub cache: CachePolicy,
+}
+
+/// How the gateway keeps caches from storing an authenticated answer (see
+/// [`crate::proxy::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// `Cache-Control: private, no-store`: no cache keeps it, not even the browser's (so Back
+    /// after sign-out does not show it).
+    NoStore,
+    /// `Cache-Control: private`: the browser may keep it, shared caches may not.
+    Private,
+    /// Leave the upstream's caching headers as they are.
+    Pass,
 }
 
 /// A route's host condition.

@@ -283,6 +283,7 @@ pub struct RawRoute {
     pub assertion_audience: Option<Sp<String>>,
     #[serde(default)]
     pub cors: bool,
+    pub cache: Option<Sp<String>>,
 }
 
 /// A default value that was not written in the file (line 0).

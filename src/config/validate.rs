@@ -1090,6 +1090,22 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         Some(v) => Some(v.value.clone()),
     };
 
+    let cache = match &r.cache {
+        None => CachePolicy::NoStore,
+        Some(v) => match v.value.as_str() {
+            "no-store" => CachePolicy::NoStore,
+            "private" => CachePolicy::Private,
+            "pass" => CachePolicy::Pass,
+            other => {
+                return Err(cx.err(
+                    v,
+                    &key("cache"),
+                    format!("unknown value {other:?} (use no-store, private or pass)"),
+                ));
+            }
+        },
+    };
+
     Ok(RouteSpec {
         name: r.name.clone().unwrap_or_else(|| path.clone()),
         host,
@@ -1103,6 +1119,7 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         owner_bypass_roles,
         assertion_audience,
         cors: r.cors,
+        cache,
     })
 }
 

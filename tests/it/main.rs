@@ -10,6 +10,7 @@ mod util;
 mod attack;
 mod auth;
 mod binary;
+mod cache;
 mod cli;
 mod client;
 mod config;
