@@ -328,9 +328,21 @@ impl App {
             .path
             .owner
             .is_some_and(|owner| owner != claims.sub && !has_any(&route.spec.owner_bypass_roles));
-        if (!roles.is_empty() && !has_any(roles)) || not_owner {
+        let lacks_role = !roles.is_empty() && !has_any(roles);
+        if lacks_role || not_owner {
             self.metrics.auth_outcome(AuthOutcome::Forbidden);
-            return Err(HttpError::Forbidden("Forbidden"));
+            let needed = if lacks_role {
+                roles
+            } else {
+                &route.spec.owner_bypass_roles
+            };
+            let next = req
+                .uri()
+                .query()
+                .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
+            return Err(self
+                .auth
+                .no_access(req.headers(), conn.tls, claims, needed, &next));
         }
         self.metrics.auth_outcome(AuthOutcome::Ok);
         if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {

@@ -276,6 +276,8 @@ pub struct AuthSettings {
     pub tokens_in_body: bool,
     /// Refresh an expired cookie session inside the request that found it expired.
     pub transparent_refresh: bool,
+    /// The 403 page of a route names the roles that would be let in.
+    pub show_required_roles: bool,
     pub password: PasswordSettings,
     pub identity: IdentityHeaders,
     /// Send upstreams a signed JWT naming the user.

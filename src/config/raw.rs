@@ -180,6 +180,7 @@ pub struct RawAuth {
     pub refresh_grace: Option<Sp<String>>,
     pub tokens_in_body: Option<bool>,
     pub transparent_refresh: Option<bool>,
+    pub show_required_roles: Option<bool>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub password: RawPassword,
     #[serde(default, deserialize_with = "null_as_default")]

@@ -922,6 +922,7 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
         refresh_grace,
         tokens_in_body: a.tokens_in_body.unwrap_or(true),
         transparent_refresh: a.transparent_refresh.unwrap_or(true),
+        show_required_roles: a.show_required_roles.unwrap_or(false),
         password,
         identity,
         assertion,

@@ -17,6 +17,7 @@ mod config;
 mod direct_review;
 mod enforce;
 mod enumeration;
+mod forbidden;
 mod forward_auth;
 mod h1;
 mod limits;
