@@ -1,4 +1,6 @@
-//! Hosted pages: sign in, sign up and sign out, for apps that have no login screen of their own.
+//! Hosted pages: sign in, sign up and sign out, for apps that have no login screen of their own,
+//! and what a route's 403 page offers a signed-in browser ([`AuthApi::no_access`]; the page
+//! itself is drawn in [`crate::error`]).
 //!
 //! Plain HTML forms with labels, `autocomplete` hints and errors shown in the page; no script
 //! and no external asset, so the Content-Security-Policy can forbid both. A successful sign-in
