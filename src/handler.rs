@@ -189,15 +189,20 @@ impl App {
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let raw_path = req.uri().path();
-        if raw_path == self.config.health.live {
+        if raw_path == self.config.health.live || raw_path == self.config.health.ready {
             log.path = raw_path.to_owned();
+            // Probes read; any other method is a mistake, said as for the auth API's paths.
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(HttpError::MethodNotAllowed("GET, HEAD"));
+            }
+        }
+        if raw_path == self.config.health.live {
             return Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
             ));
         }
         if raw_path == self.config.health.ready {
-            log.path = raw_path.to_owned();
             return Ok(self.ready());
         }
 

@@ -194,7 +194,7 @@ impl AuthApi {
                     AuthError::Internal(_) => "Something went wrong; please try again".to_owned(),
                     other => other.to_string(),
                 };
-                Ok(self.render(
+                let mut resp = self.render(
                     status,
                     &View {
                         form,
@@ -204,7 +204,20 @@ impl AuthApi {
                         name: &name,
                         signed_in: None,
                     },
-                ))
+                );
+                // A 401 names its scheme (and a 503 its Retry-After) as the JSON answer does.
+                if matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                ) {
+                    let json = HttpError::from(&e).response(false);
+                    for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+                        if let Some(v) = json.headers().get(&name) {
+                            resp.headers_mut().insert(name, v.clone());
+                        }
+                    }
+                }
+                Ok(resp)
             }
         }
     }
