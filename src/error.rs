@@ -281,7 +281,11 @@ fn no_access_page(v: &NoAccess) -> Response<Body> {
             .collect();
         format!(
             "<p>It needs {}: {}.</p>",
-            if v.roles.len() == 1 { "the role" } else { "one of the roles" },
+            if v.roles.len() == 1 {
+                "the role"
+            } else {
+                "one of the roles"
+            },
             names.join(", ")
         )
     };
@@ -361,6 +365,53 @@ mod tests {
         let r = e.response(false);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    fn body_text(r: Response<Body>) -> String {
+        use http_body_util::BodyExt;
+        let bytes = futures_executor_block_on(r.into_body().collect())
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Polls a future that is ready at once (a full body) without a runtime.
+    fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the body was not ready"),
+        }
+    }
+
+    #[test]
+    fn no_access_page_escapes_what_it_shows_and_json_stays_generic() {
+        let e = HttpError::NoAccess(Box::new(NoAccess {
+            email: "o'neil&co@example.com".into(),
+            roles: vec!["a<b".into()],
+            sign_out: "/api/auth/logout".into(),
+            csrf: Some(crate::secret::SecretString::new("n\"x".into())),
+            next: "/admin?a=1&b=<2>".into(),
+        }));
+        let page = body_text(e.response(true));
+        for want in [
+            "o&#39;neil&amp;co@example.com",
+            "<strong>a&lt;b</strong>",
+            "value=\"n&quot;x\"",
+            "value=\"/admin?a=1&amp;b=&lt;2&gt;\"",
+        ] {
+            assert!(page.contains(want), "no {want:?} in {page}");
+        }
+        assert!(!page.contains("a<b") && !page.contains("<2>"), "{page}");
+        assert!(
+            !format!("{e:?}").contains("n\"x"),
+            "the CSRF token shows in Debug"
+        );
+        let json = e.response(false);
+        assert_eq!(json.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body_text(json), r#"{"detail":"Forbidden"}"#);
     }
 
     #[test]

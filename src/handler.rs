@@ -377,7 +377,8 @@ impl App {
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let route = matched.route.clone();
-        let (set_cookies, via_cookie) = match self.gate(&mut req, conn, path, &matched, log).await? {
+        let gate = self.gate(&mut req, conn, path, &matched, log).await?;
+        let (set_cookies, via_cookie) = match gate {
             Gate::Pass {
                 set_cookies,
                 via_cookie,
@@ -421,7 +422,8 @@ impl App {
         log.upstream_time = Some(sent.elapsed());
         let mut resp = forwarded?;
         if let Some(via_cookie) = via_cookie {
-            crate::proxy::cache::protect(resp.headers_mut(), route.spec.cache, via_cookie);
+            let status = resp.status();
+            crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, via_cookie);
         }
         for c in set_cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);

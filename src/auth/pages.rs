@@ -281,9 +281,12 @@ impl AuthApi {
         roles: &[String],
         next: &str,
     ) -> HttpError {
-        let csrf = cookies::get(headers, cookies::names(tls, self.transparent_refresh()).csrf)
-            .filter(|c| !c.is_empty())
-            .map(|c| SecretString::new(c.to_owned()));
+        let csrf = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        )
+        .filter(|c| !c.is_empty())
+        .map(|c| SecretString::new(c.to_owned()));
         HttpError::NoAccess(Box::new(NoAccess {
             email: claims.email.clone(),
             roles: if self.show_required_roles {
@@ -370,7 +373,6 @@ impl AuthApi {
         resp
     }
 }
-
 
 /// `303 See Other` to a same-origin path.
 fn redirect(location: &str) -> Response<Body> {

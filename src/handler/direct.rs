@@ -327,7 +327,8 @@ impl App {
         let mut resp = answer.unwrap_or_else(|e| e.response(plan.html));
         if plan.claims.is_some() {
             // Only bearer tokens come this way (any Cookie goes the general way).
-            crate::proxy::cache::protect(resp.headers_mut(), route.spec.cache, false);
+            let status = resp.status();
+            crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, false);
         }
         if conn.tls
             && let Some(v) = &self.hsts

@@ -7,25 +7,27 @@
 //! the upstream's answer to a request the gateway authenticated:
 //!
 //! - an answer without `Cache-Control` gets `private, no-store` (the route's `cache: no-store`,
-//!   the default) or `private` (`cache: private`); one the upstream marked itself is left alone;
+//!   the default) or `private` (`cache: private`); one the upstream marked itself is left alone,
+//!   and so is a `304 Not Modified`: its headers update a response the browser already stored
+//!   under the upstream's own `Cache-Control`, which it must not turn into `no-store`;
 //! - when a cookie session decided the answer, `Vary: Cookie` is added (unless `Vary` already
 //!   names `Cookie` or is `*`), so no cache hands it to a request with other cookies;
 //! - `cache: pass` leaves the answer's headers exactly as the upstream sent them.
 
 use http::header::{CACHE_CONTROL, VARY};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::config::CachePolicy;
 
-/// Adds the caching headers an answer to an authenticated request needs (see the module docs).
-/// `via_cookie`: the session came from the access (or refresh) cookie.
-pub fn protect(headers: &mut HeaderMap, policy: CachePolicy, via_cookie: bool) {
+/// Adds the caching headers an answer (`status`, `headers`) to an authenticated request needs
+/// (see the module docs). `via_cookie`: the session came from the access (or refresh) cookie.
+pub fn protect(status: StatusCode, headers: &mut HeaderMap, policy: CachePolicy, via_cookie: bool) {
     let value = match policy {
         CachePolicy::Pass => return,
         CachePolicy::NoStore => "private, no-store",
         CachePolicy::Private => "private",
     };
-    if !headers.contains_key(CACHE_CONTROL) {
+    if status != StatusCode::NOT_MODIFIED && !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static(value));
     }
     if via_cookie && !varies_by_cookie(headers) {
@@ -47,7 +49,20 @@ fn varies_by_cookie(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
 
-    fn run(policy: CachePolicy, cookie: bool, before: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn run(
+        policy: CachePolicy,
+        cookie: bool,
+        before: &[(&'static str, &'static str)],
+    ) -> Vec<(String, String)> {
+        run_with(StatusCode::OK, policy, cookie, before)
+    }
+
+    fn run_with(
+        status: StatusCode,
+        policy: CachePolicy,
+        cookie: bool,
+        before: &[(&'static str, &'static str)],
+    ) -> Vec<(String, String)> {
         let mut h = HeaderMap::new();
         for (n, v) in before {
             h.append(
@@ -55,17 +70,24 @@ mod tests {
                 HeaderValue::from_static(v),
             );
         }
-        protect(&mut h, policy, cookie);
-        h.iter()
+        protect(status, &mut h, policy, cookie);
+        let mut out: Vec<(String, String)> = h
+            .iter()
             .filter(|(n, _)| *n == CACHE_CONTROL || *n == VARY)
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-            .collect()
+            .collect();
+        // By name only: the values of one name keep their order.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
+        let mut out: Vec<(String, String)> = list
+            .iter()
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     #[test]
@@ -82,9 +104,21 @@ mod tests {
     }
 
     #[test]
+    fn not_modified_keeps_what_the_stored_response_said() {
+        assert_eq!(
+            run_with(StatusCode::NOT_MODIFIED, CachePolicy::NoStore, true, &[]),
+            pairs(&[("vary", "Cookie")])
+        );
+    }
+
+    #[test]
     fn the_upstreams_own_cache_control_stays() {
         assert_eq!(
-            run(CachePolicy::NoStore, false, &[("cache-control", "max-age=60")]),
+            run(
+                CachePolicy::NoStore,
+                false,
+                &[("cache-control", "max-age=60")]
+            ),
             pairs(&[("cache-control", "max-age=60")])
         );
     }

@@ -58,7 +58,9 @@ async fn start(fast: bool) -> (Gateway, String) {
         ),
     ))
     .await;
-    let token = signup(&gw, "cache@example.com", "cache-password-1").await.access;
+    let token = signup(&gw, "cache@example.com", "cache-password-1")
+        .await
+        .access;
     (gw, token)
 }
 
@@ -110,7 +112,11 @@ async fn authenticated_answers_without_cache_control_are_not_stored_on_both_path
                 &by_cookie,
                 want(Some("private, no-store"), &["Cookie"]),
             ),
-            ("/priv/plain", &by_cookie, want(Some("private"), &["Cookie"])),
+            (
+                "/priv/plain",
+                &by_cookie,
+                want(Some("private"), &["Cookie"]),
+            ),
             ("/pass/plain", &by_cookie, want(None, &[])),
             (
                 "/app/marked",
@@ -122,7 +128,11 @@ async fn authenticated_answers_without_cache_control_are_not_stored_on_both_path
             ("/pub/plain", &[], want(None, &[])),
         ] {
             let r = get_with(&at(path), headers).await;
-            assert_eq!(caching(&r), expected, "fast_path {fast}: {path} {headers:?}");
+            assert_eq!(
+                caching(&r),
+                expected,
+                "fast_path {fast}: {path} {headers:?}"
+            );
         }
     }
 }

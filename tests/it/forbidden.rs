@@ -54,7 +54,10 @@ async fn api_clients_still_get_json() {
         )
         .await;
         assert_eq!(r.status, 403, "fast_path {fast}");
-        assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
         assert_eq!(r.json(), serde_json::json!({"detail": "Forbidden"}));
     }
 }
@@ -86,13 +89,23 @@ async fn browsers_get_a_page_that_offers_another_account() {
             "<button type=\"submit\">Sign out / use another account</button>",
             "<a href=\"/\">",
         ] {
-            assert!(page.contains(want), "fast_path {fast}: no {want:?} in {page}");
+            assert!(
+                page.contains(want),
+                "fast_path {fast}: no {want:?} in {page}"
+            );
         }
         // Which roles would do is not said unless the config allows it.
-        assert!(!page.contains("ops") && !page.contains("It needs"), "{page}");
+        assert!(
+            !page.contains("ops") && !page.contains("It needs"),
+            "{page}"
+        );
 
         // The same page for another user's per-user path.
-        let r = get_with(&gw.url("/users/someone-else"), &with(&[("cookie", &cookie)])).await;
+        let r = get_with(
+            &gw.url("/users/someone-else"),
+            &with(&[("cookie", &cookie)]),
+        )
+        .await;
         assert_eq!(r.status, 403);
         assert!(r.text().contains("Sign out / use another account"));
     }
@@ -118,16 +131,22 @@ async fn over_http2_too() {
     let t = signup(&gw, "ada@example.com", PASSWORD).await;
     let csrf = t.cookie("gw_csrf");
     let cookie = cookie_header(&[("__Host-gw_access", &t.access), ("__Host-gw_csrf", &csrf)]);
-    let req = req("GET", &format!("https://localhost:{}/admin", gw.https.port()))
-        .header("cookie", cookie)
-        .header("accept", "text/html")
-        .body(http_body_util::Full::default())
-        .unwrap();
+    let req = req(
+        "GET",
+        &format!("https://localhost:{}/admin", gw.https.port()),
+    )
+    .header("cookie", cookie)
+    .header("accept", "text/html")
+    .body(http_body_util::Full::default())
+    .unwrap();
     let (v, r) = h2_send(&gw, req).await;
     assert_eq!((v, r.status), (http::Version::HTTP_2, 403));
     let page = r.text();
     assert!(page.contains("Sign out / use another account"), "{page}");
-    assert!(page.contains(&format!("name=\"csrf\" value=\"{csrf}\"")), "{page}");
+    assert!(
+        page.contains(&format!("name=\"csrf\" value=\"{csrf}\"")),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +194,10 @@ async fn the_sign_out_form_signs_out_and_returns_through_the_sign_in_page() {
     assert_eq!(me_status(&gw, &t.access).await, 401, "the session ended");
     // A `next` elsewhere is not followed.
     let r = post(format!("csrf={csrf}&next=https%3A%2F%2Fevil.test%2F")).await;
-    assert_eq!(r.header("location").as_deref(), Some("/api/auth/login?next=/"));
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/api/auth/login?next=/")
+    );
 }
 
 async fn call_body(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: String) -> Resp {

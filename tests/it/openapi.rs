@@ -521,7 +521,11 @@ async fn real_answers_match_the_schemas() {
     let min = schema(&doc, "SignupRequest")
         .pointer("/properties/password/minLength")
         .and_then(Value::as_u64);
-    assert_eq!(min, Some(8), "SignupRequest.password.minLength is the default min_length");
+    assert_eq!(
+        min,
+        Some(8),
+        "SignupRequest.password.minLength is the default min_length"
+    );
 
     // Errors and keys.
     let r = send(request("GET", &url("/me"), &[], "")).await.unwrap();
