@@ -1,6 +1,7 @@
 //! What happens to one request, in order.
 //!
-//! 1. Health endpoints (`/healthz`, `/readyz`) are answered at once.
+//! 1. Health endpoints (`/healthz`, `/readyz`) are answered at once (GET and HEAD; 405 for other
+//!    methods).
 //! 2. Plain HTTP is redirected to HTTPS when configured.
 //! 3. The path is normalised once ([`crate::proxy::path`]); a path that cannot be normalised
 //!    safely is refused with 400. Everything below uses that one path.
@@ -10,7 +11,8 @@
 //!    token (fail closed: any doubt is 401).
 //! 7. Client-sent identity headers are removed, and the gateway's own credentials (its cookies
 //!    always, the bearer token unless the route has `forward_token`), on every route; then the
-//!    request is forwarded.
+//!    request is forwarded. An answer to a request the gateway authenticated is kept out of
+//!    caches ([`crate::proxy::cache`]).
 //! 8. One access-log line is written (never a token, cookie or query string).
 
 mod direct;

@@ -17,7 +17,9 @@
 //!   request id of its own is kept;
 //! - added: the request id, the identity headers of the token's claims (required routes),
 //!   `X-Forwarded-For` (the chain ending with the peer), and `-Proto` and `-Host` unless a
-//!   trusted proxy sent them.
+//!   trusted proxy sent them;
+//! - to the answer on a required route: the caching headers of [`crate::proxy::cache`], as on
+//!   the general path.
 //!
 //! Everything else goes the general way, decided before anything happens: other methods, any
 //! `Cookie` (gateway cookies must be stripped, and cookie sessions may refresh), CORS routes, identity assertions, the health
