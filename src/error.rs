@@ -24,6 +24,11 @@ pub enum HttpError {
     /// 403.
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// 403 for a signed-in user whom a route refuses (its roles, or another user's page):
+    /// `Forbidden` for API clients, a page that offers to sign in with another account for
+    /// browsers.
+    #[error("forbidden: the account lacks access")]
+    NoAccess(Box<NoAccess>),
     /// 404.
     #[error("not found")]
     NotFound,
@@ -66,7 +71,7 @@ impl HttpError {
         match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::Forbidden(_) | HttpError::NoAccess(_) => StatusCode::FORBIDDEN,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
@@ -88,6 +93,7 @@ impl HttpError {
                 m.clone()
             }
             HttpError::Unauthorized(m) | HttpError::Forbidden(m) => (*m).to_owned(),
+            HttpError::NoAccess(_) => "Forbidden".to_owned(),
             HttpError::NotFound => "Not found".to_owned(),
             HttpError::MethodNotAllowed(_) => "Method not allowed".to_owned(),
             HttpError::PayloadTooLarge => "Request body too large".to_owned(),
@@ -111,7 +117,9 @@ impl HttpError {
             _ => {}
         }
         let detail = self.detail();
-        let mut resp = if html {
+        let mut resp = if let (true, HttpError::NoAccess(page)) = (html, self) {
+            no_access_page(page)
+        } else if html {
             html_page(status, &detail)
         } else {
             json_response(status, &serde_json::json!({ "detail": detail }))
@@ -210,21 +218,101 @@ pub fn html_headers(h: &mut http::HeaderMap) {
     );
 }
 
-/// A minimal error page for browsers.
-fn html_page(status: StatusCode, detail: &str) -> Response<Body> {
-    let reason = status.canonical_reason().unwrap_or("Error");
+/// The stylesheet of every page the gateway serves (the hosted sign-in pages, error pages).
+pub const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f6f7f9;color:#1d2330;margin:0}\
+main{max-width:24rem;margin:4rem auto;background:#fff;padding:2rem;border-radius:.75rem;box-shadow:0 1px 4px #0002}\
+h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.9rem 0 .3rem;font-weight:600}\
+input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #9aa3b2;border-radius:.4rem;font-size:1rem}\
+input:focus,button:focus,a:focus{outline:3px solid #2563eb;outline-offset:2px}\
+button{margin-top:1.2rem;width:100%;padding:.7rem;border:0;border-radius:.4rem;background:#1d4ed8;color:#fff;font-size:1rem;cursor:pointer}\
+.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:.4rem}.hint{color:#555;font-weight:400;font-size:.9rem}";
+
+/// A page in the gateway's look: `title` as heading, `body` (HTML) under it.
+pub fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {
     let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code} {reason}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}</style></head>\
-         <body><h1>{code} {reason}</h1><p>{detail}</p></body></html>",
-        code = status.as_u16(),
-        reason = escape_html(reason),
-        detail = escape_html(detail),
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>{PAGE_STYLE}</style></head>\
+         <body><main><h1>{title}</h1>{body}</main></body></html>",
+        title = escape_html(title),
     );
     let mut resp = Response::new(body::full(Bytes::from(page)));
     *resp.status_mut() = status;
     html_headers(resp.headers_mut());
     resp
+}
+
+/// A minimal error page for browsers.
+fn html_page(status: StatusCode, detail: &str) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    page(
+        status,
+        &format!("{} {reason}", status.as_u16()),
+        &format!("<p>{}</p>", escape_html(detail)),
+    )
+}
+
+/// What the 403 page of a route says to a signed-in user it refuses.
+#[derive(Debug)]
+pub struct NoAccess {
+    /// Who is signed in.
+    pub email: String,
+    /// Roles that would be let in; empty unless `auth.show_required_roles` allows naming them.
+    pub roles: Vec<String>,
+    /// The hosted sign-out endpoint (`{auth.prefix}/logout`).
+    pub sign_out: String,
+    /// The session's CSRF token (its cookie's value) for the sign-out form; without one (a
+    /// bearer token in a browser) the page links to the hosted sign-out page instead.
+    pub csrf: Option<crate::secret::SecretString>,
+    /// The refused page: signing in again returns there.
+    pub next: String,
+}
+
+/// The 403 page of a route: who is signed in, that this account lacks access (and which roles
+/// would do, when allowed), "Sign out / use another account", and a way home.
+fn no_access_page(v: &NoAccess) -> Response<Body> {
+    let roles = if v.roles.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = v
+            .roles
+            .iter()
+            .map(|r| format!("<strong>{}</strong>", escape_html(r)))
+            .collect();
+        format!(
+            "<p>It needs {}: {}.</p>",
+            if v.roles.len() == 1 {
+                "the role"
+            } else {
+                "one of the roles"
+            },
+            names.join(", ")
+        )
+    };
+    let sign_out = match &v.csrf {
+        Some(csrf) => format!(
+            "<form method=\"post\" action=\"{action}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"next\" value=\"{next}\">\
+             <button type=\"submit\">Sign out / use another account</button></form>",
+            action = escape_html(&v.sign_out),
+            csrf = escape_html(csrf.expose()),
+            next = escape_html(&v.next),
+        ),
+        None => format!(
+            "<p><a href=\"{}\">Sign out / use another account</a></p>",
+            escape_html(&v.sign_out)
+        ),
+    };
+    page(
+        StatusCode::FORBIDDEN,
+        "No access",
+        &format!(
+            "<p>You are signed in as <strong>{email}</strong>, and this account does not have \
+             access to this page.</p>{roles}{sign_out}<p><a href=\"/\">Go to the home page</a></p>",
+            email = escape_html(&v.email),
+        ),
+    )
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -277,6 +365,53 @@ mod tests {
         let r = e.response(false);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    fn body_text(r: Response<Body>) -> String {
+        use http_body_util::BodyExt;
+        let bytes = futures_executor_block_on(r.into_body().collect())
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Polls a future that is ready at once (a full body) without a runtime.
+    fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("the body was not ready"),
+        }
+    }
+
+    #[test]
+    fn no_access_page_escapes_what_it_shows_and_json_stays_generic() {
+        let e = HttpError::NoAccess(Box::new(NoAccess {
+            email: "o'neil&co@example.com".into(),
+            roles: vec!["a<b".into()],
+            sign_out: "/api/auth/logout".into(),
+            csrf: Some(crate::secret::SecretString::new("n\"x".into())),
+            next: "/admin?a=1&b=<2>".into(),
+        }));
+        let page = body_text(e.response(true));
+        for want in [
+            "o&#39;neil&amp;co@example.com",
+            "<strong>a&lt;b</strong>",
+            "value=\"n&quot;x\"",
+            "value=\"/admin?a=1&amp;b=&lt;2&gt;\"",
+        ] {
+            assert!(page.contains(want), "no {want:?} in {page}");
+        }
+        assert!(!page.contains("a<b") && !page.contains("<2>"), "{page}");
+        assert!(
+            !format!("{e:?}").contains("n\"x"),
+            "the CSRF token shows in Debug"
+        );
+        let json = e.response(false);
+        assert_eq!(json.status(), StatusCode::FORBIDDEN);
+        assert_eq!(body_text(json), r#"{"detail":"Forbidden"}"#);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What happens to one request, in order.
 //!
-//! 1. Health endpoints (`/healthz`, `/readyz`) are answered at once.
+//! 1. Health endpoints (`/healthz`, `/readyz`) are answered at once (GET and HEAD; 405 for other
+//!    methods).
 //! 2. Plain HTTP is redirected to HTTPS when configured.
 //! 3. The path is normalised once ([`crate::proxy::path`]); a path that cannot be normalised
 //!    safely is refused with 400. Everything below uses that one path.
@@ -10,7 +11,8 @@
 //!    token (fail closed: any doubt is 401).
 //! 7. Client-sent identity headers are removed, and the gateway's own credentials (its cookies
 //!    always, the bearer token unless the route has `forward_token`), on every route; then the
-//!    request is forwarded.
+//!    request is forwarded. An answer to a request the gateway authenticated is kept out of
+//!    caches ([`crate::proxy::cache`]).
 //! 8. One access-log line is written (never a token, cookie or query string).
 
 mod direct;
@@ -189,15 +191,20 @@ impl App {
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let raw_path = req.uri().path();
-        if raw_path == self.config.health.live {
+        if raw_path == self.config.health.live || raw_path == self.config.health.ready {
             log.path = raw_path.to_owned();
+            // Probes read; any other method is a mistake, said as for the auth API's paths.
+            if !matches!(*req.method(), Method::GET | Method::HEAD) {
+                return Err(HttpError::MethodNotAllowed("GET, HEAD"));
+            }
+        }
+        if raw_path == self.config.health.live {
             return Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({"status": "ok"}),
             ));
         }
         if raw_path == self.config.health.ready {
-            log.path = raw_path.to_owned();
             return Ok(self.ready());
         }
 
@@ -290,7 +297,10 @@ impl App {
         let route = &matched.route;
         self.auth.strip_identity(req.headers_mut());
         let AuthPolicy::Required { roles } = &route.spec.policy else {
-            return Ok(Gate::Pass(Vec::new()));
+            return Ok(Gate::Pass {
+                set_cookies: Vec::new(),
+                via_cookie: None,
+            });
         };
         let admitted = match self.auth.admit(req, conn.tls).await {
             Ok(a) => a,
@@ -324,9 +334,21 @@ impl App {
         let not_owner = matched.path.owner.is_some_and(|owner| {
             !route.owned_by(owner, &claims.sub) && !has_any(&route.spec.owner_bypass_roles)
         });
-        if (!roles.is_empty() && !has_any(roles)) || not_owner {
+        let lacks_role = !roles.is_empty() && !has_any(roles);
+        if lacks_role || not_owner {
             self.metrics.auth_outcome(AuthOutcome::Forbidden);
-            return Err(HttpError::Forbidden("Forbidden"));
+            let needed = if lacks_role {
+                roles
+            } else {
+                &route.spec.owner_bypass_roles
+            };
+            let next = req
+                .uri()
+                .query()
+                .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
+            return Err(self
+                .auth
+                .no_access(req.headers(), conn.tls, claims, needed, &next));
         }
         self.metrics.auth_outcome(AuthOutcome::Ok);
         if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {
@@ -339,7 +361,10 @@ impl App {
             .unwrap_or(&route.spec.name);
         self.auth
             .identify(req.headers_mut(), &admitted.session, audience);
-        Ok(Gate::Pass(admitted.set_cookies))
+        Ok(Gate::Pass {
+            set_cookies: admitted.set_cookies,
+            via_cookie: Some(admitted.session.via_cookie),
+        })
     }
 
     /// Steps 6 and 7 for a matched route: the gate, then credential stripping and forwarding.
@@ -353,8 +378,12 @@ impl App {
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let route = matched.route.clone();
-        let set_cookies = match self.gate(&mut req, conn, path, &matched, log).await? {
-            Gate::Pass(set_cookies) => set_cookies,
+        let gate = self.gate(&mut req, conn, path, &matched, log).await?;
+        let (set_cookies, via_cookie) = match gate {
+            Gate::Pass {
+                set_cookies,
+                via_cookie,
+            } => (set_cookies, via_cookie),
             Gate::Unauthenticated {
                 redirect: true,
                 next,
@@ -397,6 +426,10 @@ impl App {
             .await;
         log.upstream_time = Some(sent.elapsed());
         let mut resp = forwarded?;
+        if let Some(via_cookie) = via_cookie {
+            let status = resp.status();
+            crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, via_cookie);
+        }
         for c in set_cookies {
             resp.headers_mut().append(header::SET_COOKIE, c);
         }
@@ -516,7 +549,7 @@ impl App {
         *original.uri_mut() = http::Uri::from(pq);
         *original.headers_mut() = req.headers().clone();
         match self.gate(&mut original, conn, &path, &matched, log).await? {
-            Gate::Pass(set_cookies) => {
+            Gate::Pass { set_cookies, .. } => {
                 let mut resp = Response::new(body::empty());
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -618,7 +651,12 @@ fn with_cors(
 /// The gate's decision.
 enum Gate {
     /// Go on; add these `Set-Cookie`s (from a transparent refresh) to the answer.
-    Pass(Vec<HeaderValue>),
+    /// `via_cookie`: on a `required` route, whether a cookie session (rather than a bearer
+    /// token) admitted the request; `None` on a public route.
+    Pass {
+        set_cookies: Vec<HeaderValue>,
+        via_cookie: Option<bool>,
+    },
     /// No valid credentials: redirect a browser to the login page (with `next`), or 401.
     Unauthenticated { redirect: bool, next: String },
 }

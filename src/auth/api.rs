@@ -105,6 +105,8 @@ pub struct AuthApi {
     prefix: String,
     tokens_in_body: bool,
     transparent_refresh: bool,
+    /// The 403 page names the roles a route needs (`auth.show_required_roles`).
+    pub(super) show_required_roles: bool,
     pub(super) body_limit: usize,
     pub(super) identity: IdentityHeaders,
     /// Every identity header name the gateway sets (stripped from client requests), built once.
@@ -127,6 +129,7 @@ impl AuthApi {
             prefix: config.auth.prefix.clone(),
             tokens_in_body: config.auth.tokens_in_body,
             transparent_refresh: config.auth.transparent_refresh,
+            show_required_roles: config.auth.show_required_roles,
             body_limit: config.limits.auth_body_bytes,
             identity: config.auth.identity.clone(),
             identity_names: {

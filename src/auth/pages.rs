@@ -1,4 +1,6 @@
-//! Hosted pages: sign in, sign up and sign out, for apps that have no login screen of their own.
+//! Hosted pages: sign in, sign up and sign out, for apps that have no login screen of their own,
+//! and what a route's 403 page offers a signed-in browser ([`AuthApi::no_access`]; the page
+//! itself is drawn in [`crate::error`]).
 //!
 //! Plain HTML forms with labels, `autocomplete` hints and errors shown in the page; no script
 //! and no external asset, so the Content-Security-Policy can forbid both. A successful sign-in
@@ -19,7 +21,7 @@ use super::cookies;
 use super::guard::{form_decode, form_value, percent_encode, safe_next};
 use super::service::AuthError;
 use crate::body::{self, Body};
-use crate::error::{HttpError, escape_html, html_headers};
+use crate::error::{HttpError, NoAccess, PAGE_STYLE as STYLE, escape_html, html_headers};
 use crate::secret::SecretString;
 
 /// Which form a page shows.
@@ -192,7 +194,7 @@ impl AuthApi {
                     AuthError::Internal(_) => "Something went wrong; please try again".to_owned(),
                     other => other.to_string(),
                 };
-                Ok(self.render(
+                let mut resp = self.render(
                     status,
                     &View {
                         form,
@@ -202,7 +204,20 @@ impl AuthApi {
                         name: &name,
                         signed_in: None,
                     },
-                ))
+                );
+                // A 401 names its scheme (and a 503 its Retry-After) as the JSON answer does.
+                if matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                ) {
+                    let json = HttpError::from(&e).response(false);
+                    for name in [header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+                        if let Some(v) = json.headers().get(&name) {
+                            resp.headers_mut().insert(name, v.clone());
+                        }
+                    }
+                }
+                Ok(resp)
             }
         }
     }
@@ -240,9 +255,49 @@ impl AuthApi {
                 .logout(session.as_ref().map(|s| &*s.claims), refresh.as_ref())
                 .await?;
         }
-        let mut resp = redirect(&format!("{}/login", self.prefix()));
+        // The 403 page's "use another account" sends the page to return to after signing in.
+        let login = match form_value(fields, "next") {
+            Some(next) => format!(
+                "{}/login?next={}",
+                self.prefix(),
+                percent_encode(safe_next(&next))
+            ),
+            None => format!("{}/login", self.prefix()),
+        };
+        let mut resp = redirect(&login);
         self.clear_cookies(resp.headers_mut(), tls);
         Ok(resp)
+    }
+
+    /// The 403 for a signed-in user whom a route refuses: a page offering to sign in with
+    /// another account for browsers (the sign-out form carries the session's CSRF token, as the
+    /// sign-out page does), `Forbidden` for API clients. `roles` would be let in; they are named
+    /// only when `auth.show_required_roles` allows. `next` is the refused path and query.
+    pub fn no_access(
+        &self,
+        headers: &HeaderMap,
+        tls: bool,
+        claims: &super::token::AccessClaims,
+        roles: &[String],
+        next: &str,
+    ) -> HttpError {
+        let csrf = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        )
+        .filter(|c| !c.is_empty())
+        .map(|c| SecretString::new(c.to_owned()));
+        HttpError::NoAccess(Box::new(NoAccess {
+            email: claims.email.clone(),
+            roles: if self.show_required_roles {
+                roles.to_vec()
+            } else {
+                Vec::new()
+            },
+            sign_out: format!("{}/logout", self.prefix()),
+            csrf,
+            next: safe_next(next).to_owned(),
+        }))
     }
 
     fn render(&self, status: StatusCode, v: &View<'_>) -> Response<Body> {
@@ -318,14 +373,6 @@ impl AuthApi {
         resp
     }
 }
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f6f7f9;color:#1d2330;margin:0}\
-main{max-width:24rem;margin:4rem auto;background:#fff;padding:2rem;border-radius:.75rem;box-shadow:0 1px 4px #0002}\
-h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.9rem 0 .3rem;font-weight:600}\
-input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #9aa3b2;border-radius:.4rem;font-size:1rem}\
-input:focus,button:focus,a:focus{outline:3px solid #2563eb;outline-offset:2px}\
-button{margin-top:1.2rem;width:100%;padding:.7rem;border:0;border-radius:.4rem;background:#1d4ed8;color:#fff;font-size:1rem;cursor:pointer}\
-.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:.4rem}.hint{color:#555;font-weight:400;font-size:.9rem}";
 
 /// `303 See Other` to a same-origin path.
 fn redirect(location: &str) -> Response<Body> {

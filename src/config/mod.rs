@@ -282,6 +282,8 @@ pub struct AuthSettings {
     pub tokens_in_body: bool,
     /// Refresh an expired cookie session inside the request that found it expired.
     pub transparent_refresh: bool,
+    /// The 403 page of a route names the roles that would be let in.
+    pub show_required_roles: bool,
     pub password: PasswordSettings,
     pub identity: IdentityHeaders,
     /// Send upstreams a signed JWT naming the user.
@@ -393,6 +395,21 @@ pub struct RouteSpec {
     /// The path prefix (and a `{sub}` segment) compares exactly; by default it compares
     /// case-insensitively and ignores trailing dots of a segment.
     pub case_sensitive: bool,
+    /// What authenticated answers without a `Cache-Control` of their own get.
+    pub cache: CachePolicy,
+}
+
+/// How the gateway keeps caches from storing an authenticated answer (see
+/// [`crate::proxy::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// `Cache-Control: private, no-store`: no cache keeps it, not even the browser's (so Back
+    /// after sign-out does not show it).
+    NoStore,
+    /// `Cache-Control: private`: the browser may keep it, shared caches may not.
+    Private,
+    /// Leave the upstream's caching headers as they are.
+    Pass,
 }
 
 /// A route's host condition.

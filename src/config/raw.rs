@@ -186,6 +186,7 @@ pub struct RawAuth {
     pub refresh_grace: Option<Sp<String>>,
     pub tokens_in_body: Option<bool>,
     pub transparent_refresh: Option<bool>,
+    pub show_required_roles: Option<bool>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub password: RawPassword,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -293,6 +294,7 @@ pub struct RawRoute {
     /// Match the path prefix exactly instead of case-insensitively and ignoring trailing dots.
     #[serde(default)]
     pub case_sensitive: bool,
+    pub cache: Option<Sp<String>>,
 }
 
 /// A default value that was not written in the file (line 0).

@@ -1020,6 +1020,7 @@ fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, ConfigError>
         refresh_grace,
         tokens_in_body: a.tokens_in_body.unwrap_or(true),
         transparent_refresh: a.transparent_refresh.unwrap_or(true),
+        show_required_roles: a.show_required_roles.unwrap_or(false),
         password,
         identity,
         assertion,
@@ -1188,6 +1189,22 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         Some(v) => Some(v.value.clone()),
     };
 
+    let cache = match &r.cache {
+        None => CachePolicy::NoStore,
+        Some(v) => match v.value.as_str() {
+            "no-store" => CachePolicy::NoStore,
+            "private" => CachePolicy::Private,
+            "pass" => CachePolicy::Pass,
+            other => {
+                return Err(cx.err(
+                    v,
+                    &key("cache"),
+                    format!("unknown value {other:?} (use no-store, private or pass)"),
+                ));
+            }
+        },
+    };
+
     Ok(RouteSpec {
         name: r.name.clone().unwrap_or_else(|| path.clone()),
         host,
@@ -1202,6 +1219,7 @@ fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigE
         assertion_audience,
         cors: r.cors,
         case_sensitive: r.case_sensitive,
+        cache,
     })
 }
 

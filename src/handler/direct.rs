@@ -19,7 +19,9 @@
 //! - added: the request id, the identity headers of the token's claims (required routes),
 //!   `X-Forwarded-For` (the chain ending with the peer), `X-Real-IP` (the client address the
 //!   general path decides too, [`crate::proxy::headers::client_ip`]), and `-Proto` and `-Host`
-//!   unless a trusted proxy sent them.
+//!   unless a trusted proxy sent them;
+//! - to the answer on a required route: the caching headers of [`crate::proxy::cache`], as on
+//!   the general path.
 //!
 //! Everything else goes the general way, decided before anything happens: other methods, any
 //! `Cookie` (gateway cookies must be stripped, and cookie sessions may refresh), CORS routes, identity assertions, the health
@@ -337,6 +339,11 @@ impl App {
             .await;
         let upstream_time = sent.elapsed();
         let mut resp = answer.unwrap_or_else(|e| e.response(plan.html));
+        if plan.claims.is_some() {
+            // Only bearer tokens come this way (any Cookie goes the general way).
+            let status = resp.status();
+            crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, false);
+        }
         if conn.tls
             && let Some(v) = &self.hsts
         {

@@ -6,6 +6,7 @@
 //! `Upgrade` (WebSocket) that the upstream accepts with 101 becomes a byte tunnel between the two
 //! upgraded connections.
 
+pub mod cache;
 pub mod client;
 pub mod cors;
 pub mod headers;

@@ -3,18 +3,22 @@
 // Starts the gateway binary ($GATEWAY_BIN, default target/debug/gateway) on a free loopback port
 // with a throwaway config and store, then drives Debian's Chromium (/usr/bin/chromium, or
 // $CHROMIUM_BIN) through playwright-core: redirect to login, sign up, silent refresh after the
-// access cookie is gone, sign out, wrong password, security headers, no CSP violations.
+// access cookie is gone, sign out, wrong password, security headers, no CSP violations; Back after
+// sign-out does not show protected pages from the browser's cache (an upstream without cache
+// headers); the 403 page of a route offers another account.
 //
 //   npm ci --prefix tests/browser && cargo build && node tests/browser/pages.mjs
 //
 // Prints one line per check and a final `N passed, 0 failed`; exits 1 on the first failed check
 // (the gateway's log is printed then). The gateway and the browser are always stopped, and the
 // whole run is bounded by $BROWSER_TEST_TIMEOUT_MS (default 60 s). A screenshot of the login page
-// goes to $SCREENSHOT (default /tmp/gateway-login.png).
+// goes to $SCREENSHOT (default /tmp/gateway-login.png), one of the 403 page to $SCREENSHOT_403
+// (default /tmp/gateway-403.png).
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -27,11 +31,13 @@ const GATEWAY_BIN = path.resolve(repo, process.env.GATEWAY_BIN || "target/debug/
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const OVERALL_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60_000);
 const SCREENSHOT = process.env.SCREENSHOT || path.join(os.tmpdir(), "gateway-login.png");
+const SCREENSHOT_403 = process.env.SCREENSHOT_403 || path.join(os.tmpdir(), "gateway-403.png");
 const STEP_TIMEOUT_MS = 10_000;
 
 const started = Date.now();
 let passed = 0;
 let gateway = null;
+let upstream = null;
 let gatewayLog = "";
 let context = null;
 let tmp = null;
@@ -78,6 +84,11 @@ async function cleanup() {
     ]);
     if (!exited) g.kill("SIGKILL");
   }
+  if (upstream) {
+    upstream.closeAllConnections();
+    upstream.close();
+    upstream = null;
+  }
   if (tmp) {
     fs.rmSync(tmp, { recursive: true, force: true });
     tmp = null;
@@ -111,8 +122,37 @@ function freePort() {
   });
 }
 
+/**
+ * An app with no auth code and no cache headers at all (what most apps behind the gateway look
+ * like): /app/one and /app/two, linked to each other. Returns its port.
+ */
+function startUpstream() {
+  const pages = {
+    "/app/one": ["Page one", "secret of page one", "/app/two", "Page two"],
+    "/app/two": ["Page two", "secret of page two", "/app/one", "Page one"],
+  };
+  upstream = http.createServer((req, res) => {
+    const p = pages[new URL(req.url, "http://x").pathname];
+    if (!p) {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found");
+      return;
+    }
+    const [title, secret, link, linkText] = p;
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(
+      `<!doctype html><html lang="en"><head><title>${title}</title></head><body>` +
+        `<h1>${title}</h1><p>${secret}</p><a href="${link}">${linkText}</a></body></html>`,
+    );
+  });
+  return new Promise((resolve, reject) => {
+    upstream.on("error", reject);
+    upstream.listen(0, "127.0.0.1", () => resolve(upstream.address().port));
+  });
+}
+
 async function startGateway() {
   assert(fs.existsSync(GATEWAY_BIN), `gateway binary not found at ${GATEWAY_BIN} (run cargo build or set GATEWAY_BIN)`);
+  const upstreamPort = await startUpstream();
   const port = await freePort();
   const config = path.join(tmp, "gateway.yaml");
   fs.writeFileSync(
@@ -138,6 +178,15 @@ async function startGateway() {
       "    path: /public",
       "    upstream: builtin:whoami",
       "    auth: public",
+      "  - name: pages",
+      "    path: /app",
+      `    upstream: http://127.0.0.1:${upstreamPort}`,
+      "    auth: required",
+      "  - name: admin",
+      "    path: /admin",
+      "    upstream: builtin:whoami",
+      "    auth: required",
+      "    roles: [admin]",
       "  - name: app",
       "    path: /",
       "    upstream: builtin:whoami",
@@ -219,12 +268,14 @@ async function main() {
 
   // Anything the page logs as an error (CSP violations among them) fails the run at the end.
   const consoleErrors = [];
-  // The one expected error is the 401 document the wrong password is answered with.
+  // The expected errors are the 401 document the wrong password is answered with and the 403
+  // page of /admin.
   page.on("console", (m) => {
     if (m.type() !== "error") return;
-    const expected401 =
-      m.text().includes("status of 401") && new URL(m.location().url || base).pathname === loginPath;
-    if (!expected401) consoleErrors.push(`${m.text()} (${m.location().url})`);
+    const at = new URL(m.location().url || base).pathname;
+    const expected401 = m.text().includes("status of 401") && at === loginPath;
+    const expected403 = m.text().includes("status of 403") && at === "/admin";
+    if (!expected401 && !expected403) consoleErrors.push(`${m.text()} (${m.location().url})`);
   });
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
@@ -368,6 +419,73 @@ async function main() {
     await context.addCookies([{ ...c.gw_refresh }, { ...c.gw_csrf }]);
     await page.goto(`${base}/dashboard`);
     assert(new URL(page.url()).pathname === loginPath, `the old refresh cookie still works: landed on ${page.url()}`);
+  });
+
+  // 7. Back after sign-out: an upstream that sets no cache headers must not have its pages kept
+  // by the browser (the gateway adds Cache-Control: private, no-store).
+  await step("sign in, open two pages of an app without cache headers", async () => {
+    await page.goto(`${base}/app/one`);
+    assert(new URL(page.url()).pathname === loginPath, `landed on ${page.url()}`);
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill(password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.waitForURL((u) => u.pathname === "/app/one");
+    await page.getByText("secret of page one").waitFor();
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === "/app/two"),
+      page.getByRole("link", { name: "Page two" }).click(),
+    ]);
+    await page.waitForURL((u) => u.pathname === "/app/two");
+    await page.getByText("secret of page two").waitFor();
+    const cc = (await resp.allHeaders())["cache-control"];
+    assert(cc === "private, no-store", `cache-control of /app/two is ${JSON.stringify(cc)}`);
+  });
+
+  await step("signed out in another tab, Back shows the sign-in page, not the page from the cache", async () => {
+    const other = await context.newPage();
+    await other.goto(`${base}/api/auth/logout`);
+    await other.getByRole("button", { name: "Sign out" }).click();
+    await other.waitForURL((u) => u.pathname === loginPath);
+    await other.close();
+    await page.goBack();
+    await page.waitForLoadState("load");
+    const text = await page.locator("body").innerText();
+    assert(!text.includes("secret of page one"), `Back showed the signed-in page at ${page.url()}: ${JSON.stringify(text)}`);
+    const url = new URL(page.url());
+    assert(url.pathname === loginPath, `Back landed on ${page.url()}`);
+    assert(url.searchParams.get("next") === "/app/one", `next is ${url.searchParams.get("next")}`);
+    await page.getByRole("heading", { name: "Sign in" }).waitFor();
+  });
+
+  // 8. The 403 page: a signed-in user without the admin role.
+  await step("a route the account lacks the role for shows the 403 page in the sign-in look", async () => {
+    await page.goto(`${base}/admin`);
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill(password);
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => new URL(r.url()).pathname === "/admin"),
+      page.getByRole("button", { name: "Sign in" }).click(),
+    ]);
+    assert(resp.status() === 403, `status ${resp.status()}`);
+    await page.getByRole("heading", { name: "No access" }).waitFor();
+    await page.getByText("does not have access to this page").waitFor();
+    const viewport = await page.locator('meta[name="viewport"]').count();
+    assert(viewport === 1, "no viewport meta");
+    const bg = await page.evaluate(() => getComputedStyle(document.querySelector("main")).backgroundColor);
+    assert(bg === "rgb(255, 255, 255)", `main is not styled like the sign-in page (background ${bg})`);
+    assert((await page.getByRole("link", { name: /home page/ }).getAttribute("href")) === "/", "no link to /");
+    await page.screenshot({ path: SCREENSHOT_403, fullPage: true });
+    assert(fs.statSync(SCREENSHOT_403).size > 1000, "screenshot is empty");
+  });
+
+  await step("'Sign out / use another account' signs out and offers the sign-in page for /admin", async () => {
+    await page.getByRole("button", { name: "Sign out / use another account" }).click();
+    await page.waitForURL((u) => u.pathname === loginPath);
+    const url = new URL(page.url());
+    assert(url.searchParams.get("next") === "/admin", `next is ${url.searchParams.get("next")}`);
+    const c = await cookieMap();
+    const left = ["gw_access", "gw_refresh", "gw_csrf"].filter((n) => c[n] && c[n].value);
+    assert(left.length === 0, `cookies left after sign-out: ${left}`);
   });
 
   await step("no console errors or CSP violations in any page", async () => {
