@@ -346,13 +346,23 @@ impl App {
                 .uri()
                 .query()
                 .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
-            return Err(self
-                .auth
-                .no_access(req.headers(), conn.tls, claims, needed, &next));
+            return Ok(Gate::Refused {
+                error: self
+                    .auth
+                    .no_access(req.headers(), conn.tls, claims, needed, &next),
+                set_cookies: admitted.set_cookies,
+            });
         }
         self.metrics.auth_outcome(AuthOutcome::Ok);
-        if admitted.session.via_cookie && !admitted.csrf_checked && !is_safe(req.method()) {
-            self.auth.check_csrf(req.headers(), conn.tls, &claims.sid)?;
+        if admitted.session.via_cookie
+            && !admitted.csrf_checked
+            && !is_safe(req.method())
+            && let Err(error) = self.auth.check_csrf(req.headers(), conn.tls, &claims.sid)
+        {
+            return Ok(Gate::Refused {
+                error,
+                set_cookies: admitted.set_cookies,
+            });
         }
         let audience = route
             .spec
@@ -393,6 +403,9 @@ impl App {
             Gate::Unauthenticated { .. } => {
                 return Err(HttpError::Unauthorized("Not authenticated"));
             }
+            Gate::Refused { error, set_cookies } => {
+                return Ok(with_set_cookies(error.response(html), set_cookies));
+            }
         };
         // On public routes too: a signed-in browser sends its session cookies everywhere.
         strip_credentials(req.headers_mut(), route.spec.forward_token);
@@ -425,15 +438,18 @@ impl App {
             )
             .await;
         log.upstream_time = Some(sent.elapsed());
-        let mut resp = forwarded?;
+        let mut resp = match forwarded {
+            Ok(resp) => resp,
+            // The refreshed session cookies go with an error answer too: the browser's refresh
+            // token was rotated, and keeping the old one would count as reuse after the grace
+            // window and end the session.
+            Err(e) => return Ok(with_set_cookies(e.response(html), set_cookies)),
+        };
         if let Some(via_cookie) = via_cookie {
             let status = resp.status();
             crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, via_cookie);
         }
-        for c in set_cookies {
-            resp.headers_mut().append(header::SET_COOKIE, c);
-        }
-        Ok(resp)
+        Ok(with_set_cookies(resp, set_cookies))
     }
 
     fn ready(&self) -> Response<Body> {
@@ -580,6 +596,10 @@ impl App {
                 }
                 Err(HttpError::Unauthorized("Not authenticated"))
             }
+            Gate::Refused { error, set_cookies } => {
+                let html = wants_html(original.method(), original.headers());
+                Ok(with_set_cookies(error.response(html), set_cookies))
+            }
         }
     }
 
@@ -648,6 +668,14 @@ fn with_cors(
     resp
 }
 
+/// `resp` with the `Set-Cookie`s of a transparent refresh added.
+fn with_set_cookies(mut resp: Response<Body>, set_cookies: Vec<HeaderValue>) -> Response<Body> {
+    for c in set_cookies {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
 /// The gate's decision.
 enum Gate {
     /// Go on; add these `Set-Cookie`s (from a transparent refresh) to the answer.
@@ -659,6 +687,12 @@ enum Gate {
     },
     /// No valid credentials: redirect a browser to the login page (with `next`), or 401.
     Unauthenticated { redirect: bool, next: String },
+    /// Authenticated but refused (a role or owner check, CSRF): answer `error`, with the
+    /// `Set-Cookie`s of a transparent refresh that happened on the way.
+    Refused {
+        error: HttpError,
+        set_cookies: Vec<HeaderValue>,
+    },
 }
 
 /// What the access log line says about a request, filled in as it becomes known (cheaply: it

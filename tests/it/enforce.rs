@@ -743,6 +743,57 @@ async fn an_expired_cookie_session_is_refreshed_inside_parallel_requests() {
 }
 
 #[tokio::test]
+async fn a_refusal_or_upstream_error_after_a_transparent_refresh_keeps_the_new_cookies() {
+    // The refresh rotated the browser's refresh token; an answer without the successor would
+    // leave the browser with the old one, which counts as reuse after the grace window.
+    let up = Upstream::start().await;
+    let dead = dead_addr().await;
+    let gw = Gateway::start(&config(
+        "",
+        &format!(
+            "routes:\n  - {{path: /admin, upstream: '{u}', auth: required, roles: [admin]}}\n  \
+             - {{path: /down, upstream: 'http://{dead}', auth: required}}\n  \
+             - {{path: /, upstream: '{u}', auth: required}}\n",
+            u = up.url()
+        ),
+    ))
+    .await;
+    signup(&gw, "rotated@example.com").await;
+    for (path, method, status) in [("/admin/x", "GET", 403), ("/down/x", "GET", 502)] {
+        let user = login(&gw, "rotated@example.com").await;
+        let jar = format!(
+            "gw_refresh={}; gw_csrf={}",
+            user.cookie("gw_refresh"),
+            user.cookie("gw_csrf")
+        );
+        let r = call(
+            method,
+            &gw.url(path),
+            &[("cookie", &jar), ("accept", "application/json")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        let set = set_cookies(&r);
+        let refresh = &set
+            .get("gw_refresh")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{method} {path}: no rotated refresh cookie: {:?}",
+                    r.headers
+                )
+            })
+            .0;
+        assert!(
+            !refresh.is_empty() && *refresh != user.cookie("gw_refresh"),
+            "{set:?}"
+        );
+        assert!(set.contains_key("gw_access"), "{set:?}");
+    }
+    assert_eq!(up.count(), 0, "nothing refused reached the upstream");
+}
+
+#[tokio::test]
 async fn without_transparent_refresh_a_refresh_cookie_is_not_enough() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config(
