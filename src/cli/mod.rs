@@ -145,7 +145,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
                 }
             }
         }
-        running.shutdown().await;
+        // A second signal during shutdown_delay skips the rest of it.
+        running.shutdown_or_sooner(shutdown_signal()).await;
         Ok(())
     })
 }

@@ -33,6 +33,7 @@ const TOP_LEVEL: &[&str] = &[
     "limits",
     "upstream",
     "shutdown_grace",
+    "shutdown_delay",
     "health",
     "log",
     "store",

@@ -25,6 +25,7 @@ mod ops;
 mod pg;
 mod proxy;
 mod replicas;
+mod rolling;
 mod server;
 mod store;
 mod tls;
