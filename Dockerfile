@@ -47,7 +47,7 @@ ENV GATEWAY_CONFIG=/etc/gateway/gateway.yaml \
 USER nonroot
 VOLUME ["/data"]
 EXPOSE 8080 8443
-# distroless has no shell or curl: the binary checks its own /healthz on the HTTP listener.
+# distroless has no shell or curl: the binary checks its own /healthz (HTTP, else HTTPS).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/gateway", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/gateway"]
