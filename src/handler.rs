@@ -76,6 +76,12 @@ pub struct App {
     other_stats: Arc<RouteStats>,
 }
 
+/// In a `/verify` answer that allows the request: the `Cookie` header the app should get (the
+/// request's cookies minus the gateway's own; empty when none are left).
+pub const UPSTREAM_COOKIE: &str = "x-upstream-cookie";
+/// In a `/verify` 401 to nginx for a browser: where to send it to sign in (`next` encoded).
+pub const LOGIN_LOCATION: &str = "x-login-location";
+
 impl App {
     /// Builds the routes, upstream client and auth API for a configuration, around the
     /// long-lived auth core.
@@ -525,9 +531,39 @@ impl App {
                 for c in set_cookies {
                     resp.headers_mut().append(header::SET_COOKIE, c);
                 }
+                // The browser's cookies minus the gateway's own, for the proxy to send to the
+                // app instead of the Cookie header it received: the session cookies (the
+                // refresh cookie has Path=/) never reach the app.
+                let mut app_headers = HeaderMap::new();
+                for c in req.headers().get_all(header::COOKIE) {
+                    app_headers.append(header::COOKIE, c.clone());
+                }
+                strip_credentials(&mut app_headers, true);
+                let app_cookie = app_headers.remove(header::COOKIE);
+                resp.headers_mut().insert(
+                    UPSTREAM_COOKIE,
+                    app_cookie
+                        .clone()
+                        .unwrap_or_else(|| HeaderValue::from_static("")),
+                );
+                // Traefik cannot rename a header but replaces (or, when absent, removes) the
+                // request's copy of each header it is told to take from this answer.
+                if let Some(c) = app_cookie {
+                    resp.headers_mut().insert(header::COOKIE, c);
+                }
                 Ok(resp)
             }
             Gate::Unauthenticated { redirect, next } => {
+                if redirect && nginx {
+                    // nginx cannot follow a redirect from auth_request; it sends the browser to
+                    // this location itself, with `next` already encoded.
+                    let login = self.auth.login_redirect(&next);
+                    let mut resp = HttpError::Unauthorized("Not authenticated").response(false);
+                    if let Some(loc) = login.headers().get(header::LOCATION) {
+                        resp.headers_mut().insert(LOGIN_LOCATION, loc.clone());
+                    }
+                    return Ok(resp);
+                }
                 if redirect && !nginx {
                     let mut resp = self.auth.login_redirect(&next);
                     *resp.status_mut() = StatusCode::FOUND;

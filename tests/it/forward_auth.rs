@@ -167,6 +167,60 @@ async fn verify_answers_like_the_route_policy() {
     assert_eq!(up.count(), 0, "verify never forwards anything");
 }
 
+/// The two things a proxy cannot work out itself, in the answer to it: which cookies the app
+/// may see, and (nginx, for a browser) where to sign in with `next` encoded. On both serving
+/// paths.
+#[tokio::test]
+async fn verify_names_the_app_cookies_and_the_login_location() {
+    for fast_path in [true, false] {
+        let up = Upstream::start().await;
+        let yaml = format!(
+            "{}listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0, fast_path: {fast_path}}}\n",
+            config(&up.url(), true)
+        );
+        let gw = Gateway::start(&yaml).await;
+        let user = signup(&gw, "cookies@example.com", PW).await;
+        let nginx = [("x-original-uri", "/app/x"), ("x-original-method", "GET")];
+        fn with<'a>(nginx: &[(&'a str, &'a str)], cookie: &'a str) -> Vec<(&'a str, &'a str)> {
+            let mut h = nginx.to_vec();
+            h.push(("cookie", cookie));
+            h
+        }
+        let ours = format!("gw_access={}", user.cookie("gw_access"));
+        let mixed = format!(
+            "a=1; {ours}; gw_refresh={}; __Host-gw_csrf=x; b=2",
+            user.cookie("gw_refresh")
+        );
+        let r = verify(&gw, &with(&nginx, &mixed)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-upstream-cookie").as_deref(), Some("a=1; b=2"));
+        assert_eq!(r.header("cookie").as_deref(), Some("a=1; b=2"));
+        let r = verify(&gw, &with(&nginx, &ours)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-upstream-cookie").as_deref(), Some(""));
+        assert_eq!(r.header("cookie"), None);
+
+        let r = verify(
+            &gw,
+            &[
+                ("x-original-uri", "/app/page?a=1&b=2"),
+                ("x-original-method", "GET"),
+                ("accept", "text/html"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header("x-login-location").as_deref(),
+            Some("/api/auth/login?next=/app/page%3Fa%3D1%26b%3D2")
+        );
+        // API clients are not sent anywhere.
+        let r = verify(&gw, &nginx).await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("x-login-location"), None);
+    }
+}
+
 #[tokio::test]
 async fn verify_is_only_for_trusted_proxies() {
     let up = Upstream::start().await;
@@ -270,18 +324,29 @@ async fn real_nginx_with_auth_request() {
     let gw = Gateway::start(&config(&up.url(), true)).await;
     let nginx = start_nginx(bin, gw.http.port(), up.addr.port()).await;
     let base = format!("http://127.0.0.1:{}", nginx.port);
+    // nginx sends browsers to the page the gateway named, relative (absolute_redirect off).
+    proxy_checks(&base, &up, "ngx@example.com", 303, "").await;
+}
 
-    // Sign up through nginx (it proxies /api/auth/ to the gateway).
+/// What every forward-auth proxy example must do, checked through the proxy at `base` in front
+/// of `up`: a browser without a session is sent (`status`) to `{login_base}/api/auth/login`
+/// with the whole original URL as `next`; API clients get 401; identity headers reach the app
+/// and spoofed ones do not; roles give 403; the gateway's cookies never reach the app.
+async fn proxy_checks(base: &str, up: &Upstream, email: &str, status: u16, login_base: &str) {
+    // Sign up through the proxy (it passes /api/auth/ to the gateway).
     let r = post_json(
         &format!("{base}/api/auth/signup"),
-        &serde_json::json!({"email": "ngx@example.com", "password": PW}),
+        &serde_json::json!({"email": email, "password": PW}),
         &[],
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let access = r.json()["access_token"].as_str().unwrap().to_owned();
-    let id = r.json()["user"]["id"].as_str().unwrap().to_owned();
-    let bearer = format!("Bearer {access}");
+    let session = Tokens::from_resp(r);
+    let id = session.resp.json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = format!("Bearer {}", session.access);
 
     // Allowed: identity headers reach the upstream, spoofed ones don't.
     let ok = get_with(
@@ -298,15 +363,20 @@ async fn real_nginx_with_auth_request() {
     assert_eq!(seen.uri, "/app/page");
     assert_eq!(seen.all("x-auth-user-id"), std::slice::from_ref(&id));
     assert_eq!(seen.all("x-auth-roles"), ["user"]);
-    assert_eq!(seen.all("x-auth-email"), ["ngx@example.com"]);
+    assert_eq!(seen.all("x-auth-email"), [email]);
     let count = up.count();
 
-    // A browser without a session is sent to the login page.
-    let anon = get_with(&format!("{base}/app/page?x=1"), &[("accept", "text/html")]).await;
-    assert_eq!(anon.status, 303);
+    // A browser without a session is sent to the login page, the whole URL kept in `next`.
+    let anon = get_with(
+        &format!("{base}/app/page?x=1&y=2"),
+        &[("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(anon.status, status, "{}", anon.text());
+    let location = anon.header("location").unwrap();
     assert_eq!(
-        anon.header("location").as_deref(),
-        Some("/api/auth/login?next=/app/page?x=1")
+        location,
+        format!("{login_base}/api/auth/login?next=/app/page%3Fx%3D1%26y%3D2")
     );
     // An API client gets the 401.
     let api = get_with(
@@ -331,9 +401,44 @@ async fn real_nginx_with_auth_request() {
     // A public route passes without identity, and a spoofed identity is removed.
     let public = get_with(
         &format!("{base}/public/x"),
-        &[("x-auth-user-id", "spoofed")],
+        &[("x-auth-user-id", "spoofed"), ("x-auth-roles", "admin")],
     )
     .await;
     assert_eq!(public.status, 200);
     assert!(up.last().all("x-auth-user-id").is_empty());
+    assert!(up.last().all("x-auth-roles").is_empty());
+
+    // Signed in with the session cookies (the refresh cookie has Path=/, so browsers send it
+    // everywhere): the app gets the identity and its own cookies, never the gateway's.
+    let cookies = cookie_header(&[
+        ("gw_access", &session.cookie("gw_access")),
+        ("theme", "dark"),
+        ("gw_refresh", &session.cookie("gw_refresh")),
+        ("gw_csrf", &session.cookie("gw_csrf")),
+        ("lang", "en"),
+    ]);
+    let r = get_with(&format!("{base}/app/cookies"), &[("cookie", &cookies)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.last();
+    assert_eq!(seen.all("x-auth-user-id"), std::slice::from_ref(&id));
+    assert_eq!(seen.all("cookie"), ["theme=dark; lang=en"]);
+    assert!(seen.all("x-upstream-cookie").is_empty());
+    // Only the gateway's cookies: none reach the app.
+    let only_ours = cookie_header(&[
+        ("gw_access", &session.cookie("gw_access")),
+        ("gw_refresh", &session.cookie("gw_refresh")),
+    ]);
+    let r = get_with(&format!("{base}/app/cookies"), &[("cookie", &only_ours)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.last();
+    assert_eq!(seen.all("x-auth-user-id"), std::slice::from_ref(&id));
+    assert!(
+        seen.all("cookie").iter().all(|c| c.trim().is_empty()),
+        "{:?}",
+        seen.all("cookie")
+    );
+    // On a public route too.
+    let r = get_with(&format!("{base}/public/c"), &[("cookie", &cookies)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().all("cookie"), ["theme=dark; lang=en"]);
 }
