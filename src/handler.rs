@@ -523,10 +523,15 @@ impl App {
                 let mut resp = Response::new(body::empty());
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // Every identity header, empty when there is no identity (a public route):
+                // Caddy 2.6 copies an absent one as its literal placeholder text.
                 for name in self.auth.identity_header_names() {
-                    if let Some(v) = original.headers().get(&name) {
-                        resp.headers_mut().insert(name, v.clone());
-                    }
+                    let v = original
+                        .headers()
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or_else(|| HeaderValue::from_static(""));
+                    resp.headers_mut().insert(name, v);
                 }
                 for c in set_cookies {
                     resp.headers_mut().append(header::SET_COOKIE, c);
