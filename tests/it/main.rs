@@ -13,6 +13,7 @@ mod binary;
 mod cli;
 mod client;
 mod config;
+mod deploy;
 mod direct_review;
 mod enforce;
 mod enumeration;
