@@ -30,3 +30,4 @@ mod rolling;
 mod server;
 mod store;
 mod tls;
+mod tty;
