@@ -146,8 +146,12 @@ const DELAY: &str = "2s";
 impl Replica {
     /// Starts the real binary on `port` (in `dir`, its own store) and waits until it is live.
     async fn start(dir: tempfile::TempDir, port: u16) -> Replica {
+        Replica::start_with(dir, port, DELAY).await
+    }
+
+    async fn start_with(dir: tempfile::TempDir, port: u16, delay: &str) -> Replica {
         let yaml = format!(
-            "version: 1\nshutdown_delay: {DELAY}\nshutdown_grace: 10s\nadmin: {{listen: null}}\nlisten: {{http: 127.0.0.1:{port}, https: null}}\nroutes:\n  - {{path: /, upstream: 'builtin:whoami', auth: public}}\n"
+            "version: 1\nshutdown_delay: {delay}\nshutdown_grace: 10s\nadmin: {{listen: null}}\nlisten: {{http: 127.0.0.1:{port}, https: null}}\nroutes:\n  - {{path: /, upstream: 'builtin:whoami', auth: public}}\n"
         );
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -176,14 +180,18 @@ impl Replica {
         panic!("the replica on port {port} did not become ready");
     }
 
-    /// SIGTERM, wait for a clean exit, start again on the same port.
-    async fn restart(mut self) -> Replica {
+    fn term(&self) {
         let term = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
         assert!(term.success());
+    }
+
+    /// SIGTERM, wait for a clean exit, start again on the same port.
+    async fn restart(mut self) -> Replica {
+        self.term();
         let mut status = None;
         for _ in 0..1500 {
             status = self.child.try_wait().unwrap();
@@ -199,6 +207,51 @@ impl Replica {
         drop(self);
         Replica::start(dir, port).await
     }
+}
+
+#[tokio::test]
+async fn a_second_signal_ends_the_shutdown_delay() {
+    let mut replica = None;
+    for _ in 0..5 {
+        let [port] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        // A delay no test waits out: only the second signal can end it.
+        let dir = tempfile::tempdir().unwrap();
+        let started = tokio::time::timeout(
+            Duration::from_secs(30),
+            Replica::start_with(dir, port, "10min"),
+        )
+        .await;
+        if let Ok(r) = started {
+            replica = Some(r);
+            break;
+        }
+    }
+    let mut replica = replica.expect("the replica did not start");
+    let url = format!("http://127.0.0.1:{}/readyz", replica.port);
+    replica.term();
+    let mut ready = 200;
+    for _ in 0..500 {
+        ready = get(&url).await.unwrap().status;
+        if ready == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ready, 503, "not draining after the first SIGTERM");
+    assert!(replica.child.try_wait().unwrap().is_none());
+    replica.term();
+    let mut status = None;
+    for _ in 0..2000 {
+        status = replica.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = status.expect("hang guard: the second SIGTERM did not end the delay");
+    assert!(status.success(), "{status:?}");
 }
 
 struct Haproxy {
