@@ -78,9 +78,9 @@ pub struct App {
 
 /// In a `/verify` answer that allows the request: the `Cookie` header the app should get (the
 /// request's cookies minus the gateway's own; empty when none are left).
-pub const UPSTREAM_COOKIE: &str = "x-upstream-cookie";
+const UPSTREAM_COOKIE: &str = "x-upstream-cookie";
 /// In a `/verify` 401 to nginx for a browser: where to send it to sign in (`next` encoded).
-pub const LOGIN_LOCATION: &str = "x-login-location";
+const LOGIN_LOCATION: &str = "x-login-location";
 
 impl App {
     /// Builds the routes, upstream client and auth API for a configuration, around the

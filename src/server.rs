@@ -4,8 +4,9 @@
 //! HTTP/2 (with upgrades) on each accepted connection until the shutdown future resolves, then
 //! answers `/readyz` with 503 while still serving for `shutdown_delay` (load balancers take the
 //! process out of rotation before anything is refused), then stops accepting, asks every
-//! connection to finish its in-flight requests and waits up to the configured grace period. Connections are capped by a semaphore; at shutdown, acquiring every
-//! permit is how we know the last connection has ended.
+//! connection to finish its in-flight requests and waits up to the configured grace period.
+//! Connections are capped by a semaphore; at shutdown, acquiring every permit is how we know the
+//! last connection has ended.
 //!
 //! **Runtime shape.** Connections are served by `listen.workers` threads (one per core by
 //! default), each running its own single-threaded tokio runtime and accepting from the same

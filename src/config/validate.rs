@@ -256,8 +256,8 @@ pub(super) fn validate(
         (Duration::ZERO, Duration::from_secs(3600)),
     )?;
 
-    // Long enough for a load balancer to see /readyz fail (a few health-check intervals); an
-    // hour would be a mistake, not a policy.
+    // Long enough for a load balancer to see /readyz fail (a few health-check intervals); ten
+    // minutes and more would be a mistake, not a policy.
     let shutdown_delay = cx.duration(
         &raw.shutdown_delay,
         "shutdown_delay",
