@@ -520,6 +520,25 @@ impl App {
         *original.headers_mut() = req.headers().clone();
         match self.gate(&mut original, conn, &path, &matched, log).await? {
             Gate::Pass(set_cookies) => {
+                // Caddy and Traefik do not hand a 2xx answer's Set-Cookie to the browser, so a
+                // session refreshed during the check would be lost (and its rotated refresh
+                // token later replayed). Send the browser back to the same URL with the new
+                // cookies instead: a 307 (method and body kept) that they pass on as it is.
+                if !nginx
+                    && !set_cookies.is_empty()
+                    && let Some(host) = raw_host.as_deref()
+                    && let Ok(location) = HeaderValue::from_str(&format!("{proto}://{host}{uri}"))
+                {
+                    let mut resp = Response::new(body::empty());
+                    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+                    resp.headers_mut().insert(header::LOCATION, location);
+                    resp.headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    for c in set_cookies {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    return Ok(resp);
+                }
                 let mut resp = Response::new(body::empty());
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -532,6 +551,17 @@ impl App {
                         .cloned()
                         .unwrap_or_else(|| HeaderValue::from_static(""));
                     resp.headers_mut().insert(name, v);
+                }
+                // nginx (before 1.23) reads only the first of several Set-Cookie headers of the
+                // answer; the session's cookies (at most three) also come one per header.
+                if nginx {
+                    for (i, c) in set_cookies.iter().enumerate() {
+                        if let Ok(name) = http::HeaderName::from_bytes(
+                            format!("x-set-cookie-{}", i + 1).as_bytes(),
+                        ) {
+                            resp.headers_mut().insert(name, c.clone());
+                        }
+                    }
                 }
                 for c in set_cookies {
                     resp.headers_mut().append(header::SET_COOKIE, c);

@@ -219,6 +219,37 @@ async fn verify_names_the_app_cookies_and_the_login_location() {
         let r = verify(&gw, &nginx).await;
         assert_eq!(r.status, 401);
         assert_eq!(r.header("x-login-location"), None);
+
+        // A session refreshed during the check: nginx gets each new cookie in a header of its
+        // own; Caddy and Traefik, which drop a 2xx answer's Set-Cookie, a 307 back to the URL.
+        let fresh_login = login(&gw, "cookies@example.com", PW).await;
+        let cookie = format!("gw_refresh={}", fresh_login.cookie("gw_refresh"));
+        let r = verify(&gw, &with(&nginx, &cookie)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let numbered: Vec<String> = (1..=4)
+            .filter_map(|i| r.header(&format!("x-set-cookie-{i}")))
+            .collect();
+        assert_eq!(numbered.len(), 3, "{numbered:?}");
+        assert!(numbered.iter().any(|c| c.starts_with("gw_refresh=")));
+        let fresh_login = login(&gw, "cookies@example.com", PW).await;
+        let cookie = format!("gw_refresh={}", fresh_login.cookie("gw_refresh"));
+        let r = verify(
+            &gw,
+            &[
+                ("x-forwarded-uri", "/app/page?a=1&b=2"),
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-host", "app.example.test"),
+                ("cookie", &cookie),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 307, "{}", r.text());
+        assert_eq!(
+            r.header("location").as_deref(),
+            Some("http://app.example.test/app/page?a=1&b=2")
+        );
+        assert_eq!(set_cookies(&r).len(), 3);
+        assert_eq!(r.header("x-set-cookie-1"), None);
     }
 }
 
@@ -451,6 +482,64 @@ async fn proxy_checks(base: &str, up: &Upstream, email: &str, status: u16, login
     assert_eq!(up.last().all("cookie"), ["theme=dark; lang=en"]);
 }
 
+/// A browser whose access cookie has gone (expired) but whose refresh cookie is valid: the
+/// gateway refreshes the session during the check, and the browser must get all the new
+/// cookies, or its next refresh would replay the rotated token. Returns the response to the
+/// first request.
+async fn refreshed_through(base: &str, up: &Upstream, email: &str) -> (Resp, String) {
+    let r = post_json(
+        &format!("{base}/api/auth/signup"),
+        &serde_json::json!({"email": email, "password": PW}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let session = Tokens::from_resp(r);
+    let id = session.resp.json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_refresh = session.cookie("gw_refresh");
+    let only_refresh = cookie_header(&[("gw_refresh", &old_refresh)]);
+    let r = get_with(
+        &format!("{base}/app/again?y=1"),
+        &[("cookie", &only_refresh)],
+    )
+    .await;
+    let refreshed = set_cookie(&r, "gw_refresh").value;
+    assert_ne!(refreshed, old_refresh, "the refresh token was not rotated");
+    let fresh = cookie_header(&[
+        ("gw_access", &set_cookie(&r, "gw_access").value),
+        ("gw_refresh", &refreshed),
+        ("gw_csrf", &set_cookie(&r, "gw_csrf").value),
+    ]);
+    // With the new cookies the next request passes without another refresh.
+    let next = get_with(&format!("{base}/app/next"), &[("cookie", &fresh)]).await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert!(set_cookies(&next).is_empty(), "refreshed again");
+    assert_eq!(up.last().all("x-auth-user-id"), [id]);
+    (r, fresh)
+}
+
+#[tokio::test]
+async fn a_session_refreshed_behind_nginx_hands_the_browser_every_cookie() {
+    let Some(bin) = nginx_binary() else {
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_NGINX").is_none(),
+            "nginx is required (GATEWAY_REQUIRE_NGINX is set) but not installed"
+        );
+        eprintln!("skipping: nginx is not installed (apt-get install nginx-light)");
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), true)).await;
+    let nginx = start_nginx(bin, gw.http.port(), up.addr.port()).await;
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let (first, _) = refreshed_through(&base, &up, "ngx-refresh@example.com").await;
+    // nginx serves the request at once, with the cookies added to the app's answer.
+    assert_eq!(first.status, 200, "{}", first.text());
+}
+
 /// Caddy in front of the mock upstream, asking the gateway through `forward_auth`.
 struct Caddy {
     child: Child,
@@ -538,4 +627,13 @@ async fn real_caddy_with_forward_auth() {
     // Caddy passes the gateway's 302 on; its Location is absolute, built from the
     // X-Forwarded-Host/-Proto Caddy sent.
     proxy_checks(&base, &up, "caddy@example.com", 302, &base).await;
+
+    // Caddy drops a 2xx answer's Set-Cookie: the gateway sends the browser back to the same URL
+    // with the refreshed cookies instead.
+    let (first, _) = refreshed_through(&base, &up, "caddy-refresh@example.com").await;
+    assert_eq!(first.status, 307, "{}", first.text());
+    assert_eq!(
+        first.header("location"),
+        Some(format!("{base}/app/again?y=1"))
+    );
 }
