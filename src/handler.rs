@@ -446,9 +446,11 @@ impl App {
     /// Caddy `forward_auth`: the original request is described by headers (`X-Original-URI` and
     /// `X-Original-Method` from nginx; `X-Forwarded-Uri`, `-Method`, `-Host`, `-Proto` from
     /// Traefik and Caddy), believed only from `trusted_proxies`. The same route table and policy
-    /// decide: 200 with the identity headers (and any refreshed session cookies), 401 (nginx
-    /// turns it into a login redirect with `error_page`), a 302 to the login page for browser
-    /// navigations via Traefik/Caddy (they pass the answer to the client), or 403.
+    /// decide: 200 with the identity headers (empty on a public route), the cookies the app may
+    /// see (`X-Upstream-Cookie`) and any refreshed session cookies; 401 (nginx turns it into a
+    /// login redirect with `error_page`, to `X-Login-Location` for browsers); a 302 to the login
+    /// page for browser navigations via Traefik/Caddy (they pass the answer to the client), or a
+    /// 307 back to the URL when they would drop refreshed cookies; or 403.
     async fn verify(
         &self,
         req: Request<Body>,
