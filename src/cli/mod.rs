@@ -3,14 +3,15 @@
 //! `check` runs exactly the loading code `serve` runs and prints the resolved listeners and route
 //! table (never a secret) and which `GATEWAY_...` variables overrode the file; both exit
 //! non-zero with the reason when the config is bad. `healthcheck` asks a running gateway's
-//! liveness endpoint on whichever listener is on ([`healthcheck`]; for container
-//! `HEALTHCHECK`s: distroless images have no curl).
+//! liveness endpoint over plain HTTP, or HTTPS when that is off (for container `HEALTHCHECK`s:
+//! distroless images have no curl).
 //!
 //! - [`user`]: the admin commands on accounts (`add`, `list`, `show`, `set-roles`, `disable`,
 //!   `enable`, `delete`, `set-password`, `revoke-sessions`). They open the same store file as
 //!   the server, from the same config, and work while it runs.
 //! - [`migrate`]: copies accounts, sessions, revocations and keys from the configured store to
 //!   another one (redb to PostgreSQL when one machine is outgrown, and back).
+//! - `healthcheck`: that probe.
 //! - `prompt`: reading passwords (no echo on a terminal) and confirmations.
 
 mod healthcheck;
