@@ -304,8 +304,10 @@ async fn start_nginx(bin: &str, gateway_port: u16, upstream_port: u16) -> Nginx 
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{gateway_port}"))
             .replace("127.0.0.1:3000", &format!("127.0.0.1:{upstream_port}"));
         let d = dir.path().display();
+        // One process (no master and workers): killing it at the end of the test leaves no
+        // orphaned worker holding the port.
         let conf = format!(
-            "{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{server}\n}}\n",
+            "{user}daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{server}\n}}\n",
             user = if root { "user root;\n" } else { "" },
         );
         let path = dir.path().join("nginx.conf");
