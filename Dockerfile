@@ -25,8 +25,12 @@ RUN touch src/main.rs src/lib.rs \
 # set with GATEWAY_STORE__REDB__PATH, so a mounted config that picks store.postgres is not
 # given a redb path as well (that is refused as ambiguous).
 COPY gateway.yaml ./
-RUN sed 's#path: data/gateway.redb #path: /data/gateway.redb#' gateway.yaml > /out/gateway.yaml \
- && grep -q 'path: /data/gateway.redb' /out/gateway.yaml
+# Containers sit behind a load balancer or a Kubernetes Service: keep serving for 5s after
+# SIGTERM while /readyz already answers 503 (shutdown_delay), so no new connection is refused.
+RUN sed -e 's#path: data/gateway.redb #path: /data/gateway.redb#' \
+        -e 's#^shutdown_delay: 0s #shutdown_delay: 5s #' gateway.yaml > /out/gateway.yaml \
+ && grep -q 'path: /data/gateway.redb' /out/gateway.yaml \
+ && grep -q '^shutdown_delay: 5s' /out/gateway.yaml
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/gateway /usr/local/bin/gateway
@@ -43,7 +47,7 @@ ENV GATEWAY_CONFIG=/etc/gateway/gateway.yaml \
 USER nonroot
 VOLUME ["/data"]
 EXPOSE 8080 8443
-# distroless has no shell or curl: the binary checks its own /healthz on the HTTP listener.
+# distroless has no shell or curl: the binary checks its own /healthz (HTTP, else HTTPS).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/gateway", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/gateway"]

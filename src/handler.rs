@@ -78,6 +78,12 @@ pub struct App {
     other_stats: Arc<RouteStats>,
 }
 
+/// In a `/verify` answer that allows the request: the `Cookie` header the app should get (the
+/// request's cookies minus the gateway's own; empty when none are left).
+const UPSTREAM_COOKIE: &str = "x-upstream-cookie";
+/// In a `/verify` 401 to nginx for a browser: where to send it to sign in (`next` encoded).
+const LOGIN_LOCATION: &str = "x-login-location";
+
 impl App {
     /// Builds the routes, upstream client and auth API for a configuration, around the
     /// long-lived auth core.
@@ -492,9 +498,11 @@ impl App {
     /// Caddy `forward_auth`: the original request is described by headers (`X-Original-URI` and
     /// `X-Original-Method` from nginx; `X-Forwarded-Uri`, `-Method`, `-Host`, `-Proto` from
     /// Traefik and Caddy), believed only from `trusted_proxies`. The same route table and policy
-    /// decide: 200 with the identity headers (and any refreshed session cookies), 401 (nginx
-    /// turns it into a login redirect with `error_page`), a 302 to the login page for browser
-    /// navigations via Traefik/Caddy (they pass the answer to the client), or 403.
+    /// decide: 200 with the identity headers (empty on a public route), the cookies the app may
+    /// see (`X-Upstream-Cookie`) and any refreshed session cookies; 401 (nginx turns it into a
+    /// login redirect with `error_page`, to `X-Login-Location` for browsers); a 302 to the login
+    /// page for browser navigations via Traefik/Caddy (they pass the answer to the client), or a
+    /// 307 back to the URL when they would drop refreshed cookies; or 403.
     async fn verify(
         &self,
         req: Request<Body>,
@@ -566,20 +574,85 @@ impl App {
         *original.headers_mut() = req.headers().clone();
         match self.gate(&mut original, conn, &path, &matched, log).await? {
             Gate::Pass { set_cookies, .. } => {
+                // Caddy and Traefik do not hand a 2xx answer's Set-Cookie to the browser, so a
+                // session refreshed during the check would be lost (and its rotated refresh
+                // token later replayed). Send the browser back to the same URL with the new
+                // cookies instead: a 307 (method and body kept) that they pass on as it is.
+                if !nginx
+                    && !set_cookies.is_empty()
+                    && let Some(host) = raw_host.as_deref()
+                    && let Ok(location) = HeaderValue::from_str(&format!("{proto}://{host}{uri}"))
+                {
+                    let mut resp = Response::new(body::empty());
+                    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+                    resp.headers_mut().insert(header::LOCATION, location);
+                    resp.headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    for c in set_cookies {
+                        resp.headers_mut().append(header::SET_COOKIE, c);
+                    }
+                    return Ok(resp);
+                }
                 let mut resp = Response::new(body::empty());
                 resp.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                // Every identity header, empty when there is no identity (a public route):
+                // Caddy 2.6 copies an absent one as its literal placeholder text.
                 for name in self.auth.identity_header_names() {
-                    if let Some(v) = original.headers().get(&name) {
-                        resp.headers_mut().insert(name, v.clone());
+                    let v = original
+                        .headers()
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or_else(|| HeaderValue::from_static(""));
+                    resp.headers_mut().insert(name, v);
+                }
+                // nginx (before 1.23) reads only the first of several Set-Cookie headers of the
+                // answer; the session's cookies (at most three) also come one per header.
+                if nginx {
+                    for (i, c) in set_cookies.iter().enumerate() {
+                        if let Ok(name) = http::HeaderName::from_bytes(
+                            format!("x-set-cookie-{}", i + 1).as_bytes(),
+                        ) {
+                            resp.headers_mut().insert(name, c.clone());
+                        }
                     }
                 }
                 for c in set_cookies {
                     resp.headers_mut().append(header::SET_COOKIE, c);
                 }
+                // The browser's cookies minus the gateway's own, for the proxy to send to the
+                // app instead of the Cookie header it received: the session cookies (the
+                // refresh cookie has Path=/) never reach the app.
+                let mut app_headers = HeaderMap::new();
+                for c in req.headers().get_all(header::COOKIE) {
+                    app_headers.append(header::COOKIE, c.clone());
+                }
+                strip_credentials(&mut app_headers, true);
+                let app_cookie = app_headers.remove(header::COOKIE);
+                resp.headers_mut().insert(
+                    UPSTREAM_COOKIE,
+                    app_cookie
+                        .clone()
+                        .unwrap_or_else(|| HeaderValue::from_static("")),
+                );
+                // Traefik cannot rename a header but replaces (or, when absent, removes) the
+                // request's copy of each header it is told to take from this answer.
+                if let Some(c) = app_cookie {
+                    resp.headers_mut().insert(header::COOKIE, c);
+                }
                 Ok(resp)
             }
             Gate::Unauthenticated { redirect, next } => {
+                if redirect && nginx {
+                    // nginx cannot follow a redirect from auth_request; it sends the browser to
+                    // this location itself, with `next` already encoded.
+                    let login = self.auth.login_redirect(&next);
+                    let mut resp = HttpError::Unauthorized("Not authenticated").response(false);
+                    if let Some(loc) = login.headers().get(header::LOCATION) {
+                        resp.headers_mut().insert(LOGIN_LOCATION, loc.clone());
+                    }
+                    return Ok(resp);
+                }
                 if redirect && !nginx {
                     let mut resp = self.auth.login_redirect(&next);
                     *resp.status_mut() = StatusCode::FOUND;

@@ -2,9 +2,11 @@
 //!
 //! [`run`] takes listeners that are already bound (tests bind `127.0.0.1:0`), serves HTTP/1.1 and
 //! HTTP/2 (with upgrades) on each accepted connection until the shutdown future resolves, then
-//! stops accepting, asks every connection to finish its in-flight requests and waits up to the
-//! configured grace period. Connections are capped by a semaphore; at shutdown, acquiring every
-//! permit is how we know the last connection has ended.
+//! answers `/readyz` with 503 while still serving for `shutdown_delay` (load balancers take the
+//! process out of rotation before anything is refused), then stops accepting, asks every
+//! connection to finish its in-flight requests and waits up to the configured grace period.
+//! Connections are capped by a semaphore; at shutdown, acquiring every permit is how we know the
+//! last connection has ended.
 //!
 //! **Runtime shape.** Connections are served by `listen.workers` threads (one per core by
 //! default), each running its own single-threaded tokio runtime and accepting from the same
@@ -393,13 +395,28 @@ impl Running {
         self.metrics.clone()
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period, stops
-    /// background work.
+    /// Shuts down in two steps: first `/readyz` answers 503 while the listeners keep serving for
+    /// `shutdown_delay` (so load balancers and Kubernetes stop sending new connections here
+    /// before they would be refused), then accepting stops, in-flight requests get up to
+    /// `shutdown_grace` to finish, and background work stops.
     pub async fn shutdown(self) {
+        self.shutdown_or_sooner(std::future::pending::<()>()).await;
+    }
+
+    /// [`Running::shutdown`], where `sooner` resolving ends the `shutdown_delay` early (the
+    /// binary passes a second SIGTERM/SIGINT, for an operator who does not want to wait).
+    pub async fn shutdown_or_sooner(self, sooner: impl Future<Output = ()>) {
         let app = self.current.load_full();
-        let grace = app.config().shutdown_grace;
-        tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
+        let (delay, grace) = (app.config().shutdown_delay, app.config().shutdown_grace);
         app.set_draining();
+        if !delay.is_zero() {
+            tracing::info!(delay = ?delay, "shutting down: /readyz answers 503; still serving for shutdown_delay");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = sooner => tracing::info!("second signal: the shutdown delay ends now"),
+            }
+        }
+        tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
         let _ = self.stop_tx.send(true);
         for l in self.loops {
             let _ = l.await;

@@ -3,16 +3,18 @@
 //! `check` runs exactly the loading code `serve` runs and prints the resolved listeners and route
 //! table (never a secret) and which `GATEWAY_...` variables overrode the file; both exit
 //! non-zero with the reason when the config is bad. `healthcheck` asks a running gateway's
-//! liveness endpoint over plain HTTP (for container `HEALTHCHECK`s: distroless images have no
-//! curl).
+//! liveness endpoint over plain HTTP, or HTTPS when that is off (for container `HEALTHCHECK`s:
+//! distroless images have no curl).
 //!
 //! - [`user`]: the admin commands on accounts (`add`, `list`, `show`, `set-roles`, `disable`,
 //!   `enable`, `delete`, `set-password`, `revoke-sessions`). They open the same store file as
 //!   the server, from the same config, and work while it runs.
 //! - [`migrate`]: copies accounts, sessions, revocations and keys from the configured store to
 //!   another one (redb to PostgreSQL when one machine is outgrown, and back).
+//! - `healthcheck`: that probe.
 //! - `prompt`: reading passwords (no echo on a terminal) and confirmations.
 
+mod healthcheck;
 mod keys;
 mod migrate;
 mod prompt;
@@ -49,8 +51,9 @@ enum Command {
     Serve,
     /// Validate the config and print the listeners and routes it resolves to.
     Check,
-    /// Exit 0 if the gateway on this host answers its liveness endpoint with 200 (uses the
-    /// config's HTTP listener and `health.live`), else 1. For container health checks.
+    /// Exit 0 if the gateway on this host answers its liveness endpoint with 200, else 1. For
+    /// container health checks. Asks `health.live` on the config's HTTP listener, else on the
+    /// HTTPS one.
     Healthcheck {
         /// How long to wait for the answer, e.g. `2s`.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
@@ -85,7 +88,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::Check => check(&cli.config),
-        Command::Healthcheck { timeout } => healthcheck(&cli.config, timeout),
+        Command::Healthcheck { timeout } => healthcheck::run(&cli.config, timeout),
         Command::User { command } => user::run(&cli.config, command),
         Command::Keys { command } => keys::run(&cli.config, command),
         Command::Migrate { to } => migrate::run(&cli.config, &to),
@@ -146,7 +149,8 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
                 }
             }
         }
-        running.shutdown().await;
+        // A second signal during shutdown_delay skips the rest of it.
+        running.shutdown_or_sooner(shutdown_signal()).await;
         Ok(())
     })
 }
@@ -287,67 +291,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// GETs the liveness endpoint of the gateway configured in `path` on the loopback interface.
-fn healthcheck(path: &std::path::Path, timeout: std::time::Duration) -> anyhow::Result<()> {
-    let config = load(path)?;
-    let Some(addr) = config.listen.http else {
-        anyhow::bail!("healthcheck needs the plain HTTP listener (listen.http)");
-    };
-    let status = probe(addr, &config.health.live, timeout)?;
-    if status != 200 {
-        anyhow::bail!("{} answered {status}", config.health.live);
-    }
-    Ok(())
-}
-
-/// Sends `GET path` to `addr` (an unspecified address means this host) and returns the status.
-fn probe(
-    addr: std::net::SocketAddr,
-    path: &str,
-    timeout: std::time::Duration,
-) -> anyhow::Result<u16> {
-    use std::io::{Read, Write};
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    let target = SocketAddr::new(ip, addr.port());
-    let mut stream = TcpStream::connect_timeout(&target, timeout)
-        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {e}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    // One write: a server may answer and close as soon as it has the request head.
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nUser-Agent: gateway-healthcheck\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes())?;
-    // The status line is all we need; read at most a little more than it.
-    let mut head = Vec::new();
-    let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 1024 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(buf.get(..n).unwrap_or_default());
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line
-        .lines()
-        .next()
-        .and_then(|l| {
-            let mut parts = l.split_whitespace();
-            let version = parts.next()?;
-            version.starts_with("HTTP/1.").then_some(())?;
-            parts.next()?.parse::<u16>().ok()
-        })
-        .ok_or_else(|| anyhow::anyhow!("{target} did not answer HTTP"))?;
-    Ok(status)
 }
 
 /// Logs to stderr, human-readable or JSON. `RUST_LOG` overrides the configured level. Colours

@@ -1,15 +1,15 @@
 //! Reading what the operator types: new passwords and yes/no confirmations.
 //!
 //! A password never comes from the command line (it would show in `ps` and the shell history).
-//! On a terminal it is prompted for twice with echo turned off (`stty -echo`, no extra
-//! dependency; echo is turned back on by a drop guard, so also when reading fails); otherwise,
-//! or with `--password-stdin`, it is the first line of stdin with its line ending removed.
+//! On a terminal it is prompted for twice with echo turned off (termios); otherwise, or with
+//! `--password-stdin`, it is the first line of stdin with its line ending removed.
 //!
-//! Known gap: a Ctrl-C at the hidden prompt kills the process before the guard runs, leaving
-//! echo off; `stty echo` (or `reset`) restores it.
+//! The terminal's settings are put back on every way out of the prompt: a drop guard when
+//! reading ends (also with an error), and, while echo is off, handlers for SIGINT (Ctrl-C),
+//! SIGQUIT, SIGTERM and SIGHUP that restore them before the signal ends the process as it
+//! would have anyway. Without them a Ctrl-C left the shell without echo.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -84,37 +84,96 @@ fn hidden(prompt: &str) -> anyhow::Result<SecretString> {
 }
 
 /// Terminal echo is off while this lives.
-struct EchoOff;
+struct EchoOff {
+    #[cfg(unix)]
+    saved: libc::termios,
+    #[cfg(unix)]
+    handlers: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+/// The terminal settings before echo was turned off, for the signal handlers.
+#[cfg(unix)]
+static SAVED: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
+
+/// The signals that end the process by default and that a user sends from the terminal (or a
+/// closing terminal, or `kill`, sends).
+#[cfg(unix)]
+const FATAL: [libc::c_int; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
+
+/// Restores the terminal, then lets the signal do what it would have done (end the process).
+/// Only async-signal-safe calls: tcsetattr, write, signal, raise.
+#[cfg(unix)]
+extern "C" fn restore_terminal_and_die(signal: libc::c_int) {
+    // SAFETY: async-signal-safe libc calls on our own stdin/stderr; SAVED is only read.
+    unsafe {
+        if let Some(saved) = SAVED.get() {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+        }
+        // The Enter that was never typed: the shell's prompt starts on a line of its own.
+        libc::write(libc::STDERR_FILENO, b"\n".as_ptr().cast(), 1);
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
 
 impl EchoOff {
+    #[cfg(unix)]
     fn new() -> anyhow::Result<EchoOff> {
-        stty("-echo").context(
-            "cannot turn off terminal echo with `stty -echo`; pipe the password in with --password-stdin",
-        )?;
-        Ok(EchoOff)
+        let fd = libc::STDIN_FILENO;
+        // SAFETY: termios is plain data; tcgetattr fills it or fails.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid pointer to a termios for our stdin.
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return Err(io::Error::last_os_error()).context(
+                "cannot read the terminal settings; pipe the password in with --password-stdin",
+            );
+        }
+        // Both prompts start from the same settings; the first read is the one to restore.
+        let saved = *SAVED.get_or_init(|| saved);
+        let mut handlers = Vec::with_capacity(FATAL.len());
+        for signal in FATAL {
+            // SAFETY: sigaction structs are plain data; the handler only makes
+            // async-signal-safe calls.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = restore_terminal_and_die as *const () as libc::sighandler_t;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(signal, &action, &mut old) == 0 {
+                    handlers.push((signal, old));
+                }
+            }
+        }
+        let guard = EchoOff { saved, handlers };
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: a valid termios for our stdin.
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+            return Err(io::Error::last_os_error()).context(
+                "cannot turn off terminal echo; pipe the password in with --password-stdin",
+            );
+        }
+        Ok(guard)
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> anyhow::Result<EchoOff> {
+        bail!("cannot turn off terminal echo here; pipe the password in with --password-stdin")
     }
 }
 
 impl Drop for EchoOff {
     fn drop(&mut self) {
-        if let Err(e) = stty("echo") {
-            eprintln!("warning: could not turn terminal echo back on ({e}); run `stty echo`");
+        #[cfg(unix)]
+        // SAFETY: restores the settings read in `new` and the signal actions replaced there.
+        unsafe {
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved) != 0 {
+                eprintln!("warning: could not turn terminal echo back on; run `stty echo`");
+            }
+            for (signal, old) in &self.handlers {
+                libc::sigaction(*signal, old, std::ptr::null_mut());
+            }
         }
-    }
-}
-
-/// Runs `stty ARG` on our terminal (stty acts on its stdin, which it inherits).
-fn stty(arg: &str) -> io::Result<()> {
-    let status = Command::new("stty")
-        .arg(arg)
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("stty {arg}: {status}")))
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long, after a shutdown signal, `/readyz` already answers 503 while the listeners keep
+    /// serving, so load balancers stop sending traffic before the drain (`shutdown_grace`).
+    pub shutdown_delay: Duration,
     pub health: Health,
     pub log: LogSettings,
     pub store: StoreSettings,

@@ -3,8 +3,9 @@
 //! The rule: a variable is an override when its name starts with `GATEWAY_` and the rest either
 //! contains `__` or is a top-level key (`GATEWAY_SHUTDOWN_GRACE`). The rest is the key path,
 //! upper-cased, with `__` between keys and `_` for `-`: `GATEWAY_AUTH__ACCESS_TTL` is
-//! `auth.access_ttl`, `GATEWAY_ROUTES__0__UPSTREAM` is `routes[0].upstream` (existing routes
-//! only). Anything else under `GATEWAY_` (`GATEWAY_CONFIG`, `GATEWAY_JWT_SECRET` used through
+//! `auth.access_ttl`, `GATEWAY_ROUTES__0__UPSTREAM` is `routes[0].upstream`. The index one past
+//! the end of a list adds an entry (`GATEWAY_ROUTES__2__PATH` with two routes in the file); a
+//! gap is refused. Anything else under `GATEWAY_` (`GATEWAY_CONFIG`, `GATEWAY_JWT_SECRET` used through
 //! `${...}`) is left alone, and so is `GATEWAY_VERSION`: `version` belongs to the file.
 //!
 //! Values are YAML (`true`, `8`, `null`, `[admin, ops]`); an empty value is `null`. Secrets
@@ -33,6 +34,7 @@ const TOP_LEVEL: &[&str] = &[
     "limits",
     "upstream",
     "shutdown_grace",
+    "shutdown_delay",
     "health",
     "log",
     "store",
@@ -90,8 +92,9 @@ pub(super) struct OverrideError {
     pub message: String,
 }
 
-/// Picks the overrides out of all environment variables, sorted by name so a whole section
-/// (`GATEWAY_AUTH`) is applied before a key inside it (`GATEWAY_AUTH__SIGNUP`).
+/// Picks the overrides out of all environment variables, sorted by key path so a whole section
+/// (`GATEWAY_AUTH`) is applied before a key inside it (`GATEWAY_AUTH__SIGNUP`) and list entries
+/// are added in index order.
 pub(super) fn select(vars: &[(String, String)]) -> Vec<Override> {
     let mut out: Vec<Override> = vars
         .iter()
@@ -108,7 +111,19 @@ pub(super) fn select(vars: &[(String, String)]) -> Vec<Override> {
             })
         })
         .collect();
-    out.sort_by(|a, b| a.var.cmp(&b.var));
+    // Key by key, indexes by number: routes 2..=10 are added in order (10 after 9, not after 1).
+    out.sort_by(|a, b| {
+        let key = |o: &Override| -> Vec<(u64, String)> {
+            o.segments
+                .iter()
+                .map(|s| match s.parse::<u64>() {
+                    Ok(n) => (n, String::new()),
+                    Err(_) => (u64::MAX, s.clone()),
+                })
+                .collect()
+        };
+        key(a).cmp(&key(b)).then_with(|| a.var.cmp(&b.var))
+    });
     out
 }
 
@@ -397,10 +412,21 @@ fn apply(root: &mut Node, o: &Override) -> Result<(), OverrideError> {
                     )));
                 };
                 let len = items.len();
+                let list = here.clone();
                 here = format!("{here}[{index}]");
+                // The next index adds an entry (a route, say); a gap would leave entries
+                // undefined, so it is refused.
+                if index == len {
+                    items.push(Item {
+                        origin: env.clone(),
+                        value: Node::null(),
+                    });
+                }
                 let Some(item) = items.get_mut(index) else {
                     return Err(fail(format!(
-                        "there is no {here}: the list has {len} entries (only existing entries can be changed from the environment)"
+                        "there is no {here}: {list} has {len} entries, so the next one to add is {}{}__{len}__...",
+                        PREFIX,
+                        list.to_ascii_uppercase().replace('.', "__")
                     )));
                 };
                 if is_last {
@@ -589,6 +615,67 @@ mod tests {
     }
 
     #[test]
+    fn the_next_index_adds_a_route_and_a_gap_is_refused() {
+        // FILE has two routes, the second a catch-all: the first added route takes its place
+        // and the catch-all moves to the end, as the README describes.
+        let c = load(&[
+            ("GATEWAY_ROUTES__1__PATH", "/api"),
+            ("GATEWAY_ROUTES__1__UPSTREAM", "http://api:8000"),
+            ("GATEWAY_ROUTES__1__AUTH", "public"),
+            ("GATEWAY_ROUTES__2__PATH", "/"),
+            ("GATEWAY_ROUTES__2__UPSTREAM", "http://127.0.0.1:3000"),
+            (
+                "GATEWAY_ROUTES__3",
+                "{path: /x, upstream: 'builtin:whoami', roles: [admin]}",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.routes.len(), 4);
+        assert_eq!(c.routes[1].upstream.to_string(), "http://api:8000");
+        assert_eq!(c.routes[1].policy, AuthPolicy::Public);
+        assert_eq!(c.routes[2].policy, AuthPolicy::Required { roles: vec![] });
+        assert_eq!(
+            c.routes[3].policy,
+            AuthPolicy::Required {
+                roles: vec!["admin".into()]
+            }
+        );
+        assert!(c.env_overrides.contains(&"GATEWAY_ROUTES__3".to_owned()));
+
+        // Indexes count as numbers: 2..=11 are added in order.
+        let names: Vec<(String, String)> = (2..=11)
+            .flat_map(|i| {
+                [
+                    (format!("GATEWAY_ROUTES__{i}__PATH"), format!("/r{i}")),
+                    (
+                        format!("GATEWAY_ROUTES__{i}__UPSTREAM"),
+                        "builtin:whoami".into(),
+                    ),
+                ]
+            })
+            .collect();
+        let vars: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let c = load(&vars).unwrap();
+        assert_eq!(c.routes.len(), 12);
+        assert_eq!(c.routes[11].name, "/r11");
+
+        // An added route is checked like one in the file.
+        let e = load(&[("GATEWAY_ROUTES__2__PATH", "/no-upstream")]).unwrap_err();
+        assert!(e.to_string().contains("routes[2]"), "{e}");
+        assert!(e.to_string().contains("GATEWAY_ROUTES__2__PATH"), "{e}");
+        // A gap says which index comes next.
+        let e = load(&[("GATEWAY_ROUTES__3__PATH", "/x")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("routes has 2 entries, so the next one to add is GATEWAY_ROUTES__2__..."),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_section_left_empty_in_the_file_can_be_filled() {
         let c = load_in(
             "version: 1\ntls:\n  # nothing yet\n",
@@ -629,6 +716,7 @@ mod tests {
         // Names the rule cannot map are errors too, not silently ignored.
         for var in [
             "GATEWAY_ROUTES__7__PATH",
+            "GATEWAY_ROUTES__3__PATH",
             "GATEWAY_ROUTES__X__PATH",
             "GATEWAY_AUTH__",
             "GATEWAY_auth__signup",

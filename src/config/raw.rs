@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub shutdown_grace: Option<Sp<String>>,
+    #[serde(default)]
+    pub shutdown_delay: Option<Sp<String>>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub health: RawHealth,
     #[serde(default, deserialize_with = "null_as_default")]

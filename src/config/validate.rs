@@ -257,6 +257,15 @@ pub(super) fn validate(
         (Duration::ZERO, Duration::from_secs(3600)),
     )?;
 
+    // Long enough for a load balancer to see /readyz fail (a few health-check intervals); ten
+    // minutes and more would be a mistake, not a policy.
+    let shutdown_delay = cx.duration(
+        &raw.shutdown_delay,
+        "shutdown_delay",
+        Duration::ZERO,
+        (Duration::ZERO, Duration::from_secs(600)),
+    )?;
+
     let health = Health {
         live: endpoint_path(&cx, &raw.health.live, "health.live", "/healthz")?,
         ready: endpoint_path(&cx, &raw.health.ready, "health.ready", "/readyz")?,
@@ -324,6 +333,7 @@ pub(super) fn validate(
         limits,
         upstream,
         shutdown_grace,
+        shutdown_delay,
         health,
         log,
         store,

@@ -386,3 +386,89 @@ async fn healthcheck_passes_against_a_real_gateway() {
         assert!(attempt < 4, "the gateway never passed its healthcheck");
     }
 }
+
+/// Starts the binary with `env` and runs `gateway healthcheck` with the same environment until
+/// it passes (bounded); returns whether it did.
+async fn healthcheck_passes_with(env: &[(&str, String)]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "version: 1\n");
+    let with_env = |c: &mut Command| {
+        for (k, v) in env {
+            c.env(k, v);
+        }
+    };
+    let mut serve = Command::new(BIN);
+    serve
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    with_env(&mut serve);
+    let mut child = Child(serve.spawn().unwrap());
+    for _ in 0..500 {
+        let mut check = Command::new(BIN);
+        check
+            .args(["healthcheck", "--timeout", "1s", "--config"])
+            .arg(&path)
+            .current_dir(dir.path());
+        with_env(&mut check);
+        if check.output().unwrap().status.success() {
+            return true;
+        }
+        if child.0.try_wait().unwrap().is_some() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn healthcheck_uses_https_without_a_plain_http_listener() {
+    // Only HTTPS (the self-signed certificate the gateway generates: not verified on loopback).
+    let mut passed = false;
+    for _ in 0..5 {
+        let [https] = free_ports(1)[..] else {
+            unreachable!()
+        };
+        passed = healthcheck_passes_with(&[
+            ("GATEWAY_LISTEN__HTTP", "null".into()),
+            ("GATEWAY_LISTEN__HTTPS", format!("127.0.0.1:{https}")),
+            ("GATEWAY_ADMIN__LISTEN", "null".into()),
+        ])
+        .await;
+        if passed {
+            break;
+        }
+    }
+    assert!(passed, "healthcheck failed with only the HTTPS listener on");
+}
+
+#[test]
+fn healthcheck_speaks_tls_to_the_https_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "version: 1\n");
+    let run = |vars: &[(&str, &str)]| {
+        let mut c = Command::new(BIN);
+        c.args(["healthcheck", "--timeout", "2s", "--config"])
+            .arg(&path)
+            .current_dir(dir.path());
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // A plain-HTTP server where HTTPS is expected: the probe spoke TLS to it, so it failed.
+    let plain = one_line_server("HTTP/1.1 200 OK").to_string();
+    let out = run(&[
+        ("GATEWAY_LISTEN__HTTP", "null"),
+        ("GATEWAY_LISTEN__HTTPS", &plain),
+        ("GATEWAY_ADMIN__LISTEN", "null"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTPS health check"), "{stderr}");
+}

@@ -95,6 +95,7 @@ fn the_shipped_gateway_yaml_is_valid_and_documents_every_section() {
         "limits:",
         "upstream:",
         "shutdown_grace:",
+        "shutdown_delay:",
         "admin:",
         "health:",
         "log:",

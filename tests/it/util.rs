@@ -584,7 +584,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    fn from_resp(resp: Resp) -> Tokens {
+    pub fn from_resp(resp: Resp) -> Tokens {
         let v = resp.json();
         let access = v["access_token"]
             .as_str()
