@@ -173,12 +173,31 @@ fn the_kubernetes_example_matches_the_gateway_and_the_image() {
         "the secret volume does not provide {}",
         secret_file.display()
     );
+    // Kubernetes mounts secrets 0644 unless told otherwise, which the gateway refuses for a key
+    // file: the volume must keep it from other users (0440 or 0400; YAML 1.1 reads 0440 as
+    // octal, 288, and some parsers keep the digits, 440).
+    let mode = &volume("secrets")["secret"]["defaultMode"];
+    let mode = mode
+        .as_f64()
+        .unwrap_or_else(|| panic!("the secret volume sets defaultMode: {mode:?}"));
+    assert!(
+        [f64::from(0o440), f64::from(0o400), 440.0, 400.0].contains(&mode),
+        "defaultMode {mode} lets other users read the key"
+    );
+    assert!(
+        pod["securityContext"]["fsGroup"].as_f64().is_some(),
+        "fsGroup lets the gateway read a 0440 secret"
+    );
 
     // The config passes the gateway's own loading, with the image's environment, the
     // container's, and the secret file present (at a temporary path).
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("jwt_secret");
     std::fs::write(&secret, "k".repeat(48)).unwrap();
+    // Key files must be private (`private_file`): in the pod the secret volume makes it
+    // root-owned 0440 with the pod's fsGroup, which the key-file rule accepts; here the test's
+    // own user owns it, so owner-only.
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut vars = image.env.clone();
     for e in gw["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap().to_owned();
