@@ -28,3 +28,4 @@ mod replicas;
 mod server;
 mod store;
 mod tls;
+mod wire;
