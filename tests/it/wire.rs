@@ -378,3 +378,42 @@ async fn malformed_request_framing_is_400_and_not_blamed_on_the_upstream() {
         );
     }
 }
+
+// ---- the new keys ----
+
+#[test]
+fn body_timeout_and_per_address_cap_have_defaults_and_bounds() {
+    let load = |yaml: &str| {
+        gateway::config::from_str(
+            yaml,
+            "gateway.yaml",
+            std::path::Path::new("/srv/gw"),
+            &|_| None,
+        )
+    };
+    let c = load("version: 1\n").unwrap();
+    assert_eq!(c.limits.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.limits.max_connections_per_ip, 256);
+    let c = load("version: 1\nlimits: {body_timeout: 2m, max_connections_per_ip: 10}\n").unwrap();
+    assert_eq!(c.limits.body_timeout, Duration::from_secs(120));
+    assert_eq!(c.limits.max_connections_per_ip, 10);
+    for (yaml, key) in [
+        (
+            "limits: {max_connections_per_ip: 0}",
+            "limits.max_connections_per_ip",
+        ),
+        ("limits: {body_timeout: 0s}", "limits.body_timeout"),
+        ("limits: {body_timeout: soon}", "limits.body_timeout"),
+    ] {
+        let e = load(&format!("version: 1\n{yaml}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{yaml}: {e}");
+    }
+    // The shipped file documents both.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml"),
+    )
+    .unwrap();
+    assert!(shipped.contains("body_timeout:") && shipped.contains("max_connections_per_ip:"));
+}
