@@ -431,7 +431,7 @@ fn answer(
         close_asked,
         mut headers,
     } = parsed;
-    let framing = body_framing(status, head_request, &mut headers)?;
+    let framing = body_framing(status, head_request, http11, &mut headers)?;
     let reusable = http11 && !close_asked && framing != Framing::Close;
     let mut body = UpstreamBody {
         stream: Some(stream),
@@ -455,11 +455,18 @@ fn answer(
 fn body_framing(
     status: StatusCode,
     head_request: bool,
+    http11: bool,
     headers: &mut HeaderMap,
 ) -> Result<Framing, ClientError> {
     let framing =
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Length(0)
+        } else if !http11 && headers.contains_key(header::TRANSFER_ENCODING) {
+            // RFC 9112 section 6.1: the framing of an HTTP/1.0 message with Transfer-Encoding
+            // is faulty (found by the h1_differential fuzz target; hyper refuses it too).
+            return Err(ClientError::Invalid(
+                "Transfer-Encoding in an HTTP/1.0 answer",
+            ));
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
             // The last coding decides; a Content-Length next to it is ignored (and removed).
             let last = headers
@@ -771,7 +778,7 @@ pub mod fuzz {
             mut headers,
         } = parsed;
         let framing =
-            body_framing(status, head_request, &mut headers).map_err(|e| e.to_string())?;
+            body_framing(status, head_request, http11, &mut headers).map_err(|e| e.to_string())?;
         crate::proxy::headers::remove_hop_by_hop(&mut headers);
         let mut body = UpstreamBody {
             stream: None,
@@ -915,6 +922,24 @@ mod tests {
         assert_eq!(names, ["x-kept"]);
         let mut bad = BytesMut::from(&b"HTTP/1.1 2000 OK\r\n\r\n"[..]);
         assert!(parse_head(&mut bad).is_err());
+    }
+
+    #[test]
+    fn http10_answers_with_transfer_encoding_are_refused() {
+        // Found by the h1_differential fuzz target.
+        for version in ["1.0", "1.1"] {
+            for te in ["chunked", "gzip"] {
+                let raw = format!(
+                    "HTTP/{version} 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                );
+                let read = fuzz::read_answer(raw.as_bytes(), false);
+                assert_eq!(
+                    read.is_ok(),
+                    version == "1.1",
+                    "HTTP/{version}, {te}: {read:?}"
+                );
+            }
+        }
     }
 
     #[test]
