@@ -222,7 +222,7 @@ startup() {
 rss() {
   echo "== RSS: idle, then 10,000 idle keep-alive connections"
   upstream
-  gateway_config "$work/rss.yaml" "$work/rss.redb"
+  gateway_config "$work/rss.yaml" "$work/rss.redb" "limits: {max_connections_per_ip: 20000}"
   start_gateway "$work/rss.yaml" "$work/rss.log"
   local tok; tok=$(token)
   curl -s -o /dev/null -H "Authorization: Bearer $tok" http://127.0.0.1:19004/

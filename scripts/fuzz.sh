@@ -3,11 +3,13 @@
 #
 #   scripts/fuzz.sh [seconds] [target...]
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly toolchain for the sanitizer flags
-# (nightly is what was used). Without nightly it falls back to stable with RUSTC_BOOTSTRAP=1,
-# which lets stable accept the -Z flags (not tried here).
+# Needs cargo-fuzz (`cargo install cargo-fuzz`). cargo-fuzz passes nightly-only -Z flags
+# (sanitizer, coverage instrumentation): with a nightly toolchain installed it is used; without
+# one the script runs stable with RUSTC_BOOTSTRAP=1, which accepts them (that is how the
+# HTTP/1.1 targets were run; figures in README "Fuzzing").
 # Crashes land in fuzz/artifacts/<target>/; reproduce one with
-# `cargo +nightly fuzz run --fuzz-dir fuzz <target> fuzz/artifacts/<target>/crash-...`.
+# `cargo +nightly fuzz run --fuzz-dir fuzz <target> fuzz/artifacts/<target>/crash-...` (on stable:
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run ...` with the same arguments).
 # New corpus entries go to fuzz/corpus/<target>/ (ignored by git); fuzz/seeds/<target>/ holds
 # the committed starting inputs.
 set -euo pipefail
@@ -16,7 +18,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(config token cookies_headers)
+    targets=(config token cookies_headers h1_request_head upstream_response chunked h1_differential)
 fi
 
 cd "$(dirname "$0")/.."

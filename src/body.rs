@@ -32,3 +32,94 @@ where
 {
     body.map_err(Into::into).boxed()
 }
+
+/// Why reading a client's request body failed. Either way it is the client's doing, never the
+/// upstream's: [`crate::error::HttpError::client_body`] answers 408 or 400 for it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// No byte of the body arrived for `limits.body_timeout`.
+    #[error("no request body data for {0:?}")]
+    Timeout(std::time::Duration),
+    /// The body's framing was malformed (a bad chunk size), it ended short of its
+    /// Content-Length, or the client's connection or stream broke.
+    #[error("the request body was malformed or broke off: {0}")]
+    Broken(BoxError),
+}
+
+/// A client's request body with a read timeout, like nginx's `client_body_timeout`: the time
+/// allowed between two successive reads, i.e. how long the gateway waits for the next bytes
+/// once it wants them. It is not a limit on the whole body (a large upload at a steady pace
+/// never hits it), and a wait caused by the upstream not reading does not count: the clock only
+/// runs while the reader is waiting on the client. Its errors are [`ClientBodyError`]s.
+pub struct ClientBody<B> {
+    inner: B,
+    timeout: std::time::Duration,
+    /// Made on the first wait; most bodies arrive with their head and never need it.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl<B> ClientBody<B> {
+    pub fn new(inner: B, timeout: std::time::Duration) -> Self {
+        ClientBody {
+            inner,
+            timeout,
+            deadline: None,
+            waiting: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for ClientBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError::Broken(e.into())))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if !this.waiting {
+                    this.waiting = true;
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + timeout);
+                }
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(ClientBodyError::Timeout(timeout)))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -32,6 +32,12 @@ pub enum HttpError {
     /// 404.
     #[error("not found")]
     NotFound,
+    /// 408: the client stopped sending its request body (`limits.body_timeout`).
+    #[error("request timeout")]
+    RequestTimeout,
+    /// 431: more header fields than `limits.max_headers`.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
     /// 405 with the allowed methods.
     #[error("method not allowed")]
     MethodNotAllowed(&'static str),
@@ -74,6 +80,8 @@ impl HttpError {
             HttpError::Forbidden(_) | HttpError::NoAccess(_) => StatusCode::FORBIDDEN,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
             HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -96,6 +104,8 @@ impl HttpError {
             HttpError::NoAccess(_) => "Forbidden".to_owned(),
             HttpError::NotFound => "Not found".to_owned(),
             HttpError::MethodNotAllowed(_) => "Method not allowed".to_owned(),
+            HttpError::RequestTimeout => "The request body was not sent in time".to_owned(),
+            HttpError::HeadersTooLarge => "Too many request headers".to_owned(),
             HttpError::PayloadTooLarge => "Request body too large".to_owned(),
             HttpError::UnsupportedMediaType => "Expected a JSON body".to_owned(),
             HttpError::TooManyRequests { .. } => "Too many requests; try again later".to_owned(),
@@ -144,6 +154,27 @@ impl HttpError {
             _ => {}
         }
         resp
+    }
+
+    /// The answer for a request whose body could not be read from the client, found anywhere in
+    /// `e`'s chain of sources: 408 after `limits.body_timeout`, else 400 (malformed framing, a
+    /// body shorter than its Content-Length). `None` when the client's body is not the cause.
+    /// The client is at fault, so it is logged at debug level, never as an upstream failure.
+    pub fn client_body(e: &(dyn std::error::Error + 'static)) -> Option<HttpError> {
+        let mut source = Some(e);
+        while let Some(s) = source {
+            if let Some(c) = s.downcast_ref::<crate::body::ClientBodyError>() {
+                tracing::debug!(error = %c, "request body failed");
+                return Some(match c {
+                    crate::body::ClientBodyError::Timeout(_) => HttpError::RequestTimeout,
+                    crate::body::ClientBodyError::Broken(_) => {
+                        HttpError::BadRequest("Malformed or incomplete request body".into())
+                    }
+                });
+            }
+            source = s.source();
+        }
+        None
     }
 }
 

@@ -548,6 +548,116 @@ fn with_date(f: impl FnOnce(&[u8])) {
     });
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (not an API): the request-head parser and the
+/// response writer, on plain bytes.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// A request head this module would serve.
+    #[derive(Debug)]
+    pub struct Head {
+        /// Bytes the head took from the front of the input.
+        pub len: usize,
+        pub method: String,
+        pub target: String,
+        /// As sent: names in the client's spelling.
+        pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+        pub close: bool,
+    }
+
+    #[derive(Debug)]
+    pub enum Parse {
+        Complete(Head),
+        /// More bytes could still make a head this module serves.
+        Partial,
+        /// hyper gets the connection (and these bytes).
+        Handover,
+    }
+
+    /// Parses the front of `bytes` as [`serve`] does with `limits.max_headers` and
+    /// `limits.max_header_bytes`.
+    pub fn parse_request_head(bytes: &[u8], max_headers: usize, max_header_bytes: usize) -> Parse {
+        let limits = Limits {
+            max_head_bytes: max_header_bytes.max(8192),
+            max_headers,
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let mut buf = BytesMut::from(bytes);
+        match parse_head(&mut buf, limits) {
+            Parsed::Complete(head) => Parse::Complete(Head {
+                len: bytes.len() - buf.len(),
+                method: head.method.to_string(),
+                target: head.target.to_string(),
+                headers: head
+                    .headers()
+                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                    .collect(),
+                close: head.close,
+            }),
+            Parsed::Partial if buf.len() >= limits.max_head_bytes => Parse::Handover,
+            Parsed::Partial => Parse::Partial,
+            Parsed::NotOurs => Parse::Handover,
+        }
+    }
+
+    /// A body of the given chunks whose length is not known up front.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = crate::body::BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    /// What the fast path writes for a response with these headers and body chunks (a length
+    /// known up front when `sized`); `None` when it gives up on the response.
+    pub fn write(
+        status: u16,
+        headers: &[(&[u8], &[u8])],
+        chunks: &[&[u8]],
+        sized: bool,
+        head_request: bool,
+    ) -> Option<Vec<u8>> {
+        thread_local! {
+            static RT: Option<tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .ok();
+        }
+        let body: Vec<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
+        let body = if sized {
+            crate::body::full(body.concat())
+        } else {
+            crate::body::boxed(Chunks(body.into()))
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::from_u16(status).ok()?;
+        for (n, v) in headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
+                resp.headers_mut().append(n, v);
+            }
+        }
+        RT.with(|rt| {
+            let rt = rt.as_ref()?;
+            rt.block_on(async {
+                let mut out = Vec::new();
+                write_response(&mut out, resp, head_request, false, Duration::from_secs(1))
+                    .await
+                    .ok()?;
+                Some(out)
+            })
+        })
+    }
+}
+
 /// A stream that yields `prefix` before reading from `inner`: hyper reads a handed-over
 /// connection through it.
 pub struct Rewind<S> {

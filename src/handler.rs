@@ -140,7 +140,18 @@ impl App {
 
     /// Handles one request; never fails (errors become responses here).
     pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Body> {
-        self.handle_request(req.map(body::boxed), conn).await
+        let limits = &self.config.limits;
+        // hyper counts HTTP/1.1 header lines itself (431 beyond); HTTP/2 has only a size limit.
+        if req.version() == http::Version::HTTP_2 && req.headers().len() > limits.max_headers {
+            let html = wants_html(req.method(), req.headers());
+            return HttpError::HeadersTooLarge.response(html);
+        }
+        if http_body::Body::is_end_stream(req.body()) {
+            return self.handle_request(req.map(body::boxed), conn).await;
+        }
+        let timeout = limits.body_timeout;
+        let req = req.map(|b| body::boxed(body::ClientBody::new(b, timeout)));
+        self.handle_request(req, conn).await
     }
 
     /// [`App::handle`] for a request whose body is already boxed (the HTTP/1.1 fast path,
@@ -482,7 +493,7 @@ impl App {
         }
     }
 
-    fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
         self.config.trusted_proxies.iter().any(|n| n.contains(ip))
     }
 

@@ -11,6 +11,7 @@
 //! `auth_outcomes_total{outcome}`, `logins_total{result}`, `refreshes_total`,
 //! `refresh_reuse_detected_total`, `rate_limited_total{action}`, `hashing_in_flight`,
 //! `hashing_completed_total`, `hashing_refused_total`, `open_connections`,
+//! `connections_refused_per_ip_total`,
 //! `config_reloads_total{result}`, `certificate_expiry_timestamp_seconds`,
 //! `rate_limit_tracked_keys`.
 
@@ -93,6 +94,7 @@ pub struct Metrics {
     auth: [Counter; 6],
     rate_limited: [Counter; 3],
     open_connections: AtomicI64,
+    refused_per_ip: Counter,
     reloads_ok: Counter,
     reloads_failed: Counter,
     cert_expiry: AtomicI64,
@@ -148,6 +150,11 @@ impl Metrics {
 
     pub fn connection_opened(&self) {
         self.open_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed at accept by `limits.max_connections_per_ip`.
+    pub fn connection_refused_per_ip(&self) {
+        self.refused_per_ip.inc();
     }
 
     pub fn connection_closed(&self) {
@@ -277,6 +284,12 @@ impl Collector for Scrape {
             "open_connections",
             "Client connections open now",
             m.open_connections.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "connections_refused_per_ip",
+            "Connections closed at accept by limits.max_connections_per_ip",
+            m.refused_per_ip.get(),
         )?;
         gauge(
             &mut enc,

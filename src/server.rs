@@ -6,7 +6,9 @@
 //! process out of rotation before anything is refused), then stops accepting, asks every
 //! connection to finish its in-flight requests and waits up to the configured grace period.
 //! Connections are capped by a semaphore; at shutdown, acquiring every permit is how we know the
-//! last connection has ended.
+//! last connection has ended. Each client address is capped too
+//! (`limits.max_connections_per_ip`, trusted proxies exempt); over either cap a new connection is
+//! closed at once.
 //!
 //! **Runtime shape.** Connections are served by `listen.workers` threads (one per core by
 //! default), each running its own single-threaded tokio runtime and accepting from the same
@@ -134,6 +136,7 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
     let current = Arc::new(ArcSwap::new(app));
 
     let permits = Arc::new(Semaphore::new(max_connections));
+    let per_ip = Arc::new(PerIp::default());
     let mut loops = Vec::new();
     let mut serving = Vec::new();
     for (listener, acceptor) in [(listeners.http, None), (listeners.https, tls)] {
@@ -159,6 +162,7 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
             app: current.clone(),
             builder: builder.clone(),
             permits: permits.clone(),
+            per_ip: per_ip.clone(),
             metrics: metrics.clone(),
             balancer: balancer.clone(),
             index,
@@ -200,6 +204,7 @@ struct Shared {
     app: Arc<ArcSwap<App>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
     metrics: Arc<Metrics>,
     balancer: Arc<Balancer>,
     index: usize,
@@ -211,6 +216,57 @@ struct Handoff {
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     permit: tokio::sync::OwnedSemaphorePermit,
+    ip_slot: Option<IpSlot>,
+}
+
+/// The connections each client address holds, for `limits.max_connections_per_ip`: one client
+/// (or a handful) holding connections open, e.g. by sending bodies very slowly, must not take
+/// every slot of `limits.max_connections`. Addresses are grouped like the rate limits group them
+/// (IPv6 by /64). One lock per accepted connection, not per request.
+#[derive(Default)]
+struct PerIp {
+    open: std::sync::Mutex<std::collections::HashMap<crate::ratelimit::IpKey, usize>>,
+}
+
+impl PerIp {
+    /// Counts a new connection from `key`, unless it already holds `cap`.
+    fn try_open(self: &Arc<Self>, key: crate::ratelimit::IpKey, cap: usize) -> Option<IpSlot> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(key).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One connection counted for its client address; released when dropped.
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    key: crate::ratelimit::IpKey,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .per_ip
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Spreads connections over the workers: whichever worker accepts a connection passes it to
@@ -301,9 +357,9 @@ fn worker(
                     };
                     let Some(h) = handoff else { return };
                     match tokio::net::TcpStream::from_std(h.stream) {
-                        Ok(stream) => {
-                            spawn_connection(stream, h.peer, h.tls, h.permit, &shared, &stop)
-                        }
+                        Ok(stream) => spawn_connection(
+                            stream, h.peer, h.tls, h.permit, h.ip_slot, &shared, &stop,
+                        ),
                         Err(e) => {
                             tracing::debug!(error = %e, "handed-over connection lost");
                             shared.balancer.load[shared.index].fetch_sub(1, Ordering::Relaxed);
@@ -532,6 +588,26 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Over the per-address cap the connection is closed at once, before any TLS or HTTP
+        // work, like the global cap below (HAProxy's `tcp-request connection reject`): a client
+        // that already holds that many connections gets nothing from another answer.
+        let ip_slot = {
+            let app = shared.app.load();
+            if app.is_trusted(peer.ip()) {
+                None
+            } else {
+                let cap = app.config().limits.max_connections_per_ip;
+                match shared.per_ip.try_open(peer.ip().into(), cap) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(%peer, "per-address connection limit reached; closing new connection");
+                        shared.metrics.connection_refused_per_ip();
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+        };
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached; closing new connection");
             drop(stream);
@@ -547,6 +623,7 @@ async fn accept_loop(
                 peer,
                 tls: tls.clone(),
                 permit,
+                ip_slot,
             });
             match handoff {
                 Ok(h) => {
@@ -561,7 +638,7 @@ async fn accept_loop(
             continue;
         }
         shared.balancer.load[shared.index].fetch_add(1, Ordering::Relaxed);
-        spawn_connection(stream, peer, tls.clone(), permit, &shared, &stop);
+        spawn_connection(stream, peer, tls.clone(), permit, ip_slot, &shared, &stop);
     }
 }
 
@@ -572,6 +649,7 @@ fn spawn_connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     permit: tokio::sync::OwnedSemaphorePermit,
+    ip_slot: Option<IpSlot>,
     shared: &Shared,
     stop: &watch::Receiver<bool>,
 ) {
@@ -584,6 +662,7 @@ fn spawn_connection(
     shared.metrics.connection_opened();
     let slot = Slot {
         _permit: permit,
+        _ip_slot: ip_slot,
         shared: shared.clone(),
     };
     let (app, builder) = (shared.app.clone(), shared.builder.clone());
@@ -617,6 +696,7 @@ fn spawn_connection(
 /// connection ends.
 struct Slot {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: Option<IpSlot>,
     shared: Shared,
 }
 

@@ -734,8 +734,10 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Res
     let mut body = req.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| HttpError::BadRequest("Could not read the request body".into()))?;
+        let frame = frame.map_err(|e| {
+            HttpError::client_body(&*e)
+                .unwrap_or_else(|| HttpError::BadRequest("Could not read the request body".into()))
+        })?;
         if let Some(data) = frame.data_ref() {
             if bytes.len() + data.len() > limit {
                 return Err(HttpError::PayloadTooLarge);

@@ -130,6 +130,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub h2_max_concurrent_streams: u32,
+    /// The longest wait for the next bytes of a request body (nginx's `client_body_timeout`):
+    /// 408 beyond, see [`crate::body::ClientBody`].
+    pub body_timeout: Duration,
+    /// Concurrent connections one client address (IPv6 by /64) may hold; trusted proxies are
+    /// exempt. Over it a new connection is closed at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// How the gateway talks to upstreams.

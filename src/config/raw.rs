@@ -112,6 +112,8 @@ pub struct RawLimits {
     pub idle_timeout: Option<Sp<String>>,
     pub max_connections: Option<Sp<usize>>,
     pub h2_max_concurrent_streams: Option<Sp<u32>>,
+    pub body_timeout: Option<Sp<String>>,
+    pub max_connections_per_ip: Option<Sp<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -224,6 +224,18 @@ pub(super) fn validate(
             128,
             (1, 10_000),
         )?,
+        body_timeout: cx.duration(
+            &l.body_timeout,
+            "limits.body_timeout",
+            Duration::from_secs(30),
+            (Duration::from_millis(100), Duration::from_secs(3600)),
+        )?,
+        max_connections_per_ip: cx.number(
+            &l.max_connections_per_ip,
+            "limits.max_connections_per_ip",
+            256,
+            (1, 1_000_000),
+        )?,
     };
 
     let u = &raw.upstream;

@@ -431,42 +431,8 @@ fn answer(
         close_asked,
         mut headers,
     } = parsed;
-    let mut reusable = http11 && !close_asked;
-    let framing =
-        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Framing::Length(0)
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            // The last coding decides; a Content-Length next to it is ignored (and removed).
-            let last = headers
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
-                .map(<[u8]>::to_ascii_lowercase);
-            headers.remove(header::CONTENT_LENGTH);
-            // The body is handed on decoded: the server frames it again for its client.
-            headers.remove(header::TRANSFER_ENCODING);
-            if last.as_deref() == Some(&b"chunked"[..]) {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                reusable = false;
-                Framing::Close
-            }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            let mut lengths = headers
-                .get_all(header::CONTENT_LENGTH)
-                .iter()
-                .map(|v| content_length(v.as_bytes()));
-            let first = lengths.next().flatten();
-            match first {
-                Some(n) if lengths.all(|l| l == Some(n)) => Framing::Length(n),
-                _ => return Err(ClientError::Invalid("invalid Content-Length")),
-            }
-        } else {
-            reusable = false;
-            Framing::Close
-        };
+    let framing = body_framing(status, head_request, http11, &mut headers)?;
+    let reusable = http11 && !close_asked && framing != Framing::Close;
     let mut body = UpstreamBody {
         stream: Some(stream),
         buf,
@@ -482,6 +448,56 @@ fn answer(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// How the body of an answer is framed (RFC 9112 section 6.3). The framing headers are removed
+/// when the body is handed on decoded; the server frames it again for its client.
+fn body_framing(
+    status: StatusCode,
+    head_request: bool,
+    http11: bool,
+    headers: &mut HeaderMap,
+) -> Result<Framing, ClientError> {
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Length(0)
+        } else if !http11 && headers.contains_key(header::TRANSFER_ENCODING) {
+            // RFC 9112 section 6.1: the framing of an HTTP/1.0 message with Transfer-Encoding
+            // is faulty (found by the h1_differential fuzz target; hyper refuses it too).
+            return Err(ClientError::Invalid(
+                "Transfer-Encoding in an HTTP/1.0 answer",
+            ));
+        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+            // The last coding decides; a Content-Length next to it is ignored (and removed).
+            let last = headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
+                .rfind(|t| !t.is_empty())
+                .map(<[u8]>::to_ascii_lowercase);
+            headers.remove(header::CONTENT_LENGTH);
+            // The body is handed on decoded: the server frames it again for its client.
+            headers.remove(header::TRANSFER_ENCODING);
+            if last.as_deref() == Some(&b"chunked"[..]) {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                Framing::Close
+            }
+        } else if headers.contains_key(header::CONTENT_LENGTH) {
+            let mut lengths = headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| content_length(v.as_bytes()));
+            let first = lengths.next().flatten();
+            match first {
+                Some(n) if lengths.all(|l| l == Some(n)) => Framing::Length(n),
+                _ => return Err(ClientError::Invalid("invalid Content-Length")),
+            }
+        } else {
+            Framing::Close
+        };
+    Ok(framing)
 }
 
 /// A Content-Length value: digits only, no sign, no overflow.
@@ -585,6 +601,12 @@ impl UpstreamBody {
                     if line.is_empty() {
                         return Ok(Step::End);
                     }
+                    // Dropped, but still a header field line: a malformed one (bare CR, no
+                    // colon, control bytes) means the answer is not what it seems (found by
+                    // the chunked fuzz target against hyper, which refuses those too).
+                    if !is_field_line(&line) {
+                        return Err(ClientError::Invalid("malformed trailer"));
+                    }
                     let seen = seen + line.len() + 2;
                     if seen > self.trailer_limit {
                         return Err(ClientError::Invalid("trailers too large"));
@@ -611,15 +633,32 @@ fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, ClientEr
     Ok(Some(line.slice(..pos - 1)))
 }
 
+/// Whether `line` (without its CRLF) is one header field line, by `httparse`'s rules.
+fn is_field_line(line: &[u8]) -> bool {
+    let mut text = Vec::with_capacity(line.len() + 4);
+    text.extend_from_slice(line);
+    text.extend_from_slice(b"\r\n\r\n");
+    let mut one = [httparse::EMPTY_HEADER; 1];
+    matches!(
+        httparse::parse_headers(&text, &mut one),
+        Ok(httparse::Status::Complete((n, _))) if n == text.len()
+    )
+}
+
 /// The size in a chunk-size line (hex digits, then optional extensions after `;`).
 fn chunk_size(line: &[u8]) -> Result<u64, ClientError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     let rest = &line[digits..];
-    let rest_ok = rest.is_empty()
-        || matches!(rest.first(), Some(b';' | b' ' | b'\t'))
-            && rest
-                .iter()
-                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+    // Whitespace after the size only before an extension (`5 ;x`) or the line's end, as hyper
+    // reads it: `5 garbage` is refused (found by the chunked fuzz target).
+    let ws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest_ok = matches!(rest.get(ws), None | Some(b';'))
+        && rest
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
     if digits == 0 || digits > 15 || !rest_ok {
         return Err(ClientError::Invalid("malformed chunk size"));
     }
@@ -700,6 +739,95 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (not an API): the response-head parser, the
+/// framing decision and the chunked decoder, on plain bytes.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// What the client makes of an upstream's answer.
+    #[derive(Debug)]
+    pub struct Answer {
+        pub status: u16,
+        /// As the server would pass them on (hop-by-hop and framing headers removed).
+        pub headers: HeaderMap,
+        pub body: Vec<u8>,
+        /// The connection could carry another request: the answer ended exactly at its
+        /// framing and nothing followed it.
+        pub reusable: bool,
+    }
+
+    /// Reads `bytes` as everything an upstream sent in answer to one request (`HEAD` when
+    /// `head_request`) before closing the connection, as [`Pools::send`] does.
+    pub fn read_answer(bytes: &[u8], head_request: bool) -> Result<Answer, String> {
+        let mut buf = BytesMut::from(bytes);
+        let parsed = loop {
+            match parse_head(&mut buf).map_err(|e| e.to_string())? {
+                Some(p) if p.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err("switched protocols unasked".into());
+                }
+                Some(p) if p.status.is_informational() => {}
+                Some(p) => break p,
+                None => return Err("closed mid-head".into()),
+            }
+        };
+        let Parsed {
+            status,
+            http11,
+            close_asked,
+            mut headers,
+        } = parsed;
+        let framing =
+            body_framing(status, head_request, http11, &mut headers).map_err(|e| e.to_string())?;
+        crate::proxy::headers::remove_hop_by_hop(&mut headers);
+        let mut body = UpstreamBody {
+            stream: None,
+            buf,
+            framing,
+            reusable: http11 && !close_asked && framing != Framing::Close,
+            home: None,
+            trailer_limit: MAX_TRAILER_BYTES,
+        };
+        let mut out = Vec::new();
+        loop {
+            match body.decode().map_err(|e| e.to_string())? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::End => break,
+                // The upstream closed: that ends only a body framed by the close.
+                Step::NeedMore if body.framing == Framing::Close => break,
+                Step::NeedMore => return Err("closed before the end of the body".into()),
+            }
+        }
+        Ok(Answer {
+            status: status.as_u16(),
+            headers,
+            body: out,
+            reusable: body.reusable && body.buf.is_empty(),
+        })
+    }
+
+    /// Decodes `bytes` as a chunked body: the data, whether the body ended, and how many bytes
+    /// followed its end.
+    pub fn decode_chunked(bytes: &[u8]) -> Result<(Vec<u8>, bool, usize), String> {
+        let mut body = UpstreamBody {
+            stream: None,
+            buf: BytesMut::from(bytes),
+            framing: Framing::Chunked(Chunk::Size),
+            reusable: false,
+            home: None,
+            trailer_limit: MAX_TRAILER_BYTES,
+        };
+        let mut out = Vec::new();
+        loop {
+            match body.decode().map_err(|e| e.to_string())? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::End => return Ok((out, true, body.buf.len())),
+                Step::NeedMore => return Ok((out, false, 0)),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,7 +856,8 @@ mod tests {
         let (out, done) = decode_all(b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n").unwrap();
         assert_eq!(out, b"hello, world");
         assert!(done);
-        let (out, done) = decode_all(b"A\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n").unwrap();
+        let (out, done) =
+            decode_all(b"A \t;x=\"y\"\r\n0123456789\r\n0  \r\nx-trailer: 1\r\n\r\n").unwrap();
         assert_eq!(out, b"0123456789");
         assert!(done);
         // Incomplete: what is there is handed on, the rest waits.
@@ -746,6 +875,10 @@ mod tests {
             b"-5\r\nhello\r\n",
             b"1000000000000000\r\n",
             b"5 garbage\x01\r\n",
+            // Found by the chunked fuzz target: hyper refuses these, so must we.
+            b"5 garbage\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\relx\r\x01o1\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nno-colon\r\n\r\n",
             b"0\r\nx-long-trailer: 0123456789012345678901234567890123456789012345678901234567890123456789\r\n\r\n",
         ] {
             assert!(decode_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
@@ -789,6 +922,24 @@ mod tests {
         assert_eq!(names, ["x-kept"]);
         let mut bad = BytesMut::from(&b"HTTP/1.1 2000 OK\r\n\r\n"[..]);
         assert!(parse_head(&mut bad).is_err());
+    }
+
+    #[test]
+    fn http10_answers_with_transfer_encoding_are_refused() {
+        // Found by the h1_differential fuzz target.
+        for version in ["1.0", "1.1"] {
+            for te in ["chunked", "gzip"] {
+                let raw = format!(
+                    "HTTP/{version} 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                );
+                let read = fuzz::read_answer(raw.as_bytes(), false);
+                assert_eq!(
+                    read.is_ok(),
+                    version == "1.1",
+                    "HTTP/{version}, {te}: {read:?}"
+                );
+            }
+        }
     }
 
     #[test]

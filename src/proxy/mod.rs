@@ -366,12 +366,16 @@ impl Drop for TunnelGuard {
     }
 }
 
-/// Maps a client error to 413 (body over the limit), 504 (connect timeout) or 502.
+/// Maps a client error to 413 (body over the limit), 408 or 400 (the client's body failed, see
+/// [`HttpError::client_body`]), 504 (connect timeout) or 502.
 fn classify(e: &hyper_util::client::legacy::Error, upstream: &str) -> HttpError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
             return HttpError::PayloadTooLarge;
+        }
+        if let Some(client) = HttpError::client_body(s) {
+            return client;
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut

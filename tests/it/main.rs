@@ -34,3 +34,4 @@ mod server;
 mod store;
 mod tls;
 mod tty;
+mod wire;
