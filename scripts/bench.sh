@@ -129,17 +129,6 @@ PY
   stop_gateway
 }
 
-# login_ms N: median wall time of N correct-password logins of one account, in ms
-login_ms() {
-  local email="login$RANDOM@example.org" pw="Quiet-Harbour-Lantern-42"
-  curl -sf -o /dev/null -X POST http://127.0.0.1:19004/api/auth/signup -H 'content-type: application/json' \
-    -d "{\"email\":\"$email\",\"password\":\"$pw\"}"
-  for _ in $(seq "$1"); do
-    curl -s -o /dev/null -w '%{time_total}\n' -X POST http://127.0.0.1:19004/api/auth/login \
-      -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"$pw\"}"
-  done | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]*1000}'
-}
-
 # login_stats N: "median M ms, p99 P ms" of N correct-password logins of one account
 login_stats() {
   local email="login$RANDOM@example.org" pw="Quiet-Harbour-Lantern-42"
@@ -199,7 +188,7 @@ scale() {
     local first; first=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tok" http://127.0.0.1:19004/)
     echo "$kind: start-up to /healthz $(( ($(date +%s%N) - t0) / 1000000 )) ms (first proxied: $first), idle rss $(rss_mb "$gw_pid") MB"
     local r; for r in 1 2 3; do echo "$kind proxied: $(wrk_run http://127.0.0.1:19004/ "$secs" -H "Authorization: Bearer $tok")"; done
-    echo "$kind login median of 15: $(login_ms 15) ms"
+    echo "$kind, 15 logins: $(login_stats 15)"
     stop_gateway
   done
 }
