@@ -21,34 +21,6 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Runs the real binary with `umask` in force.
-fn cli_with_umask(umask: u32, config: &Path, args: &[&str], stdin: &str) -> Out {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("GATEWAY_CONFIG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    // SAFETY: umask is async-signal-safe and touches only the child's own state.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::umask(umask as libc::mode_t);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("gateway.yaml");
     std::fs::write(
@@ -67,11 +39,11 @@ fn a_new_store_and_its_directories_are_private_whatever_the_umask() {
     for umask in [0o022, 0o000, 0o277] {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), "");
-        let out = cli_with_umask(
-            umask,
+        let out = run_cli_with_umask(
             &config,
             &["user", "add", "ada@example.com", "--password-stdin"],
             "zq8vLw2x-long\n",
+            Some(umask),
         );
         assert_eq!(out.code, 0, "umask {umask:o}: {out:?}");
         let db = dir.path().join("state/db/gateway.redb");

@@ -788,7 +788,28 @@ pub struct Out {
 /// Runs `gateway --config CONFIG ARGS...`, feeding `stdin` (or nothing: stdin is then empty, not
 /// a terminal).
 pub fn run_cli(config: &std::path::Path, args: &[&str], stdin: &str) -> Out {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+    run_cli_with_umask(config, args, stdin, None)
+}
+
+/// [`run_cli`] with `umask` in force in the child, when given.
+pub fn run_cli_with_umask(
+    config: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+    umask: Option<u32>,
+) -> Out {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+    if let Some(umask) = umask {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(umask as libc::mode_t);
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
         .arg("--config")
         .arg(config)
         .args(args)
