@@ -59,9 +59,9 @@ pub fn run(config_path: &Path, command: KeysCommand) -> anyhow::Result<()> {
             }
             let store = super::open_store(&config)?;
             let n = store.reseal_secrets(&keystore::SECRET_META, None)?;
-            println!(
+            say!(
                 "{n} secrets now stored in the clear; remove store.encryption_key from the config"
-            );
+            )?;
             return Ok(());
         }
         KeysCommand::List | KeysCommand::Rotate => {}
@@ -80,10 +80,10 @@ pub fn run(config_path: &Path, command: KeysCommand) -> anyhow::Result<()> {
                 let created = humantime::format_rfc3339_seconds(
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(created),
                 );
-                println!(
+                say!(
                     "{kid}  created {created}{}",
                     if current { "  (signing)" } else { "" }
-                );
+                )?;
             }
         }
         KeysCommand::Rotate => {
@@ -92,9 +92,9 @@ pub fn run(config_path: &Path, command: KeysCommand) -> anyhow::Result<()> {
             let longest = config.auth.access_ttl.as_secs().max(3600);
             let retire_after = longest + crate::auth::service::ACCESS_LEEWAY_SECS + 60;
             let (kid, dropped) = keystore::rotate_eddsa(&store, now, retire_after)?;
-            println!("new signing key {kid}");
+            say!("new signing key {kid}")?;
             for old in dropped {
-                println!("dropped expired key {old}");
+                say!("dropped expired key {old}")?;
             }
         }
         KeysCommand::Encrypt { .. } | KeysCommand::Decrypt => {}
@@ -129,10 +129,10 @@ fn encrypt(
     };
     let store = super::open_store(config)?;
     let n = store.reseal_secrets(&keystore::SECRET_META, Some(&new))?;
-    println!(
+    say!(
         "{n} secrets encrypted with the new key (key id {}); set store.encryption_key to it \
          before the gateway starts again",
         new.id_hex()
-    );
+    )?;
     Ok(())
 }

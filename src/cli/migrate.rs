@@ -38,7 +38,7 @@ pub fn run(config_path: &Path, to: &str) -> anyhow::Result<()> {
             return Err(e).with_context(|| format!("write {target_name} (nothing was written)"));
         }
     }
-    println!(
+    say!(
         "copied {} users, {} refresh tokens, {} revoked token ids, {} revoked sessions and {} keys \
          from {from_name} to {target_name}",
         snapshot.users.len(),
@@ -46,6 +46,6 @@ pub fn run(config_path: &Path, to: &str) -> anyhow::Result<()> {
         snapshot.revoked_jtis.len(),
         snapshot.revoked_families.len(),
         snapshot.meta.len(),
-    );
+    )?;
     Ok(())
 }

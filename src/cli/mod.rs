@@ -14,6 +14,16 @@
 //! - `healthcheck`: that probe.
 //! - `prompt`: reading passwords (no echo on a terminal) and confirmations.
 
+/// Writes one line to standard output and returns the `io::Result`. Unlike `println!`, a reader
+/// that goes away (`gateway check | head -1`) is an error the command returns, not a panic;
+/// [`main`] then exits quietly, as other command-line tools do.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod healthcheck;
 mod keys;
 mod migrate;
@@ -95,11 +105,21 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output is gone: nothing more to say, and nobody to say it to.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -213,21 +233,21 @@ fn reload_signals() -> tokio::sync::mpsc::Receiver<()> {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    println!("config {} is valid", path.display());
+    say!("config {} is valid", path.display())?;
     if !config.env_overrides.is_empty() {
         // Names only: a value may be a secret.
-        println!(
+        say!(
             "overrides from environment: {}",
             config.env_overrides.join(", ")
-        );
+        )?;
     }
-    println!("listeners:");
+    say!("listeners:")?;
     match config.listen.http {
-        Some(a) => println!("  http   {a}"),
-        None => println!("  http   off"),
+        Some(a) => say!("  http   {a}")?,
+        None => say!("  http   off")?,
     }
     match config.listen.https {
-        Some(a) => println!(
+        Some(a) => say!(
             "  https  {a} (cert {}{})",
             config.tls.cert.display(),
             if config.tls.self_signed {
@@ -235,10 +255,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             } else {
                 ""
             }
-        ),
-        None => println!("  https  off"),
+        )?,
+        None => say!("  https  off")?,
     }
-    println!(
+    say!(
         "store: {}{}",
         config.store.describe(),
         if config.store_encryption_key.is_some() {
@@ -246,7 +266,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         } else {
             ""
         }
-    );
+    )?;
     // The same refusals as `serve`: a store file or TLS key other users can read.
     let mut private = Vec::new();
     if let config::StoreSettings::Redb { path } = &config.store {
@@ -265,11 +285,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             crate::private_file::check(path, what, rule)?;
         }
     }
-    println!(
+    say!(
         "auth api: {} (signup {:?}, tokens {:?})",
-        config.auth.prefix, config.auth.signup, config.auth.algorithm
-    );
-    println!("routes (first match wins):");
+        config.auth.prefix,
+        config.auth.signup,
+        config.auth.algorithm
+    )?;
+    say!("routes (first match wins):")?;
     let table = RouteTable::new(&config.routes);
     for (i, r) in table.iter().enumerate() {
         let policy = match &r.spec.policy {
@@ -277,7 +299,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             AuthPolicy::Required { roles } if roles.is_empty() => "required".to_owned(),
             AuthPolicy::Required { roles } => format!("required roles=[{}]", roles.join(",")),
         };
-        println!(
+        say!(
             "  [{i}] {:<20} {} -> {}{} auth={policy} ({})",
             RouteTable::prefix_of(r),
             RouteTable::describe(r),
@@ -288,7 +310,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 ""
             },
             r.spec.name,
-        );
+        )?;
     }
     Ok(())
 }

@@ -173,7 +173,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::RevokeSessions { user } => admin.revoke_sessions(&user)?,
     };
-    println!("{out}");
+    say!("{out}")?;
     Ok(())
 }
 

@@ -493,3 +493,28 @@ async fn keys_rotate_refuses_hs256() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("HS256"), "{}", out.stderr);
 }
+
+/// `gateway check | head -1`: the reader leaves before the output is written. The command ends
+/// quietly with success instead of panicking on the closed pipe.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    let (_dir, config) = temp_config("");
+    for args in [&["check"][..], &["user", "list"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("GATEWAY_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "gateway {args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "gateway {args:?}: {stderr}");
+    }
+}
