@@ -178,30 +178,6 @@ impl HttpError {
     }
 }
 
-impl From<crate::auth::service::AuthError> for HttpError {
-    fn from(e: crate::auth::service::AuthError) -> Self {
-        HttpError::from(&e)
-    }
-}
-
-impl From<&crate::auth::service::AuthError> for HttpError {
-    fn from(e: &crate::auth::service::AuthError) -> Self {
-        use crate::auth::service::AuthError as A;
-        match e {
-            A::InvalidCredentials => HttpError::Unauthorized("Incorrect email or password"),
-            A::InvalidRefresh => HttpError::Unauthorized("Invalid or expired refresh token"),
-            A::NotAuthenticated(_) => HttpError::Unauthorized("Not authenticated"),
-            A::EmailTaken => HttpError::Conflict("Email already registered".into()),
-            A::InvalidEmail => HttpError::Unprocessable("Invalid email address".into()),
-            A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
-            A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),
-            A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
-            A::Unavailable(_) => HttpError::Unavailable("Service temporarily unavailable"),
-            A::Internal(cause) => HttpError::Internal(cause.clone()),
-        }
-    }
-}
-
 /// A JSON response with the security headers every gateway-made response carries.
 pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
@@ -388,14 +364,6 @@ mod tests {
         }
         .response(false);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
-    }
-
-    #[test]
-    fn busy_has_retry_after() {
-        let e = HttpError::from(crate::auth::service::AuthError::Busy);
-        let r = e.response(false);
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     fn body_text(r: Response<Body>) -> String {

@@ -17,7 +17,7 @@
 
 mod direct;
 
-pub use direct::{Direct, DirectPlan, TokenVerdict};
+pub use direct::{Direct, DirectPlan};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,10 +46,8 @@ const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id
 pub enum StartupError {
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
-    #[error("cannot open the store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("cannot start the auth service: {0}")]
-    Auth(#[from] crate::auth::service::AuthError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::OpenError),
 }
 
 /// The accepted connection a request came in on.

@@ -130,7 +130,9 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
     let workers = config.listen.workers.max(1);
     let builder = Arc::new(http_builder(&config));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let core = crate::auth::open(&config, stop_rx.clone()).await?;
+    let core = crate::auth::open(&config, stop_rx.clone())
+        .await
+        .map_err(crate::handler::StartupError::from)?;
     metrics.attach(core.service.clone());
     let app = App::build(config, &core, metrics.clone())?;
     let current = Arc::new(ArcSwap::new(app));

@@ -27,7 +27,8 @@ use tracing::Instrument;
 
 use super::cookies::{self, CSRF_HEADER, Csrf, SetCookie};
 use super::email::normalize_email;
-use super::service::{AuthError, AuthService, Issued};
+use super::error::AuthError;
+use super::service::{AuthService, Issued};
 use super::token::AccessClaims;
 use crate::body::{self, Body};
 use crate::config::{AssertionSettings, Config, IdentityHeaders};

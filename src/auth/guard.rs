@@ -23,6 +23,11 @@ use crate::secret::SecretString;
 /// other.
 pub const ASSERTION_TYP: &str = "gw-identity+jwt";
 
+/// A bearer token the direct path refused, carried to the general path in the request's
+/// extensions (see [`AuthApi::admit`]), so that it is not verified twice.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenVerdict(pub Unauthenticated);
+
 /// A request that may proceed.
 #[derive(Debug)]
 pub struct Admitted {
@@ -65,7 +70,7 @@ impl AuthApi {
         // verifying it again would double the work of a flood of bad tokens.
         let prior = req
             .extensions()
-            .get::<crate::handler::TokenVerdict>()
+            .get::<TokenVerdict>()
             .filter(|_| super::api::bearer(headers).is_some());
         let checked = match prior {
             Some(v) => Err(v.0),

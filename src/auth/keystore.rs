@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error::AuthError;
 use super::refresh_token;
-use super::service::AuthError;
 use super::token::{self, Keys, StoredKey, TokenError};
 use crate::secret::Secret;
 use crate::store::Store;

@@ -19,6 +19,7 @@ pub mod api;
 pub mod client;
 pub mod cookies;
 pub mod email;
+pub mod error;
 pub mod guard;
 pub mod keystore;
 mod pages;
@@ -32,8 +33,9 @@ pub mod verified;
 
 use crate::clock::Clock;
 use crate::config::{Config, Signup, StoreSettings, TokenAlgorithm, WhenStale};
-use crate::handler::StartupError;
 use crate::store::Store;
+
+pub use error::{AuthError, OpenError};
 
 /// The settings the service runs with, derived from the checked config.
 pub fn service_settings(config: &Config) -> service::ServiceSettings {
@@ -78,15 +80,15 @@ pub fn service_settings(config: &Config) -> service::ServiceSettings {
 }
 
 /// Opens the store named in the config (blocking work off the async threads).
-pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
+pub async fn open_store(config: &Config) -> Result<Store, OpenError> {
     let settings = config.store.clone();
     let key = config.store_encryption_key.clone();
     tokio::task::spawn_blocking(move || {
         Store::connect(&settings).and_then(|s| s.with_encryption(key.as_ref()))
     })
     .await
-    .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))?
-    .map_err(StartupError::Store)
+    .map_err(|e| OpenError::Service(AuthError::Internal(e.to_string())))?
+    .map_err(OpenError::Store)
 }
 
 /// What outlives a configuration reload: the store, the auth service with its in-memory
@@ -102,16 +104,16 @@ pub struct Core {
 pub async fn open(
     config: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Core, StartupError> {
+) -> Result<Core, OpenError> {
     let store = open_store(config).await?;
     let csrf_key = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || -> Result<_, StartupError> {
+        tokio::task::spawn_blocking(move || -> Result<_, OpenError> {
             // Before anything reads a key: a wrong or missing encryption key stops start-up
             // here with the store's own message, and secrets still in the clear get encrypted.
             let sealed = store
                 .seal_secrets(&keystore::SECRET_META)
-                .map_err(StartupError::Store)?;
+                .map_err(OpenError::Store)?;
             if sealed > 0 {
                 tracing::info!(
                     count = sealed,
@@ -122,7 +124,7 @@ pub async fn open(
             Ok(keystore::load_csrf_key(&store)?)
         })
         .await
-        .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))??
+        .map_err(|e| OpenError::Service(AuthError::Internal(e.to_string())))??
     };
     let settings = service_settings(config);
     let service = service::AuthService::open(settings, store, Clock::system()).await?;

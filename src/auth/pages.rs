@@ -18,8 +18,8 @@ use tracing::Instrument;
 
 use super::api::{AuthApi, refuse_cross_site};
 use super::cookies;
+use super::error::AuthError;
 use super::guard::{form_decode, form_value, percent_encode, safe_next};
-use super::service::AuthError;
 use crate::body::{self, Body};
 use crate::error::{HttpError, NoAccess, PAGE_STYLE as STYLE, escape_html, html_headers};
 use crate::secret::SecretString;

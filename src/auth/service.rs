@@ -33,7 +33,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::password::{self, HashError, Hasher, PolicyError};
+use super::error::AuthError;
+use super::password::{self, HashError, Hasher};
 use super::revocation::{self, Revocations};
 use super::rotation::{self, RefreshOutcome};
 use super::token::{self, AccessClaims, Keys, Subject, TokenError, TokenSettings};
@@ -41,7 +42,7 @@ use super::verified::{self, Lookup, VerifiedCache};
 use super::{keystore, refresh_token};
 use crate::clock::Clock;
 use crate::secret::{Secret, SecretString};
-use crate::store::{RefreshRecord, RefreshState, Regulation, Store, StoreError, User, UserFlags};
+use crate::store::{RefreshRecord, RefreshState, Regulation, Store, User, UserFlags};
 
 pub use super::email::normalize_email;
 
@@ -131,49 +132,6 @@ pub struct Issued {
     /// When the refresh family (the session) ends, unix seconds.
     pub refresh_expires_at: u64,
     pub user: PublicUser,
-}
-
-/// Why an operation failed. `Display` of the client-facing variants is worded for end users;
-/// `NotAuthenticated`'s reason and `Internal`'s text are for logs only.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// Unknown email, wrong password or disabled user: deliberately indistinguishable.
-    #[error("Incorrect email or password")]
-    InvalidCredentials,
-    #[error("Email already registered")]
-    EmailTaken,
-    #[error("Invalid email address")]
-    InvalidEmail,
-    #[error("{0}")]
-    WeakPassword(PolicyError),
-    #[error("Sign-up is closed")]
-    SignupClosed,
-    /// Unknown, expired or revoked refresh token, or reuse detected (the family is now revoked).
-    #[error("Session expired; please sign in again")]
-    InvalidRefresh,
-    /// The access token was refused: "invalid", "expired", "revoked" or "disabled".
-    #[error("Not authenticated ({0})")]
-    NotAuthenticated(&'static str),
-    /// Password hashing is saturated; answer 503 with `Retry-After`.
-    #[error("Server busy, try again shortly")]
-    Busy,
-    /// The store cannot be reached (or this server has lost track of revocations for longer
-    /// than allowed); answer 503 with `Retry-After`. The reason is for logs.
-    #[error("Service temporarily unavailable ({0})")]
-    Unavailable(String),
-    /// Store or key failures; log it, show a generic message.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for AuthError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::EmailTaken => AuthError::EmailTaken,
-            StoreError::Unavailable(why) => AuthError::Unavailable(why),
-            other => AuthError::Internal(other.to_string()),
-        }
-    }
 }
 
 fn hash_error(e: HashError) -> AuthError {

@@ -36,6 +36,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Response, header};
 
 use super::{App, Conn, REQUEST_ID, canonical_host};
+use crate::auth::guard::TokenVerdict;
 use crate::auth::token::AccessClaims;
 use crate::body::Body;
 use crate::config::{AuthPolicy, UpstreamTarget};
@@ -53,11 +54,6 @@ pub enum Direct {
     /// already checked it and found it wanting, so that it is not verified twice.
     Decline(Option<TokenVerdict>),
 }
-
-/// A bearer token the direct path refused, carried to the general path in the request's
-/// extensions (see [`crate::auth::api::AuthApi::admit`]).
-#[derive(Debug, Clone, Copy)]
-pub struct TokenVerdict(pub crate::auth::api::Unauthenticated);
 
 /// What [`App::direct`] decided for a request it takes.
 pub struct DirectPlan {
@@ -198,7 +194,7 @@ impl App {
                     Err(e) => {
                         // Only a plain refusal is passed on: anything else (the store being
                         // out of date) the general path finds out for itself.
-                        if let crate::auth::service::AuthError::NotAuthenticated(reason) = e {
+                        if let crate::auth::AuthError::NotAuthenticated(reason) = e {
                             *verdict = Some(TokenVerdict(
                                 crate::auth::api::Unauthenticated::Rejected(reason),
                             ));
