@@ -133,7 +133,7 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
     let core = crate::auth::open(&config, stop_rx.clone())
         .await
         .map_err(crate::handler::StartupError::from)?;
-    metrics.attach(core.service.clone());
+    core.register_metrics(&metrics);
     let app = App::build(config, &core, metrics.clone())?;
     let current = Arc::new(ArcSwap::new(app));
 

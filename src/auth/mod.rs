@@ -22,6 +22,7 @@ pub mod email;
 pub mod error;
 pub mod guard;
 pub mod keystore;
+pub mod metrics;
 mod pages;
 pub mod password;
 pub mod refresh_token;
