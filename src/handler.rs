@@ -27,8 +27,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::auth::api::{AuthApi, Unauthenticated};
-use crate::auth::guard::{Denied, is_safe, strip_credentials};
+use crate::auth::http::{AuthApi, Denied, Unauthenticated, is_safe, strip_credentials};
 use crate::body::{self, Body};
 use crate::config::{AuthPolicy, Config, OnUnauthenticated};
 use crate::error::{HttpError, json_response};

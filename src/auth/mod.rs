@@ -1,29 +1,29 @@
-//! Accounts, passwords and tokens.
+//! Accounts, passwords and tokens, and the HTTP surface that serves them.
 //!
+//! Layers inside, lowest first (a module imports only from those above it in this list):
+//! - [`error`]: [`AuthError`], its HTTP answer, and [`OpenError`] for start-up.
+//! - [`email`]: the canonical form of email addresses.
 //! - [`password`]: the policy for new passwords and argon2id hashing on a bounded pool.
 //! - [`token`]: signing keys, access-token JWTs and the JWKS.
-//! - [`email`]: the canonical form of email addresses.
 //! - [`refresh_token`]: opaque refresh tokens and their derived successors.
 //! - [`revocation`]: the in-memory state that can kill a valid access token.
 //! - [`verified`]: the bounded cache of access tokens whose signature already verified.
 //! - `rotation`: the store side of a refresh (rotation, grace window, reuse detection).
-//! - `keystore`: signing and refresh keys kept in the store's meta table.
-//! - [`api`]: the HTTP endpoints (`/api/auth/...`, JWKS) and the request token check.
-//! - [`cookies`]: session cookies and signed double-submit CSRF tokens.
-//! - [`guard`]: admission to protected routes (token check, transparent refresh, login redirect).
-//! - `pages`: the hosted sign-in, sign-up and sign-out pages.
-//! - [`client`]: the browser client module for single-page apps (`client.js`, `client.d.ts`).
+//! - [`keystore`]: signing, refresh and CSRF keys kept in the store's meta table.
 //! - [`service`]: sign-up, login, refresh, logout and per-request authentication, tying the
-//!   above to the store.
-pub mod api;
-pub mod client;
-pub mod cookies;
+//!   above to the store. No HTTP.
+//! - [`metrics`]: the service's own Prometheus families, registered with [`crate::metrics`].
+//! - [`http`]: the auth API, admission to protected routes, identity headers, hosted pages,
+//!   cookies and CSRF, the browser client module.
+//!
+//! This module ties them together for the server: [`open`] the core (store, keys, service)
+//! once, and build the [`http::AuthApi`] of each configuration with [`api`].
+
 pub mod email;
 pub mod error;
-pub mod guard;
+pub mod http;
 pub mod keystore;
 pub mod metrics;
-mod pages;
 pub mod password;
 pub mod refresh_token;
 pub mod revocation;
@@ -138,8 +138,8 @@ pub fn api(
     core: &Core,
     config: &Config,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-) -> api::AuthApi {
-    let api = api::AuthApi::new(
+) -> self::http::AuthApi {
+    let api = self::http::AuthApi::new(
         core.service.clone(),
         core.csrf_key.expose().clone(),
         config,

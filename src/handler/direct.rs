@@ -36,7 +36,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Response, header};
 
 use super::{App, Conn, REQUEST_ID, canonical_host};
-use crate::auth::guard::TokenVerdict;
+use crate::auth::http::TokenVerdict;
 use crate::auth::token::AccessClaims;
 use crate::body::Body;
 use crate::config::{AuthPolicy, UpstreamTarget};
@@ -91,7 +91,7 @@ struct Seen<'a> {
     requested_with: Option<&'a [u8]>,
 }
 
-/// `Bearer <token>` (scheme case-insensitive), as [`crate::auth::api::bearer`] reads it.
+/// `Bearer <token>` (scheme case-insensitive), as [`crate::auth::http::bearer`] reads it.
 fn bearer(value: &[u8]) -> Option<&str> {
     // `HeaderValue::to_str` accepts visible ASCII and tabs only; httparse has already refused
     // every other control byte, so what is left to refuse is anything beyond ASCII.
@@ -99,7 +99,7 @@ fn bearer(value: &[u8]) -> Option<&str> {
         return None;
     }
     let v = std::str::from_utf8(value).ok()?;
-    crate::auth::api::bearer_value(v)
+    crate::auth::http::bearer_value(v)
 }
 
 impl App {
@@ -196,7 +196,7 @@ impl App {
                         // out of date) the general path finds out for itself.
                         if let crate::auth::AuthError::NotAuthenticated(reason) = e {
                             *verdict = Some(TokenVerdict(
-                                crate::auth::api::Unauthenticated::Rejected(reason),
+                                crate::auth::http::Unauthenticated::Rejected(reason),
                             ));
                         }
                         return None;
@@ -387,7 +387,7 @@ impl App {
     }
 }
 
-/// Whether an Authorization value is a bearer credential ([`crate::auth::guard::strip_credentials`]
+/// Whether an Authorization value is a bearer credential ([`crate::auth::http::strip_credentials`]
 /// removes exactly these).
 fn bearer_like(value: &[u8]) -> bool {
     value
