@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use gateway::auth::http::cookies::{self, Csrf};
-use gateway::auth::http::{admission, form};
+use gateway::auth::http::{self as auth_http, form};
 use gateway::proxy::{headers, path};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -148,7 +148,7 @@ fn header_rewriting(input: &Input<'_>, mut map: HeaderMap) {
         );
     }
 
-    admission::strip_credentials(&mut map, input.keep_bearer);
+    auth_http::strip_credentials(&mut map, input.keep_bearer);
     assert!(
         !cookies::iter(&map).any(|(n, _)| cookies::is_gateway_cookie(n)),
         "a gateway cookie survived: {:?}",

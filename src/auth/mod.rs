@@ -19,18 +19,20 @@
 //! This module ties them together for the server: [`open`] the core (store, keys, service)
 //! once, and build the [`http::AuthApi`] of each configuration with [`api`].
 
-pub mod email;
-pub mod error;
+// `pub` where the binary's benches, fuzz targets or integration tests reach in; the rest is
+// internal to the crate.
+pub(crate) mod email;
+pub(crate) mod error;
 pub mod http;
 pub mod keystore;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod password;
-pub mod refresh_token;
+pub(crate) mod refresh_token;
 pub mod revocation;
 mod rotation;
 pub mod service;
 pub mod token;
-pub mod verified;
+pub(crate) mod verified;
 
 use crate::clock::Clock;
 use crate::config::{Config, Signup, StoreSettings, TokenAlgorithm, WhenStale};

@@ -48,7 +48,7 @@ use crate::clock::Clock;
 use crate::secret::{Secret, SecretString};
 use crate::store::{Regulation, Store, User};
 
-pub use super::email::normalize_email;
+use super::email::normalize_email;
 
 /// Clock skew tolerated when checking an access token's `exp`, `nbf` and `iat`. Issuer and
 /// verifier share this machine's clock, so this only absorbs small steps of that clock (an NTP

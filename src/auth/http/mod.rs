@@ -15,15 +15,17 @@
 //! - [`browser_client`]: the browser client module for single-page apps (`client.js`,
 //!   `client.d.ts`); not to be confused with the upstream HTTP client in [`crate::proxy`].
 
-pub mod admission;
-pub mod api;
-pub mod browser_client;
+// `pub` where the fuzz targets reach in (cookie parsing, CSRF, forms); the rest is reached through
+// the re-exports below.
+pub(crate) mod admission;
+pub(crate) mod api;
+pub(crate) mod browser_client;
 pub mod cookies;
-pub mod endpoints;
+pub(crate) mod endpoints;
 pub mod form;
-pub mod identity;
+pub(crate) mod identity;
 mod pages;
-pub mod throttle;
+pub(crate) mod throttle;
 
 pub use admission::{
     Admitted, Denied, Session, TokenVerdict, Unauthenticated, bearer, bearer_value, is_safe,
