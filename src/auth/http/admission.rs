@@ -79,7 +79,7 @@ pub fn is_safe(method: &Method) -> bool {
 impl AuthApi {
     /// Authenticates a request to a protected route, refreshing an expired cookie session when
     /// `transparent_refresh` allows.
-    pub async fn admit(&self, req: &Request<Body>, tls: bool) -> Result<Admitted, Denied> {
+    pub(crate) async fn admit(&self, req: &Request<Body>, tls: bool) -> Result<Admitted, Denied> {
         let headers = req.headers();
         if self.service().refuses_tokens() {
             // Fail closed: this server may have missed a revocation.
@@ -148,7 +148,11 @@ impl AuthApi {
     }
 
     /// Checks the request's access token (bearer first, then the access cookie). Memory only.
-    pub fn authenticate(&self, headers: &HeaderMap, tls: bool) -> Result<Session, Unauthenticated> {
+    pub(super) fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        tls: bool,
+    ) -> Result<Session, Unauthenticated> {
         let (token, via_cookie) = match bearer(headers) {
             Some(t) => (t, false),
             None => match cookies::get(
@@ -169,7 +173,7 @@ impl AuthApi {
     /// The CSRF rule for a cookie-authenticated request with an unsafe method: the
     /// `X-CSRF-Token` header must equal the CSRF cookie and be bound to this session, and the
     /// browser must not say the request is cross-site.
-    pub fn check_csrf(
+    pub(crate) fn check_csrf(
         &self,
         headers: &HeaderMap,
         tls: bool,
@@ -210,7 +214,7 @@ impl AuthApi {
 
     /// The `303` that sends an unauthenticated browser to the login page, remembering where it
     /// wanted to go.
-    pub fn login_redirect(&self, path_and_query: &str) -> http::Response<Body> {
+    pub(crate) fn login_redirect(&self, path_and_query: &str) -> http::Response<Body> {
         let next = safe_next(path_and_query);
         let location = format!("{}/login?next={}", self.prefix(), percent_encode(next));
         let mut resp = http::Response::new(crate::body::empty());

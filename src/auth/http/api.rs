@@ -35,7 +35,7 @@ pub struct AuthApi {
 
 impl AuthApi {
     /// Wraps the service. `csrf_key` signs CSRF tokens (at least 32 bytes).
-    pub fn new(
+    pub(crate) fn new(
         service: AuthService,
         csrf_key: Vec<u8>,
         config: &Config,
@@ -64,27 +64,27 @@ impl AuthApi {
     }
 
     /// The rate limits and login regulation (the server housekeeps them periodically).
-    pub fn limits(&self) -> Arc<Limits> {
+    pub(crate) fn limits(&self) -> Arc<Limits> {
         self.limits.clone()
     }
 
     /// The path prefix of the API (`/api/auth`).
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// Whether expired cookie sessions are refreshed inside the request.
-    pub fn transparent_refresh(&self) -> bool {
+    pub(super) fn transparent_refresh(&self) -> bool {
         self.transparent_refresh
     }
 
     /// The service behind the API.
-    pub fn service(&self) -> &AuthService {
+    pub(crate) fn service(&self) -> &AuthService {
         &self.service
     }
 
     /// Whether a normalised path belongs to the auth API.
-    pub fn owns(&self, path: &str) -> bool {
+    pub(crate) fn owns(&self, path: &str) -> bool {
         path == JWKS_PATH
             || path
                 .strip_prefix(self.prefix.as_str())
@@ -127,7 +127,7 @@ impl AuthApi {
     }
 
     /// The `Set-Cookie` values that start (or continue) a browser session.
-    pub fn session_cookies(&self, issued: &Issued, tls: bool) -> Vec<HeaderValue> {
+    pub(super) fn session_cookies(&self, issued: &Issued, tls: bool) -> Vec<HeaderValue> {
         let names = cookies::names(tls, self.transparent_refresh());
         let now = self.service.clock().unix();
         let refresh_age = issued.refresh_expires_at.saturating_sub(now);

@@ -65,7 +65,7 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
 
 impl AuthApi {
     /// Serves one auth API request. `path` is the normalised path.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: Request<Body>,
         path: &str,

@@ -44,27 +44,27 @@ impl Identity {
 impl AuthApi {
     /// Removes every client-sent identity header (the reserved prefix, the configured names and
     /// the assertion header, which may be named outside the prefix).
-    pub fn strip_identity(&self, headers: &mut HeaderMap) {
+    pub(crate) fn strip_identity(&self, headers: &mut HeaderMap) {
         let id = self.identity();
         crate::proxy::headers::strip_identity(headers, &id.headers.prefix, &id.names);
     }
 
     /// Whether a header, named as the client spelled it, is one [`AuthApi::strip_identity`]
     /// removes.
-    pub fn is_identity_name(&self, name: &[u8]) -> bool {
+    pub(crate) fn is_identity_name(&self, name: &[u8]) -> bool {
         let id = self.identity();
         crate::proxy::headers::is_identity_name(name, &id.headers.prefix, &id.names)
     }
 
     /// Whether a signed identity assertion is configured (made per request by
     /// [`AuthApi::identify`]).
-    pub fn has_assertion(&self) -> bool {
+    pub(crate) fn has_assertion(&self) -> bool {
         self.identity().assertion.is_some()
     }
 
     /// The identity headers [`AuthApi::identify`] sets, as `name: value` lines for an
     /// HTTP/1.1 head (without the assertion: callers check [`AuthApi::has_assertion`]).
-    pub fn identity_lines(&self, claims: &AccessClaims, out: &mut Vec<u8>) {
+    pub(crate) fn identity_lines(&self, claims: &AccessClaims, out: &mut Vec<u8>) {
         let id = &self.identity().headers;
         for (name, v) in [&id.user_id, &id.email, &id.name, &id.roles]
             .into_iter()
@@ -80,7 +80,7 @@ impl AuthApi {
     }
 
     /// The headers [`AuthApi::identify`] sets (forward-auth copies them into its answer).
-    pub fn identity_header_names(&self) -> Vec<http::HeaderName> {
+    pub(crate) fn identity_header_names(&self) -> Vec<http::HeaderName> {
         let id = &self.identity().headers;
         let mut names = vec![
             id.user_id.clone(),
@@ -97,7 +97,7 @@ impl AuthApi {
     /// Tells the upstream who the user is: the identity headers (values without control
     /// characters) and, when configured, a signed assertion for `audience`. Call after
     /// [`AuthApi::strip_identity`], so these are the only copies.
-    pub fn identify(&self, headers: &mut HeaderMap, session: &Session, audience: &str) {
+    pub(crate) fn identify(&self, headers: &mut HeaderMap, session: &Session, audience: &str) {
         let c = &session.claims;
         let id = &self.identity().headers;
         for (name, v) in [&id.user_id, &id.email, &id.name, &id.roles]

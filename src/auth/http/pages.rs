@@ -277,7 +277,7 @@ impl AuthApi {
     /// another account for browsers (the sign-out form carries the session's CSRF token, as the
     /// sign-out page does), `Forbidden` for API clients. `roles` would be let in; they are named
     /// only when `auth.show_required_roles` allows. `next` is the refused path and query.
-    pub fn no_access(
+    pub(crate) fn no_access(
         &self,
         headers: &HeaderMap,
         tls: bool,
