@@ -1,18 +1,18 @@
 //! Accounts, passwords and tokens, and the HTTP surface that serves them.
 //!
 //! Layers inside, lowest first (a module imports only from those above it in this list):
-//! - [`error`]: [`AuthError`], its HTTP answer, and [`OpenError`] for start-up.
-//! - [`email`]: the canonical form of email addresses.
+//! - `error`: [`AuthError`], its HTTP answer, and [`OpenError`] for start-up.
+//! - `email`: the canonical form of email addresses.
 //! - [`password`]: the policy for new passwords and argon2id hashing on a bounded pool.
 //! - [`token`]: signing keys, access-token JWTs and the JWKS.
-//! - [`refresh_token`]: opaque refresh tokens and their derived successors.
+//! - `refresh_token`: opaque refresh tokens and their derived successors.
 //! - [`revocation`]: the in-memory state that can kill a valid access token.
-//! - [`verified`]: the bounded cache of access tokens whose signature already verified.
+//! - `verified`: the bounded cache of access tokens whose signature already verified.
 //! - `rotation`: the store side of a refresh (rotation, grace window, reuse detection).
 //! - [`keystore`]: signing, refresh and CSRF keys kept in the store's meta table.
 //! - [`service`]: sign-up, login, refresh, logout and per-request authentication, tying the
 //!   above to the store. No HTTP.
-//! - [`metrics`]: the service's own Prometheus families, registered with [`crate::metrics`].
+//! - `metrics`: the service's own Prometheus families, registered with [`crate::metrics`].
 //! - [`http`]: the auth API, admission to protected routes, identity headers, hosted pages,
 //!   cookies and CSRF, the browser client module.
 //!

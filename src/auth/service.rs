@@ -7,7 +7,7 @@
 //! - **Keys.** EdDSA keys live in the store's meta table under `signing_keys` (JSON
 //!   `{current, keys}`); the first start generates one and saves it with `put_meta_if_absent`, so
 //!   processes starting together agree. HS256 uses the configured secret. The key used to derive
-//!   refresh-token successors (see [`super::refresh_token`]) is kept the same way under
+//!   refresh-token successors (see `super::refresh_token`) is kept the same way under
 //!   `refresh_key`.
 //! - **Sessions.** A login or sign-up starts a refresh *family* (random UUID) whose absolute
 //!   expiry is `now + refresh_ttl`; every refresh rotates the token into its derived successor
@@ -18,7 +18,7 @@
 //!   refreshing at once both succeed and end up with the same token. Later, it is reuse: the
 //!   whole family is revoked and an `audit` warning logged.
 //! - **Hot path.** [`AuthService::authenticate`] checks the signature and times (or finds the
-//!   token in the bounded [`VerifiedCache`] of earlier verifications, re-checking its expiry),
+//!   token in the bounded `VerifiedCache` of earlier verifications, re-checking its expiry),
 //!   then, always, the in-memory [`Revocations`] (deny-listed jtis, revoked families, disabled users, session
 //!   versions). That state is written through by every local change and follows other processes
 //!   (the admin CLI) through the store's change feed, polled by [`AuthService::spawn_maintenance`].
@@ -385,7 +385,7 @@ impl AuthService {
     /// [`ACCESS_LEEWAY_SECS`]), then the in-memory revocation state. Hot path: memory only, no
     /// disk, no await.
     ///
-    /// A token verified before is found in the [`VerifiedCache`] (its expiry re-checked against
+    /// A token verified before is found in the `VerifiedCache` (its expiry re-checked against
     /// the clock); the revocation checks run on every call, cached or not, and a token they
     /// refuse is dropped from the cache.
     pub fn authenticate(&self, token: &str) -> Result<Arc<AccessClaims>, AuthError> {

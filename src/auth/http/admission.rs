@@ -1,6 +1,6 @@
 //! Admission to protected routes: who is calling, and may they?
 //!
-//! [`AuthApi::admit`] finds the caller's access token (bearer header first, then the access
+//! `AuthApi::admit` finds the caller's access token (bearer header first, then the access
 //! cookie) and checks it in memory. A browser whose access cookie has expired but whose refresh
 //! cookie is still good is refreshed inside the same request (transparent refresh): the request
 //! goes on as authenticated and the response carries the new cookies. Parallel requests from the
@@ -45,7 +45,7 @@ pub enum Unauthenticated {
 }
 
 /// A bearer token the direct path refused, carried to the general path in the request's
-/// extensions (see [`AuthApi::admit`]), so that it is not verified twice.
+/// extensions (see `AuthApi::admit`), so that it is not verified twice.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenVerdict(pub Unauthenticated);
 

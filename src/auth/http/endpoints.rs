@@ -36,7 +36,7 @@ use crate::secret::SecretString;
 /// Where the public keys are published.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-/// Every `(method, path)` [`AuthApi::handle`] serves: paths starting with `/.well-known/` are
+/// Every `(method, path)` `AuthApi::handle` serves: paths starting with `/.well-known/` are
 /// absolute, the others are relative to `auth.prefix`. Any other method on one of these paths is
 /// 405 (with `Allow` listing exactly this table's methods for the path), any other path under the
 /// prefix 404. Kept in step with the `match` in `handle` by a unit test here, and with
