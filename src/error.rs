@@ -4,6 +4,9 @@
 //! body the client sees: `{"detail": "..."}` for API clients, a short HTML page for browsers.
 //! Internal errors are logged here with their cause and answered with a generic body, so no
 //! detail of the failure reaches the client.
+//!
+//! The layers that use this one say which [`HttpError`] each of their errors is, beside that
+//! error (auth's `AuthError` in `auth::error`), so this module imports nothing from them.
 
 use std::time::Duration;
 
