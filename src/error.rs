@@ -4,6 +4,9 @@
 //! body the client sees: `{"detail": "..."}` for API clients, a short HTML page for browsers.
 //! Internal errors are logged here with their cause and answered with a generic body, so no
 //! detail of the failure reaches the client.
+//!
+//! The layers that use this one say which [`HttpError`] each of their errors is, beside that
+//! error (auth's `AuthError` in `auth::error`), so this module imports nothing from them.
 
 use std::time::Duration;
 
@@ -175,30 +178,6 @@ impl HttpError {
             source = s.source();
         }
         None
-    }
-}
-
-impl From<crate::auth::service::AuthError> for HttpError {
-    fn from(e: crate::auth::service::AuthError) -> Self {
-        HttpError::from(&e)
-    }
-}
-
-impl From<&crate::auth::service::AuthError> for HttpError {
-    fn from(e: &crate::auth::service::AuthError) -> Self {
-        use crate::auth::service::AuthError as A;
-        match e {
-            A::InvalidCredentials => HttpError::Unauthorized("Incorrect email or password"),
-            A::InvalidRefresh => HttpError::Unauthorized("Invalid or expired refresh token"),
-            A::NotAuthenticated(_) => HttpError::Unauthorized("Not authenticated"),
-            A::EmailTaken => HttpError::Conflict("Email already registered".into()),
-            A::InvalidEmail => HttpError::Unprocessable("Invalid email address".into()),
-            A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
-            A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),
-            A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
-            A::Unavailable(_) => HttpError::Unavailable("Service temporarily unavailable"),
-            A::Internal(cause) => HttpError::Internal(cause.clone()),
-        }
     }
 }
 
@@ -388,14 +367,6 @@ mod tests {
         }
         .response(false);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
-    }
-
-    #[test]
-    fn busy_has_retry_after() {
-        let e = HttpError::from(crate::auth::service::AuthError::Busy);
-        let r = e.response(false);
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     fn body_text(r: Response<Body>) -> String {

@@ -17,7 +17,7 @@
 
 mod direct;
 
-pub use direct::{Direct, DirectPlan, TokenVerdict};
+pub use direct::{Direct, DirectPlan};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +27,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::auth::api::{AuthApi, Unauthenticated};
-use crate::auth::guard::{Denied, is_safe, strip_credentials};
+use crate::auth::http::{AuthApi, Denied, Unauthenticated, is_safe, strip_credentials};
 use crate::body::{self, Body};
 use crate::config::{AuthPolicy, Config, OnUnauthenticated};
 use crate::error::{HttpError, json_response};
@@ -46,10 +45,8 @@ const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id
 pub enum StartupError {
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
-    #[error("cannot open the store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("cannot start the auth service: {0}")]
-    Auth(#[from] crate::auth::service::AuthError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::OpenError),
 }
 
 /// The accepted connection a request came in on.

@@ -22,7 +22,8 @@
 //! - [`h1`]: the HTTP/1.1 fast path for bodiless requests (`listen.fast_path`).
 //! - [`handler`]: the per-request pipeline.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
-//! - [`auth`]: accounts, passwords, tokens, sessions and the auth API.
+//! - [`auth`]: accounts, passwords, tokens and sessions ([`auth::service`], no HTTP), and their
+//!   HTTP surface ([`auth::http`]: the auth API, admission to protected routes, hosted pages).
 //! - [`metrics`]: Prometheus metrics and request ids.
 //! - [`ratelimit`]: per-IP and per-account rate limits and login regulation.
 //! - [`store`]: the embedded redb database (users, refresh tokens, revocations, keys).

@@ -4,7 +4,8 @@
 //! ([`RouteStats`], looked up once when the route table is built) and the handler bumps atomics.
 //! Everything that already counts itself elsewhere (the hashing pool, the auth service's login and
 //! refresh totals, the rate limiter's key count) is read at scrape time by a collector, so no
-//! second copy of those numbers is kept.
+//! second copy of those numbers is kept. The auth service's collector lives in `auth::metrics`
+//! and is registered with [`Metrics::attach`]: this module imports nothing from auth.
 //!
 //! Families (all prefixed `gateway_`):
 //! `requests_total{route,class}`, `upstream_duration_seconds{route}` (histogram),
@@ -28,7 +29,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::auth::service::AuthService;
 use crate::ratelimit::Limits;
 
 /// Status classes counted per route.
@@ -98,7 +98,8 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     cert_expiry: AtomicI64,
-    service: OnceLock<AuthService>,
+    /// What a lower layer counts itself and registered here (see [`Metrics::attach`]).
+    attached: OnceLock<Arc<dyn Collector>>,
     /// The rate limits of the configuration serving now (replaced on reload).
     limits: Mutex<Weak<Limits>>,
 }
@@ -119,9 +120,11 @@ impl Metrics {
             .clone()
     }
 
-    /// Connects the auth service, which counts logins, refreshes and hashes itself.
-    pub fn attach(&self, service: AuthService) {
-        let _ = self.service.set(service);
+    /// Registers metrics that a lower layer keeps itself, read at each scrape after this
+    /// module's own (the auth service's logins, refreshes and hashing pool: see
+    /// `auth::metrics`). This module knows nothing of what they are. The first one stays.
+    pub fn attach(&self, collector: Arc<dyn Collector>) {
+        let _ = self.attached.set(collector);
     }
 
     /// Points the key-count gauge at the rate limits now in force.
@@ -178,6 +181,9 @@ impl Metrics {
     pub fn render(self: &Arc<Self>) -> String {
         let mut registry = Registry::with_prefix("gateway");
         registry.register_collector(Box::new(Scrape(self.clone())));
+        if let Some(attached) = self.attached.get() {
+            registry.register_collector(Box::new(Attached(attached.clone())));
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
             out.clear();
@@ -189,11 +195,33 @@ impl Metrics {
 #[derive(Debug)]
 struct Scrape(Arc<Metrics>);
 
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+/// A collector registered through [`Metrics::attach`], shared across scrapes.
+#[derive(Debug)]
+struct Attached(Arc<dyn Collector>);
+
+impl Collector for Attached {
+    fn encode(&self, enc: DescriptorEncoder) -> std::fmt::Result {
+        self.0.encode(enc)
+    }
+}
+
+/// Encodes one counter family without labels (for collectors here and in lower layers).
+pub(crate) fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> std::fmt::Result {
     ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
 }
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+/// Encodes one gauge family without labels (for collectors here and in lower layers).
+pub(crate) fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: i64,
+) -> std::fmt::Result {
     ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
@@ -303,63 +331,6 @@ impl Collector for Scrape {
                 "rate_limit_tracked_keys",
                 "Keys held by the rate limiters and the login regulator",
                 i64::try_from(limits.tracked_keys()).unwrap_or(i64::MAX),
-            )?;
-        }
-        if let Some(service) = m.service.get() {
-            let c = service.counters();
-            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-            {
-                let mut family = enc.encode_descriptor(
-                    "logins",
-                    "Password logins, by result",
-                    None,
-                    MetricType::Counter,
-                )?;
-                for (result, v) in [
-                    ("ok", load(&c.logins_ok)),
-                    ("failed", load(&c.logins_failed)),
-                ] {
-                    let labels = [("result", result)];
-                    let labels: &[(&str, &str)] = &labels;
-                    ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
-                }
-            }
-            counter(
-                &mut enc,
-                "refreshes",
-                "Refresh token rotations",
-                load(&c.refreshes),
-            )?;
-            counter(
-                &mut enc,
-                "refresh_reuse_detected",
-                "Rotated refresh tokens presented again (the session was ended)",
-                load(&c.reuse_detected),
-            )?;
-            gauge(
-                &mut enc,
-                "store_sync_age_seconds",
-                "Seconds since the change feed (revocations) was last read from the store",
-                i64::try_from(service.seconds_since_sync()).unwrap_or(i64::MAX),
-            )?;
-            let h = service.hasher();
-            gauge(
-                &mut enc,
-                "hashing_in_flight",
-                "Password hashes running now",
-                i64::try_from(h.in_flight()).unwrap_or(i64::MAX),
-            )?;
-            counter(
-                &mut enc,
-                "hashing_completed",
-                "Password hashes and verifications run",
-                h.completed(),
-            )?;
-            counter(
-                &mut enc,
-                "hashing_refused",
-                "Requests answered 503 because the hashing pool was saturated",
-                h.refused(),
             )?;
         }
         Ok(())

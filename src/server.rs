@@ -39,7 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::handler::{App, Conn};
+use crate::handler::{App, Conn, StartupError};
 use crate::metrics::Metrics;
 use crate::tls::CertStore;
 
@@ -130,8 +130,9 @@ pub async fn start(listeners: Listeners, config: Config) -> Result<Running, Serv
     let workers = config.listen.workers.max(1);
     let builder = Arc::new(http_builder(&config));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let core = crate::auth::open(&config, stop_rx.clone()).await?;
-    metrics.attach(core.service.clone());
+    let core = crate::auth::open(&config, stop_rx.clone()).await;
+    let core = core.map_err(StartupError::from)?;
+    core.register_metrics(&metrics);
     let app = App::build(config, &core, metrics.clone())?;
     let current = Arc::new(ArcSwap::new(app));
 

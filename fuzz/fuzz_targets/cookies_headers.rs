@@ -6,8 +6,8 @@
 
 use std::sync::LazyLock;
 
-use gateway::auth::cookies::{self, Csrf};
-use gateway::auth::guard;
+use gateway::auth::http::cookies::{self, Csrf};
+use gateway::auth::http::{self as auth_http, form};
 use gateway::proxy::{headers, path};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -111,7 +111,7 @@ fn paths(input: &Input<'_>) {
         );
     }
 
-    let next = guard::safe_next(input.next);
+    let next = form::safe_next(input.next);
     if next != "/" {
         assert_eq!(next, input.next);
         assert!(next.starts_with('/') && !next.starts_with("//") && !next.contains('\\'));
@@ -120,10 +120,10 @@ fn paths(input: &Input<'_>) {
 }
 
 fn forms(input: &Input<'_>) {
-    let pairs = guard::form_decode(input.form);
-    let _ = guard::form_value(&pairs, "next");
+    let pairs = form::form_decode(input.form);
+    let _ = form::form_value(&pairs, "next");
     // Whatever `percent_encode` writes, `form_decode` reads back unchanged.
-    let back = guard::form_decode(&format!("k={}", guard::percent_encode(input.next)));
+    let back = form::form_decode(&format!("k={}", form::percent_encode(input.next)));
     assert_eq!(back, vec![("k".to_owned(), input.next.to_owned())]);
 }
 
@@ -148,14 +148,14 @@ fn header_rewriting(input: &Input<'_>, mut map: HeaderMap) {
         );
     }
 
-    guard::strip_credentials(&mut map, input.keep_bearer);
+    auth_http::strip_credentials(&mut map, input.keep_bearer);
     assert!(
         !cookies::iter(&map).any(|(n, _)| cookies::is_gateway_cookie(n)),
         "a gateway cookie survived: {:?}",
         map.get_all(header::COOKIE).iter().collect::<Vec<_>>()
     );
     if !input.keep_bearer {
-        assert!(gateway::auth::api::bearer(&map).is_none());
+        assert!(gateway::auth::http::bearer(&map).is_none());
     }
 
     headers::remove_hop_by_hop(&mut map);
@@ -171,6 +171,8 @@ fn header_rewriting(input: &Input<'_>, mut map: HeaderMap) {
             trusted: input.trusted,
             proto: "https",
             host: Some(input.host),
+            client: "192.0.2.7".parse().expect("ip"),
+            strip: &[],
         },
     );
     let xff = map.get_all("x-forwarded-for").iter().count();

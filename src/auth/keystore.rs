@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error::AuthError;
 use super::refresh_token;
-use super::service::AuthError;
 use super::token::{self, Keys, StoredKey, TokenError};
 use crate::secret::Secret;
 use crate::store::Store;
@@ -34,7 +34,7 @@ struct KeySet {
 
 /// Loads the EdDSA key set, creating it on first start (atomically: concurrent first starts
 /// agree on one key).
-pub fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError> {
+pub(crate) fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError> {
     let bytes = match store.get_secret(SIGNING_KEYS_META)? {
         Some(bytes) => bytes,
         None => {
@@ -67,7 +67,7 @@ pub fn load_eddsa_keys(store: &Store, now: u64) -> Result<Keys, AuthError> {
 /// token they signed has expired: a key is dropped once its successor has been current for
 /// longer than `retire_after` (the longest token lifetime plus leeway). Running servers learn
 /// of the change through the store's change feed. Returns (new kid, dropped kids).
-pub fn rotate_eddsa(
+pub(crate) fn rotate_eddsa(
     store: &Store,
     now: u64,
     retire_after: u64,
@@ -114,7 +114,7 @@ pub fn rotate_eddsa(
 }
 
 /// The stored EdDSA key ids with their creation time and whether each is current.
-pub fn list_eddsa(store: &Store) -> Result<Vec<(String, u64, bool)>, AuthError> {
+pub(crate) fn list_eddsa(store: &Store) -> Result<Vec<(String, u64, bool)>, AuthError> {
     let Some(bytes) = store.get_secret(SIGNING_KEYS_META)? else {
         return Ok(Vec::new());
     };

@@ -1,39 +1,44 @@
-//! Accounts, passwords and tokens.
+//! Accounts, passwords and tokens, and the HTTP surface that serves them.
 //!
+//! Layers inside, lowest first (a module imports only from those above it in this list):
+//! - `error`: [`AuthError`], its HTTP answer, and [`OpenError`] for start-up.
+//! - `email`: the canonical form of email addresses.
 //! - [`password`]: the policy for new passwords and argon2id hashing on a bounded pool.
 //! - [`token`]: signing keys, access-token JWTs and the JWKS.
-//! - [`email`]: the canonical form of email addresses.
-//! - [`refresh_token`]: opaque refresh tokens and their derived successors.
+//! - `refresh_token`: opaque refresh tokens and their derived successors.
 //! - [`revocation`]: the in-memory state that can kill a valid access token.
-//! - [`verified`]: the bounded cache of access tokens whose signature already verified.
+//! - `verified`: the bounded cache of access tokens whose signature already verified.
 //! - `rotation`: the store side of a refresh (rotation, grace window, reuse detection).
-//! - `keystore`: signing and refresh keys kept in the store's meta table.
-//! - [`api`]: the HTTP endpoints (`/api/auth/...`, JWKS) and the request token check.
-//! - [`cookies`]: session cookies and signed double-submit CSRF tokens.
-//! - [`guard`]: admission to protected routes (token check, transparent refresh, login redirect).
-//! - `pages`: the hosted sign-in, sign-up and sign-out pages.
-//! - [`client`]: the browser client module for single-page apps (`client.js`, `client.d.ts`).
+//! - [`keystore`]: signing, refresh and CSRF keys kept in the store's meta table.
 //! - [`service`]: sign-up, login, refresh, logout and per-request authentication, tying the
-//!   above to the store.
-pub mod api;
-pub mod client;
-pub mod cookies;
-pub mod email;
-pub mod guard;
+//!   above to the store. No HTTP.
+//! - `metrics`: the service's own Prometheus families, registered with [`crate::metrics`].
+//! - [`http`]: the auth API, admission to protected routes, identity headers, hosted pages,
+//!   cookies and CSRF, the browser client module.
+//!
+//! This module ties them together for the server: [`open`] the core (store, keys, service)
+//! once, and build the [`http::AuthApi`] of each configuration with [`api`].
+
+// `pub` where the binary's benches, fuzz targets or integration tests reach in; the rest is
+// internal to the crate.
+pub(crate) mod email;
+pub(crate) mod error;
+pub mod http;
 pub mod keystore;
-mod pages;
+pub(crate) mod metrics;
 pub mod password;
-pub mod refresh_token;
+pub(crate) mod refresh_token;
 pub mod revocation;
 mod rotation;
 pub mod service;
 pub mod token;
-pub mod verified;
+pub(crate) mod verified;
 
 use crate::clock::Clock;
 use crate::config::{Config, Signup, StoreSettings, TokenAlgorithm, WhenStale};
-use crate::handler::StartupError;
 use crate::store::Store;
+
+pub use error::{AuthError, OpenError};
 
 /// The settings the service runs with, derived from the checked config.
 pub fn service_settings(config: &Config) -> service::ServiceSettings {
@@ -78,15 +83,15 @@ pub fn service_settings(config: &Config) -> service::ServiceSettings {
 }
 
 /// Opens the store named in the config (blocking work off the async threads).
-pub async fn open_store(config: &Config) -> Result<Store, StartupError> {
+pub async fn open_store(config: &Config) -> Result<Store, OpenError> {
     let settings = config.store.clone();
     let key = config.store_encryption_key.clone();
     tokio::task::spawn_blocking(move || {
         Store::connect(&settings).and_then(|s| s.with_encryption(key.as_ref()))
     })
     .await
-    .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))?
-    .map_err(StartupError::Store)
+    .map_err(|e| OpenError::Service(AuthError::Internal(e.to_string())))?
+    .map_err(OpenError::Store)
 }
 
 /// What outlives a configuration reload: the store, the auth service with its in-memory
@@ -102,16 +107,16 @@ pub struct Core {
 pub async fn open(
     config: &Config,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Core, StartupError> {
+) -> Result<Core, OpenError> {
     let store = open_store(config).await?;
     let csrf_key = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || -> Result<_, StartupError> {
+        tokio::task::spawn_blocking(move || -> Result<_, OpenError> {
             // Before anything reads a key: a wrong or missing encryption key stops start-up
             // here with the store's own message, and secrets still in the clear get encrypted.
             let sealed = store
                 .seal_secrets(&keystore::SECRET_META)
-                .map_err(StartupError::Store)?;
+                .map_err(OpenError::Store)?;
             if sealed > 0 {
                 tracing::info!(
                     count = sealed,
@@ -122,7 +127,7 @@ pub async fn open(
             Ok(keystore::load_csrf_key(&store)?)
         })
         .await
-        .map_err(|e| StartupError::Auth(service::AuthError::Internal(e.to_string())))??
+        .map_err(|e| OpenError::Service(AuthError::Internal(e.to_string())))??
     };
     let settings = service_settings(config);
     let service = service::AuthService::open(settings, store, Clock::system()).await?;
@@ -135,8 +140,8 @@ pub fn api(
     core: &Core,
     config: &Config,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-) -> api::AuthApi {
-    let api = api::AuthApi::new(
+) -> self::http::AuthApi {
+    let api = self::http::AuthApi::new(
         core.service.clone(),
         core.csrf_key.expose().clone(),
         config,

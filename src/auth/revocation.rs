@@ -362,7 +362,7 @@ impl Revocations {
 
 /// Reads every change after `since` from the store, re-reading the flag row of each changed
 /// user. Blocking; run it on the blocking pool.
-pub fn fetch(store: &Store, since: u64, now: u64) -> Result<Pending, StoreError> {
+pub(crate) fn fetch(store: &Store, since: u64, now: u64) -> Result<Pending, StoreError> {
     let mut updates = Vec::new();
     let mut last = since;
     loop {

@@ -6,8 +6,8 @@
 //! [`super::service::AuthService::refresh`]; the service turns the [`RefreshOutcome`] into tokens,
 //! in-memory revocations and audit events.
 
+use super::error::AuthError;
 use super::refresh_token;
-use super::service::AuthError;
 use crate::secret::{Secret, SecretString};
 use crate::store::{RefreshRecord, RefreshState, Rotation, Store, User};
 

@@ -7,7 +7,7 @@
 //! - **Keys.** EdDSA keys live in the store's meta table under `signing_keys` (JSON
 //!   `{current, keys}`); the first start generates one and saves it with `put_meta_if_absent`, so
 //!   processes starting together agree. HS256 uses the configured secret. The key used to derive
-//!   refresh-token successors (see [`super::refresh_token`]) is kept the same way under
+//!   refresh-token successors (see `super::refresh_token`) is kept the same way under
 //!   `refresh_key`.
 //! - **Sessions.** A login or sign-up starts a refresh *family* (random UUID) whose absolute
 //!   expiry is `now + refresh_ttl`; every refresh rotates the token into its derived successor
@@ -18,32 +18,37 @@
 //!   refreshing at once both succeed and end up with the same token. Later, it is reuse: the
 //!   whole family is revoked and an `audit` warning logged.
 //! - **Hot path.** [`AuthService::authenticate`] checks the signature and times (or finds the
-//!   token in the bounded [`VerifiedCache`] of earlier verifications, re-checking its expiry),
+//!   token in the bounded `VerifiedCache` of earlier verifications, re-checking its expiry),
 //!   then, always, the in-memory [`Revocations`] (deny-listed jtis, revoked families, disabled users, session
 //!   versions). That state is written through by every local change and follows other processes
 //!   (the admin CLI) through the store's change feed, polled by [`AuthService::spawn_maintenance`].
+//!
+//! This file builds the service and holds sign-up, login and the per-request check; `sessions`
+//! holds refresh, logout and issuing tokens; `maintenance` the change-feed poll, the sweep and
+//! the staleness rule. All three are `impl AuthService` blocks over the private state defined
+//! here, split so that each reads top to bottom.
 //!
 //! Store calls are blocking and run on tokio's blocking pool; password hashing runs on the
 //! hasher's bounded slice of it. Audit events go to the `audit` tracing target and never contain
 //! a password, a token or a hash.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::password::{self, HashError, Hasher, PolicyError};
-use super::revocation::{self, Revocations};
-use super::rotation::{self, RefreshOutcome};
-use super::token::{self, AccessClaims, Keys, Subject, TokenError, TokenSettings};
+use super::error::AuthError;
+use super::keystore;
+use super::password::{self, HashError, Hasher};
+use super::revocation::Revocations;
+use super::token::{self, AccessClaims, Keys, TokenError, TokenSettings};
 use super::verified::{self, Lookup, VerifiedCache};
-use super::{keystore, refresh_token};
 use crate::clock::Clock;
 use crate::secret::{Secret, SecretString};
-use crate::store::{RefreshRecord, RefreshState, Regulation, Store, StoreError, User, UserFlags};
+use crate::store::{Regulation, Store, User};
 
-pub use super::email::normalize_email;
+use super::email::normalize_email;
 
 /// Clock skew tolerated when checking an access token's `exp`, `nbf` and `iat`. Issuer and
 /// verifier share this machine's clock, so this only absorbs small steps of that clock (an NTP
@@ -53,13 +58,6 @@ pub const ACCESS_LEEWAY_SECS: u64 = 5;
 
 /// Longest display name kept, in characters.
 const MAX_NAME_CHARS: usize = 128;
-/// How often [`AuthService::spawn_maintenance`] polls the change feed.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often [`AuthService::spawn_maintenance`] sweeps expired rows.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
-/// How long after start-up the first sweep runs: serving comes first. (A sweep of a store with
-/// two million old change-feed entries ran alongside start-up and delayed the first request.)
-const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(30);
 
 /// What the service needs from the configuration, already checked.
 #[derive(Clone, Debug)]
@@ -131,49 +129,6 @@ pub struct Issued {
     /// When the refresh family (the session) ends, unix seconds.
     pub refresh_expires_at: u64,
     pub user: PublicUser,
-}
-
-/// Why an operation failed. `Display` of the client-facing variants is worded for end users;
-/// `NotAuthenticated`'s reason and `Internal`'s text are for logs only.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// Unknown email, wrong password or disabled user: deliberately indistinguishable.
-    #[error("Incorrect email or password")]
-    InvalidCredentials,
-    #[error("Email already registered")]
-    EmailTaken,
-    #[error("Invalid email address")]
-    InvalidEmail,
-    #[error("{0}")]
-    WeakPassword(PolicyError),
-    #[error("Sign-up is closed")]
-    SignupClosed,
-    /// Unknown, expired or revoked refresh token, or reuse detected (the family is now revoked).
-    #[error("Session expired; please sign in again")]
-    InvalidRefresh,
-    /// The access token was refused: "invalid", "expired", "revoked" or "disabled".
-    #[error("Not authenticated ({0})")]
-    NotAuthenticated(&'static str),
-    /// Password hashing is saturated; answer 503 with `Retry-After`.
-    #[error("Server busy, try again shortly")]
-    Busy,
-    /// The store cannot be reached (or this server has lost track of revocations for longer
-    /// than allowed); answer 503 with `Retry-After`. The reason is for logs.
-    #[error("Service temporarily unavailable ({0})")]
-    Unavailable(String),
-    /// Store or key failures; log it, show a generic message.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for AuthError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::EmailTaken => AuthError::EmailTaken,
-            StoreError::Unavailable(why) => AuthError::Unavailable(why),
-            other => AuthError::Internal(other.to_string()),
-        }
-    }
 }
 
 fn hash_error(e: HashError) -> AuthError {
@@ -416,129 +371,6 @@ impl AuthService {
         self.start_session(&user).await
     }
 
-    /// Rotates a refresh token and issues a new access token; see the module docs for the
-    /// grace window and reuse detection.
-    #[tracing::instrument(skip_all)]
-    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<Issued, AuthError> {
-        let presented = refresh_token.expose();
-        if !refresh_token::well_formed(presented) {
-            return Err(AuthError::InvalidRefresh);
-        }
-        let now = self.inner.clock.unix();
-        let grace = self.inner.settings.refresh_grace.as_secs();
-        let key = self.inner.refresh_key.clone();
-        let presented = refresh_token.clone();
-        let outcome = self
-            .blocking(move |s| rotation::rotate(s, &key, &presented, now, grace))
-            .await?;
-        match outcome {
-            RefreshOutcome::Issue {
-                token,
-                record,
-                user,
-                grace,
-            } => {
-                tracing::info!(target: "audit", event = "refresh", user_id = %user.id, family = %record.family, grace);
-                bump(&self.inner.counters.refreshes);
-                self.issue(&user, &record.family, record.family_expires_at, token, now)
-            }
-            RefreshOutcome::Invalid => Err(AuthError::InvalidRefresh),
-            RefreshOutcome::Reuse(record) => {
-                self.write_revocations(|r| {
-                    r.revoke_family(&record.family, record.family_expires_at)
-                })?;
-                tracing::warn!(target: "audit", event = "refresh_reuse", user_id = %record.user_id, family = %record.family);
-                bump(&self.inner.counters.reuse_detected);
-                Err(AuthError::InvalidRefresh)
-            }
-            RefreshOutcome::UserGone(record) => {
-                self.write_revocations(|r| {
-                    r.revoke_family(&record.family, record.family_expires_at)
-                })?;
-                tracing::info!(target: "audit", event = "refresh_refused", reason = "user_disabled", user_id = %record.user_id, family = %record.family);
-                Err(AuthError::InvalidRefresh)
-            }
-        }
-    }
-
-    /// Ends a session, effective at once: the access token's family (`sid`) is revoked and its
-    /// `jti` deny-listed until it expires; a refresh token, if given, has its family revoked too.
-    /// Unknown or already revoked tokens are not an error.
-    #[tracing::instrument(skip_all)]
-    pub async fn logout(
-        &self,
-        claims: Option<&AccessClaims>,
-        refresh_token: Option<&SecretString>,
-    ) -> Result<(), AuthError> {
-        let now = self.inner.clock.unix();
-        let access = claims.map(|c| (c.sid.clone(), c.jti.clone(), c.exp));
-        let refresh_hash = refresh_token
-            .map(|t| t.expose().as_str())
-            .filter(|t| refresh_token::well_formed(t))
-            .map(refresh_token::hash);
-        let access_for_store = access.clone();
-        let refresh_record = self
-            .blocking(move |s| {
-                if let Some((sid, jti, exp)) = &access_for_store {
-                    s.revoke_jti(jti, *exp)?;
-                    s.revoke_family(sid, now)?;
-                }
-                let Some(hash) = refresh_hash else {
-                    return Ok(None);
-                };
-                let record = s.get_refresh(&hash)?;
-                if let Some(record) = &record {
-                    s.revoke_family(&record.family, now)?;
-                }
-                Ok(record)
-            })
-            .await?;
-        // Any access token of the claims' family was issued by now, so expires before this.
-        let family_horizon = now
-            .saturating_add(self.inner.settings.access_ttl.as_secs())
-            .saturating_add(ACCESS_LEEWAY_SECS);
-        self.write_revocations(|r| {
-            if let Some((sid, jti, exp)) = &access {
-                r.revoke_jti(jti, *exp);
-                r.revoke_family(sid, family_horizon);
-            }
-            if let Some(record) = &refresh_record {
-                r.revoke_family(&record.family, record.family_expires_at);
-            }
-        })?;
-        tracing::info!(
-            target: "audit",
-            event = "logout",
-            user_id = claims.map(|c| c.sub.as_str()).or(refresh_record.as_ref().map(|r| r.user_id.as_str())),
-            family = claims.map(|c| c.sid.as_str()).or(refresh_record.as_ref().map(|r| r.family.as_str())),
-        );
-        Ok(())
-    }
-
-    /// Ends every session of a user: bumps their session version (killing every access token
-    /// issued so far) and revokes all their refresh families. An unknown user is not an error.
-    #[tracing::instrument(skip_all)]
-    pub async fn logout_all(&self, user_id: &str) -> Result<(), AuthError> {
-        let now = self.inner.clock.unix();
-        let id = user_id.to_owned();
-        let updated = self
-            .blocking(move |s| Ok(s.end_all_sessions(&id, now)?))
-            .await?;
-        if let Some(user) = updated {
-            self.write_revocations(|r| {
-                r.set_flags(
-                    &user.id,
-                    Some(UserFlags {
-                        disabled: user.disabled,
-                        session_version: user.session_version,
-                    }),
-                );
-            })?;
-            tracing::info!(target: "audit", event = "logout_all", user_id = %user.id, session_version = user.session_version);
-        }
-        Ok(())
-    }
-
     /// The current record of a user. A deleted or disabled user gives
     /// `NotAuthenticated("disabled")`: their tokens are dead too.
     pub async fn user(&self, user_id: &str) -> Result<PublicUser, AuthError> {
@@ -553,7 +385,7 @@ impl AuthService {
     /// [`ACCESS_LEEWAY_SECS`]), then the in-memory revocation state. Hot path: memory only, no
     /// disk, no await.
     ///
-    /// A token verified before is found in the [`VerifiedCache`] (its expiry re-checked against
+    /// A token verified before is found in the `VerifiedCache` (its expiry re-checked against
     /// the clock); the revocation checks run on every call, cached or not, and a token they
     /// refuse is dropped from the cache.
     pub fn authenticate(&self, token: &str) -> Result<Arc<AccessClaims>, AuthError> {
@@ -613,77 +445,6 @@ impl AuthService {
         Keys::clone(&self.inner.keys.load())
     }
 
-    /// Starts the background task that polls the change feed every second and sweeps expired
-    /// rows every hour (the first time 30 s after start). It stops when `shutdown` becomes `true` or its
-    /// sender is dropped.
-    pub fn spawn_maintenance(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let service = self.clone();
-        let hint = self.inner.store.change_hint();
-        tokio::spawn(async move {
-            let woken = || async {
-                match &hint {
-                    Some(h) => h.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let mut poll = tokio::time::interval(POLL_INTERVAL);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut sweep = tokio::time::interval_at(
-                tokio::time::Instant::now() + FIRST_SWEEP_AFTER,
-                SWEEP_INTERVAL,
-            );
-            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                if *shutdown.borrow() {
-                    break;
-                }
-                tokio::select! {
-                    changed = shutdown.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                    }
-                    _ = poll.tick() => service.poll_and_track().await,
-                    () = woken() => service.poll_and_track().await,
-                    _ = sweep.tick() => {
-                        if let Err(e) = service.sweep().await {
-                            tracing::warn!(error = %e, "store sweep failed");
-                        }
-                    }
-                }
-            }
-            tracing::debug!("auth maintenance stopped");
-        });
-    }
-
-    /// Polls the change feed and keeps track of staleness: logs when the service becomes
-    /// stale (it may miss revocations) and when it recovers.
-    async fn poll_and_track(&self) {
-        let result = self.poll_changes().await;
-        let now = self.inner.clock.unix();
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "polling store changes failed");
-        }
-        let stale = self.is_stale_at(now);
-        if self.inner.stale.swap(stale, Ordering::Relaxed) != stale {
-            if stale {
-                let refusing = self.inner.settings.refuse_when_stale;
-                tracing::error!(
-                    since_secs = now.saturating_sub(self.inner.last_sync.load(Ordering::Relaxed)),
-                    refusing_tokens = refusing,
-                    "store unreachable for longer than store.postgres.stale_after: revocations may be missed{}",
-                    if refusing {
-                        "; refusing tokens until it is back"
-                    } else {
-                        "; still accepting tokens (when_stale: accept)"
-                    }
-                );
-            } else {
-                tracing::info!("store reachable again; revocations are current");
-            }
-        }
-    }
-
     /// The shared failed-login regulation record of an account (normalised email).
     pub async fn shared_regulation(
         &self,
@@ -702,85 +463,6 @@ impl AuthService {
         let now = self.inner.clock.unix();
         self.blocking(move |s| Ok(s.update_regulation(&account, now, change).map(|_| ())?))
             .await
-    }
-
-    /// Whether the service has gone longer than `stale_after` without reading the change feed.
-    pub fn is_stale(&self) -> bool {
-        self.is_stale_at(self.inner.clock.unix())
-    }
-
-    fn is_stale_at(&self, now: u64) -> bool {
-        self.inner.settings.stale_after.is_some_and(|limit| {
-            now.saturating_sub(self.inner.last_sync.load(Ordering::Relaxed)) > limit.as_secs()
-        })
-    }
-
-    /// Whether tokens are refused because the service is stale and configured to fail closed.
-    pub fn refuses_tokens(&self) -> bool {
-        self.refuses_tokens_at(self.inner.clock.unix())
-    }
-
-    fn refuses_tokens_at(&self, now: u64) -> bool {
-        self.inner.settings.refuse_when_stale && self.is_stale_at(now)
-    }
-
-    /// How many seconds since the change feed was last read.
-    pub fn seconds_since_sync(&self) -> u64 {
-        let now = self.inner.clock.unix();
-        now.saturating_sub(self.inner.last_sync.load(Ordering::Relaxed))
-    }
-
-    /// Applies changes other processes made to the store since the last poll; returns how many
-    /// feed entries were applied.
-    pub async fn poll_changes(&self) -> Result<usize, AuthError> {
-        let _guard = self.inner.poll_lock.lock().await;
-        let since = self.read_seq()?;
-        let now = self.inner.clock.unix();
-        let pending = self
-            .blocking(move |s| Ok(revocation::fetch(s, since, now)?))
-            .await?;
-        let (count, rotated) = match &pending {
-            revocation::Pending::Updates { updates, .. } => (updates.len(), false),
-            // Keys were announced, or a full reload may have skipped their announcement.
-            revocation::Pending::Reload(_) => (0, true),
-        };
-        if rotated {
-            self.reload_keys().await?;
-        }
-        self.write_revocations(|r| r.apply(pending))?;
-        self.inner.last_sync.fetch_max(now, Ordering::Relaxed);
-        Ok(count)
-    }
-
-    /// Re-reads the EdDSA key set from the store (after a rotation by `gateway keys rotate`).
-    pub async fn reload_keys(&self) -> Result<(), AuthError> {
-        if self.inner.settings.algorithm != token::Algorithm::EdDSA {
-            return Ok(());
-        }
-        let now = self.inner.clock.unix();
-        let keys = self
-            .blocking(move |s| keystore::load_eddsa_keys(s, now))
-            .await?;
-        tracing::info!(kid = keys.current_kid(), "signing keys reloaded");
-        self.inner.keys.store(std::sync::Arc::new(keys));
-        Ok(())
-    }
-
-    /// Deletes expired rows from the store and expired entries from memory.
-    pub async fn sweep(&self) -> Result<(), AuthError> {
-        let now = self.inner.clock.unix();
-        self.blocking(move |s| Ok(s.sweep(now)?)).await?;
-        self.inner.verified.prune(now);
-        // A token is accepted up to the leeway past its `exp`; keep its revocation that long.
-        self.write_revocations(|r| r.prune(now.saturating_sub(ACCESS_LEEWAY_SECS)))
-    }
-
-    fn read_seq(&self) -> Result<u64, AuthError> {
-        self.inner
-            .revocations
-            .read()
-            .map(|r| r.seq())
-            .map_err(|_| AuthError::Internal("revocation state lock poisoned".into()))
     }
 
     fn write_revocations<T>(&self, f: impl FnOnce(&mut Revocations) -> T) -> Result<T, AuthError> {
@@ -822,70 +504,6 @@ impl AuthService {
         })
         .await
     }
-
-    /// Starts a refresh family for `user` and issues both tokens.
-    async fn start_session(&self, user: &User) -> Result<Issued, AuthError> {
-        let now = self.inner.clock.unix();
-        let token = refresh_token::generate();
-        let record = RefreshRecord {
-            family: uuid::Uuid::new_v4().to_string(),
-            user_id: user.id.clone(),
-            issued_at: now,
-            family_expires_at: now.saturating_add(self.inner.settings.refresh_ttl.as_secs()),
-            state: RefreshState::Active,
-        };
-        let hash = refresh_token::hash(token.expose());
-        let stored = record.clone();
-        self.blocking(move |s| Ok(s.insert_refresh(&hash, &stored)?))
-            .await?;
-        self.issue(user, &record.family, record.family_expires_at, token, now)
-    }
-
-    /// Issues an access token for `user` in `family`, expiring no later than the family.
-    fn issue(
-        &self,
-        user: &User,
-        family: &str,
-        family_expires_at: u64,
-        refresh: SecretString,
-        now: u64,
-    ) -> Result<Issued, AuthError> {
-        let ttl = self
-            .inner
-            .settings
-            .access_ttl
-            .as_secs()
-            .min(family_expires_at.saturating_sub(now));
-        if ttl == 0 {
-            return Err(AuthError::InvalidRefresh);
-        }
-        let settings = TokenSettings {
-            access_ttl: Duration::from_secs(ttl),
-            ..self.inner.token_settings.clone()
-        };
-        let subject = Subject {
-            user_id: &user.id,
-            email: &user.email,
-            name: user.name.as_deref(),
-            roles: &user.roles,
-            session_id: family,
-            session_version: user.session_version,
-        };
-        let (access, claims) = self
-            .inner
-            .keys
-            .load()
-            .issue_access(&settings, &subject, now)
-            .map_err(token_error)?;
-        Ok(Issued {
-            access_token: Secret::new(access),
-            claims,
-            refresh_token: refresh,
-            expires_in: ttl,
-            refresh_expires_at: family_expires_at,
-            user: PublicUser::from(user),
-        })
-    }
 }
 
 async fn run_blocking<T, F>(store: &Store, f: F) -> Result<T, AuthError>
@@ -911,5 +529,7 @@ pub(crate) fn clean_name(name: &str) -> Option<String> {
     (!cleaned.is_empty()).then(|| cleaned.to_owned())
 }
 
+mod maintenance;
+mod sessions;
 #[cfg(test)]
 mod tests;

@@ -155,6 +155,7 @@ impl VerifiedCache {
     }
 
     /// Whether the cache is empty.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -36,6 +36,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Response, header};
 
 use super::{App, Conn, REQUEST_ID, canonical_host};
+use crate::auth::http::TokenVerdict;
 use crate::auth::token::AccessClaims;
 use crate::body::Body;
 use crate::config::{AuthPolicy, UpstreamTarget};
@@ -53,11 +54,6 @@ pub enum Direct {
     /// already checked it and found it wanting, so that it is not verified twice.
     Decline(Option<TokenVerdict>),
 }
-
-/// A bearer token the direct path refused, carried to the general path in the request's
-/// extensions (see [`crate::auth::api::AuthApi::admit`]).
-#[derive(Debug, Clone, Copy)]
-pub struct TokenVerdict(pub crate::auth::api::Unauthenticated);
 
 /// What [`App::direct`] decided for a request it takes.
 pub struct DirectPlan {
@@ -95,7 +91,7 @@ struct Seen<'a> {
     requested_with: Option<&'a [u8]>,
 }
 
-/// `Bearer <token>` (scheme case-insensitive), as [`crate::auth::api::bearer`] reads it.
+/// `Bearer <token>` (scheme case-insensitive), as [`crate::auth::http::bearer`] reads it.
 fn bearer(value: &[u8]) -> Option<&str> {
     // `HeaderValue::to_str` accepts visible ASCII and tabs only; httparse has already refused
     // every other control byte, so what is left to refuse is anything beyond ASCII.
@@ -103,7 +99,7 @@ fn bearer(value: &[u8]) -> Option<&str> {
         return None;
     }
     let v = std::str::from_utf8(value).ok()?;
-    crate::auth::api::bearer_value(v)
+    crate::auth::http::bearer_value(v)
 }
 
 impl App {
@@ -198,9 +194,9 @@ impl App {
                     Err(e) => {
                         // Only a plain refusal is passed on: anything else (the store being
                         // out of date) the general path finds out for itself.
-                        if let crate::auth::service::AuthError::NotAuthenticated(reason) = e {
+                        if let crate::auth::AuthError::NotAuthenticated(reason) = e {
                             *verdict = Some(TokenVerdict(
-                                crate::auth::api::Unauthenticated::Rejected(reason),
+                                crate::auth::http::Unauthenticated::Rejected(reason),
                             ));
                         }
                         return None;
@@ -391,7 +387,7 @@ impl App {
     }
 }
 
-/// Whether an Authorization value is a bearer credential ([`crate::auth::guard::strip_credentials`]
+/// Whether an Authorization value is a bearer credential ([`crate::auth::http::strip_credentials`]
 /// removes exactly these).
 fn bearer_like(value: &[u8]) -> bool {
     value

@@ -4,8 +4,8 @@
 
 use crate::util::*;
 
-const JS: &str = include_str!("../../src/auth/client/client.js");
-const DTS: &str = include_str!("../../src/auth/client/client.d.ts");
+const JS: &str = include_str!("../../src/auth/http/browser_client/client.js");
+const DTS: &str = include_str!("../../src/auth/http/browser_client/client.d.ts");
 
 /// The named exports the module promises (and its declarations describe).
 const EXPORTS: &[&str] = &[

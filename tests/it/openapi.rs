@@ -214,7 +214,7 @@ fn set_cookie(r: &Resp, name: &str) -> String {
         .to_owned()
 }
 
-/// (a) The documented operations are exactly `auth::api::ENDPOINTS` (which a unit test ties to
+/// (a) The documented operations are exactly `auth::http::ENDPOINTS` (which a unit test ties to
 /// the router) plus the probes, and every `$ref` resolves.
 #[test]
 fn documented_operations_are_the_routed_ones() {
@@ -224,7 +224,7 @@ fn documented_operations_are_the_routed_ones() {
         .into_iter()
         .filter(|(_, p)| !HEALTH.contains(&p.as_str()))
         .collect();
-    let routed: BTreeSet<(String, String)> = gateway::auth::api::ENDPOINTS
+    let routed: BTreeSet<(String, String)> = gateway::auth::http::ENDPOINTS
         .iter()
         .map(|(m, p)| {
             let p = if p.starts_with("/.well-known/") {
@@ -237,7 +237,7 @@ fn documented_operations_are_the_routed_ones() {
         .collect();
     assert_eq!(
         documented, routed,
-        "docs/openapi.yaml and auth::api::ENDPOINTS differ"
+        "docs/openapi.yaml and auth::http::ENDPOINTS differ"
     );
     for path in HEALTH {
         assert!(

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::auth::password::{Argon2Params, HasherConfig, Policy};
+use crate::auth::password::{Argon2Params, HasherConfig, Policy, PolicyError};
+use crate::auth::refresh_token;
+use crate::store::RefreshState;
 
 const PW: &str = "correct horse battery staple";
 const ACCESS_TTL: u64 = 600;

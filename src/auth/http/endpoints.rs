@@ -8,39 +8,35 @@
 //! - `POST /logout` -> 204, `POST /logout-all` -> 204
 //! - `GET /me` -> the user
 //! - `GET /client.js`, `GET /client.d.ts` -> the browser client module and its types (see
-//!   [`super::client`])
+//!   [`super::browser_client`])
 //!
 //! plus `GET /.well-known/jwks.json`. Errors are `{"detail": "..."}`. Every answer that carries a
 //! token also sets the session cookies (see [`super::cookies`]); requests authenticated by cookie
 //! with an unsafe method must carry the CSRF token, bearer requests are exempt.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::cookies::{self, CSRF_HEADER, Csrf, SetCookie};
-use super::email::normalize_email;
-use super::service::{AuthError, AuthService, Issued};
-use super::token::AccessClaims;
+use super::admission::refuse_cross_site;
+use super::api::AuthApi;
+use super::cookies;
+use super::throttle::pace;
+use crate::auth::service::Issued;
 use crate::body::{self, Body};
-use crate::config::{AssertionSettings, Config, IdentityHeaders};
 use crate::error::{HttpError, json_response};
-use crate::ratelimit::{Action, IpKey, Limits};
+use crate::ratelimit::Action;
 use crate::secret::SecretString;
-use crate::store::RefreshState;
-use std::time::Instant;
 
 /// Where the public keys are published.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-/// Every `(method, path)` [`AuthApi::handle`] serves: paths starting with `/.well-known/` are
+/// Every `(method, path)` `AuthApi::handle` serves: paths starting with `/.well-known/` are
 /// absolute, the others are relative to `auth.prefix`. Any other method on one of these paths is
 /// 405 (with `Allow` listing exactly this table's methods for the path), any other path under the
 /// prefix 404. Kept in step with the `match` in `handle` by a unit test here, and with
@@ -67,258 +63,9 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("HEAD", JWKS_PATH),
 ];
 
-/// A request that carried a valid access token.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// Shared with the verified-token cache: admitting a request copies no claims.
-    pub claims: Arc<AccessClaims>,
-    /// The token came from the access cookie (so unsafe methods need the CSRF token).
-    pub via_cookie: bool,
-}
-
-/// Why a request is not authenticated; the reason goes to logs and metrics only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unauthenticated {
-    /// No token at all.
-    Missing,
-    /// A token that failed a check (signature, expiry, type, revocation...).
-    Rejected(&'static str),
-}
-
-/// How long a refusal for saturated password hashing (503) is held before it is sent.
-const BUSY_PACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Holds a "hashing is saturated" answer back for [`BUSY_PACE`]. A flood of logins beyond the
-/// hashing capacity would otherwise get instant 503s and loop on them at the speed of the
-/// network, taking the CPU from proxied traffic; held, each flooding connection costs one cheap
-/// request a second. A real user gets the same 503, a second later.
-pub(super) async fn pace<T>(result: &Result<T, AuthError>) {
-    if matches!(result, Err(AuthError::Busy)) {
-        tokio::time::sleep(BUSY_PACE).await;
-    }
-}
-
-/// The auth endpoints and the token check shared with the proxy.
-pub struct AuthApi {
-    service: AuthService,
-    pub(super) csrf: Csrf,
-    prefix: String,
-    tokens_in_body: bool,
-    transparent_refresh: bool,
-    /// The 403 page names the roles a route needs (`auth.show_required_roles`).
-    pub(super) show_required_roles: bool,
-    pub(super) body_limit: usize,
-    pub(super) identity: IdentityHeaders,
-    /// Every identity header name the gateway sets (stripped from client requests), built once.
-    pub(super) identity_names: Vec<http::HeaderName>,
-    pub(super) assertion: Option<AssertionSettings>,
-    limits: std::sync::Arc<Limits>,
-    pub(super) metrics: std::sync::Arc<crate::metrics::Metrics>,
-}
-
 impl AuthApi {
-    /// Wraps the service. `csrf_key` signs CSRF tokens (at least 32 bytes).
-    pub fn new(
-        service: AuthService,
-        csrf_key: Vec<u8>,
-        config: &Config,
-        metrics: std::sync::Arc<crate::metrics::Metrics>,
-    ) -> Self {
-        AuthApi {
-            csrf: Csrf::new(csrf_key),
-            prefix: config.auth.prefix.clone(),
-            tokens_in_body: config.auth.tokens_in_body,
-            transparent_refresh: config.auth.transparent_refresh,
-            show_required_roles: config.auth.show_required_roles,
-            body_limit: config.limits.auth_body_bytes,
-            identity: config.auth.identity.clone(),
-            identity_names: {
-                let id = &config.auth.identity;
-                [&id.user_id, &id.email, &id.name, &id.roles]
-                    .into_iter()
-                    .chain(config.auth.assertion.as_ref().map(|a| &a.header))
-                    .cloned()
-                    .collect()
-            },
-            assertion: config.auth.assertion.clone(),
-            limits: std::sync::Arc::new({
-                let limits = Limits::new(&config.rate_limits);
-                // Replicas on a shared store count failed logins together, in the store.
-                if service.store().is_shared() {
-                    limits.share_regulation()
-                } else {
-                    limits
-                }
-            }),
-            metrics,
-            service,
-        }
-    }
-
-    /// The rate limits and login regulation (the server housekeeps them periodically).
-    pub fn limits(&self) -> std::sync::Arc<Limits> {
-        self.limits.clone()
-    }
-
-    /// Refuses a request over its rate limit (or a login for a regulated account) before any
-    /// work is done for it.
-    pub(super) async fn throttle(
-        &self,
-        action: Action,
-        ip: IpAddr,
-        email: Option<&str>,
-    ) -> Result<(), HttpError> {
-        let account = email.and_then(normalize_email);
-        let mut verdict = self
-            .limits
-            .check(action, ip, account.as_deref(), Instant::now());
-        if verdict.is_ok()
-            && action == Action::Login
-            && self.limits.regulation_is_shared()
-            && let Some(account) = account
-            && !self.limits.rules().off()
-        {
-            let rules = self.limits.rules();
-            let now = self.service.clock().unix();
-            let record = self.service.shared_regulation(account).await?;
-            if let Some(record) = record {
-                verdict = rules.check(&record, IpKey::from(ip), now);
-            }
-        }
-        verdict.map_err(|t| {
-            self.metrics.rate_limited(action);
-            tracing::warn!(
-                target: "audit",
-                event = "rate_limited",
-                action = ?action,
-                by = t.by,
-                client_ip = %ip,
-            );
-            HttpError::TooManyRequests {
-                retry_after: t.retry_after,
-            }
-        })
-    }
-
-    /// Feeds a login's outcome to the regulator (in memory, or in the shared store).
-    pub(super) async fn record_login<T>(
-        &self,
-        email: &str,
-        ip: IpAddr,
-        result: &Result<T, AuthError>,
-    ) {
-        let Some(account) = normalize_email(email) else {
-            return;
-        };
-        let failed = match result {
-            Ok(_) => false,
-            Err(AuthError::InvalidCredentials) => true,
-            Err(_) => return,
-        };
-        if !self.limits.regulation_is_shared() {
-            if failed {
-                self.limits.login_failed(&account, Instant::now());
-            } else {
-                self.limits.login_succeeded(&account, ip, Instant::now());
-            }
-            return;
-        }
-        let rules = self.limits.rules();
-        if failed && rules.off() {
-            return;
-        }
-        let ip = IpKey::from(ip);
-        let now = self.service.clock().unix();
-        let updated = self
-            .service
-            .update_shared_regulation(account, move |rec| {
-                if failed {
-                    rules.failed(rec, now);
-                } else {
-                    rules.succeeded(rec, ip, now);
-                }
-            })
-            .await;
-        if let Err(e) = updated {
-            tracing::warn!(error = %e, "recording the login outcome for regulation failed");
-        }
-    }
-
-    /// The path prefix of the API (`/api/auth`).
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// Whether expired cookie sessions are refreshed inside the request.
-    pub fn transparent_refresh(&self) -> bool {
-        self.transparent_refresh
-    }
-
-    /// The service behind the API.
-    pub fn service(&self) -> &AuthService {
-        &self.service
-    }
-
-    /// Whether a normalised path belongs to the auth API.
-    pub fn owns(&self, path: &str) -> bool {
-        path == JWKS_PATH
-            || path
-                .strip_prefix(self.prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }
-
-    /// Checks the request's access token (bearer first, then the access cookie). Memory only.
-    pub fn authenticate(&self, headers: &HeaderMap, tls: bool) -> Result<Session, Unauthenticated> {
-        let (token, via_cookie) = match bearer(headers) {
-            Some(t) => (t, false),
-            None => match cookies::get(
-                headers,
-                cookies::names(tls, self.transparent_refresh()).access,
-            ) {
-                Some(t) if !t.is_empty() => (t, true),
-                _ => return Err(Unauthenticated::Missing),
-            },
-        };
-        match self.service.authenticate(token) {
-            Ok(claims) => Ok(Session { claims, via_cookie }),
-            Err(AuthError::NotAuthenticated(reason)) => Err(Unauthenticated::Rejected(reason)),
-            Err(_) => Err(Unauthenticated::Rejected("invalid")),
-        }
-    }
-
-    /// The CSRF rule for a cookie-authenticated request with an unsafe method: the
-    /// `X-CSRF-Token` header must equal the CSRF cookie and be bound to this session, and the
-    /// browser must not say the request is cross-site.
-    pub fn check_csrf(
-        &self,
-        headers: &HeaderMap,
-        tls: bool,
-        session: &str,
-    ) -> Result<(), HttpError> {
-        if cross_site(headers) {
-            tracing::warn!(target: "audit", event = "csrf_rejected", reason = "cross_site");
-            return Err(HttpError::Forbidden("Cross-site request refused"));
-        }
-        let cookie = cookies::get(
-            headers,
-            cookies::names(tls, self.transparent_refresh()).csrf,
-        );
-        let header = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        if cookies::csrf_ok(&self.csrf, session, cookie, header) {
-            Ok(())
-        } else {
-            let reason = if header.is_none() {
-                "missing"
-            } else {
-                "invalid"
-            };
-            tracing::warn!(target: "audit", event = "csrf_rejected", reason);
-            Err(HttpError::Forbidden("CSRF token missing or invalid"))
-        }
-    }
-
     /// Serves one auth API request. `path` is the normalised path.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         req: Request<Body>,
         path: &str,
@@ -329,7 +76,7 @@ impl AuthApi {
             return self.jwks(req.method());
         }
         let action = path
-            .strip_prefix(self.prefix.as_str())
+            .strip_prefix(self.prefix())
             .unwrap_or("")
             .trim_end_matches('/');
         let method = req.method().clone();
@@ -351,7 +98,7 @@ impl AuthApi {
             ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
             ("/client.js" | "/client.d.ts", &Method::GET | &Method::HEAD) => {
-                super::client::asset(action).ok_or(HttpError::NotFound)
+                super::browser_client::asset(action).ok_or(HttpError::NotFound)
             }
             ("/signup" | "/login" | "/logout", _) => {
                 Err(HttpError::MethodNotAllowed("GET, HEAD, POST"))
@@ -371,12 +118,12 @@ impl AuthApi {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
-        let body: Credentials = read_json(req, self.body_limit).await?;
+        let body: Credentials = read_json(req, self.body_limit()).await?;
         self.throttle(Action::Signup, client_ip, Some(&body.email))
             .await?;
         let password = SecretString::new(body.password);
         let result = self
-            .service
+            .service()
             .signup(&body.email, &password, body.name.as_deref())
             .instrument(tracing::info_span!("signup", %client_ip))
             .await;
@@ -392,12 +139,12 @@ impl AuthApi {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
-        let body: Credentials = read_json(req, self.body_limit).await?;
+        let body: Credentials = read_json(req, self.body_limit()).await?;
         self.throttle(Action::Login, client_ip, Some(&body.email))
             .await?;
         let password = SecretString::new(body.password);
         let result = self
-            .service
+            .service()
             .login(&body.email, &password)
             .instrument(tracing::info_span!("login", %client_ip))
             .await;
@@ -416,7 +163,7 @@ impl AuthApi {
             || req.headers().contains_key(header::TRANSFER_ENCODING)
             || req.headers().contains_key(header::CONTENT_TYPE);
         let from_body = if has_body {
-            read_json::<RefreshBody>(req, self.body_limit)
+            read_json::<RefreshBody>(req, self.body_limit())
                 .await?
                 .refresh_token
                 .filter(|t| !t.is_empty())
@@ -440,7 +187,7 @@ impl AuthApi {
                 token
             }
         };
-        let issued = self.service.refresh(&token).await?;
+        let issued = self.service().refresh(&token).await?;
         Ok(self.issued_response(StatusCode::OK, &issued, tls))
     }
 
@@ -454,7 +201,7 @@ impl AuthApi {
         }
         let has_body = headers.contains_key(header::CONTENT_TYPE);
         let body_token = if has_body {
-            read_json::<RefreshBody>(req, self.body_limit)
+            read_json::<RefreshBody>(req, self.body_limit())
                 .await
                 .ok()
                 .and_then(|b| b.refresh_token)
@@ -484,7 +231,7 @@ impl AuthApi {
             _ => None,
         };
         let refresh = body_token.or(cookie_token);
-        self.service
+        self.service()
             .logout(session.as_ref().map(|s| &*s.claims), refresh.as_ref())
             .await?;
         Ok(self.cleared(tls))
@@ -497,7 +244,7 @@ impl AuthApi {
         if session.via_cookie {
             self.check_csrf(req.headers(), tls, &session.claims.sid)?;
         }
-        self.service.logout_all(&session.claims.sub).await?;
+        self.service().logout_all(&session.claims.sub).await?;
         Ok(self.cleared(tls))
     }
 
@@ -505,7 +252,7 @@ impl AuthApi {
         let session = self
             .authenticate(req.headers(), tls)
             .map_err(|_| HttpError::Unauthorized("Not authenticated"))?;
-        let user = self.service.user(&session.claims.sub).await?;
+        let user = self.service().user(&session.claims.sub).await?;
         let value = serde_json::to_value(&user).map_err(|e| HttpError::Internal(e.to_string()))?;
         Ok(json_response(StatusCode::OK, &value))
     }
@@ -514,42 +261,12 @@ impl AuthApi {
         if method != Method::GET && method != Method::HEAD {
             return Err(HttpError::MethodNotAllowed("GET, HEAD"));
         }
-        let mut resp = json_response(StatusCode::OK, &self.service.jwks());
+        let mut resp = json_response(StatusCode::OK, &self.service().jwks());
         resp.headers_mut().insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("public, max-age=300"),
         );
         Ok(resp)
-    }
-
-    /// The refresh family a refresh token belongs to (for the CSRF binding).
-    pub(super) async fn family_of(&self, token: &SecretString) -> Result<String, HttpError> {
-        let hash: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
-        let store = self.service.store().clone();
-        let rec = tokio::task::spawn_blocking(move || store.get_refresh(&hash))
-            .await
-            .map_err(|e| HttpError::Internal(e.to_string()))?
-            .map_err(|e| HttpError::Internal(e.to_string()))?;
-        rec.map(|r| r.family)
-            .ok_or(HttpError::Unauthorized("Invalid or expired refresh token"))
-    }
-
-    /// The email of the user a still-usable refresh token belongs to: known, active (not
-    /// rotated or revoked), unexpired, and its user not disabled. For the sign-out page when
-    /// the access cookie has expired.
-    pub(super) async fn live_refresh_email(&self, token: &SecretString) -> Option<String> {
-        let hash: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
-        let store = self.service.store().clone();
-        let rec = tokio::task::spawn_blocking(move || store.get_refresh(&hash))
-            .await
-            .ok()?
-            .ok()??;
-        let live = rec.state == RefreshState::Active
-            && self.service.clock().unix() < rec.family_expires_at;
-        if !live {
-            return None;
-        }
-        self.service.user(&rec.user_id).await.ok().map(|u| u.email)
     }
 
     /// A token answer: JSON body plus the session cookies.
@@ -559,7 +276,7 @@ impl AuthApi {
             "expires_in": issued.expires_in,
             "user": issued.user,
         });
-        if self.tokens_in_body {
+        if self.tokens_in_body() {
             value["access_token"] = issued.access_token.expose().as_str().into();
             value["refresh_token"] = issued.refresh_token.expose().as_str().into();
         }
@@ -570,51 +287,6 @@ impl AuthApi {
         resp
     }
 
-    /// The `Set-Cookie` values that start (or continue) a browser session.
-    pub fn session_cookies(&self, issued: &Issued, tls: bool) -> Vec<HeaderValue> {
-        let names = cookies::names(tls, self.transparent_refresh());
-        let now = self.service.clock().unix();
-        let refresh_age = issued.refresh_expires_at.saturating_sub(now);
-        let csrf = self.csrf.issue(&issued.claims.sid);
-        // The refresh cookie goes to every path when the gateway refreshes sessions in-request
-        // (it never reaches upstreams: the gateway strips its own cookies); otherwise only to
-        // the auth API.
-        let refresh_path = if self.transparent_refresh {
-            "/"
-        } else {
-            self.prefix.as_str()
-        };
-        let set = [
-            SetCookie {
-                name: names.access,
-                value: issued.access_token.expose(),
-                path: "/",
-                max_age: Some(issued.expires_in),
-                http_only: true,
-                secure: tls,
-            },
-            SetCookie {
-                name: names.refresh,
-                value: issued.refresh_token.expose(),
-                path: refresh_path,
-                max_age: Some(refresh_age),
-                http_only: true,
-                secure: tls,
-            },
-            SetCookie {
-                name: names.csrf,
-                value: &csrf,
-                path: "/",
-                max_age: Some(refresh_age),
-                http_only: false,
-                secure: tls,
-            },
-        ];
-        set.iter()
-            .filter_map(|c| HeaderValue::from_str(&c.header()).ok())
-            .collect()
-    }
-
     /// 204 that deletes the session cookies.
     fn cleared(&self, tls: bool) -> Response<Body> {
         let mut resp = Response::new(body::empty());
@@ -623,65 +295,6 @@ impl AuthApi {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         self.clear_cookies(resp.headers_mut(), tls);
         resp
-    }
-
-    /// Appends the `Set-Cookie` headers that delete the session cookies (both refresh-cookie
-    /// paths, so a change of `transparent_refresh` leaves nothing behind).
-    pub(super) fn clear_cookies(&self, headers: &mut HeaderMap, tls: bool) {
-        let names = cookies::names(tls, self.transparent_refresh());
-        let other = cookies::names(tls, !self.transparent_refresh());
-        let gone = |name, path, http_only| SetCookie {
-            name,
-            value: "",
-            path,
-            max_age: Some(0),
-            http_only,
-            secure: tls,
-        };
-        append_cookies(
-            headers,
-            &[
-                gone(names.access, "/", true),
-                gone(names.refresh, "/", true),
-                gone(other.refresh, self.prefix.as_str(), true),
-                gone(names.csrf, "/", false),
-            ],
-        );
-    }
-}
-
-fn append_cookies(headers: &mut HeaderMap, cookies: &[SetCookie<'_>]) {
-    for c in cookies {
-        if let Ok(v) = HeaderValue::from_str(&c.header()) {
-            headers.append(header::SET_COOKIE, v);
-        }
-    }
-}
-
-/// `Authorization: Bearer <token>` (scheme case-insensitive).
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    bearer_value(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
-}
-
-/// The token in an `Authorization` value `Bearer <token>` (scheme case-insensitive).
-pub fn bearer_value(v: &str) -> Option<&str> {
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Fetch Metadata says the request came from another site.
-fn cross_site(headers: &HeaderMap) -> bool {
-    headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-}
-
-pub(super) fn refuse_cross_site(headers: &HeaderMap) -> Result<(), HttpError> {
-    if cross_site(headers) {
-        Err(HttpError::Forbidden("Cross-site request refused"))
-    } else {
-        Ok(())
     }
 }
 
@@ -763,6 +376,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::service::AuthService;
     use crate::clock::Clock;
     use crate::store::Store;
 
@@ -852,24 +466,5 @@ mod tests {
             let (status, _) = call(&api, "GET", path).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         }
-    }
-
-    #[test]
-    fn bearer_parsing() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer abc"),
-        );
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer  abc "),
-        );
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer(&h), None);
     }
 }

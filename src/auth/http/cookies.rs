@@ -70,7 +70,16 @@ pub fn is_gateway_cookie(name: &str) -> bool {
     )
 }
 
-/// Iterates over `name=value` pairs of every `Cookie` header (HTTP/2 may send several).
+/// Iterates over `name=value` pairs of every `Cookie` header (HTTP/2 may send several): names and
+/// values trimmed, one pair of surrounding double quotes removed from a value, pieces without `=`
+/// skipped, an empty name kept.
+///
+/// Hand-written rather than the `cookie` crate's `Cookie::split_parse`, for two reasons. That
+/// parser refuses a pair with an empty name (`=v`), which this one yields and
+/// [`super::admission::strip_credentials`] passes on to the upstream untouched: adopting it
+/// would change what upstreams receive. And this runs on every request that carries cookies
+/// (the access cookie is looked up here), where a borrowing scan builds nothing, while the crate
+/// builds a full `Cookie` (its attributes included) per pair.
 pub fn iter(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(COOKIE)
@@ -88,12 +97,19 @@ pub fn iter(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         })
 }
 
-/// The value of the first cookie called `name`.
+/// The value of the first cookie called `name` (browsers send the cookie with the longest path
+/// first).
 pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     iter(headers).find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
 /// Attributes for one `Set-Cookie`.
+///
+/// Hand-written rather than the `cookie` crate's builder: that one writes the same attributes in
+/// another order (`HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=...`), which tests and clients
+/// see byte for byte, and takes `Max-Age` as a `time::Duration`, another dependency. Names and
+/// values here are the gateway's own (cookie names above, base64url and JWT values), so nothing
+/// needs quoting or escaping.
 pub struct SetCookie<'a> {
     pub name: &'a str,
     pub value: &'a str,
@@ -230,5 +246,55 @@ mod tests {
             c.header(),
             "__Host-gw_access=v; Path=/; SameSite=Lax; Max-Age=900; HttpOnly; Secure"
         );
+    }
+
+    #[test]
+    fn cookie_header_edge_cases() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static(" a = 1 ;novalue; ;=anon; dup=first; q=\"x"),
+        );
+        h.append(COOKIE, HeaderValue::from_static("dup=second; e=; k=v=w"));
+        let pairs: Vec<(&str, &str)> = iter(&h).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("a", "1"),
+                ("", "anon"),
+                ("dup", "first"),
+                ("q", "\"x"),
+                ("dup", "second"),
+                ("e", ""),
+                ("k", "v=w"),
+            ]
+        );
+        // Duplicates: the first one wins, across headers too.
+        assert_eq!(get(&h, "dup"), Some("first"));
+        assert_eq!(get(&h, "novalue"), None);
+        assert_eq!(get(&h, "e"), Some(""));
+        // A header that is not visible ASCII is skipped as a whole.
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_bytes(b"gw_access=\xff").unwrap());
+        h.append(COOKIE, HeaderValue::from_static("gw_access=ok"));
+        assert_eq!(get(&h, "gw_access"), Some("ok"));
+    }
+
+    #[test]
+    fn set_cookie_deletion_and_session_cookies() {
+        let c = SetCookie {
+            name: "gw_csrf",
+            value: "",
+            path: "/api/auth",
+            max_age: Some(0),
+            http_only: false,
+            secure: false,
+        };
+        assert_eq!(
+            c.header(),
+            "gw_csrf=; Path=/api/auth; SameSite=Lax; Max-Age=0"
+        );
+        let c = SetCookie { max_age: None, ..c };
+        assert_eq!(c.header(), "gw_csrf=; Path=/api/auth; SameSite=Lax");
     }
 }

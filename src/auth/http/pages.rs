@@ -16,13 +16,17 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tracing::Instrument;
 
-use super::api::{AuthApi, refuse_cross_site};
+use sha2::{Digest, Sha256};
+
+use super::admission::refuse_cross_site;
+use super::api::AuthApi;
 use super::cookies;
-use super::guard::{form_decode, form_value, percent_encode, safe_next};
-use super::service::AuthError;
+use super::form::{form_decode, form_value, percent_encode, safe_next};
+use crate::auth::error::AuthError;
 use crate::body::{self, Body};
 use crate::error::{HttpError, NoAccess, PAGE_STYLE as STYLE, escape_html, html_headers};
 use crate::secret::SecretString;
+use crate::store::RefreshState;
 
 /// Which form a page shows.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -127,7 +131,7 @@ impl AuthApi {
         }
         let headers = req.headers().clone();
         let fields = form_decode(&String::from_utf8_lossy(
-            &read_limited(req, self.body_limit).await?,
+            &read_limited(req, self.body_limit()).await?,
         ));
         let next_raw = form_value(&fields, "next").unwrap_or_else(|| "/".to_owned());
         let next = safe_next(&next_raw);
@@ -179,7 +183,7 @@ impl AuthApi {
             }
             Form::Logout => return self.form_logout(&headers, &fields, tls).await,
         };
-        super::api::pace(&result).await;
+        super::throttle::pace(&result).await;
         match result {
             Ok(issued) => {
                 let mut resp = redirect(next);
@@ -246,7 +250,7 @@ impl AuthApi {
             (None, None) => None,
         };
         if let Some(sid) = &sid
-            && !cookies::csrf_ok(&self.csrf, sid, cookie, token.as_deref())
+            && !cookies::csrf_ok(self.csrf(), sid, cookie, token.as_deref())
         {
             return Err(HttpError::Forbidden("CSRF token missing or invalid"));
         }
@@ -273,11 +277,11 @@ impl AuthApi {
     /// another account for browsers (the sign-out form carries the session's CSRF token, as the
     /// sign-out page does), `Forbidden` for API clients. `roles` would be let in; they are named
     /// only when `auth.show_required_roles` allows. `next` is the refused path and query.
-    pub fn no_access(
+    pub(crate) fn no_access(
         &self,
         headers: &HeaderMap,
         tls: bool,
-        claims: &super::token::AccessClaims,
+        claims: &crate::auth::token::AccessClaims,
         roles: &[String],
         next: &str,
     ) -> HttpError {
@@ -289,7 +293,7 @@ impl AuthApi {
         .map(|c| SecretString::new(c.to_owned()));
         HttpError::NoAccess(Box::new(NoAccess {
             email: claims.email.clone(),
-            roles: if self.show_required_roles {
+            roles: if self.show_required_roles() {
                 roles.to_vec()
             } else {
                 Vec::new()
@@ -298,6 +302,28 @@ impl AuthApi {
             csrf,
             next: safe_next(next).to_owned(),
         }))
+    }
+
+    /// The email of the user a still-usable refresh token belongs to: known, active (not
+    /// rotated or revoked), unexpired, and its user not disabled. For the sign-out page when
+    /// the access cookie has expired.
+    pub(super) async fn live_refresh_email(&self, token: &SecretString) -> Option<String> {
+        let hash: [u8; 32] = Sha256::digest(token.expose().as_bytes()).into();
+        let store = self.service().store().clone();
+        let rec = tokio::task::spawn_blocking(move || store.get_refresh(&hash))
+            .await
+            .ok()?
+            .ok()??;
+        let live = rec.state == RefreshState::Active
+            && self.service().clock().unix() < rec.family_expires_at;
+        if !live {
+            return None;
+        }
+        self.service()
+            .user(&rec.user_id)
+            .await
+            .ok()
+            .map(|u| u.email)
     }
 
     fn render(&self, status: StatusCode, v: &View<'_>) -> Response<Body> {

@@ -1,7 +1,7 @@
 //! The browser client for single-page apps: `GET {prefix}/client.js`, a dependency-free ES module
 //! (sign-in, sign-up, sign-out, the current user, and a `fetch` wrapper that adds the CSRF token
 //! and refreshes the session once on a 401), and `GET {prefix}/client.d.ts`, its TypeScript
-//! declarations. Both are files in this directory, compiled into the binary; the module finds the
+//! declarations. Both are files in `browser_client/` beside this file, compiled into the binary; the module finds the
 //! API from its own URL, so it follows `auth.prefix`.
 
 use bytes::Bytes;
@@ -11,9 +11,9 @@ use http::{Response, StatusCode};
 use crate::body::{self, Body};
 
 /// The ES module.
-pub const CLIENT_JS: &str = include_str!("client/client.js");
+pub const CLIENT_JS: &str = include_str!("browser_client/client.js");
 /// Its TypeScript declarations.
-pub const CLIENT_DTS: &str = include_str!("client/client.d.ts");
+pub const CLIENT_DTS: &str = include_str!("browser_client/client.d.ts");
 
 /// One of the two files, by its path under the prefix (`/client.js`, `/client.d.ts`).
 pub(super) fn asset(action: &str) -> Option<Response<Body>> {

@@ -1,0 +1,99 @@
+//! The auth layer's errors, and how the HTTP layer answers them.
+//!
+//! [`AuthError`] is what the service and its store-side helpers return; the mapping to
+//! [`HttpError`] (status and client-facing wording) lives here, beside the error it maps, so
+//! [`crate::error`] needs nothing from auth. [`OpenError`] is why the auth core could not start.
+
+use super::password::PolicyError;
+use crate::error::HttpError;
+use crate::store::StoreError;
+
+/// Why an operation failed. `Display` of the client-facing variants is worded for end users;
+/// `NotAuthenticated`'s reason and `Internal`'s text are for logs only.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown email, wrong password or disabled user: deliberately indistinguishable.
+    #[error("Incorrect email or password")]
+    InvalidCredentials,
+    #[error("Email already registered")]
+    EmailTaken,
+    #[error("Invalid email address")]
+    InvalidEmail,
+    #[error("{0}")]
+    WeakPassword(PolicyError),
+    #[error("Sign-up is closed")]
+    SignupClosed,
+    /// Unknown, expired or revoked refresh token, or reuse detected (the family is now revoked).
+    #[error("Session expired; please sign in again")]
+    InvalidRefresh,
+    /// The access token was refused: "invalid", "expired", "revoked" or "disabled".
+    #[error("Not authenticated ({0})")]
+    NotAuthenticated(&'static str),
+    /// Password hashing is saturated; answer 503 with `Retry-After`.
+    #[error("Server busy, try again shortly")]
+    Busy,
+    /// The store cannot be reached (or this server has lost track of revocations for longer
+    /// than allowed); answer 503 with `Retry-After`. The reason is for logs.
+    #[error("Service temporarily unavailable ({0})")]
+    Unavailable(String),
+    /// Store or key failures; log it, show a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => AuthError::EmailTaken,
+            StoreError::Unavailable(why) => AuthError::Unavailable(why),
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for HttpError {
+    fn from(e: AuthError) -> Self {
+        HttpError::from(&e)
+    }
+}
+
+impl From<&AuthError> for HttpError {
+    fn from(e: &AuthError) -> Self {
+        use AuthError as A;
+        match e {
+            A::InvalidCredentials => HttpError::Unauthorized("Incorrect email or password"),
+            A::InvalidRefresh => HttpError::Unauthorized("Invalid or expired refresh token"),
+            A::NotAuthenticated(_) => HttpError::Unauthorized("Not authenticated"),
+            A::EmailTaken => HttpError::Conflict("Email already registered".into()),
+            A::InvalidEmail => HttpError::Unprocessable("Invalid email address".into()),
+            A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
+            A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),
+            A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
+            A::Unavailable(_) => HttpError::Unavailable("Service temporarily unavailable"),
+            A::Internal(cause) => HttpError::Internal(cause.clone()),
+        }
+    }
+}
+
+/// Why the auth core (store, keys, service) could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start the auth service: {0}")]
+    Service(#[from] AuthError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{StatusCode, header};
+
+    #[test]
+    fn busy_has_retry_after() {
+        let e = HttpError::from(AuthError::Busy);
+        let r = e.response(false);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+}

@@ -1,0 +1,205 @@
+//! [`AuthApi`]: what the auth HTTP surface holds for one configuration, and the session cookies
+//! it sets and clears.
+//!
+//! The fields are private to this module. The endpoint, admission, identity, throttle and page
+//! modules each add the methods of their concern in their own `impl AuthApi` block, working
+//! through the accessors here, so what a request may touch is visible in one place.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+
+use super::cookies::{self, Csrf, SetCookie};
+use super::endpoints::JWKS_PATH;
+use super::identity::Identity;
+use crate::auth::service::{AuthService, Issued};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ratelimit::Limits;
+
+/// The auth endpoints and the token check shared with the proxy.
+pub struct AuthApi {
+    service: AuthService,
+    csrf: Csrf,
+    prefix: String,
+    tokens_in_body: bool,
+    transparent_refresh: bool,
+    /// The 403 page names the roles a route needs (`auth.show_required_roles`).
+    show_required_roles: bool,
+    body_limit: usize,
+    /// The identity headers and assertion the upstream is told.
+    identity: Identity,
+    limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuthApi {
+    /// Wraps the service. `csrf_key` signs CSRF tokens (at least 32 bytes).
+    pub(crate) fn new(
+        service: AuthService,
+        csrf_key: Vec<u8>,
+        config: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        AuthApi {
+            csrf: Csrf::new(csrf_key),
+            prefix: config.auth.prefix.clone(),
+            tokens_in_body: config.auth.tokens_in_body,
+            transparent_refresh: config.auth.transparent_refresh,
+            show_required_roles: config.auth.show_required_roles,
+            body_limit: config.limits.auth_body_bytes,
+            identity: Identity::new(&config.auth.identity, config.auth.assertion.as_ref()),
+            limits: Arc::new({
+                let limits = Limits::new(&config.rate_limits);
+                // Replicas on a shared store count failed logins together, in the store.
+                if service.store().is_shared() {
+                    limits.share_regulation()
+                } else {
+                    limits
+                }
+            }),
+            metrics,
+            service,
+        }
+    }
+
+    /// The rate limits and login regulation (the server housekeeps them periodically).
+    pub(crate) fn limits(&self) -> Arc<Limits> {
+        self.limits.clone()
+    }
+
+    /// The path prefix of the API (`/api/auth`).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether expired cookie sessions are refreshed inside the request.
+    pub(super) fn transparent_refresh(&self) -> bool {
+        self.transparent_refresh
+    }
+
+    /// The service behind the API.
+    pub(crate) fn service(&self) -> &AuthService {
+        &self.service
+    }
+
+    /// Whether a normalised path belongs to the auth API.
+    pub(crate) fn owns(&self, path: &str) -> bool {
+        path == JWKS_PATH
+            || path
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// The signer and checker of CSRF tokens.
+    pub(super) fn csrf(&self) -> &Csrf {
+        &self.csrf
+    }
+
+    /// Whether token answers carry the tokens in their JSON body (`auth.tokens_in_body`).
+    pub(super) fn tokens_in_body(&self) -> bool {
+        self.tokens_in_body
+    }
+
+    /// Whether the 403 page may name the roles a route needs (`auth.show_required_roles`).
+    pub(super) fn show_required_roles(&self) -> bool {
+        self.show_required_roles
+    }
+
+    /// The largest request body the auth API reads (`limits.auth_body_bytes`).
+    pub(super) fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// The identity headers and assertion settings.
+    pub(super) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The rate limits and login regulation, borrowed.
+    pub(super) fn rate_limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The process's metrics.
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The `Set-Cookie` values that start (or continue) a browser session.
+    pub(super) fn session_cookies(&self, issued: &Issued, tls: bool) -> Vec<HeaderValue> {
+        let names = cookies::names(tls, self.transparent_refresh());
+        let now = self.service.clock().unix();
+        let refresh_age = issued.refresh_expires_at.saturating_sub(now);
+        let csrf = self.csrf.issue(&issued.claims.sid);
+        // The refresh cookie goes to every path when the gateway refreshes sessions in-request
+        // (it never reaches upstreams: the gateway strips its own cookies); otherwise only to
+        // the auth API.
+        let refresh_path = if self.transparent_refresh {
+            "/"
+        } else {
+            self.prefix.as_str()
+        };
+        let set = [
+            SetCookie {
+                name: names.access,
+                value: issued.access_token.expose(),
+                path: "/",
+                max_age: Some(issued.expires_in),
+                http_only: true,
+                secure: tls,
+            },
+            SetCookie {
+                name: names.refresh,
+                value: issued.refresh_token.expose(),
+                path: refresh_path,
+                max_age: Some(refresh_age),
+                http_only: true,
+                secure: tls,
+            },
+            SetCookie {
+                name: names.csrf,
+                value: &csrf,
+                path: "/",
+                max_age: Some(refresh_age),
+                http_only: false,
+                secure: tls,
+            },
+        ];
+        set.iter()
+            .filter_map(|c| HeaderValue::from_str(&c.header()).ok())
+            .collect()
+    }
+
+    /// Appends the `Set-Cookie` headers that delete the session cookies (both refresh-cookie
+    /// paths, so a change of `transparent_refresh` leaves nothing behind).
+    pub(super) fn clear_cookies(&self, headers: &mut HeaderMap, tls: bool) {
+        let names = cookies::names(tls, self.transparent_refresh());
+        let other = cookies::names(tls, !self.transparent_refresh());
+        let gone = |name, path, http_only| SetCookie {
+            name,
+            value: "",
+            path,
+            max_age: Some(0),
+            http_only,
+            secure: tls,
+        };
+        append_cookies(
+            headers,
+            &[
+                gone(names.access, "/", true),
+                gone(names.refresh, "/", true),
+                gone(other.refresh, self.prefix.as_str(), true),
+                gone(names.csrf, "/", false),
+            ],
+        );
+    }
+}
+
+fn append_cookies(headers: &mut HeaderMap, cookies: &[SetCookie<'_>]) {
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c.header()) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The auth service's own metrics, read at scrape time from the counters it keeps anyway:
+//! `logins_total{result}`, `refreshes_total`, `refresh_reuse_detected_total`,
+//! `store_sync_age_seconds`, `hashing_in_flight`, `hashing_completed_total`,
+//! `hashing_refused_total`. Auth registers them with [`Metrics::attach`], so the metrics module
+//! needs nothing from auth.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+
+use super::Core;
+use super::service::AuthService;
+use crate::metrics::{Metrics, counter, gauge};
+
+impl Core {
+    /// Registers the auth service's metrics with the process's metrics.
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.attach(Arc::new(ServiceMetrics(self.service.clone())));
+    }
+}
+
+/// Reads the service's counters, the change feed's age and the hashing pool at each scrape.
+#[derive(Debug)]
+struct ServiceMetrics(AuthService);
+
+impl Collector for ServiceMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let service = &self.0;
+        let c = service.counters();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        {
+            let mut family = enc.encode_descriptor(
+                "logins",
+                "Password logins, by result",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, v) in [
+                ("ok", load(&c.logins_ok)),
+                ("failed", load(&c.logins_failed)),
+            ] {
+                let labels = [("result", result)];
+                let labels: &[(&str, &str)] = &labels;
+                ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut enc,
+            "refreshes",
+            "Refresh token rotations",
+            load(&c.refreshes),
+        )?;
+        counter(
+            &mut enc,
+            "refresh_reuse_detected",
+            "Rotated refresh tokens presented again (the session was ended)",
+            load(&c.reuse_detected),
+        )?;
+        gauge(
+            &mut enc,
+            "store_sync_age_seconds",
+            "Seconds since the change feed (revocations) was last read from the store",
+            i64::try_from(service.seconds_since_sync()).unwrap_or(i64::MAX),
+        )?;
+        let h = service.hasher();
+        gauge(
+            &mut enc,
+            "hashing_in_flight",
+            "Password hashes running now",
+            i64::try_from(h.in_flight()).unwrap_or(i64::MAX),
+        )?;
+        counter(
+            &mut enc,
+            "hashing_completed",
+            "Password hashes and verifications run",
+            h.completed(),
+        )?;
+        counter(
+            &mut enc,
+            "hashing_refused",
+            "Requests answered 503 because the hashing pool was saturated",
+            h.refused(),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! Sessions after they start: refresh-token rotation (with the grace window and reuse
+//! detection), logout of one session or of all a user's sessions, and issuing the tokens of a
+//! session. See the [`super`] module docs for the rules.
+
+use std::time::Duration;
+
+use super::{ACCESS_LEEWAY_SECS, AuthService, Issued, PublicUser, bump, token_error};
+use crate::auth::error::AuthError;
+use crate::auth::refresh_token;
+use crate::auth::rotation::{self, RefreshOutcome};
+use crate::auth::token::{AccessClaims, Subject, TokenSettings};
+use crate::secret::{Secret, SecretString};
+use crate::store::{RefreshRecord, RefreshState, User, UserFlags};
+
+impl AuthService {
+    /// Rotates a refresh token and issues a new access token; see the module docs for the
+    /// grace window and reuse detection.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<Issued, AuthError> {
+        let presented = refresh_token.expose();
+        if !refresh_token::well_formed(presented) {
+            return Err(AuthError::InvalidRefresh);
+        }
+        let now = self.inner.clock.unix();
+        let grace = self.inner.settings.refresh_grace.as_secs();
+        let key = self.inner.refresh_key.clone();
+        let presented = refresh_token.clone();
+        let outcome = self
+            .blocking(move |s| rotation::rotate(s, &key, &presented, now, grace))
+            .await?;
+        match outcome {
+            RefreshOutcome::Issue {
+                token,
+                record,
+                user,
+                grace,
+            } => {
+                tracing::info!(target: "audit", event = "refresh", user_id = %user.id, family = %record.family, grace);
+                bump(&self.inner.counters.refreshes);
+                self.issue(&user, &record.family, record.family_expires_at, token, now)
+            }
+            RefreshOutcome::Invalid => Err(AuthError::InvalidRefresh),
+            RefreshOutcome::Reuse(record) => {
+                self.write_revocations(|r| {
+                    r.revoke_family(&record.family, record.family_expires_at)
+                })?;
+                tracing::warn!(target: "audit", event = "refresh_reuse", user_id = %record.user_id, family = %record.family);
+                bump(&self.inner.counters.reuse_detected);
+                Err(AuthError::InvalidRefresh)
+            }
+            RefreshOutcome::UserGone(record) => {
+                self.write_revocations(|r| {
+                    r.revoke_family(&record.family, record.family_expires_at)
+                })?;
+                tracing::info!(target: "audit", event = "refresh_refused", reason = "user_disabled", user_id = %record.user_id, family = %record.family);
+                Err(AuthError::InvalidRefresh)
+            }
+        }
+    }
+
+    /// Ends a session, effective at once: the access token's family (`sid`) is revoked and its
+    /// `jti` deny-listed until it expires; a refresh token, if given, has its family revoked too.
+    /// Unknown or already revoked tokens are not an error.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout(
+        &self,
+        claims: Option<&AccessClaims>,
+        refresh_token: Option<&SecretString>,
+    ) -> Result<(), AuthError> {
+        let now = self.inner.clock.unix();
+        let access = claims.map(|c| (c.sid.clone(), c.jti.clone(), c.exp));
+        let refresh_hash = refresh_token
+            .map(|t| t.expose().as_str())
+            .filter(|t| refresh_token::well_formed(t))
+            .map(refresh_token::hash);
+        let access_for_store = access.clone();
+        let refresh_record = self
+            .blocking(move |s| {
+                if let Some((sid, jti, exp)) = &access_for_store {
+                    s.revoke_jti(jti, *exp)?;
+                    s.revoke_family(sid, now)?;
+                }
+                let Some(hash) = refresh_hash else {
+                    return Ok(None);
+                };
+                let record = s.get_refresh(&hash)?;
+                if let Some(record) = &record {
+                    s.revoke_family(&record.family, now)?;
+                }
+                Ok(record)
+            })
+            .await?;
+        // Any access token of the claims' family was issued by now, so expires before this.
+        let family_horizon = now
+            .saturating_add(self.inner.settings.access_ttl.as_secs())
+            .saturating_add(ACCESS_LEEWAY_SECS);
+        self.write_revocations(|r| {
+            if let Some((sid, jti, exp)) = &access {
+                r.revoke_jti(jti, *exp);
+                r.revoke_family(sid, family_horizon);
+            }
+            if let Some(record) = &refresh_record {
+                r.revoke_family(&record.family, record.family_expires_at);
+            }
+        })?;
+        tracing::info!(
+            target: "audit",
+            event = "logout",
+            user_id = claims.map(|c| c.sub.as_str()).or(refresh_record.as_ref().map(|r| r.user_id.as_str())),
+            family = claims.map(|c| c.sid.as_str()).or(refresh_record.as_ref().map(|r| r.family.as_str())),
+        );
+        Ok(())
+    }
+
+    /// Ends every session of a user: bumps their session version (killing every access token
+    /// issued so far) and revokes all their refresh families. An unknown user is not an error.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout_all(&self, user_id: &str) -> Result<(), AuthError> {
+        let now = self.inner.clock.unix();
+        let id = user_id.to_owned();
+        let updated = self
+            .blocking(move |s| Ok(s.end_all_sessions(&id, now)?))
+            .await?;
+        if let Some(user) = updated {
+            self.write_revocations(|r| {
+                r.set_flags(
+                    &user.id,
+                    Some(UserFlags {
+                        disabled: user.disabled,
+                        session_version: user.session_version,
+                    }),
+                );
+            })?;
+            tracing::info!(target: "audit", event = "logout_all", user_id = %user.id, session_version = user.session_version);
+        }
+        Ok(())
+    }
+
+    /// Starts a refresh family for `user` and issues both tokens.
+    pub(super) async fn start_session(&self, user: &User) -> Result<Issued, AuthError> {
+        let now = self.inner.clock.unix();
+        let token = refresh_token::generate();
+        let record = RefreshRecord {
+            family: uuid::Uuid::new_v4().to_string(),
+            user_id: user.id.clone(),
+            issued_at: now,
+            family_expires_at: now.saturating_add(self.inner.settings.refresh_ttl.as_secs()),
+            state: RefreshState::Active,
+        };
+        let hash = refresh_token::hash(token.expose());
+        let stored = record.clone();
+        self.blocking(move |s| Ok(s.insert_refresh(&hash, &stored)?))
+            .await?;
+        self.issue(user, &record.family, record.family_expires_at, token, now)
+    }
+
+    /// Issues an access token for `user` in `family`, expiring no later than the family.
+    fn issue(
+        &self,
+        user: &User,
+        family: &str,
+        family_expires_at: u64,
+        refresh: SecretString,
+        now: u64,
+    ) -> Result<Issued, AuthError> {
+        let ttl = self
+            .inner
+            .settings
+            .access_ttl
+            .as_secs()
+            .min(family_expires_at.saturating_sub(now));
+        if ttl == 0 {
+            return Err(AuthError::InvalidRefresh);
+        }
+        let settings = TokenSettings {
+            access_ttl: Duration::from_secs(ttl),
+            ..self.inner.token_settings.clone()
+        };
+        let subject = Subject {
+            user_id: &user.id,
+            email: &user.email,
+            name: user.name.as_deref(),
+            roles: &user.roles,
+            session_id: family,
+            session_version: user.session_version,
+        };
+        let (access, claims) = self
+            .inner
+            .keys
+            .load()
+            .issue_access(&settings, &subject, now)
+            .map_err(token_error)?;
+        Ok(Issued {
+            access_token: Secret::new(access),
+            claims,
+            refresh_token: refresh,
+            expires_in: ttl,
+            refresh_expires_at: family_expires_at,
+            user: PublicUser::from(user),
+        })
+    }
+}
