@@ -707,7 +707,7 @@ impl Drop for Slot {
     }
 }
 
-/// Serves one connection: bodiless HTTP/1.1 requests in [`crate::h1`] first (when `h1`), then
+/// Serves one connection: bodiless HTTP/1.1 requests in [`crate::fast_path`] first (when `h1`), then
 /// hyper for the rest of the connection once a request needs it.
 async fn serve<S>(
     mut stream: S,
@@ -726,14 +726,14 @@ async fn serve<S>(
         (
             limits.idle_timeout,
             limits.header_read_timeout,
-            crate::h1::Limits::from_config(config),
+            crate::fast_path::Limits::from_config(config),
             config.listen.fast_path,
         )
     };
     let read = if h1 && fast_path {
-        match crate::h1::serve(&mut stream, conn, &app, &mut stop, limits).await {
-            crate::h1::Outcome::Closed => return,
-            crate::h1::Outcome::Handover(read) => read,
+        match crate::fast_path::serve(&mut stream, conn, &app, &mut stop, limits).await {
+            crate::fast_path::Outcome::Closed => return,
+            crate::fast_path::Outcome::Handover(read) => read,
         }
     } else {
         bytes::Bytes::new()
@@ -741,7 +741,7 @@ async fn serve<S>(
     // A handed-over request is in `read` and reaches the service at once; an HTTP/2 preface
     // handed over still has to be followed by a request within the header timeout.
     let started = Arc::new(AtomicBool::new(false));
-    let (stream, activity) = crate::idle::Tracked::new(crate::h1::Rewind::new(read, stream));
+    let (stream, activity) = crate::idle::Tracked::new(crate::fast_path::Rewind::new(read, stream));
     let tunnels = crate::proxy::Tunnels::default();
     let service = {
         let started = started.clone();
