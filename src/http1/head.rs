@@ -240,6 +240,16 @@ pub(crate) fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>,
     }))
 }
 
+/// The status code in the status line at the start of `head` (which may be incomplete after
+/// that line); `None` if it is not an HTTP/1.x status line. For the health-check probe, which
+/// reads no more than that line.
+pub(crate) fn status_code(head: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(head);
+    let mut parts = text.lines().next()?.split_whitespace();
+    parts.next()?.starts_with("HTTP/1.").then_some(())?;
+    parts.next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +275,14 @@ mod tests {
         assert_eq!(names, ["x-kept"]);
         let mut bad = BytesMut::from(&b"HTTP/1.1 2000 OK\r\n\r\n"[..]);
         assert!(parse_response(&mut bad).is_err());
+    }
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\nContent-"), Some(200));
+        assert_eq!(status_code(b"HTTP/1.0 503"), Some(503));
+        assert_eq!(status_code(b"HTTP/2 200 OK\r\n"), None);
+        assert_eq!(status_code(b"SSH-2.0-x\r\n"), None);
+        assert_eq!(status_code(b""), None);
     }
 }
