@@ -6,10 +6,10 @@
 //! qualifies; else the same [`App::handle_request`] as every other request), and writes the
 //! response itself: one task, no channels, one write per response when the answer is small.
 //! Everything else on the connection (a request with a body, `Expect`, `Upgrade`, HTTP/1.0,
-//! HTTP/2's preface, anything malformed or over the limits) is handed to
-//! hyper together with the bytes already read, and hyper serves the connection from then on.
-//! So hyper stays the one place that decides about bodies, upgrades and protocol errors; this
-//! module only takes the requests whose framing cannot be ambiguous.
+//! HTTP/2's preface, anything malformed or over the limits) is handed to hyper together with
+//! the bytes already read, and hyper serves the connection from then on. So hyper stays the one
+//! place that decides about bodies, upgrades and protocol errors; this module only takes the
+//! requests whose framing cannot be ambiguous.
 //!
 //! Timeouts: the first request's head must arrive within `limits.header_read_timeout` of the
 //! connection; a keep-alive connection waits up to `limits.idle_timeout` for its next request,

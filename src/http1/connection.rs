@@ -7,15 +7,25 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-/// The headers that describe one connection, not the message. Besides these, every `Proxy-*`
-/// header and every header `Connection` names is hop-by-hop.
-pub(crate) const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
+/// The headers that describe one connection, not the message (lowercase). Besides these, every
+/// `Proxy-*` header and every header `Connection` names is hop-by-hop.
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "keep-alive",
+];
+
+/// [`HOP_BY_HOP`] as header names, for removing them from a header map.
+static HOP_BY_HOP_NAMES: [HeaderName; 6] = [
+    HeaderName::from_static(HOP_BY_HOP[0]),
+    HeaderName::from_static(HOP_BY_HOP[1]),
+    HeaderName::from_static(HOP_BY_HOP[2]),
+    HeaderName::from_static(HOP_BY_HOP[3]),
+    HeaderName::from_static(HOP_BY_HOP[4]),
+    HeaderName::from_static(HOP_BY_HOP[5]),
 ];
 
 /// The prefix of the `Proxy-*` headers (lowercase).
@@ -26,13 +36,15 @@ const PROXY_PREFIX: &[u8] = b"proxy-";
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP
         .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
         || is_proxy_header(name)
 }
 
 /// [`is_hop_by_hop`] for a header map's (lowercase) name.
 pub(crate) fn is_hop_by_hop_name(name: &HeaderName) -> bool {
-    is_hop_by_hop(name.as_str().as_bytes())
+    // Map names are lowercase already: exact comparisons do.
+    let name = name.as_str();
+    HOP_BY_HOP.contains(&name) || name.starts_with("proxy-")
 }
 
 /// Whether a header name, in any case, is a `Proxy-*` header.
@@ -95,7 +107,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep: impl Fn(&HeaderNa
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in &HOP_BY_HOP_NAMES {
         headers.remove(name);
     }
     let proxy: Vec<HeaderName> = headers
@@ -140,6 +152,16 @@ mod tests {
         for name in [&b"x-proxy-a"[..], b"proxy", b"tes", b"host", b""] {
             assert!(!is_hop_by_hop(name), "{name:?}");
         }
+    }
+
+    #[test]
+    fn hop_by_hop_names_match_their_list() {
+        for (name, text) in HOP_BY_HOP_NAMES.iter().zip(HOP_BY_HOP) {
+            assert_eq!(name.as_str(), text);
+            assert!(is_hop_by_hop_name(name));
+        }
+        assert!(is_hop_by_hop_name(&HeaderName::from_static("proxy-x")));
+        assert!(!is_hop_by_hop_name(&header::HOST));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::body::{self, Body};
 use crate::config::{UpstreamSettings, UpstreamTarget};
 use crate::error::HttpError;
-use crate::http1::{framing, write};
+use crate::http1::write;
 use headers::Forwarded;
 use route::{PathMatch, Route};
 
@@ -163,7 +163,8 @@ impl Proxy {
         if let Some(len) = req
             .headers()
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| framing::content_length(v.as_bytes()))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
             && len > self.max_body_bytes
         {
             linger(req.into_body());
