@@ -53,8 +53,9 @@ pub(crate) fn is_proxy_header(name: &[u8]) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(PROXY_PREFIX))
 }
 
-/// The tokens of one `Connection` value: split at commas, trimmed, empty ones left out.
-pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// The elements of one list value (`Connection`, `Transfer-Encoding`; RFC 9110 section 5.6.1):
+/// split at commas, trimmed, empty ones left out.
+pub(crate) fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)

@@ -6,6 +6,7 @@ use http::{HeaderMap, StatusCode, header};
 
 use super::Invalid;
 use super::chunked::{self, MAX_CHUNK_LINE};
+use super::connection;
 
 /// All trailers of a chunked body together may take this many bytes.
 pub(crate) const MAX_TRAILER_BYTES: usize = 64 * 1024;
@@ -78,9 +79,8 @@ pub(crate) fn body_framing(
             let last = headers
                 .get_all(header::TRANSFER_ENCODING)
                 .iter()
-                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-                .map(<[u8]>::trim_ascii)
-                .rfind(|t| !t.is_empty())
+                .flat_map(|v| connection::tokens(v.as_bytes()))
+                .next_back()
                 .map(<[u8]>::to_ascii_lowercase);
             headers.remove(header::CONTENT_LENGTH);
             headers.remove(header::TRANSFER_ENCODING);

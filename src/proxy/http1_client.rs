@@ -1,19 +1,22 @@
-//! The upstream client for requests without a body to plain-HTTP upstreams: HTTP/1.1 over
-//! per-worker pools of TCP connections, driven inline by the request's own task.
+//! The built-in HTTP/1.1 upstream client, for requests without a body to plain-HTTP upstreams:
+//! per-worker pools of TCP connections, driven inline by the request's own task. (Not to be
+//! confused with `auth::client`, the browser script the auth API serves.)
 //!
 //! hyper's pooled client runs every upstream connection as a task of its own, and the request,
 //! the response head and each body chunk cross a channel between that task and the request's.
 //! On the proxy's hot path (a GET to an app on plain HTTP) this client does the exchange in the
-//! request's task instead: write the head, read and parse the answer with `httparse`, and hand
-//! the server a [`Body`] that reads the upstream socket directly and puts the connection back in
-//! the pool when the last byte has been read. BENCHMARKS.md has what that bought. Requests with
-//! a body, upgrades and HTTPS upstreams still go through hyper's client.
+//! request's task instead: write the head, read and parse the answer (with the HTTP/1.1 codec,
+//! `crate::http1`), and hand the server a [`Body`] that reads the upstream socket directly and
+//! puts the connection back in the pool when the last byte has been read. BENCHMARKS.md has
+//! what that bought. Requests with a body, upgrades and HTTPS upstreams still go through
+//! hyper's client.
 //!
-//! The response framing follows RFC 9112 section 6.3: no body after HEAD, 1xx, 204 and 304; a
-//! chunked body is decoded (the server frames it again for its client); a Content-Length body
-//! is read to its length (several differing values are refused); otherwise the body runs until
-//! the upstream closes. Interim 1xx answers are skipped. A connection is reused only when its
-//! answer was HTTP/1.1, did not say `Connection: close`, and ended exactly at its framing.
+//! The response framing (decided and decoded by `crate::http1::framing`) follows RFC 9112
+//! section 6.3: no body after HEAD, 1xx, 204 and 304; a chunked body is decoded (the server
+//! frames it again for its client); a Content-Length body is read to its length (several
+//! differing values are refused); otherwise the body runs until the upstream closes. Interim
+//! 1xx answers are skipped. A connection is reused only when its answer was HTTP/1.1, did not
+//! say `Connection: close`, and ended exactly at its framing.
 //!
 //! A pooled connection the upstream closed while it was idle is noticed at checkout without a
 //! system call (the reactor marked it readable). If one fails anyway before any byte of the answer
