@@ -171,6 +171,8 @@ fn header_rewriting(input: &Input<'_>, mut map: HeaderMap) {
             trusted: input.trusted,
             proto: "https",
             host: Some(input.host),
+            client: "192.0.2.7".parse().expect("ip"),
+            strip: &[],
         },
     );
     let xff = map.get_all("x-forwarded-for").iter().count();
