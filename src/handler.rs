@@ -152,7 +152,7 @@ impl App {
     }
 
     /// [`App::handle`] for a request whose body is already boxed (the HTTP/1.1 fast path,
-    /// [`crate::h1`], passes its bodiless requests here).
+    /// [`crate::fast_path`], passes its bodiless requests here).
     pub async fn handle_request(&self, mut req: Request<Body>, conn: Conn) -> Response<Body> {
         let start = Instant::now();
         let method = req.method().clone();

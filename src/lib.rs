@@ -5,12 +5,12 @@
 //!
 //! # How a request flows
 //! [`server`] accepts a connection (TLS via [`tls`]). Bodiless HTTP/1.1 requests are parsed and
-//! answered by [`h1`]; anything else (bodies, upgrades, HTTP/2, malformed heads) is handed to
+//! answered by [`fast_path`]; anything else (bodies, upgrades, HTTP/2, malformed heads) is handed to
 //! hyper for the rest of the connection. Either way each request goes to [`handler`], which
 //! answers health checks, normalises the path ([`proxy::path`]), matches a route
 //! ([`proxy::route`]), enforces the route's auth policy and forwards through [`proxy`], which
 //! rewrites headers ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
-//! upstreams use its own HTTP/1.1 client ([`proxy::client`]). The commonest proxied request (a
+//! upstreams use its own HTTP/1.1 client ([`proxy::http1_client`]). The commonest proxied request (a
 //! GET with a bearer token, or to a public route) takes the handler's direct path, which applies
 //! the same rules to the raw head without building a header map. Every error a client sees is
 //! shaped in one place, [`error`].
@@ -19,7 +19,9 @@
 //! - [`config`]: `gateway.yaml` in two stages (raw serde structs, then the checked [`config::Config`]),
 //!   with `GATEWAY_<PATH>` environment overrides applied in between.
 //! - [`server`]: listeners, connection loop, graceful shutdown; [`run`] is the entry point.
-//! - [`h1`]: the HTTP/1.1 fast path for bodiless requests (`listen.fast_path`).
+//! - [`fast_path`]: the HTTP/1.1 fast path for bodiless requests (`listen.fast_path`).
+//! - `http1`: the HTTP/1.1 codec (heads, `Connection` and hop-by-hop headers, framing, chunked
+//!   coding) that the fast path, the upstream client and the header rewrite share.
 //! - [`handler`]: the per-request pipeline.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
 //! - [`auth`]: accounts, passwords, tokens and sessions ([`auth::service`], no HTTP), and their
@@ -39,8 +41,9 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod h1;
+pub mod fast_path;
 pub mod handler;
+pub(crate) mod http1;
 pub mod idle;
 pub mod metrics;
 pub(crate) mod private_file;

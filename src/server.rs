@@ -14,9 +14,9 @@
 //! default), each running its own single-threaded tokio runtime and accepting from the same
 //! listening sockets. A connection, the upstream connections it borrows (each worker has its own
 //! pool, see [`crate::proxy`]) and their wake-ups stay on one thread: no work stealing and no
-//! cross-thread wake-ups on the hot path. Measured against tokio's multi-threaded runtime on the
-//! 2-core benchmark machine, this served about 1.6x the proxied requests per second
-//! (BENCHMARKS.md). The caller's runtime keeps the background work: the admin listener, change
+//! cross-thread wake-ups on the hot path. Measured against tokio's multi-threaded runtime, this
+//! served clearly more proxied requests per second (BENCHMARKS.md has the figures). The
+//! caller's runtime keeps the background work: the admin listener, change
 //! feed polling, reloads. Whichever worker accepts a connection hands it to the least loaded one
 //! ([`Balancer`]). After the grace period, a worker's runtime is dropped, which closes the
 //! connections it still holds.
@@ -272,8 +272,8 @@ impl Drop for IpSlot {
 
 /// Spreads connections over the workers: whichever worker accepts a connection passes it to
 /// the worker serving the fewest, unless that is itself. Without it, a burst of new connections
-/// could all land on the worker that happened to wake first (seen: all 64 benchmark connections
-/// on one of two workers, 50k instead of 70k req/s). Keep-alive connections make a handoff rare
+/// could all land on the worker that happened to wake first (seen in a benchmark: every
+/// connection on one of two workers, the other idle; BENCHMARKS.md). Keep-alive connections make a handoff rare
 /// and cheap: one channel message per connection.
 struct Balancer {
     /// Connections each worker is serving now.
@@ -708,8 +708,8 @@ impl Drop for Slot {
     }
 }
 
-/// Serves one connection: bodiless HTTP/1.1 requests in [`crate::h1`] first (when `h1`), then
-/// hyper for the rest of the connection once a request needs it.
+/// Serves one connection: bodiless HTTP/1.1 requests in [`crate::fast_path`] first (when
+/// `h1`), then hyper for the rest of the connection once a request needs it.
 async fn serve<S>(
     mut stream: S,
     conn: Conn,
@@ -727,14 +727,14 @@ async fn serve<S>(
         (
             limits.idle_timeout,
             limits.header_read_timeout,
-            crate::h1::Limits::from_config(config),
+            crate::fast_path::Limits::from_config(config),
             config.listen.fast_path,
         )
     };
     let read = if h1 && fast_path {
-        match crate::h1::serve(&mut stream, conn, &app, &mut stop, limits).await {
-            crate::h1::Outcome::Closed => return,
-            crate::h1::Outcome::Handover(read) => read,
+        match crate::fast_path::serve(&mut stream, conn, &app, &mut stop, limits).await {
+            crate::fast_path::Outcome::Closed => return,
+            crate::fast_path::Outcome::Handover(read) => read,
         }
     } else {
         bytes::Bytes::new()
@@ -742,7 +742,7 @@ async fn serve<S>(
     // A handed-over request is in `read` and reaches the service at once; an HTTP/2 preface
     // handed over still has to be followed by a request within the header timeout.
     let started = Arc::new(AtomicBool::new(false));
-    let (stream, activity) = crate::idle::Tracked::new(crate::h1::Rewind::new(read, stream));
+    let (stream, activity) = crate::idle::Tracked::new(crate::fast_path::Rewind::new(read, stream));
     let tunnels = crate::proxy::Tunnels::default();
     let service = {
         let started = started.clone();

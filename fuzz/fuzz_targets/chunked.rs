@@ -1,5 +1,5 @@
-//! Chunked bodies both ways: what the fast path writes to clients (`src/h1.rs`) and what the
-//! upstream client decodes (`src/proxy/client.rs`).
+//! Chunked bodies both ways: what the fast path writes to clients (`src/fast_path.rs`) and what the
+//! upstream client decodes (`src/proxy/http1_client.rs`).
 //!
 //! - Any body the fast path writes, chunked or with a length, reads back as the same bytes with
 //!   the gateway's own decoder and with hyper's client, and ends exactly where it was written.
@@ -12,8 +12,8 @@
 #[path = "common/hyper_side.rs"]
 mod hyper_side;
 
-use gateway::h1::fuzz::write;
-use gateway::proxy::client::fuzz::{decode_chunked, read_answer};
+use gateway::fast_path::fuzz::write;
+use gateway::proxy::http1_client::fuzz::{decode_chunked, read_answer};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,10 +1,10 @@
 //! Differential: the gateway's own HTTP/1.1 parsing against hyper's, on the same bytes.
 //!
-//! - Requests: every head the fast path takes (`src/h1.rs`; the rest goes to hyper anyway) must
+//! - Requests: every head the fast path takes (`src/fast_path.rs`; the rest goes to hyper anyway) must
 //!   be one hyper's server reads too, as the same method, target and header fields, with no
 //!   body, and the next request must start where the fast path says this one ended. A head the
 //!   fast path serves but hyper would refuse, or reads differently, is a finding.
-//! - Responses: when the upstream client (`src/proxy/client.rs`) accepts an answer, hyper's
+//! - Responses: when the upstream client (`src/proxy/http1_client.rs`) accepts an answer, hyper's
 //!   client must read the same status, the same header fields (after the same hop-by-hop
 //!   removal, framing headers aside) and the same body. The gateway refusing what hyper accepts
 //!   is allowed (it fails closed: 502).
@@ -17,8 +17,8 @@
 #[path = "common/hyper_side.rs"]
 mod hyper_side;
 
-use gateway::h1::fuzz::{Parse, parse_request_head};
-use gateway::proxy::client::fuzz::read_answer;
+use gateway::fast_path::fuzz::{Parse, parse_request_head};
+use gateway::proxy::http1_client::fuzz::read_answer;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_HEADERS: usize = 100;

@@ -1,4 +1,4 @@
-//! The fast path's request-head parser (`src/h1.rs`) on arbitrary bytes: never a panic, and a
+//! The fast path's request-head parser (`src/fast_path.rs`) on arbitrary bytes: never a panic, and a
 //! head it takes is one whose framing cannot be ambiguous (no body, one Content-Length of 0 at
 //! most, no Transfer-Encoding, Expect or Upgrade), that ends where its empty line ends, and
 //! that parses the same whatever follows it.
@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use gateway::h1::fuzz::{Parse, parse_request_head};
+use gateway::fast_path::fuzz::{Parse, parse_request_head};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_HEADERS: [usize; 4] = [100, 8, 128, 1000];

@@ -1,4 +1,4 @@
-//! The upstream client's response reading (`src/proxy/client.rs`) on arbitrary bytes: the head
+//! The upstream client's response reading (`src/proxy/http1_client.rs`) on arbitrary bytes: the head
 //! parser, the framing decision (RFC 9112 section 6.3) and the body decoder. Never a panic;
 //! what it passes on carries no hop-by-hop header; a body framed by Content-Length is exactly
 //! that long; a connection is reusable only after an HTTP/1.1 answer that ended exactly at its
@@ -9,7 +9,7 @@
 
 #![no_main]
 
-use gateway::proxy::client::fuzz::read_answer;
+use gateway::proxy::http1_client::fuzz::read_answer;
 use libfuzzer_sys::fuzz_target;
 
 const HOP_BY_HOP: [&str; 6] = [

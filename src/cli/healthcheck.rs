@@ -97,13 +97,7 @@ fn exchange(
         }
         head.extend_from_slice(buf.get(..n).unwrap_or_default());
     }
-    let line = String::from_utf8_lossy(&head);
-    Ok(line.lines().next().and_then(|l| {
-        let mut parts = l.split_whitespace();
-        let version = parts.next()?;
-        version.starts_with("HTTP/1.").then_some(())?;
-        parts.next()?.parse::<u16>().ok()
-    }))
+    Ok(crate::http1::head::status_code(&head))
 }
 
 /// Accepts the server's certificate whatever it is (see the module comment for why that is

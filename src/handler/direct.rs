@@ -40,7 +40,8 @@ use crate::auth::http::TokenVerdict;
 use crate::auth::token::AccessClaims;
 use crate::body::Body;
 use crate::config::{AuthPolicy, UpstreamTarget};
-use crate::h1::RawHead;
+use crate::http1::connection::{self, Token};
+use crate::http1::{RawHead, write};
 use crate::metrics::AuthOutcome;
 use crate::proxy::headers::{is_gateway_set, is_listed};
 use crate::proxy::path;
@@ -137,11 +138,11 @@ impl App {
             } else if is(b"cookie") {
                 return None;
             } else if is(b"connection") {
-                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        seen.close_listed = true;
-                    } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
-                        return None;
+                for token in connection::connection_tokens(value) {
+                    match token {
+                        Token::Close => seen.close_listed = true,
+                        Token::KeepAlive => {}
+                        Token::Upgrade | Token::Names(_) => return None,
                     }
                 }
             } else if is(b"accept") {
@@ -255,10 +256,7 @@ impl App {
             self.metrics.auth_outcome(AuthOutcome::Ok);
         }
         let mut out = Vec::with_capacity(768);
-        out.extend_from_slice(head.method.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(plan.target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
+        write::request_line(&mut out, &head.method, plan.target.as_bytes());
         let mut host = None;
         // What a trusted proxy said: the chain so far, and whether it named proto and host.
         let mut chain: Vec<&[u8]> = Vec::new();
@@ -286,13 +284,13 @@ impl App {
             } else if self.drops(name, value, &plan) {
                 continue;
             }
-            line(&mut out, name, value);
+            write::header_line(&mut out, name, value);
         }
         let request_id = proxy_id
             .filter(|v| super::sane_request_id(v))
             .and_then(|v| HeaderValue::from_bytes(v).ok())
             .unwrap_or_else(crate::metrics::request_id);
-        line(
+        write::header_line(
             &mut out,
             REQUEST_ID.as_str().as_bytes(),
             request_id.as_bytes(),
@@ -313,17 +311,17 @@ impl App {
             |ip| self.is_trusted(ip),
             chain.iter().copied(),
         );
-        line(
+        write::header_line(
             &mut out,
             crate::proxy::headers::REAL_IP.as_str().as_bytes(),
             crate::proxy::headers::peer_value(client).as_bytes(),
         );
         if !told_proto {
             let proto: &[u8] = if conn.tls { b"https" } else { b"http" };
-            line(&mut out, b"x-forwarded-proto", proto);
+            write::header_line(&mut out, b"x-forwarded-proto", proto);
         }
         if let (false, Some(host)) = (told_host, host) {
-            line(&mut out, b"x-forwarded-host", host);
+            write::header_line(&mut out, b"x-forwarded-host", host);
         }
         out.extend_from_slice(b"\r\n");
 
@@ -370,16 +368,8 @@ impl App {
     /// Whether a client header stays behind (see the module docs).
     fn drops(&self, name: &[u8], value: &[u8], plan: &DirectPlan) -> bool {
         let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
-        is(b"connection")
-            || is(b"keep-alive")
-            || is(b"te")
-            || is(b"trailer")
-            || is(b"transfer-encoding")
-            || is(b"upgrade")
+        connection::is_hop_by_hop(name)
             || (plan.close_listed && is(b"close"))
-            || name
-                .get(..6)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
             || is_gateway_set(name)
             || (!plan.trusted && is_listed(name, &self.config.upstream.strip_request_headers))
             || (is(b"authorization") && !plan.keep_bearer && bearer_like(value))
@@ -393,11 +383,4 @@ fn bearer_like(value: &[u8]) -> bool {
     value
         .get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "))
-}
-
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }

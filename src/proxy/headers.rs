@@ -2,7 +2,8 @@
 //!
 //! - Hop-by-hop headers (Connection and every header it names, Keep-Alive, TE, Trailer,
 //!   Transfer-Encoding, Upgrade, Proxy-*) never cross the proxy, in either direction. An
-//!   HTTP/1.1 upgrade re-adds `Connection: upgrade` and its `Upgrade` explicitly.
+//!   HTTP/1.1 upgrade re-adds `Connection: upgrade` and its `Upgrade` explicitly. The list and
+//!   the reading of `Connection` are the codec's ([`crate::http1::connection`]).
 //! - `X-Forwarded-For/-Proto/-Host` are set by the gateway. Values a client sent are kept (and
 //!   appended to) only when the socket peer is a configured trusted proxy.
 //! - Identity headers (everything under the reserved `X-Auth-` prefix, matched case-insensitively
@@ -19,30 +20,14 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, not the message.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("keep-alive"),
-];
+use crate::http1::connection;
 
 /// The reserved prefix of identity headers the gateway sets.
 pub const IDENTITY_PREFIX: &str = "x-auth-";
 
-/// Whether a header is hop-by-hop by name (not counting those `Connection` lists).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    match name.as_str() {
-        "connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "keep-alive" => true,
-        other => other.starts_with("proxy-"),
-    }
-}
-
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    remove_hop_by_hop_keeping(headers, |_| false);
+    connection::remove_hop_by_hop(headers, |_| false);
 }
 
 /// [`remove_hop_by_hop`] for a client request on its way upstream: a header the gateway sets
@@ -53,41 +38,9 @@ pub fn remove_hop_by_hop_request(
     headers: &mut HeaderMap,
     identity: &(dyn Fn(&[u8]) -> bool + Sync),
 ) {
-    remove_hop_by_hop_keeping(headers, |name| {
+    connection::remove_hop_by_hop(headers, |name| {
         is_gateway_set(name.as_str().as_bytes()) || identity(name.as_str().as_bytes())
     });
-}
-
-/// Removes hop-by-hop headers, and those listed in `Connection` unless `keep` says otherwise.
-fn remove_hop_by_hop_keeping(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
-    // The usual message has none: one pass over the names settles that.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    // Split as bytes: a value with obs-text in it (not `to_str`-able) still lists its names,
-    // as the upstream client reads them (found by the h1_differential fuzz target).
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
-        .collect();
-    for name in listed {
-        if !keep(&name) {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade: x`),
@@ -95,13 +48,7 @@ fn remove_hop_by_hop_keeping(headers: &mut HeaderMap, keep: impl Fn(&HeaderName)
 /// connection straight to the upstream, past routing and header stripping) is not upgraded:
 /// the request is forwarded as a plain one without its `Upgrade` header.
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wants = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if !wants {
+    if !connection::asks_upgrade(headers) {
         return None;
     }
     headers

@@ -7,9 +7,9 @@
 //! upgraded connections.
 
 pub mod cache;
-pub mod client;
 pub mod cors;
 pub mod headers;
+pub mod http1_client;
 pub mod path;
 pub mod route;
 pub mod whoami;
@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::body::{self, Body};
 use crate::config::{UpstreamSettings, UpstreamTarget};
 use crate::error::HttpError;
+use crate::http1::write;
 use headers::Forwarded;
 use route::{PathMatch, Route};
 
@@ -53,8 +54,9 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// share behind an `Arc`.
 pub struct Proxy {
     clients: Box<[UpstreamClient]>,
-    /// Pools of the direct client, for requests without a body to plain-HTTP upstreams.
-    pools: Arc<client::Pools>,
+    /// Pools of the built-in HTTP/1.1 client, for requests without a body to plain-HTTP
+    /// upstreams.
+    pools: Arc<http1_client::Pools>,
     settings: UpstreamSettings,
     max_body_bytes: u64,
     /// Upgraded tunnels idle this long are closed.
@@ -131,7 +133,7 @@ impl Proxy {
             .collect();
         Ok(Proxy {
             clients,
-            pools: client::Pools::new(workers, settings),
+            pools: http1_client::Pools::new(workers, settings),
             settings: settings.clone(),
             max_body_bytes,
             idle_timeout,
@@ -220,14 +222,15 @@ impl Proxy {
         let req = req.map(|b| Limited::new(b, limit).boxed());
 
         let sent = tokio::time::timeout(self.settings.response_timeout, self.client().request(req));
+        let upstream = &f.route.spec.upstream;
         let mut resp = match sent.await {
             Err(_) => {
-                return Err(HttpError::GatewayTimeout(format!(
-                    "{} gave no response within {:?}",
-                    f.route.spec.upstream, self.settings.response_timeout
-                )));
+                return Err(upstream_error(UpstreamFailure::NoAnswer {
+                    upstream,
+                    within: self.settings.response_timeout,
+                }));
             }
-            Ok(Err(e)) => return Err(classify(&e, &f.route.spec.upstream.to_string())),
+            Ok(Err(e)) => return Err(upstream_error(UpstreamFailure::Hyper { upstream, e: &e })),
             Ok(Ok(resp)) => resp,
         };
 
@@ -272,19 +275,19 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Sends a request without a body over the direct client ([`client`]).
+    /// Sends a request without a body over the built-in HTTP/1.1 client ([`http1_client`]).
     async fn send_direct(
         &self,
         req: &Request<Body>,
         authority: &http::uri::Authority,
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
-        let head = client::request_head(req, authority);
+        let head = write::request_head(req, authority);
         self.send_head(authority, &head, req.method(), route).await
     }
 
     /// Sends a serialised head of a request without a body to `authority` (a plain-HTTP
-    /// upstream of `route`) over the direct client: the HTTP/1.1 fast path builds the head
+    /// upstream of `route`) over the built-in HTTP/1.1 client: the fast path builds the head
     /// itself ([`crate::handler::App::forward_direct`]).
     pub async fn send_head(
         &self,
@@ -295,18 +298,13 @@ impl Proxy {
     ) -> Result<Response<Body>, HttpError> {
         let worker = WORKER.with(|w| w.get());
         let sent = self.pools.send(worker, authority, head, method);
+        let upstream = &route.spec.upstream;
         match tokio::time::timeout(self.settings.response_timeout, sent).await {
-            Err(_) => Err(HttpError::GatewayTimeout(format!(
-                "{} gave no response within {:?}",
-                route.spec.upstream, self.settings.response_timeout
-            ))),
-            Ok(Err(client::ClientError::ConnectTimeout)) => Err(HttpError::GatewayTimeout(
-                format!("connecting to {} timed out", route.spec.upstream),
-            )),
-            Ok(Err(e)) => Err(HttpError::BadGateway(format!(
-                "{}: {e}",
-                route.spec.upstream
-            ))),
+            Err(_) => Err(upstream_error(UpstreamFailure::NoAnswer {
+                upstream,
+                within: self.settings.response_timeout,
+            })),
+            Ok(Err(e)) => Err(upstream_error(UpstreamFailure::Http1 { upstream, e: &e })),
             Ok(Ok(mut resp)) => {
                 headers::remove_hop_by_hop(resp.headers_mut());
                 Ok(resp)
@@ -366,25 +364,65 @@ impl Drop for TunnelGuard {
     }
 }
 
-/// Maps a client error to 413 (body over the limit), 408 or 400 (the client's body failed, see
-/// [`HttpError::client_body`]), 504 (connect timeout) or 502.
-fn classify(e: &hyper_util::client::legacy::Error, upstream: &str) -> HttpError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
-            return HttpError::PayloadTooLarge;
+/// How an exchange with an upstream failed.
+pub enum UpstreamFailure<'a> {
+    /// No answer within `upstream.response_timeout`.
+    NoAnswer {
+        upstream: &'a UpstreamTarget,
+        within: std::time::Duration,
+    },
+    /// hyper's client failed (requests with a body, upgrades, HTTPS upstreams).
+    Hyper {
+        upstream: &'a UpstreamTarget,
+        e: &'a hyper_util::client::legacy::Error,
+    },
+    /// The built-in HTTP/1.1 client failed.
+    Http1 {
+        upstream: &'a UpstreamTarget,
+        e: &'a http1_client::ClientError,
+    },
+    /// The answer's body failed before any byte of the answer was sent to the client (the
+    /// fast path can still answer instead).
+    BrokeOff(&'a (dyn std::error::Error + 'static)),
+}
+
+/// The answer to a failed upstream exchange, the one mapping for every path: 413 (the
+/// client's body over the limit), 408 or 400 (the client's body failed, see
+/// [`HttpError::client_body`]), 504 (no answer in time, or connecting timed out) or 502.
+pub fn upstream_error(failure: UpstreamFailure<'_>) -> HttpError {
+    match failure {
+        UpstreamFailure::NoAnswer { upstream, within } => {
+            HttpError::GatewayTimeout(format!("{upstream} gave no response within {within:?}"))
         }
-        if let Some(client) = HttpError::client_body(s) {
-            return client;
+        UpstreamFailure::Hyper { upstream, e } => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return HttpError::PayloadTooLarge;
+                }
+                if let Some(client) = HttpError::client_body(s) {
+                    return client;
+                }
+                if let Some(io) = s.downcast_ref::<std::io::Error>()
+                    && io.kind() == std::io::ErrorKind::TimedOut
+                {
+                    return connect_timeout(upstream);
+                }
+                source = s.source();
+            }
+            HttpError::BadGateway(format!("{upstream}: {e}"))
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return HttpError::GatewayTimeout(format!("connecting to {upstream} timed out"));
-        }
-        source = s.source();
+        UpstreamFailure::Http1 {
+            upstream,
+            e: http1_client::ClientError::ConnectTimeout,
+        } => connect_timeout(upstream),
+        UpstreamFailure::Http1 { upstream, e } => HttpError::BadGateway(format!("{upstream}: {e}")),
+        UpstreamFailure::BrokeOff(e) => HttpError::BadGateway(format!("the answer broke off: {e}")),
     }
-    HttpError::BadGateway(format!("{upstream}: {e}"))
+}
+
+fn connect_timeout(upstream: &UpstreamTarget) -> HttpError {
+    HttpError::GatewayTimeout(format!("connecting to {upstream} timed out"))
 }
 
 /// Shared handle type.

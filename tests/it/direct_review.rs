@@ -1,4 +1,4 @@
-//! Review of the HTTP/1.1 direct path (`src/handler/direct.rs`, fed by `src/h1.rs`) against
+//! Review of the HTTP/1.1 direct path (`src/handler/direct.rs`, fed by `src/fast_path.rs`) against
 //! the general path (`src/handler.rs`).
 //!
 //! Two gateways with the same configuration, one with the fast path (the default) and one with
@@ -1019,7 +1019,7 @@ async fn underscore_spellings_of_forwarding_headers_never_reach_the_upstream() {
 }
 
 /// `Content-Length: 0` twice: hyper (the general path) forwards one, the fast path forwards
-/// both lines (an upstream may answer 400 to that: RFC 9112 section 6.3 lets it). `src/h1.rs`
+/// both lines (an upstream may answer 400 to that: RFC 9112 section 6.3 lets it). `src/fast_path.rs`
 /// takes such a head instead of handing it to hyper.
 #[tokio::test]
 async fn the_upstream_never_gets_several_content_length_headers() {

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 fast path (`src/h1.rs`) and the direct upstream client
-//! (`src/proxy/client.rs`): framing in both directions, the handover to hyper inside one
+//! The HTTP/1.1 fast path (`src/fast_path.rs`) and the direct upstream client
+//! (`src/proxy/http1_client.rs`): framing in both directions, the handover to hyper inside one
 //! connection, upstream connection reuse and retries, invalid upstream answers.
 //!
 //! Clients here are raw TCP streams writing exact bytes, so each test controls the framing. Some
@@ -1671,7 +1671,7 @@ async fn an_upstream_slower_than_the_response_timeout_is_504() {
 
 #[tokio::test]
 async fn a_head_split_in_two_after_a_long_idle_period_is_served() {
-    // src/h1.rs: "The first request's head, and any head once its first byte is in, has the
+    // src/fast_path.rs: "The first request's head, and any head once its first byte is in, has the
     // header read timeout; a keep-alive connection waits for a new request up to the idle
     // timeout." So after idling longer than the header read timeout (but within the idle
     // timeout), a head that arrives in two parts close together must be served.

@@ -1,14 +1,15 @@
 //! HTTP/1.1 requests without a body, served without hyper.
 //!
 //! Most proxied traffic is GETs: a head, no body, a response streamed back. For those, this
-//! module parses the head with `httparse`, hands it to the handler (its direct path,
-//! [`App::direct`], when the request qualifies; else the same [`App::handle_request`] as every
-//! other request), and writes the response itself: one task, no channels, one write per
-//! response when the answer is small. Everything else on the connection (a request with a body, `Expect`,
-//! `Upgrade`, HTTP/1.0, HTTP/2's preface, anything malformed or over the limits) is handed to
-//! hyper together with the bytes already read, and hyper serves the connection from then on.
-//! So hyper stays the one place that decides about bodies, upgrades and protocol errors; this
-//! module only takes the requests whose framing cannot be ambiguous.
+//! module reads the head (parsed by the HTTP/1.1 codec, `crate::http1`), decides whether it can
+//! take the request, hands it to the handler (its direct path, [`App::direct`], when the request
+//! qualifies; else the same [`App::handle_request`] as every other request), and writes the
+//! response itself: one task, no channels, one write per response when the answer is small.
+//! Everything else on the connection (a request with a body, `Expect`, `Upgrade`, HTTP/1.0,
+//! HTTP/2's preface, anything malformed or over the limits) is handed to hyper together with
+//! the bytes already read, and hyper serves the connection from then on. So hyper stays the one
+//! place that decides about bodies, upgrades and protocol errors; this module only takes the
+//! requests whose framing cannot be ambiguous.
 //!
 //! Timeouts: the first request's head must arrive within `limits.header_read_timeout` of the
 //! connection; a keep-alive connection waits up to `limits.idle_timeout` for its next request,
@@ -26,17 +27,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
-use http::uri::PathAndQuery;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header,
-};
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::body::Body;
-use crate::error::HttpError;
 use crate::handler::{App, Conn, Direct};
+use crate::http1::connection::{self, Token};
+use crate::http1::head::{self, ParsedRequest};
+use crate::http1::{RawHead, chunked, framing, write};
+use crate::proxy::{UpstreamFailure, upstream_error};
 
 /// Where a connection stands when this module lets go of it.
 pub enum Outcome {
@@ -68,57 +69,10 @@ impl Limits {
     }
 }
 
-/// The most headers a request served here may have (more, up to `limits.max_headers`, go to
-/// hyper).
-const MAX_HEADERS: usize = 128;
 /// How much room a read asks for.
 const READ_SIZE: usize = 4096;
 /// A response is written out once this much of it is buffered.
 const WRITE_CHUNK: usize = 64 * 1024;
-
-/// A parsed request head this module can serve: the head's bytes, with where each header lies
-/// in them. The gateway's own fast path ([`App::direct`]) reads it as it is; everything else
-/// gets an `http::Request` made from it.
-pub struct RawHead {
-    head: Bytes,
-    pub method: Method,
-    pub target: PathAndQuery,
-    spans: Vec<(usize, usize, usize, usize)>,
-    /// The client asked to close after this request.
-    pub close: bool,
-}
-
-impl RawHead {
-    /// The headers as sent: names in the client's spelling, values as bytes.
-    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.spans
-            .iter()
-            .map(|&(ns, ne, vs, ve)| (&self.head[ns..ne], &self.head[vs..ve]))
-    }
-
-    /// The request as an `http::Request` without a body; the head's bytes back if a header
-    /// is not one `http` accepts (hyper then answers it).
-    fn into_request(self) -> Result<Request<Body>, Bytes> {
-        // Room for what the gateway adds (request id, identity, X-Forwarded-*) without
-        // regrowing.
-        let mut headers = HeaderMap::with_capacity(self.spans.len() + 12);
-        for &(ns, ne, vs, ve) in &self.spans {
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(&self.head[ns..ne]),
-                HeaderValue::from_maybe_shared(self.head.slice(vs..ve)),
-            ) else {
-                return Err(self.head);
-            };
-            headers.append(name, value);
-        }
-        let mut req = Request::new(crate::body::empty());
-        *req.method_mut() = self.method;
-        *req.uri_mut() = http::Uri::from(self.target);
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = headers;
-        Ok(req)
-    }
-}
 
 /// What reading the next request head gave.
 // Made once per request and moved once: boxing the head would cost more than its size.
@@ -155,7 +109,7 @@ where
         let app = app.load_full();
         let resp = match app.direct(&head, conn) {
             Direct::Take(plan) => app.forward_direct(plan, &head, conn).await,
-            Direct::Decline(verdict) => match head.into_request() {
+            Direct::Decline(verdict) => match head.into_request(crate::body::empty()) {
                 // Boxed: the general path's future is several times the size of the rest of
                 // this connection's, and an idle keep-alive connection should not carry it.
                 Ok(mut req) => {
@@ -176,7 +130,7 @@ where
         if let Err(Unfinished::Unsent(e)) = written {
             // The body failed before any byte of the answer left: answer 502 instead, as for
             // any other broken upstream answer. The client's connection is still sound.
-            let resp = HttpError::BadGateway(format!("the answer broke off: {e}")).response(false);
+            let resp = upstream_error(UpstreamFailure::BrokeOff(&*e)).response(false);
             written = write_response(io, resp, head_request, close, limits.idle_timeout).await;
         }
         if close || written.is_err() {
@@ -248,45 +202,21 @@ enum Parsed {
 }
 
 /// Parses a request head at the front of `buf` (removing it) when it is complete and is one
-/// this module serves.
+/// this module serves: origin-form HTTP/1.1 without a body, `Expect` or `Upgrade`.
 fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
-    let (len, method, target, spans) = {
-        let mut headers =
-            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut []);
-        let allowed = limits.max_headers.clamp(1, MAX_HEADERS);
-        let len = match req.parse_with_uninit_headers(buf, &mut headers[..allowed]) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Parsed::Partial,
-            // Malformed, HTTP/2's preface, too many headers: hyper gives the right answer.
-            Err(_) => return Parsed::NotOurs,
-        };
-        if req.version != Some(1) {
-            return Parsed::NotOurs;
-        }
-        let (Some(method), Some(path)) = (req.method, req.path) else {
-            return Parsed::NotOurs;
-        };
-        if !path.starts_with('/') {
-            return Parsed::NotOurs;
-        }
-        let target = path.as_ptr() as usize - buf.as_ptr() as usize;
-        (
-            len,
-            Method::from_bytes(method.as_bytes()),
-            (target, target + path.len()),
-            header_spans(buf, req.headers),
-        )
+    let head = match head::parse_request(buf, limits.max_headers) {
+        ParsedRequest::Complete(head) => head,
+        ParsedRequest::Partial => return Parsed::Partial,
+        // Malformed, HTTP/2's preface, too many headers: hyper gives the right answer.
+        ParsedRequest::Invalid => return Parsed::NotOurs,
     };
-    let Ok(method) = method else {
+    if head.version != 1 || !head.target(buf).starts_with(b"/") {
         return Parsed::NotOurs;
-    };
+    }
     // Decide before taking the bytes: a request that is not ours stays in the buffer for hyper.
     let mut close = false;
     let mut lengths = 0;
-    for &(ns, ne, vs, ve) in &spans {
-        let name = &buf[ns..ne];
-        let value = &buf[vs..ve];
+    for (name, value) in head.headers(buf) {
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
         }
@@ -299,48 +229,20 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
             return Parsed::NotOurs;
         }
         if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::NotOurs;
+            for token in connection::connection_tokens(value) {
+                match token {
+                    Token::Close => close = true,
+                    Token::Upgrade => return Parsed::NotOurs,
+                    Token::KeepAlive | Token::Names(_) => {}
                 }
             }
         }
     }
-    let head = buf.split_to(len).freeze();
-    let Ok(target) = PathAndQuery::from_maybe_shared(head.slice(target.0..target.1)) else {
-        // hyper answers the malformed target; it needs the bytes back.
-        let mut back = BytesMut::from(&head[..]);
-        back.extend_from_slice(buf);
-        *buf = back;
-        return Parsed::NotOurs;
-    };
-    Parsed::Complete(RawHead {
-        head,
-        method,
-        target,
-        spans,
-        close,
-    })
-}
-
-/// Where each parsed header's name and value lie in `buf` (start and end offsets), so that the
-/// values can later share the head's bytes once it is frozen.
-pub(crate) fn header_spans(
-    buf: &[u8],
-    headers: &[httparse::Header<'_>],
-) -> Vec<(usize, usize, usize, usize)> {
-    let base = buf.as_ptr() as usize;
-    headers
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, name + h.name.len(), value, value + h.value.len())
-        })
-        .collect()
+    // hyper answers a malformed target; `take` leaves the bytes in `buf` for it.
+    match head.take(buf, close) {
+        Some(head) => Parsed::Complete(head),
+        None => Parsed::NotOurs,
+    }
 }
 
 /// How a response body is framed on the wire.
@@ -373,24 +275,20 @@ where
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write::status_line(&mut out, status);
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = single_length(&parts.headers);
+    let declared = framing::single_length(&parts.headers);
     let framing = if bodiless || head_request {
         Framing::None
     } else if let Some(n) = declared {
         Framing::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
-        write_header(&mut out, b"content-length", n.to_string().as_bytes());
+        write::header_line(&mut out, b"content-length", n.to_string().as_bytes());
         Framing::Length(n)
     } else {
-        write_header(&mut out, b"transfer-encoding", b"chunked");
+        write::header_line(&mut out, b"transfer-encoding", b"chunked");
         Framing::Chunked
     };
     for (name, value) in &parts.headers {
@@ -400,13 +298,13 @@ where
         {
             continue;
         }
-        write_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        write::header_line(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !parts.headers.contains_key(header::DATE) {
-        with_date(|date| write_header(&mut out, b"date", date));
+        with_date(|date| write::header_line(&mut out, b"date", date));
     }
     if close {
-        write_header(&mut out, b"connection", b"close");
+        write::header_line(&mut out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -451,12 +349,7 @@ where
                         *n -= len;
                         out.extend_from_slice(&data);
                     }
-                    None if data.is_empty() => {}
-                    None => {
-                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        out.extend_from_slice(&data);
-                        out.extend_from_slice(b"\r\n");
-                    }
+                    None => chunked::encode_chunk(&mut out, &data),
                 }
                 if out.len() >= WRITE_CHUNK {
                     flush(io, &mut out, stall, &mut sent).await?;
@@ -478,34 +371,13 @@ where
                         Err(Unfinished::Broken)
                     }
                     None => {
-                        out.extend_from_slice(b"0\r\n\r\n");
+                        chunked::encode_end(&mut out);
                         flush(io, &mut out, stall, &mut sent).await
                     }
                 };
             }
         }
     }
-}
-
-/// The Content-Length a response declares, if it declares exactly one valid value.
-fn single_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    let v = first.to_str().ok()?;
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
-
-fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes out what is buffered; a client that takes none of it for `stall` is given up on.
