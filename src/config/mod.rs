@@ -100,7 +100,7 @@ pub struct Listen {
     pub redirect_http_to_https: bool,
     /// Serving threads, each running its own event loop and upstream connection pool.
     pub workers: usize,
-    /// Bodiless HTTP/1.1 requests are served by [`crate::h1`] (and the commonest proxied ones
+    /// Bodiless HTTP/1.1 requests are served by [`crate::fast_path`] (and the commonest proxied ones
     /// by the handler's direct path) rather than hyper. On by default; off is a way out if the
     /// fast path ever misbehaves, and how tests compare the two.
     pub fast_path: bool,
