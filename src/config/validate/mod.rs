@@ -287,19 +287,9 @@ pub(super) fn validate(
 fn header_name(cx: &Ctx, v: &Sp<String>, key: &str) -> Result<http::HeaderName, ConfigError> {
     let name = http::HeaderName::from_bytes(v.value.trim().as_bytes())
         .map_err(|_| cx.err(v, key, format!("invalid header name {:?}", v.value)))?;
-    let reserved = [
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "authorization",
-        "cookie",
-    ];
-    if reserved.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
+    // The hop-by-hop names (and Proxy-*) come from the codec, so config and the wire agree.
+    let owned = ["host", "content-length", "authorization", "cookie"];
+    if crate::http1::connection::is_hop_by_hop_name(&name) || owned.contains(&name.as_str()) {
         return Err(cx.err(v, key, format!("{:?} cannot be used here", v.value)));
     }
     Ok(name)
@@ -422,6 +412,28 @@ mod tests {
             .to_string();
         assert!(e.contains("routes[1].upstreem"), "{e}");
         assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn connection_headers_cannot_be_set_by_config() {
+        for name in [
+            "Connection",
+            "keep-alive",
+            "TE",
+            "Transfer-Encoding",
+            "Proxy-Foo",
+            "cookie",
+        ] {
+            let yaml = format!(
+                "version: 1\ncors:\n  allowed_origins: [\"https://a.example\"]\n  allowed_headers: [\"{name}\"]\n"
+            );
+            let e = load(&yaml).unwrap_err().to_string();
+            assert!(
+                e.contains("cors.allowed_headers[0]") && e.contains("cannot be used here"),
+                "{name}: {e}"
+            );
+        }
+        assert!(load("version: 1\ncors:\n  allowed_origins: [\"https://a.example\"]\n  allowed_headers: [\"x-trace\"]\n").is_ok());
     }
 
     #[test]
