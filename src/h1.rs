@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use crate::body::Body;
 use crate::error::HttpError;
-use crate::handler::{App, Conn, Direct};
+use crate::handler::{App, Conn, Planned};
 
 /// Where a connection stands when this module lets go of it.
 pub enum Outcome {
@@ -153,9 +153,9 @@ where
         };
         let (head_request, close) = (head.method == Method::HEAD, head.close);
         let app = app.load_full();
-        let resp = match app.direct(&head, conn) {
-            Direct::Take(plan) => app.forward_direct(plan, &head, conn).await,
-            Direct::Decline(verdict) => match head.into_request() {
+        let resp = match app.plan_forward(&head, conn) {
+            Planned::Take(plan) => app.forward_planned(plan, &head, conn).await,
+            Planned::Decline(verdict) => match head.into_request() {
                 // Boxed: the general path's future is several times the size of the rest of
                 // this connection's, and an idle keep-alive connection should not carry it.
                 Ok(mut req) => {

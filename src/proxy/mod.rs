@@ -26,7 +26,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::body::{self, Body};
 use crate::config::{UpstreamSettings, UpstreamTarget};
 use crate::error::HttpError;
-use headers::Forwarded;
 use route::{PathMatch, Route};
 
 /// Errors building the upstream client.
@@ -92,7 +91,6 @@ pub struct Forward<'a> {
     pub path: &'a str,
     /// How the route matched that path (for `strip_prefix`).
     pub matched: PathMatch<'a>,
-    pub forwarded: Forwarded<'a>,
     /// Whether a header name (as the client spelled it) is an identity header the gateway
     /// sets: `Connection` cannot remove those.
     pub identity: &'a (dyn Fn(&[u8]) -> bool + Sync),
@@ -178,7 +176,6 @@ impl Proxy {
         }
         let headers = req.headers_mut();
         headers::remove_hop_by_hop_request(headers, f.identity);
-        headers::set_forwarded(headers, &f.forwarded);
         if let Some(proto) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto.clone());
