@@ -475,3 +475,6 @@ pub fn finish(resp: &mut Response<Body>, hsts: Option<&HeaderValue>, s: Served<'
         request_id = s.request_id.to_str().unwrap_or("-"),
     );
 }
+
+#[cfg(test)]
+mod tests;
