@@ -1,8 +1,8 @@
 //! HTTP/1.1 requests without a body, served without hyper.
 //!
 //! Most proxied traffic is GETs: a head, no body, a response streamed back. For those, this
-//! module parses the head with `httparse`, hands it to the handler (its direct path,
-//! [`App::direct`], when the request qualifies; else the same [`App::handle_request`] as every
+//! module parses the head with `httparse`, hands it to the handler (its planned forward,
+//! [`App::plan_forward`], when the request qualifies; else the same [`App::handle_request`] as every
 //! other request), and writes the response itself: one task, no channels, one write per
 //! response when the answer is small. Everything else on the connection (a request with a body, `Expect`,
 //! `Upgrade`, HTTP/1.0, HTTP/2's preface, anything malformed or over the limits) is handed to
@@ -77,7 +77,7 @@ const READ_SIZE: usize = 4096;
 const WRITE_CHUNK: usize = 64 * 1024;
 
 /// A parsed request head this module can serve: the head's bytes, with where each header lies
-/// in them. The gateway's own fast path ([`App::direct`]) reads it as it is; everything else
+/// in them. The planned forward ([`App::plan_forward`]) reads it as it is; everything else
 /// gets an `http::Request` made from it.
 pub struct RawHead {
     head: Bytes,

@@ -11,8 +11,9 @@
 //! ([`proxy::route`]), enforces the route's auth policy and forwards through [`proxy`], which
 //! rewrites headers ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
 //! upstreams use its own HTTP/1.1 client ([`proxy::client`]). The commonest proxied request (a
-//! GET with a bearer token, or to a public route) takes the handler's direct path, which applies
-//! the same rules to the raw head without building a header map. Every error a client sees is
+//! GET with a bearer token, or to a public route) takes the fast path's planned forward
+//! ([`handler::planned`]), which applies the same rules ([`handler::policy`]) to the raw head
+//! without building a header map. Every error a client sees is
 //! shaped in one place, [`error`].
 //!
 //! # Modules
@@ -20,7 +21,8 @@
 //!   with `GATEWAY_<PATH>` environment overrides applied in between.
 //! - [`server`]: listeners, connection loop, graceful shutdown; [`run`] is the entry point.
 //! - [`h1`]: the HTTP/1.1 fast path for bodiless requests (`listen.fast_path`).
-//! - [`handler`]: the per-request pipeline.
+//! - [`handler`]: the per-request pipeline, the request policy both serving paths share
+//!   ([`handler::policy`]), forward-auth, and the fast path's planned forward.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
 //! - [`auth`]: accounts, passwords, tokens, sessions and the auth API.
 //! - [`metrics`]: Prometheus metrics and request ids.

@@ -6,7 +6,7 @@
 //! 3. The path is normalised once ([`crate::proxy::path`]); a path that cannot be normalised
 //!    safely is refused with 400. Everything below uses that one path.
 //! 4. The gateway's own auth API (under `auth.prefix`) is served here, and forward-auth
-//!    ([`verify`]).
+//!    (`verify.rs`).
 //! 5. The route table picks a route (404 when none matches).
 //! 6. The route's policy is enforced: public routes pass; `required` routes need a valid access
 //!    token (fail closed: any doubt is 401).
@@ -22,8 +22,8 @@
 //! headers; the planned path ([`planned`]) applies them to the HTTP/1.1 fast path's raw head
 //! for the requests it can take, and declines every other request to this pipeline.
 //!
-//! Files: this one (the pipeline, [`App`]), [`policy`] (the rules), [`meta`] (client address,
-//! host, HTTPS), [`verify`] (forward-auth), [`planned`] (the fast path's pre-planned forward).
+//! Files: this one (the pipeline, [`App`]), [`policy`] (the rules), `meta.rs` (client address,
+//! host, HTTPS), `verify.rs` (forward-auth), [`planned`] (the fast path's pre-planned forward).
 
 mod meta;
 pub mod planned;

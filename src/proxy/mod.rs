@@ -52,7 +52,8 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// share behind an `Arc`.
 pub struct Proxy {
     clients: Box<[UpstreamClient]>,
-    /// Pools of the direct client, for requests without a body to plain-HTTP upstreams.
+    /// Pools of the gateway's own HTTP/1.1 upstream client ([`client`]), for requests without
+    /// a body to plain-HTTP upstreams.
     pools: Arc<client::Pools>,
     settings: UpstreamSettings,
     max_body_bytes: u64,
@@ -84,7 +85,8 @@ fn linger(body: Body) {
     });
 }
 
-/// What [`Proxy::forward`] needs to know about a request besides the request itself.
+/// What [`Proxy::forward`] needs to know about a request besides the request itself. The
+/// request's forwarding headers are already set ([`crate::handler::policy::ForwardingPlan`]).
 pub struct Forward<'a> {
     pub route: &'a Route,
     /// The normalised request path that routing and authorisation used.
@@ -210,7 +212,7 @@ impl Proxy {
             && *scheme == http::uri::Scheme::HTTP
             && http_body::Body::is_end_stream(req.body())
         {
-            return self.send_direct(&req, authority, f.route).await;
+            return self.send_bodiless(&req, authority, f.route).await;
         }
 
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
@@ -269,8 +271,8 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Sends a request without a body over the direct client ([`client`]).
-    async fn send_direct(
+    /// Sends a request without a body over the HTTP/1.1 upstream client ([`client`]).
+    async fn send_bodiless(
         &self,
         req: &Request<Body>,
         authority: &http::uri::Authority,
@@ -281,8 +283,8 @@ impl Proxy {
     }
 
     /// Sends a serialised head of a request without a body to `authority` (a plain-HTTP
-    /// upstream of `route`) over the direct client: the HTTP/1.1 fast path builds the head
-    /// itself ([`crate::handler::App::forward_direct`]).
+    /// upstream of `route`) over the HTTP/1.1 upstream client: the fast path's planned forward
+    /// builds the head itself ([`crate::handler::App::forward_planned`]).
     pub async fn send_head(
         &self,
         authority: &http::uri::Authority,
