@@ -185,9 +185,8 @@ impl App {
             .route
             .as_ref()
             .map_or(&"-" as &dyn std::fmt::Display, |r| r);
-        policy::finish(
+        self.finish(
             &mut resp,
-            self.hsts.as_ref(),
             Served {
                 conn,
                 method: &method,
@@ -212,7 +211,7 @@ impl App {
         log: &mut AccessLog,
     ) -> Result<Response<Body>, HttpError> {
         let raw_path = req.uri().path();
-        if raw_path == self.config.health.live || raw_path == self.config.health.ready {
+        if self.is_health(raw_path) {
             log.path = raw_path.to_owned();
             // Probes read; any other method is a mistake, said as for the auth API's paths.
             if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -286,7 +285,7 @@ impl App {
         let route = matched.route.clone();
         log.route = Some(RouteLabel::Route(route.clone()));
         log.stats = self.route_stats.get(route.index).cloned();
-        let cors = self.cors.as_ref().filter(|_| route.spec.cors);
+        let cors = self.route_cors(&route);
         if let Some(cors) = cors
             && Cors::is_preflight(req.method(), req.headers())
         {
@@ -463,6 +462,31 @@ impl App {
             crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, via_cookie);
         }
         Ok(with_set_cookies(resp, set_cookies))
+    }
+
+    /// Whether `raw_path` is one of the health endpoints.
+    fn is_health(&self, raw_path: &str) -> bool {
+        raw_path == self.config.health.live || raw_path == self.config.health.ready
+    }
+
+    /// Whether a normalised path is served by the gateway itself: forward-auth or the auth API.
+    fn is_gateway_api(&self, path: &str) -> bool {
+        path == self.verify_path || self.auth.owns(path)
+    }
+
+    /// The CORS settings that apply to `route` (`None` when CORS is off or not for it).
+    fn route_cors(&self, route: &crate::proxy::route::Route) -> Option<&Cors> {
+        self.cors.as_ref().filter(|_| route.spec.cors)
+    }
+
+    /// The counters of the route with this index.
+    fn route_stats(&self, index: usize) -> &RouteStats {
+        self.route_stats.get(index).unwrap_or(&self.other_stats)
+    }
+
+    /// The response epilogue ([`policy::finish`]) with this app's HSTS setting.
+    fn finish(&self, resp: &mut Response<Body>, served: Served<'_>) {
+        policy::finish(resp, self.hsts.as_ref(), served);
     }
 
     fn ready(&self) -> Response<Body> {

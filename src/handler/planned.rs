@@ -124,17 +124,17 @@ impl App {
             }
         }
         let raw_path = head.target.path();
-        if raw_path == self.config.health.live || raw_path == self.config.health.ready {
+        if self.is_health(raw_path) {
             return None;
         }
         let host = canonical_host(std::str::from_utf8(admission.host?).ok()?)?;
         let path = path::normalize(raw_path).ok()?;
-        if path == self.verify_path || self.auth.owns(&path) {
+        if self.is_gateway_api(&path) {
             return None;
         }
         let matched = self.routes.find(Some(&host), &head.method, &path)?;
         let route = &matched.route;
-        if route.spec.cors && self.cors.is_some() {
+        if self.route_cors(route).is_some() {
             return None;
         }
         let UpstreamTarget::Http {
@@ -276,9 +276,8 @@ impl App {
             let status = resp.status();
             crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, false);
         }
-        policy::finish(
+        self.finish(
             &mut resp,
-            self.hsts.as_ref(),
             Served {
                 conn,
                 method: &head.method,
@@ -288,10 +287,7 @@ impl App {
                 user: plan.claims.as_deref(),
                 request_id: &request_id,
                 start,
-                stats: self
-                    .route_stats
-                    .get(route.index)
-                    .unwrap_or(&self.other_stats),
+                stats: self.route_stats(route.index),
                 upstream_time: Some(upstream_time),
             },
         );
