@@ -8,8 +8,9 @@
 //! answered by [`h1`]; anything else (bodies, upgrades, HTTP/2, malformed heads) is handed to
 //! hyper for the rest of the connection. Either way each request goes to [`handler`], which
 //! answers health checks, normalises the path ([`proxy::path`]), matches a route
-//! ([`proxy::route`]), enforces the route's auth policy and forwards through [`proxy`], which
-//! rewrites headers ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
+//! ([`proxy::route`]), enforces the route's auth policy, sets the forwarding headers
+//! ([`handler::policy`]) and forwards through [`proxy`], which drops hop-by-hop headers
+//! ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
 //! upstreams use its own HTTP/1.1 client ([`proxy::client`]). The commonest proxied request (a
 //! GET with a bearer token, or to a public route) takes the fast path's planned forward
 //! ([`handler::planned`]), which applies the same rules ([`handler::policy`]) to the raw head

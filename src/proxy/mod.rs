@@ -1,7 +1,8 @@
 //! Forwarding to upstreams: routing, header rewriting, streaming bodies, upgrades.
 //!
 //! [`Proxy::forward`] takes a request that has already been routed and authorised (on the
-//! normalised path, see [`path`]), rewrites it for the upstream ([`headers`]), sends it over a
+//! normalised path, see [`path`]) and given its forwarding headers by the handler's request
+//! policy, drops its hop-by-hop headers ([`headers`]), sends it over a
 //! pooled connection and streams the answer back. Bodies are never buffered whole. An HTTP/1.1
 //! `Upgrade` (WebSocket) that the upstream accepts with 101 becomes a byte tunnel between the two
 //! upgraded connections.
