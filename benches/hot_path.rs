@@ -18,7 +18,8 @@ use gateway::auth::revocation::Revocations;
 use gateway::auth::service::{AuthService, ServiceSettings};
 use gateway::auth::token::{self, AccessClaims, Algorithm, Keys, Subject, TokenSettings};
 use gateway::clock::Clock;
-use gateway::proxy::headers::{self, Forwarded, IDENTITY_PREFIX};
+use gateway::handler::policy::ForwardingPlan;
+use gateway::proxy::headers::{self, IDENTITY_PREFIX};
 use gateway::proxy::path;
 use gateway::proxy::route::RouteTable;
 use gateway::secret::{Secret, SecretString};
@@ -216,21 +217,23 @@ fn header_rewriting(c: &mut Criterion) {
         HeaderName::from_static("x-auth-roles"),
     ];
     let base = request_headers();
-    let forwarded = Forwarded {
-        peer: "127.0.0.1".parse().unwrap(),
-        trusted: false,
-        proto: "http",
-        host: Some("app.example.com"),
-        client: "127.0.0.1".parse().unwrap(),
-        strip: &[],
-    };
+    let untrusted = |_| false;
+    let forwarded = ForwardingPlan::new(
+        &base,
+        "127.0.0.1".parse().unwrap(),
+        &untrusted,
+        false,
+        Some(b"app.example.com"),
+        false,
+        &[],
+    );
     c.bench_function("headers/strip_identity+forwarded+hop_by_hop", |b| {
         b.iter_batched_ref(
             || base.clone(),
             |h| {
                 headers::strip_identity(h, IDENTITY_PREFIX, &names);
                 headers::remove_hop_by_hop(h);
-                headers::set_forwarded(h, &forwarded);
+                forwarded.apply(h);
             },
             criterion::BatchSize::SmallInput,
         )

@@ -2,14 +2,14 @@
 //!
 //! Most proxied traffic is GETs: a head, no body, a response streamed back. For those, this
 //! module reads the head (parsed by the HTTP/1.1 codec, `crate::http1`), decides whether it can
-//! take the request, hands it to the handler (its direct path, [`App::direct`], when the request
-//! qualifies; else the same [`App::handle_request`] as every other request), and writes the
-//! response itself: one task, no channels, one write per response when the answer is small.
-//! Everything else on the connection (a request with a body, `Expect`, `Upgrade`, HTTP/1.0,
-//! HTTP/2's preface, anything malformed or over the limits) is handed to hyper together with
-//! the bytes already read, and hyper serves the connection from then on. So hyper stays the one
-//! place that decides about bodies, upgrades and protocol errors; this module only takes the
-//! requests whose framing cannot be ambiguous.
+//! take the request, hands it to the handler (its planned forward, [`App::plan_forward`], when
+//! the request qualifies; else the same [`App::handle_request`] as every other request), and
+//! writes the response itself: one task, no channels, one write per response when the answer is
+//! small. Everything else on the connection (a request with a body, `Expect`, `Upgrade`,
+//! HTTP/1.0, HTTP/2's preface, anything malformed or over the limits) is handed to hyper
+//! together with the bytes already read, and hyper serves the connection from then on. So hyper
+//! stays the one place that decides about bodies, upgrades and protocol errors; this module only
+//! takes the requests whose framing cannot be ambiguous.
 //!
 //! Timeouts: the first request's head must arrive within `limits.header_read_timeout` of the
 //! connection; a keep-alive connection waits up to `limits.idle_timeout` for its next request,
@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::body::Body;
-use crate::handler::{App, Conn, Direct};
+use crate::handler::{App, Conn, Planned};
 use crate::http1::connection::{self, Token};
 use crate::http1::head::{self, ParsedRequest};
 use crate::http1::{RawHead, chunked, framing, write};
@@ -107,9 +107,9 @@ where
         };
         let (head_request, close) = (head.method == Method::HEAD, head.close);
         let app = app.load_full();
-        let resp = match app.direct(&head, conn) {
-            Direct::Take(plan) => app.forward_direct(plan, &head, conn).await,
-            Direct::Decline(verdict) => match head.into_request(crate::body::empty()) {
+        let resp = match app.plan_forward(&head, conn) {
+            Planned::Take(plan) => app.forward_planned(plan, &head, conn).await,
+            Planned::Decline(verdict) => match head.into_request(crate::body::empty()) {
                 // Boxed: the general path's future is several times the size of the rest of
                 // this connection's, and an idle keep-alive connection should not carry it.
                 Ok(mut req) => {

@@ -8,11 +8,13 @@
 //! answered by [`fast_path`]; anything else (bodies, upgrades, HTTP/2, malformed heads) is handed to
 //! hyper for the rest of the connection. Either way each request goes to [`handler`], which
 //! answers health checks, normalises the path ([`proxy::path`]), matches a route
-//! ([`proxy::route`]), enforces the route's auth policy and forwards through [`proxy`], which
-//! rewrites headers ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
-//! upstreams use its own HTTP/1.1 client ([`proxy::http1_client`]). The commonest proxied request (a
-//! GET with a bearer token, or to a public route) takes the handler's direct path, which applies
-//! the same rules to the raw head without building a header map. Every error a client sees is
+//! ([`proxy::route`]), enforces the route's auth policy, sets the forwarding headers
+//! ([`handler::policy`]) and forwards through [`proxy`], which drops hop-by-hop headers
+//! ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
+//! upstreams use its own HTTP/1.1 client ([`proxy::http1_client`]). The commonest proxied
+//! request (a GET with a bearer token, or to a public route) takes the fast path's planned
+//! forward ([`handler::planned`]), which applies the same rules ([`handler::policy`]) to the raw
+//! head without building a header map. Every error a client sees is
 //! shaped in one place, [`error`].
 //!
 //! # Modules
@@ -22,7 +24,8 @@
 //! - [`fast_path`]: the HTTP/1.1 fast path for bodiless requests (`listen.fast_path`).
 //! - `http1`: the HTTP/1.1 codec (heads, `Connection` and hop-by-hop headers, framing, chunked
 //!   coding) that the fast path, the upstream client and the header rewrite share.
-//! - [`handler`]: the per-request pipeline.
+//! - [`handler`]: the per-request pipeline, the request policy both serving paths share
+//!   ([`handler::policy`]), forward-auth, and the fast path's planned forward.
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
 //! - [`auth`]: accounts, passwords, tokens and sessions ([`auth::service`], no HTTP), and their
 //!   HTTP surface ([`auth::http`]: the auth API, admission to protected routes, hosted pages).

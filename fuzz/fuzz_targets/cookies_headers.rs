@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 use gateway::auth::http::cookies::{self, Csrf};
 use gateway::auth::http::{self as auth_http, form};
+use gateway::handler::policy::ForwardingPlan;
 use gateway::proxy::{headers, path};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -164,17 +165,17 @@ fn header_rewriting(input: &Input<'_>, mut map: HeaderMap) {
         assert!(!k.as_str().starts_with("proxy-"), "{k} survived");
     }
 
-    headers::set_forwarded(
-        &mut map,
-        &headers::Forwarded {
-            peer: "192.0.2.7".parse().expect("ip"),
-            trusted: input.trusted,
-            proto: "https",
-            host: Some(input.host),
-            client: "192.0.2.7".parse().expect("ip"),
-            strip: &[],
-        },
+    let trusted = |_| input.trusted;
+    let plan = ForwardingPlan::new(
+        &map,
+        "192.0.2.7".parse().expect("ip"),
+        &trusted,
+        true,
+        Some(input.host.as_bytes()),
+        input.keep_bearer,
+        &[],
     );
+    plan.apply(&mut map);
     let xff = map.get_all("x-forwarded-for").iter().count();
     assert_eq!(xff, 1, "x-forwarded-for appears {xff} times");
     if !input.trusted {

@@ -3,7 +3,8 @@
 //! An upstream behind the gateway often has no auth code of its own and so says nothing about
 //! caching: its pages would be kept by the browser (and shown again by Back after sign-out) and
 //! by any shared cache or CDN in front of the gateway. [`protect`] is the one rule, called by
-//! both serving paths (the general path in [`crate::handler`] and the HTTP/1.1 direct path) on
+//! both serving paths (the general path in [`crate::handler`] and the fast path's planned forward,
+//! [`crate::handler::planned`]) on
 //! the upstream's answer to a request the gateway authenticated:
 //!
 //! - an answer without `Cache-Control` gets `private, no-store` (the route's `cache: no-store`,

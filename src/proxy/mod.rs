@@ -1,7 +1,8 @@
 //! Forwarding to upstreams: routing, header rewriting, streaming bodies, upgrades.
 //!
 //! [`Proxy::forward`] takes a request that has already been routed and authorised (on the
-//! normalised path, see [`path`]), rewrites it for the upstream ([`headers`]), sends it over a
+//! normalised path, see [`path`]) and given its forwarding headers by the handler's request
+//! policy, drops its hop-by-hop headers ([`headers`]), sends it over a
 //! pooled connection and streams the answer back. Bodies are never buffered whole. An HTTP/1.1
 //! `Upgrade` (WebSocket) that the upstream accepts with 101 becomes a byte tunnel between the two
 //! upgraded connections.
@@ -27,7 +28,6 @@ use crate::body::{self, Body};
 use crate::config::{UpstreamSettings, UpstreamTarget};
 use crate::error::HttpError;
 use crate::http1::write;
-use headers::Forwarded;
 use route::{PathMatch, Route};
 
 /// Errors building the upstream client.
@@ -54,8 +54,8 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// share behind an `Arc`.
 pub struct Proxy {
     clients: Box<[UpstreamClient]>,
-    /// Pools of the built-in HTTP/1.1 client, for requests without a body to plain-HTTP
-    /// upstreams.
+    /// Pools of the built-in HTTP/1.1 upstream client ([`http1_client`]), for requests without
+    /// a body to plain-HTTP upstreams.
     pools: Arc<http1_client::Pools>,
     settings: UpstreamSettings,
     max_body_bytes: u64,
@@ -87,14 +87,14 @@ fn linger(body: Body) {
     });
 }
 
-/// What [`Proxy::forward`] needs to know about a request besides the request itself.
+/// What [`Proxy::forward`] needs to know about a request besides the request itself. The
+/// request's forwarding headers are already set ([`crate::handler::policy::ForwardingPlan`]).
 pub struct Forward<'a> {
     pub route: &'a Route,
     /// The normalised request path that routing and authorisation used.
     pub path: &'a str,
     /// How the route matched that path (for `strip_prefix`).
     pub matched: PathMatch<'a>,
-    pub forwarded: Forwarded<'a>,
     /// Whether a header name (as the client spelled it) is an identity header the gateway
     /// sets: `Connection` cannot remove those.
     pub identity: &'a (dyn Fn(&[u8]) -> bool + Sync),
@@ -180,7 +180,6 @@ impl Proxy {
         }
         let headers = req.headers_mut();
         headers::remove_hop_by_hop_request(headers, f.identity);
-        headers::set_forwarded(headers, &f.forwarded);
         if let Some(proto) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, proto.clone());
@@ -215,7 +214,7 @@ impl Proxy {
             && *scheme == http::uri::Scheme::HTTP
             && http_body::Body::is_end_stream(req.body())
         {
-            return self.send_direct(&req, authority, f.route).await;
+            return self.send_bodiless(&req, authority, f.route).await;
         }
 
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
@@ -276,7 +275,7 @@ impl Proxy {
 
 impl Proxy {
     /// Sends a request without a body over the built-in HTTP/1.1 client ([`http1_client`]).
-    async fn send_direct(
+    async fn send_bodiless(
         &self,
         req: &Request<Body>,
         authority: &http::uri::Authority,
@@ -287,8 +286,8 @@ impl Proxy {
     }
 
     /// Sends a serialised head of a request without a body to `authority` (a plain-HTTP
-    /// upstream of `route`) over the built-in HTTP/1.1 client: the fast path builds the head
-    /// itself ([`crate::handler::App::forward_direct`]).
+    /// upstream of `route`) over the built-in HTTP/1.1 client: the fast path's planned forward
+    /// builds the head itself ([`crate::handler::App::forward_planned`]).
     pub async fn send_head(
         &self,
         authority: &http::uri::Authority,

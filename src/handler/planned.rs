@@ -1,0 +1,280 @@
+//! The planned path: the HTTP/1.1 fast path's pre-planned forward for the commonest proxied
+//! request, a bodiless GET or HEAD to a plain-HTTP upstream, on a public route or with a bearer
+//! token.
+//!
+//! [`App::plan_forward`] decides from the raw head ([`RawHead`]) and has no side effects; when
+//! it takes the request, [`App::forward_planned`] writes the upstream request head straight
+//! from the client's header bytes plus the gateway's additions, with no `http::Request` and no
+//! header map in between (they cost more than everything else the gateway does per request;
+//! see BENCHMARKS.md). The rules are the general path's, from [`super::policy`], over the same
+//! [`HeaderView`]: [`policy::admission`] and [`policy::access`] decide, and the
+//! [`ForwardingPlan`] says which client headers stay behind and what the gateway sets, which
+//! this module writes out as bytes. Here only what is particular to bytes:
+//!
+//! - hop-by-hop headers (and `close` when `Connection: close` names it) are dropped; a
+//!   `Connection` naming any other header sends the request the general way;
+//! - identity headers in any spelling are dropped, and the token's claims are written as the
+//!   identity headers ([`crate::auth::http::AuthApi::identity_lines`]) on required routes;
+//! - to the answer on a required route: the caching headers of [`crate::proxy::cache`], as on
+//!   the general path; then the same epilogue ([`policy::finish`]).
+//!
+//! Everything else goes the general way, decided before anything happens: other methods, any
+//! `Cookie` (gateway cookies must be stripped, and cookie sessions may refresh), CORS routes,
+//! identity assertions, the health endpoints, the auth API and forward-auth, HTTPS redirects,
+//! `Connection` naming other headers, and every refusal: a request that would get a 400, 401,
+//! 403 or 404 is answered by the general path, so those answers have one implementation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::uri::{Authority, Scheme};
+use http::{Method, Response};
+
+use super::meta::canonical_host;
+use super::policy::{self, Access, ForwardingPlan, HeaderView, REQUEST_ID, Served};
+use super::{App, Conn};
+use crate::auth::http::TokenVerdict;
+use crate::auth::token::AccessClaims;
+use crate::body::Body;
+use crate::config::{AuthPolicy, UpstreamTarget};
+use crate::http1::connection::{self, Token};
+use crate::http1::{RawHead, write};
+use crate::metrics::AuthOutcome;
+use crate::proxy::headers::{REAL_IP, peer_value};
+use crate::proxy::path;
+use crate::proxy::route::Route;
+
+/// What [`App::plan_forward`] decided.
+pub enum Planned {
+    /// The planned path serves the request.
+    Take(ForwardPlan),
+    /// The general path serves it; with the bearer token's verdict when the planned path has
+    /// already checked it and found it wanting, so that it is not verified twice.
+    Decline(Option<TokenVerdict>),
+}
+
+/// What [`App::plan_forward`] decided for a request it takes.
+pub struct ForwardPlan {
+    route: Arc<Route>,
+    authority: Authority,
+    /// The request target for the upstream: its base path, the path after `strip_prefix`,
+    /// the query.
+    target: String,
+    /// The token's claims, on a required route.
+    claims: Option<Arc<AccessClaims>>,
+    /// The normalised path (for the access log).
+    path: String,
+    /// `Connection: close` was sent: a header named `close` is hop-by-hop too.
+    close_listed: bool,
+}
+
+/// Whether a header is hop-by-hop by name (with `close` when `Connection: close` named it).
+fn hop_by_hop(name: &[u8], close_listed: bool) -> bool {
+    connection::is_hop_by_hop(name) || (close_listed && name.eq_ignore_ascii_case(b"close"))
+}
+
+impl App {
+    /// Whether the fast path's planned forward serves this request, and how.
+    pub fn plan_forward(&self, head: &RawHead, conn: Conn) -> Planned {
+        let mut verdict = None;
+        match self.plan(head, conn, &mut verdict) {
+            Some(plan) => Planned::Take(plan),
+            None => Planned::Decline(verdict),
+        }
+    }
+
+    /// [`App::plan_forward`]'s decision; `None` sends the request the general way (with
+    /// `verdict` set when a bearer token was checked and refused).
+    fn plan(
+        &self,
+        head: &RawHead,
+        conn: Conn,
+        verdict: &mut Option<TokenVerdict>,
+    ) -> Option<ForwardPlan> {
+        if !matches!(head.method, Method::GET | Method::HEAD)
+            || (!conn.tls && self.config.listen.redirect_http_to_https)
+        {
+            return None;
+        }
+        let admission = policy::admission(head);
+        if admission.cookie || admission.several_hosts || admission.several_authorizations {
+            return None;
+        }
+        let mut close_listed = false;
+        for value in head.get_all("connection") {
+            for token in connection::connection_tokens(value) {
+                match token {
+                    Token::Close => close_listed = true,
+                    Token::KeepAlive => {}
+                    Token::Upgrade | Token::Names(_) => return None,
+                }
+            }
+        }
+        let raw_path = head.target.path();
+        if self.is_health(raw_path) {
+            return None;
+        }
+        let host = canonical_host(std::str::from_utf8(admission.host?).ok()?)?;
+        let path = path::normalize(raw_path).ok()?;
+        if self.is_gateway_api(&path) {
+            return None;
+        }
+        let matched = self.routes.find(Some(&host), &head.method, &path)?;
+        let route = &matched.route;
+        if self.route_cors(route).is_some() {
+            return None;
+        }
+        let UpstreamTarget::Http {
+            scheme,
+            authority,
+            base_path,
+        } = &route.spec.upstream
+        else {
+            return None;
+        };
+        if *scheme != Scheme::HTTP {
+            return None;
+        }
+        let claims = match &route.spec.policy {
+            AuthPolicy::Public => None,
+            AuthPolicy::Required { roles } => {
+                if self.auth.has_assertion() {
+                    return None;
+                }
+                let claims = match self.auth.service().authenticate(admission.bearer()?) {
+                    Ok(claims) => claims,
+                    Err(e) => {
+                        // Only a plain refusal is passed on: anything else (the store being
+                        // out of date) the general path finds out for itself.
+                        if let crate::auth::AuthError::NotAuthenticated(reason) = e {
+                            *verdict = Some(TokenVerdict(
+                                crate::auth::http::Unauthenticated::Rejected(reason),
+                            ));
+                        }
+                        return None;
+                    }
+                };
+                if policy::access(route, roles, matched.path.owner, &claims) != Access::Granted {
+                    return None;
+                }
+                Some(claims)
+            }
+        };
+        let upstream_path = route.upstream_path(&path, &matched.path);
+        let query = head.target.query();
+        let mut target = String::with_capacity(
+            base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        target.push_str(base_path);
+        target.push_str(upstream_path);
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        Some(ForwardPlan {
+            route: route.clone(),
+            authority: authority.clone(),
+            target,
+            claims,
+            path,
+            close_listed,
+        })
+    }
+
+    /// Forwards a request [`App::plan_forward`] took and returns the upstream's answer (or the
+    /// error answer), with the same response headers, metrics and access-log line as the
+    /// general path.
+    pub async fn forward_planned(
+        &self,
+        plan: ForwardPlan,
+        head: &RawHead,
+        conn: Conn,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        if plan.claims.is_some() {
+            self.metrics.auth_outcome(AuthOutcome::Ok);
+        }
+        let route = &plan.route;
+        let peer = conn.peer.ip();
+        let trusted = |ip| self.is_trusted(ip);
+        let forwarding = ForwardingPlan::new(
+            head,
+            peer,
+            &trusted,
+            conn.tls,
+            head.first("host"),
+            route.spec.forward_token,
+            &self.config.upstream.strip_request_headers,
+        );
+        let request_id = policy::request_id(forwarding.trusted, head);
+
+        let mut out = Vec::with_capacity(768);
+        write::request_line(&mut out, &head.method, plan.target.as_bytes());
+        for (name, value) in head.headers() {
+            if hop_by_hop(name, plan.close_listed)
+                || self.auth.is_identity_name(name)
+                || forwarding.drops(name, value)
+            {
+                continue;
+            }
+            write::header_line(&mut out, name, value);
+        }
+        write::header_line(
+            &mut out,
+            REQUEST_ID.as_str().as_bytes(),
+            request_id.as_bytes(),
+        );
+        if let Some(claims) = &plan.claims {
+            self.auth.identity_lines(claims, &mut out);
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for hop in forwarding.chain(head) {
+            out.extend_from_slice(hop);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(peer_value(peer).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        write::header_line(
+            &mut out,
+            REAL_IP.as_str().as_bytes(),
+            peer_value(forwarding.client).as_bytes(),
+        );
+        if let Some(proto) = forwarding.set_proto() {
+            write::header_line(&mut out, b"x-forwarded-proto", proto.as_bytes());
+        }
+        if let Some(host) = forwarding.set_host() {
+            write::header_line(&mut out, b"x-forwarded-host", host);
+        }
+        out.extend_from_slice(b"\r\n");
+
+        let sent = Instant::now();
+        let answer = self
+            .proxy
+            .send_head(&plan.authority, &out, &head.method, route)
+            .await;
+        let upstream_time = sent.elapsed();
+        let mut resp =
+            answer.unwrap_or_else(|e| e.response(policy::wants_html(&head.method, head)));
+        if plan.claims.is_some() {
+            // Only bearer tokens come this way (any Cookie goes the general way).
+            let status = resp.status();
+            crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, false);
+        }
+        self.finish(
+            &mut resp,
+            Served {
+                conn,
+                method: &head.method,
+                path: &plan.path,
+                route: &route.spec.name,
+                upstream: &route.spec.upstream,
+                user: plan.claims.as_deref(),
+                request_id: &request_id,
+                start,
+                stats: self.route_stats(route.index),
+                upstream_time: Some(upstream_time),
+            },
+        );
+        resp
+    }
+}
