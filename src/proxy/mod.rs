@@ -209,7 +209,8 @@ impl Proxy {
             .map_err(|e| HttpError::BadRequest(format!("cannot forward this path: {e}")))?;
         *req.version_mut() = Version::HTTP_11;
 
-        if client_upgrade.is_none()
+        if self.settings.builtin_client
+            && client_upgrade.is_none()
             && *scheme == http::uri::Scheme::HTTP
             && http_body::Body::is_end_stream(req.body())
         {
@@ -218,18 +219,7 @@ impl Proxy {
 
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let req = req.map(|b| Limited::new(b, limit).boxed());
-
-        let sent = tokio::time::timeout(self.settings.response_timeout, self.client().request(req));
-        let mut resp = match sent.await {
-            Err(_) => {
-                return Err(HttpError::GatewayTimeout(format!(
-                    "{} gave no response within {:?}",
-                    f.route.spec.upstream, self.settings.response_timeout
-                )));
-            }
-            Ok(Err(e)) => return Err(classify(&e, &f.route.spec.upstream.to_string())),
-            Ok(Ok(resp)) => resp,
-        };
+        let mut resp = self.send_hyper(req, f.route).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
@@ -272,6 +262,60 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Sends a request over hyper's client, within the response timeout.
+    async fn send_hyper(
+        &self,
+        req: Request<Body>,
+        route: &Route,
+    ) -> Result<Response<hyper::body::Incoming>, HttpError> {
+        let sent = tokio::time::timeout(self.settings.response_timeout, self.client().request(req));
+        match sent.await {
+            Err(_) => Err(HttpError::GatewayTimeout(format!(
+                "{} gave no response within {:?}",
+                route.spec.upstream, self.settings.response_timeout
+            ))),
+            Ok(Err(e)) => Err(classify(&e, &route.spec.upstream.to_string())),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// [`Proxy::send_head`] with `upstream.builtin_client: false`: the head is read back into a
+    /// request and sent over hyper's client, like every other request. Not the fast path's speed,
+    /// but its exact headers, so the built-in client can be compared with hyper's.
+    async fn send_head_hyper(
+        &self,
+        authority: &http::uri::Authority,
+        head: &[u8],
+        route: &Route,
+    ) -> Result<Response<Body>, HttpError> {
+        let unreadable = || {
+            HttpError::BadGateway(format!(
+                "{}: cannot read back the request head",
+                route.spec.upstream
+            ))
+        };
+        // The head has one line per header, and then some.
+        let lines = head.iter().filter(|&&b| b == b'\n').count();
+        let mut fields = vec![httparse::EMPTY_HEADER; lines];
+        let mut parsed = httparse::Request::new(&mut fields);
+        if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
+            return Err(unreadable());
+        }
+        let (Some(method), Some(target)) = (parsed.method, parsed.path) else {
+            return Err(unreadable());
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{authority}{target}"));
+        for h in parsed.headers.iter() {
+            req = req.header(h.name, h.value);
+        }
+        let req = req.body(body::empty()).map_err(|_| unreadable())?;
+        let mut resp = self.send_hyper(req, route).await?;
+        headers::remove_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(body::boxed))
+    }
+
     /// Sends a request without a body over the direct client ([`client`]).
     async fn send_direct(
         &self,
@@ -293,6 +337,9 @@ impl Proxy {
         method: &http::Method,
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
+        if !self.settings.builtin_client {
+            return self.send_head_hyper(authority, head, route).await;
+        }
         let worker = WORKER.with(|w| w.get());
         let sent = self.pools.send(worker, authority, head, method);
         match tokio::time::timeout(self.settings.response_timeout, sent).await {
