@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::raw;
 use crate::util::*;
 
 const PW: &str = "limits-suite-pw-1";
@@ -382,13 +383,13 @@ async fn oversized_heads_are_431() {
         "GET /public/big HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    let out = raw(gw.http, big.as_bytes(), Duration::from_secs(10)).await;
+    let out = raw::until_close(gw.http, big.as_bytes(), Duration::from_secs(10)).await;
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 431"), "{out}");
 
     let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
     let req_text =
         format!("GET /public/many HTTP/1.1\r\nHost: localhost\r\n{many}Connection: close\r\n\r\n");
-    let out = raw(gw.http, req_text.as_bytes(), Duration::from_secs(10)).await;
+    let out = raw::until_close(gw.http, req_text.as_bytes(), Duration::from_secs(10)).await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 
     // Within the limits the same route works.

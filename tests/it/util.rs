@@ -411,17 +411,6 @@ pub fn req(method: &str, url: &str) -> http::request::Builder {
     Request::builder().method(method).uri(url)
 }
 
-/// Writes raw bytes on a new TCP connection and reads until the server closes it or `wait`
-/// passes. For tests that need requests no client library would send.
-pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Sends a request with any body (e.g. a stream) and reads the whole response.
 pub async fn send_body<B>(req: Request<B>) -> Result<Resp, hyper_util::client::legacy::Error>
 where

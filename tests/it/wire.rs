@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::raw;
 use crate::util::*;
 
 /// A gateway with a public route named `pub` to `up`, the fast path on or off, and `limits`
@@ -70,7 +71,7 @@ async fn header_count_limit_holds_on_h2_as_on_h1() {
 
         // HTTP/1.1: 30 fields are refused, 10 pass.
         let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
-        let out = raw(
+        let out = raw::until_close(
             gw.http,
             format!(
                 "GET /public/h1many HTTP/1.1\r\nHost: localhost\r\n{many}Connection: close\r\n\r\n"
@@ -81,7 +82,7 @@ async fn header_count_limit_holds_on_h2_as_on_h1() {
         .await;
         assert!(out.starts_with("HTTP/1.1 431"), "fast={fast}: {out}");
         let few: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
-        let out = raw(
+        let out = raw::until_close(
             gw.http,
             format!(
                 "GET /public/h1few HTTP/1.1\r\nHost: localhost\r\n{few}Connection: close\r\n\r\n"
