@@ -375,6 +375,16 @@ pub fn ok_to(req: &RawSeen, body: &str) -> Vec<u8> {
     out
 }
 
+/// A 200 `ok` with `n` headers besides its Content-Length.
+pub fn many_headers(n: usize) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..n {
+        out.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
+    out
+}
+
 type Behaviour = dyn Fn(&RawSeen) -> Act + Send + Sync;
 
 /// An upstream on 127.0.0.1:0 that reads HTTP/1.1 requests (Content-Length or chunked bodies)
