@@ -5,7 +5,8 @@
 //!   writes bytes and reads [`Wire`] responses (Content-Length, chunked or close delimited).
 //! - [`RawUpstream`]: an upstream that reads requests ([`RawSeen`], with the exact bytes of each
 //!   head) and answers each as a behaviour says ([`Act`]: canned bytes, pauses, closes).
-//! - [`until_close`]: one write, then everything until the peer closes.
+//! - [`until_close`]: one write, then everything until the peer closes; [`slow_sender`]: a body
+//!   written a byte at a time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,6 +121,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
         while self.fill().await {}
         std::mem::take(&mut self.buf)
     }
+}
+
+/// Sends `head` with the first byte of `body`, then the rest one byte at a time with `gap`
+/// between bytes, while reading the answer; returns what was read when the server closed the
+/// connection (hang guard: 20 s).
+pub async fn slow_sender(addr: SocketAddr, head: &str, body: &[u8], gap: Duration) -> String {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut first = head.as_bytes().to_vec();
+    first.extend_from_slice(&body[..1]);
+    wr.write_all(&first).await.unwrap();
+    let body = body[1..].to_vec();
+    let writer = tokio::spawn(async move {
+        for b in body {
+            tokio::time::sleep(gap).await;
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+        }
+        // Keep the write side open: only the gateway may end this exchange.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let mut out = Vec::new();
+    let _ = guard(20, rd.read_to_end(&mut out)).await;
+    writer.abort();
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ---- heads ----
@@ -276,7 +303,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Reads until the gateway closes the connection: what arrived after the last response.
     pub async fn until_closed(&mut self, what: &str) -> Vec<u8> {
-        tokio::time::timeout(Duration::from_secs(20), self.r.rest_until_eof())
+        self.until_closed_within(Duration::from_secs(20), what)
+            .await
+    }
+
+    /// [`Client::until_closed`], with the gateway given `wait` to close.
+    pub async fn until_closed_within(&mut self, wait: Duration, what: &str) -> Vec<u8> {
+        tokio::time::timeout(wait, self.r.rest_until_eof())
             .await
             .unwrap_or_else(|_| panic!("{what}: the connection was left open"))
     }
