@@ -126,6 +126,9 @@ pub struct RawUpstream {
     /// Request headers removed when the peer is not a trusted proxy (default: other
     /// client-address headers and URL-rewrite headers).
     pub strip_request_headers: Option<Vec<Sp<String>>>,
+    /// Send bodiless plain-HTTP requests over the gateway's own HTTP/1.1 client (default); false
+    /// sends every request over hyper's.
+    pub builtin_client: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -210,7 +210,8 @@ impl Proxy {
             .map_err(|e| HttpError::BadRequest(format!("cannot forward this path: {e}")))?;
         *req.version_mut() = Version::HTTP_11;
 
-        if client_upgrade.is_none()
+        if self.settings.builtin_client
+            && client_upgrade.is_none()
             && *scheme == http::uri::Scheme::HTTP
             && http_body::Body::is_end_stream(req.body())
         {
@@ -219,19 +220,7 @@ impl Proxy {
 
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let req = req.map(|b| Limited::new(b, limit).boxed());
-
-        let sent = tokio::time::timeout(self.settings.response_timeout, self.client().request(req));
-        let upstream = &f.route.spec.upstream;
-        let mut resp = match sent.await {
-            Err(_) => {
-                return Err(upstream_error(UpstreamFailure::NoAnswer {
-                    upstream,
-                    within: self.settings.response_timeout,
-                }));
-            }
-            Ok(Err(e)) => return Err(upstream_error(UpstreamFailure::Hyper { upstream, e: &e })),
-            Ok(Ok(resp)) => resp,
-        };
+        let mut resp = self.send_hyper(req, f.route).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
@@ -274,6 +263,54 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Sends a request over hyper's client, within the response timeout.
+    async fn send_hyper(
+        &self,
+        req: Request<Body>,
+        route: &Route,
+    ) -> Result<Response<hyper::body::Incoming>, HttpError> {
+        let sent = tokio::time::timeout(self.settings.response_timeout, self.client().request(req));
+        let upstream = &route.spec.upstream;
+        match sent.await {
+            Err(_) => Err(upstream_error(UpstreamFailure::NoAnswer {
+                upstream,
+                within: self.settings.response_timeout,
+            })),
+            Ok(Err(e)) => Err(upstream_error(UpstreamFailure::Hyper { upstream, e: &e })),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// [`Proxy::send_head`] with `upstream.builtin_client: false`: the head is read back (by the
+    /// codec, [`crate::http1::head`]) into a request and sent over hyper's client, like every
+    /// other request. Not the fast path's speed, but its exact headers, so the built-in client
+    /// can be compared with hyper's.
+    async fn send_head_hyper(
+        &self,
+        authority: &http::uri::Authority,
+        head: &[u8],
+        route: &Route,
+    ) -> Result<Response<Body>, HttpError> {
+        use crate::http1::head::{MAX_REQUEST_HEADERS, ParsedRequest, parse_request};
+        let unreadable = || {
+            HttpError::BadGateway(format!(
+                "{}: cannot read back the request head",
+                route.spec.upstream
+            ))
+        };
+        let ParsedRequest::Complete(parsed) = parse_request(head, MAX_REQUEST_HEADERS) else {
+            return Err(unreadable());
+        };
+        let mut buf = bytes::BytesMut::from(head);
+        let raw = parsed.take(&mut buf, false).ok_or_else(unreadable)?;
+        let mut req = raw.into_request(body::empty()).map_err(|_| unreadable())?;
+        let uri = format!("http://{authority}{}", req.uri());
+        *req.uri_mut() = uri.parse().map_err(|_| unreadable())?;
+        let mut resp = self.send_hyper(req, route).await?;
+        headers::remove_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(body::boxed))
+    }
+
     /// Sends a request without a body over the built-in HTTP/1.1 client ([`http1_client`]).
     async fn send_bodiless(
         &self,
@@ -295,6 +332,9 @@ impl Proxy {
         method: &http::Method,
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
+        if !self.settings.builtin_client {
+            return self.send_head_hyper(authority, head, route).await;
+        }
         let worker = WORKER.with(|w| w.get());
         let sent = self.pools.send(worker, authority, head, method);
         let upstream = &route.spec.upstream;

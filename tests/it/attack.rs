@@ -21,6 +21,7 @@ use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
+use crate::raw;
 use crate::util::*;
 
 const PW: &str = "attack-suite-pw-1";
@@ -768,7 +769,7 @@ async fn smuggling_attempts_never_reach_the_upstream_as_requests() {
         let tail = format!("GET /end{n} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let bytes = format!("{}{tail}", build(n));
         let before = up.count();
-        let out = raw(gw.http, bytes.as_bytes(), Duration::from_secs(10)).await;
+        let out = raw::until_close(gw.http, bytes.as_bytes(), Duration::from_secs(10)).await;
         let statuses = statuses(&out);
         // The gateway answers only after the upstream has answered, so everything the upstream
         // saw for this case is recorded by now.
@@ -825,14 +826,14 @@ async fn an_overflowing_chunk_size_is_refused() {
     let login = format!(
         "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nxx\r\n0\r\n\r\n{smuggled}"
     );
-    let out = raw(gw.http, login.as_bytes(), Duration::from_secs(10)).await;
+    let out = raw::until_close(gw.http, login.as_bytes(), Duration::from_secs(10)).await;
     assert_eq!(statuses(&out), [400], "{out}");
     // On a proxied route the head is forwarded before the body fails: the upstream may see the
     // aborted request, never the smuggled one, and the client never gets a 2xx for it.
     let proxied = format!(
         "POST /public/overflow HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nxx\r\n0\r\n\r\n{smuggled}"
     );
-    let out = raw(gw.http, proxied.as_bytes(), Duration::from_secs(10)).await;
+    let out = raw::until_close(gw.http, proxied.as_bytes(), Duration::from_secs(10)).await;
     let st = statuses(&out);
     assert!(st.len() <= 1 && st.iter().all(|s| *s >= 400), "{out}");
     assert!(
@@ -929,7 +930,7 @@ async fn h2c_upgrades_duplicate_authorization_and_odd_hosts_are_refused() {
     .await;
 
     // h2c: forwarded as a plain request, never as an upgrade the upstream could accept.
-    let out = raw(
+    let out = raw::until_close(
         gw.http,
         b"GET /public/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
         Duration::from_millis(500),
@@ -942,7 +943,7 @@ async fn h2c_upgrades_duplicate_authorization_and_odd_hosts_are_refused() {
 
     // Several Authorization headers: which one would the upstream believe? Refused.
     let count = up.count();
-    let out = raw(
+    let out = raw::until_close(
         gw.http,
         b"GET /public/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer one\r\nAuthorization: Bearer two\r\nConnection: close\r\n\r\n",
         Duration::from_millis(500),
@@ -951,14 +952,14 @@ async fn h2c_upgrades_duplicate_authorization_and_odd_hosts_are_refused() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
 
     // Userinfo in Host is refused; a trailing dot does not dodge a host rule.
-    let out = raw(
+    let out = raw::until_close(
         gw.http,
         b"GET /x HTTP/1.1\r\nHost: x@admin.example.test\r\nConnection: close\r\n\r\n",
         Duration::from_millis(500),
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    let out = raw(
+    let out = raw::until_close(
         gw.http,
         b"GET /x HTTP/1.1\r\nHost: admin.example.test.\r\nConnection: close\r\n\r\n",
         Duration::from_millis(500),

@@ -2,470 +2,17 @@
 //! (`src/proxy/http1_client.rs`): framing in both directions, the handover to hyper inside one
 //! connection, upstream connection reuse and retries, invalid upstream answers.
 //!
-//! Clients here are raw TCP streams writing exact bytes, so each test controls the framing. Some
-//! upstreams are raw too ([`RawUpstream`]): they read requests and write hand-crafted answers,
-//! counting the connections they accept.
+//! Clients here are raw TCP streams writing exact bytes (the [`crate::raw`] kit), so each test
+//! controls the framing. Some upstreams are raw too ([`RawUpstream`]): they read requests and
+//! write hand-crafted answers, counting the connections they accept.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
+use crate::raw::*;
 use crate::util::*;
-
-// ---- reading HTTP/1.1 off a socket ----
-
-/// A socket and what was read from it but not consumed yet.
-struct Reader {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-impl Reader {
-    fn new(s: TcpStream) -> Reader {
-        Reader { s, buf: Vec::new() }
-    }
-
-    /// Reads more into the buffer; false at the end of the stream (or on an error).
-    async fn fill(&mut self) -> bool {
-        let mut chunk = vec![0u8; 64 * 1024];
-        match self.s.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// A head up to and including its blank line, taken from the buffer.
-    async fn head(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                return Some(self.buf.drain(..end + 4).collect());
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    async fn exact(&mut self, n: usize) -> Option<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill().await {
-                return None;
-            }
-        }
-        Some(self.buf.drain(..n).collect())
-    }
-
-    /// One CRLF-terminated line, without its CRLF.
-    async fn line(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n") {
-                let line: Vec<u8> = self.buf.drain(..end + 2).collect();
-                return Some(line[..end].to_vec());
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    /// A chunked body, decoded, and its trailer lines. `None` when it is malformed or the
-    /// stream ends first.
-    async fn chunked(&mut self) -> Option<(Vec<u8>, Vec<String>)> {
-        let mut out = Vec::new();
-        loop {
-            let line = String::from_utf8(self.line().await?).ok()?;
-            let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
-            if size == 0 {
-                let mut trailers = Vec::new();
-                loop {
-                    let l = self.line().await?;
-                    if l.is_empty() {
-                        return Some((out, trailers));
-                    }
-                    trailers.push(String::from_utf8_lossy(&l).into_owned());
-                }
-            }
-            out.extend(self.exact(size).await?);
-            if self.exact(2).await? != b"\r\n" {
-                return None;
-            }
-        }
-    }
-
-    /// Everything until the peer closes (the buffered bytes first).
-    async fn rest_until_eof(&mut self) -> Vec<u8> {
-        while self.fill().await {}
-        std::mem::take(&mut self.buf)
-    }
-}
-
-/// Header lines of a head (after its first line), as (lower-case name, value).
-fn header_lines(head: &str) -> Vec<(String, String)> {
-    head.split("\r\n")
-        .skip(1)
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap_or((l, ""));
-            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect()
-}
-
-fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .collect()
-}
-
-fn content_length(headers: &[(String, String)]) -> Option<usize> {
-    values(headers, "content-length").first().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("bad content-length {v:?}"))
-    })
-}
-
-fn is_chunked(headers: &[(String, String)]) -> bool {
-    values(headers, "transfer-encoding")
-        .iter()
-        .any(|v| v.to_ascii_lowercase().contains("chunked"))
-}
-
-/// A response as the client read it.
-#[derive(Debug)]
-struct Wire {
-    status: u16,
-    /// The status line and header lines as received.
-    head: String,
-    headers: Vec<(String, String)>,
-    /// The body, decoded when it came chunked.
-    body: Vec<u8>,
-    /// Trailer lines of a chunked body.
-    trailers: Vec<String>,
-}
-
-impl Wire {
-    fn all(&self, name: &str) -> Vec<&str> {
-        values(&self.headers, name)
-    }
-
-    /// The one value of `name`; panics when it is missing or repeated.
-    fn one(&self, name: &str) -> &str {
-        let all = self.all(name);
-        assert_eq!(all.len(), 1, "{name} in {}", self.head);
-        all[0]
-    }
-
-    fn has(&self, name: &str) -> bool {
-        !self.all(name).is_empty()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.head, self.text()))
-    }
-}
-
-/// A raw client connection to the gateway.
-struct Client {
-    r: Reader,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        Client {
-            r: Reader::new(TcpStream::connect(addr).await.unwrap()),
-        }
-    }
-
-    async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.r.s.write_all(bytes.as_ref()).await.unwrap();
-    }
-
-    /// Reads one response (`head_request`: the request was HEAD, so no body follows). `None`
-    /// when the connection closes before a whole response arrived.
-    async fn try_response(&mut self, head_request: bool) -> Option<Wire> {
-        guard(30, async {
-            let head = String::from_utf8(self.r.head().await?).unwrap();
-            let status: u16 = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("no status in {head:?}"));
-            assert!(head.starts_with("HTTP/1."), "{head:?}");
-            let headers = header_lines(&head);
-            let mut trailers = Vec::new();
-            let body =
-                if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-                    Vec::new()
-                } else if is_chunked(&headers) {
-                    let (body, t) = self.r.chunked().await?;
-                    trailers = t;
-                    body
-                } else if let Some(n) = content_length(&headers) {
-                    self.r.exact(n).await?
-                } else {
-                    self.r.rest_until_eof().await
-                };
-            Some(Wire {
-                status,
-                head,
-                headers,
-                body,
-                trailers,
-            })
-        })
-        .await
-    }
-
-    async fn response(&mut self) -> Wire {
-        self.try_response(false)
-            .await
-            .expect("the connection closed before a whole response")
-    }
-
-    /// Sends a bodiless GET and reads its response.
-    async fn get(&mut self, path: &str) -> Wire {
-        self.send(get_req(path)).await;
-        self.response().await
-    }
-
-    /// Reads until the gateway closes the connection: what arrived after the last response.
-    async fn until_closed(&mut self, what: &str) -> Vec<u8> {
-        tokio::time::timeout(Duration::from_secs(20), self.r.rest_until_eof())
-            .await
-            .unwrap_or_else(|_| panic!("{what}: the connection was left open"))
-    }
-
-    /// Nothing was received beyond the responses read so far.
-    fn assert_drained(&self, what: &str) {
-        assert!(
-            self.r.buf.is_empty(),
-            "{what}: stray bytes after the response: {:?}",
-            String::from_utf8_lossy(&self.r.buf)
-        );
-    }
-}
-
-fn get_req(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")
-}
-
-// ---- a raw upstream ----
-
-/// A request as a raw upstream read it.
-#[derive(Debug, Clone)]
-struct RawSeen {
-    /// Which accepted connection it came on (0-based), and its place on that connection.
-    conn: usize,
-    nth: usize,
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// What a raw upstream does with a request: writes `parts` (pausing `pause` before each part
-/// after the first), then closes the connection or waits for the next request.
-struct Act {
-    parts: Vec<Vec<u8>>,
-    pause: Duration,
-    close: bool,
-}
-
-fn reply(bytes: impl Into<Vec<u8>>) -> Act {
-    Act {
-        parts: vec![bytes.into()],
-        pause: Duration::ZERO,
-        close: false,
-    }
-}
-
-fn reply_close(bytes: impl Into<Vec<u8>>) -> Act {
-    Act {
-        close: true,
-        ..reply(bytes)
-    }
-}
-
-/// Closes the connection without answering.
-fn hang_up() -> Act {
-    Act {
-        parts: Vec::new(),
-        pause: Duration::ZERO,
-        close: true,
-    }
-}
-
-/// Never answers (the connection stays open until the gateway drops it).
-fn silence() -> Act {
-    Act {
-        parts: Vec::new(),
-        pause: Duration::ZERO,
-        close: false,
-    }
-}
-
-/// Writes `parts` with `pause` between them.
-fn trickle(parts: Vec<Vec<u8>>, pause: Duration) -> Act {
-    Act {
-        parts,
-        pause,
-        close: false,
-    }
-}
-
-/// A 200 with a Content-Length body.
-fn ok(body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-/// [`ok`], without its body when answering HEAD.
-fn ok_to(req: &RawSeen, body: &str) -> Vec<u8> {
-    let mut out = ok(body);
-    if req.method == "HEAD" {
-        out.truncate(out.len() - body.len());
-    }
-    out
-}
-
-type Behaviour = dyn Fn(&RawSeen) -> Act + Send + Sync;
-
-/// An upstream on 127.0.0.1:0 that reads HTTP/1.1 requests (Content-Length or chunked bodies)
-/// and answers each as `behaviour` says.
-struct RawUpstream {
-    addr: SocketAddr,
-    accepts: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<RawSeen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RawUpstream {
-    async fn start(behaviour: impl Fn(&RawSeen) -> Act + Send + Sync + 'static) -> RawUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepts = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let behaviour: Arc<Behaviour> = Arc::new(behaviour);
-        let task = {
-            let (accepts, seen) = (accepts.clone(), seen.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let conn = accepts.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(serve_raw(
-                        Reader::new(stream),
-                        conn,
-                        seen.clone(),
-                        behaviour.clone(),
-                    ));
-                }
-            })
-        };
-        RawUpstream {
-            addr,
-            accepts,
-            seen,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn accepts(&self) -> usize {
-        self.accepts.load(Ordering::SeqCst)
-    }
-
-    fn requests(&self) -> Vec<RawSeen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// (connection, method, target) of every request, in arrival order.
-    fn log(&self) -> Vec<(usize, String, String)> {
-        self.requests()
-            .into_iter()
-            .map(|r| (r.conn, r.method, r.target))
-            .collect()
-    }
-}
-
-async fn serve_raw(
-    mut r: Reader,
-    conn: usize,
-    seen: Arc<Mutex<Vec<RawSeen>>>,
-    behaviour: Arc<Behaviour>,
-) {
-    let mut nth = 0;
-    loop {
-        let Some(head) = r.head().await else { return };
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let mut words = head.split(' ');
-        let method = words.next().unwrap_or_default().to_owned();
-        let target = words.next().unwrap_or_default().to_owned();
-        let headers = header_lines(&head);
-        let body = if is_chunked(&headers) {
-            r.chunked().await.map(|(b, _)| b)
-        } else if let Some(n) = content_length(&headers) {
-            r.exact(n).await
-        } else {
-            Some(Vec::new())
-        };
-        let Some(body) = body else { return };
-        let req = RawSeen {
-            conn,
-            nth,
-            method,
-            target,
-            headers,
-            body,
-        };
-        seen.lock().unwrap().push(req.clone());
-        nth += 1;
-        let act = behaviour(&req);
-        for (i, part) in act.parts.iter().enumerate() {
-            if i > 0 && !act.pause.is_zero() {
-                tokio::time::sleep(act.pause).await;
-            }
-            if r.s.write_all(part).await.is_err() {
-                return;
-            }
-        }
-        if act.close {
-            let _ = r.s.shutdown().await;
-            return;
-        }
-    }
-}
 
 /// One public catch-all route to `upstream`.
 fn public_routes(upstream: &str) -> String {
@@ -475,6 +22,14 @@ fn public_routes(upstream: &str) -> String {
 async fn gateway_to(upstream: &str, extra: &str) -> Gateway {
     Gateway::start(&format!("{extra}{}", public_routes(upstream))).await
 }
+
+/// A `listen` section that pins the fast path on, for tests of what only the fast path does
+/// (the harness may turn it off for the rest, see `util`).
+const FAST_PATH: &str = "listen: {http: 127.0.0.1:0, https: 127.0.0.1:0, fast_path: true}\n";
+
+/// An `upstream` section that pins the built-in upstream client, for tests of what only it does
+/// (the harness may switch to hyper's client for the rest, see `util`).
+const BUILTIN_CLIENT: &str = "upstream: {builtin_client: true}\n";
 
 /// The gateway's JSON error answer.
 fn assert_error(r: &Wire, status: u16, detail: &str, what: &str) {
@@ -1162,7 +717,9 @@ fn first_only(req: &RawSeen) -> Act {
 #[tokio::test]
 async fn an_idempotent_request_is_retried_once_on_a_fresh_connection() {
     let up = RawUpstream::start(first_only).await;
-    let gw = gateway_to(&up.url(), "").await;
+    // Pinned: hyper's client does not retry a request a pooled connection lost after sending it
+    // (a 502; see `client_reference`).
+    let gw = gateway_to(&up.url(), BUILTIN_CLIENT).await;
     let mut c = Client::connect(gw.http).await;
     assert_eq!(c.get("/a").await.text(), "GET /a");
     let r = c.get("/b").await;
@@ -1188,7 +745,8 @@ async fn an_idempotent_request_is_retried_once_on_a_fresh_connection() {
 #[tokio::test]
 async fn a_non_idempotent_request_is_never_sent_twice() {
     let up = RawUpstream::start(first_only).await;
-    let gw = gateway_to(&up.url(), "").await;
+    // Pinned: the warm-up GETs rely on the built-in client's retry (see `client_reference`).
+    let gw = gateway_to(&up.url(), BUILTIN_CLIENT).await;
     let mut c = Client::connect(gw.http).await;
     assert_eq!(c.get("/a").await.text(), "GET /a");
     for (method, head) in [
@@ -1226,15 +784,6 @@ async fn a_non_idempotent_request_is_never_sent_twice() {
 
 // ---- 10. invalid upstream answers ----
 
-fn many_headers(n: usize) -> Vec<u8> {
-    let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
-    for i in 0..n {
-        out.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
-    out
-}
-
 #[tokio::test]
 async fn invalid_upstream_answers_are_502() {
     let up = RawUpstream::start(|req| match req.target.as_str() {
@@ -1251,7 +800,9 @@ async fn invalid_upstream_answers_are_502() {
         t => reply(ok(t)),
     })
     .await;
-    let gw = gateway_to(&up.url(), "").await;
+    // Pinned: hyper's client passes some of these through (a 101 to a request that asked for
+    // no upgrade; see `client_reference`).
+    let gw = gateway_to(&up.url(), BUILTIN_CLIENT).await;
     for path in [
         "/garbage",
         "/two-lengths",
@@ -1294,7 +845,9 @@ async fn a_malformed_first_chunk_size_is_502() {
         t => reply(ok(t)),
     })
     .await;
-    let gw = gateway_to(&up.url(), "").await;
+    // Pinned: the general path answers nothing at all (see
+    // `a_body_failing_before_its_first_byte_is_502_only_on_the_fast_path`).
+    let gw = gateway_to(&up.url(), FAST_PATH).await;
     let mut c = Client::connect(gw.http).await;
     c.send(get_req("/bad-chunk")).await;
     let head = guard(30, c.r.head())
@@ -1335,7 +888,9 @@ async fn a_malformed_chunk_mid_body_never_completes_the_response() {
         t => reply(ok(t)),
     })
     .await;
-    let gw = gateway_to(&up.url(), "").await;
+    // Pinned: on the general path `/bad-chunk-end` gets no response at all (see
+    // `a_body_failing_before_its_first_byte_is_502_only_on_the_fast_path`).
+    let gw = gateway_to(&up.url(), FAST_PATH).await;
     for path in ["/bad-chunk", "/bad-chunk-end"] {
         let mut c = Client::connect(gw.http).await;
         c.send(get_req(path)).await;
@@ -1363,6 +918,42 @@ async fn a_malformed_chunk_mid_body_never_completes_the_response() {
             !rest.contains("world") && !rest.contains("XX"),
             "{path}: {rest:?}"
         );
+    }
+}
+
+/// A divergence between the serving paths, asserted as it is today (issue 15 lists it): an
+/// upstream body that fails before its first byte gets a 502 on the fast path, while the general
+/// path (hyper) closes the client connection without any answer. Pinned to the built-in
+/// client: with hyper's, the fast path also answers nothing to a chunk that goes bad after its
+/// data (`/bad-end`).
+#[tokio::test]
+async fn a_body_failing_before_its_first_byte_is_502_only_on_the_fast_path() {
+    let up = RawUpstream::start(|req| match req.target.as_str() {
+        "/bad-size" => reply(
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+        ),
+        "/bad-end" => reply(
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"[..],
+        ),
+        t => reply(ok(t)),
+    })
+    .await;
+    for fast in [true, false] {
+        let listen = format!(
+            "listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0, fast_path: {fast}}}\n{BUILTIN_CLIENT}"
+        );
+        let gw = gateway_to(&up.url(), &listen).await;
+        for path in ["/bad-size", "/bad-end"] {
+            let mut c = Client::connect(gw.http).await;
+            c.send(get_req(path)).await;
+            let r = c.try_response(false).await;
+            if fast {
+                let r = r.unwrap_or_else(|| panic!("fast path {path}: no answer"));
+                assert_error(&r, 502, "Upstream unavailable", path);
+            } else {
+                assert!(r.is_none(), "general path {path}: {r:?}");
+            }
+        }
     }
 }
 
@@ -1551,65 +1142,6 @@ async fn heads_over_the_limits_are_431_and_never_forwarded() {
     assert_eq!(up.count(), 3, "{:?}", up.requests());
 }
 
-// ---- 15. identity headers ----
-
-#[tokio::test]
-async fn spoofed_identity_headers_never_reach_the_upstream() {
-    let up = Upstream::start().await;
-    let gw = Gateway::start(&auth_config(
-        "",
-        &format!(
-            "routes:\n  - {{path: /public, upstream: '{0}', auth: public}}\n  - {{path: /, upstream: '{0}', auth: required}}\n",
-            up.url()
-        ),
-    ))
-    .await;
-    let tokens = signup(&gw, "h1-spoof@example.com", "h1-spoof-password").await;
-    let user = tokens.resp.json()["user"].clone();
-    let (id, email) = (
-        user["id"].as_str().unwrap(),
-        user["email"].as_str().unwrap(),
-    );
-    let spoof = "X-Auth-User-Id: spoofed-1\r\nx_auth_user_id: spoofed-2\r\nX_AUTH_USER_ID: spoofed-3\r\nX-AUTH-ROLES: admin\r\nx-auth-email: boss@evil.test\r\n";
-    let auth = format!("Authorization: Bearer {}\r\n", tokens.access);
-    let mut c = Client::connect(gw.http).await;
-    // Required route with a token, public route without, required route without a token: all
-    // pipelined on one connection.
-    c.send(format!(
-        "GET /app HTTP/1.1\r\nHost: localhost\r\n{spoof}{auth}\r\nGET /public/x HTTP/1.1\r\nHost: localhost\r\n{spoof}\r\nGET /app/2 HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n{spoof}\r\n"
-    ))
-    .await;
-    let r = c.response().await;
-    assert_eq!(r.status, 200, "{} {}", r.head, r.text());
-    let r = c.response().await;
-    assert_eq!(r.status, 200, "{} {}", r.head, r.text());
-    let r = c.response().await;
-    assert_eq!(r.status, 401, "{} {}", r.head, r.text());
-    let seen = up.requests();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    let loose = |k: &str| k.to_ascii_lowercase().replace('_', "-");
-    let (app, public) = (&seen[0], &seen[1]);
-    assert_eq!(app.uri, "/app");
-    assert_eq!(app.all("x-auth-user-id"), [id]);
-    assert_eq!(app.all("x-auth-email"), [email]);
-    assert_eq!(app.all("x-auth-roles"), ["user"]);
-    assert_eq!(public.uri, "/public/x");
-    for s in &seen {
-        for (k, v) in &s.headers {
-            let v = v.to_str().unwrap_or("");
-            assert!(
-                !v.starts_with("spoofed") && v != "admin" && v != "boss@evil.test",
-                "{}: {k}: {v} reached the upstream",
-                s.uri
-            );
-            assert!(!k.as_str().contains('_'), "{}: {k}", s.uri);
-            if s.uri == "/public/x" {
-                assert!(!loose(k.as_str()).starts_with("x-auth-"), "{k}");
-            }
-        }
-    }
-}
-
 // ---- 16. shutdown ----
 
 #[tokio::test]
@@ -1676,9 +1208,11 @@ async fn a_head_split_in_two_after_a_long_idle_period_is_served() {
     // timeout." So after idling longer than the header read timeout (but within the idle
     // timeout), a head that arrives in two parts close together must be served.
     let up = Upstream::start().await;
+    // Pinned: on the general path (hyper) an idle keep-alive connection is closed once the
+    // header read timeout passes, long before the idle timeout (see the issue 15 report).
     let gw = gateway_to(
         &up.url(),
-        "limits: {header_read_timeout: 500ms, idle_timeout: 60s}\n",
+        &format!("{FAST_PATH}limits: {{header_read_timeout: 500ms, idle_timeout: 60s}}\n"),
     )
     .await;
     let mut c = Client::connect(gw.http).await;
@@ -1861,7 +1395,13 @@ async fn the_fast_path_forwards_exactly_what_the_general_path_forwards() {
          \x20 - {{path: /, upstream: '{0}', auth: required}}\n",
         up.url()
     );
-    let fast = Gateway::start(&auth_config("", &routes)).await;
+    // Pinned: the header order checked below is the built-in client's (hyper's client groups
+    // a name's values).
+    let fast = Gateway::start(&auth_config(
+        "",
+        &format!("{FAST_PATH}{BUILTIN_CLIENT}{routes}"),
+    ))
+    .await;
     let general = Gateway::start(&auth_config(
         "",
         &format!("listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0, fast_path: false}}\n{routes}"),

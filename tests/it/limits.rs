@@ -16,7 +16,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::raw;
 use crate::util::*;
+
+/// How long the gateway has to close a connection it should close.
+const TEN_SECONDS: Duration = Duration::from_secs(10);
 
 const PW: &str = "limits-suite-pw-1";
 
@@ -258,24 +262,6 @@ async fn signup_and_refresh_have_per_ip_limits() {
 
 // ---- connection and request limits ----
 
-/// Reads from a connection until the server closes it; panics with `what` if it stays open
-/// beyond the hang guard.
-async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(mut s: S, what: &str) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "{what}: the connection was left open");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn a_slowloris_head_is_cut_off() {
     let up = Upstream::start().await;
@@ -295,58 +281,26 @@ async fn a_slowloris_head_is_cut_off() {
         ("HTTP/2 preface only", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
         ("nothing", b""),
     ] {
-        let mut s = TcpStream::connect(gw.http).await.unwrap();
-        s.write_all(bytes).await.unwrap();
-        let out = read_until_closed(s, what).await;
+        let mut c = raw::Client::connect(gw.http).await;
+        c.send(bytes).await;
+        let out = c.until_closed_within(TEN_SECONDS, what).await;
+        let out = String::from_utf8_lossy(&out);
         assert!(!out.contains("HTTP/1.1 2"), "{what}: {out}");
     }
     // Over TLS: half a handshake, or a whole one and then nothing.
-    let mut s = TcpStream::connect(gw.https).await.unwrap();
-    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
-    read_until_closed(s, "half a TLS handshake").await;
-    for alpn in [&b"http/1.1"[..], b"h2"] {
-        let tls = tls_connect(&gw, &[alpn]).await;
-        read_until_closed(
-            tls,
-            &format!("TLS ({}) then nothing", String::from_utf8_lossy(alpn)),
-        )
+    let mut c = raw::Client::connect(gw.https).await;
+    c.send([0x16, 0x03, 0x01, 0x02, 0x00]).await;
+    c.until_closed_within(TEN_SECONDS, "half a TLS handshake")
         .await;
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        raw::Client::over(tls_connect(&gw, &[alpn]).await)
+            .until_closed_within(
+                TEN_SECONDS,
+                &format!("TLS ({}) then nothing", String::from_utf8_lossy(alpn)),
+            )
+            .await;
     }
     assert_eq!(up.count(), 0);
-}
-
-/// Reads one HTTP/1.1 response with a Content-Length body; `None` when the connection closes
-/// first.
-async fn read_response(s: &mut TcpStream) -> Option<(u16, String)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = s.read(&mut chunk).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let status = head.split(' ').nth(1)?.parse().ok()?;
-            return Some((status, head));
-        }
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 #[tokio::test]
@@ -357,16 +311,16 @@ async fn idle_keep_alive_connections_are_closed() {
         routes(&up.url())
     ))
     .await;
-    let mut s = TcpStream::connect(gw.http).await.unwrap();
-    s.write_all(b"GET /public/a HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let (status, head) = guard(10, read_response(&mut s)).await.unwrap();
-    assert_eq!(status, 200, "{head}");
+    let mut c = raw::Client::connect(gw.http).await;
+    c.send(raw::get_req("/public/a")).await;
+    let r = guard(10, c.try_response(false)).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.head);
     assert_eq!(up.count(), 1);
     // Then silence: the gateway closes the connection (well before the header timeout).
-    let rest = read_until_closed(s, "idle keep-alive connection").await;
-    assert!(rest.is_empty(), "{rest}");
+    let rest = c
+        .until_closed_within(TEN_SECONDS, "idle keep-alive connection")
+        .await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     assert_eq!(up.count(), 1);
 }
 
@@ -382,13 +336,13 @@ async fn oversized_heads_are_431() {
         "GET /public/big HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(64 * 1024)
     );
-    let out = raw(gw.http, big.as_bytes(), Duration::from_secs(10)).await;
+    let out = raw::until_close(gw.http, big.as_bytes(), Duration::from_secs(10)).await;
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 431"), "{out}");
 
     let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
     let req_text =
         format!("GET /public/many HTTP/1.1\r\nHost: localhost\r\n{many}Connection: close\r\n\r\n");
-    let out = raw(gw.http, req_text.as_bytes(), Duration::from_secs(10)).await;
+    let out = raw::until_close(gw.http, req_text.as_bytes(), Duration::from_secs(10)).await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 
     // Within the limits the same route works.

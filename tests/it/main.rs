@@ -1,10 +1,12 @@
 //! Integration tests: one binary, real sockets on 127.0.0.1, a real redb file, real TLS.
 //!
 //! `util` has the builders: a mock upstream that records what it received, a gateway started
-//! in-process on port 0 with a temp directory, and small clients.
+//! in-process on port 0 with a temp directory, and small clients; `raw` is the raw-HTTP kit
+//! (exact bytes both ways, a scriptable raw upstream).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod raw;
 mod util;
 
 mod attack;
@@ -13,6 +15,7 @@ mod binary;
 mod cache;
 mod cli;
 mod client;
+mod client_reference;
 mod config;
 mod deploy;
 mod direct_review;

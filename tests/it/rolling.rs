@@ -24,7 +24,8 @@ async fn run_in_process(
 ) {
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let config = gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    harness_params(yaml, &mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let listeners = gateway::Listeners {

@@ -1,4 +1,14 @@
 //! Test builders: mock upstream, in-process gateway, clients.
+//!
+//! The harness has two parameters, read from the environment by every gateway it starts
+//! ([`harness_params`]), so the whole suite runs on each path without a copy of any test:
+//! - `GATEWAY_TEST_FAST_PATH=off`: `listen.fast_path: false` (hyper serves every request);
+//! - `GATEWAY_TEST_UPSTREAM_CLIENT=hyper`: `upstream.builtin_client: false` (hyper's client
+//!   sends every request upstream).
+//!
+//! A config that names the key itself keeps its own value: tests that compare the two paths, or
+//! exist for one of them, pin it. Gateways started as a child process (`binary`, `logs`,
+//! `rolling`, `tty`) test the process and keep the defaults.
 
 // Not every test module uses every helper.
 #![allow(dead_code)]
@@ -234,7 +244,8 @@ impl Gateway {
         };
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, &yaml).unwrap();
-        let config = gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = gateway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        harness_params(&yaml, &mut config);
         let listeners = gateway::Listeners {
             http: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
             https: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
@@ -307,7 +318,8 @@ impl Gateway {
         };
         let path = self.path("gateway.yaml");
         std::fs::write(&path, &yaml).unwrap();
-        let config = gateway::config::load(&path).map_err(|e| e.to_string())?;
+        let mut config = gateway::config::load(&path).map_err(|e| e.to_string())?;
+        harness_params(&yaml, &mut config);
         let (tx, rx) = oneshot::channel();
         self.reload.send((config, tx)).await.unwrap();
         rx.await.unwrap()
@@ -337,6 +349,25 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// Applies the harness parameters (see the module docs) to a config loaded from `yaml`, unless
+/// `yaml` sets the key itself.
+pub fn harness_params(yaml: &str, config: &mut gateway::config::Config) {
+    if !yaml.contains("fast_path") {
+        match std::env::var("GATEWAY_TEST_FAST_PATH").as_deref() {
+            Ok("off") => config.listen.fast_path = false,
+            Ok("on") | Err(_) => {}
+            Ok(other) => panic!("GATEWAY_TEST_FAST_PATH={other:?}: use on or off"),
+        }
+    }
+    if !yaml.contains("builtin_client") {
+        match std::env::var("GATEWAY_TEST_UPSTREAM_CLIENT").as_deref() {
+            Ok("hyper") => config.upstream.builtin_client = false,
+            Ok("builtin") | Err(_) => {}
+            Ok(other) => panic!("GATEWAY_TEST_UPSTREAM_CLIENT={other:?}: use builtin or hyper"),
         }
     }
 }
@@ -378,17 +409,6 @@ pub async fn get(url: &str) -> Result<Resp, hyper_util::client::legacy::Error> {
 /// A request builder with a URL, for tests that add headers.
 pub fn req(method: &str, url: &str) -> http::request::Builder {
     Request::builder().method(method).uri(url)
-}
-
-/// Writes raw bytes on a new TCP connection and reads until the server closes it or `wait`
-/// passes. For tests that need requests no client library would send.
-pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sends a request with any body (e.g. a stream) and reads the whole response.

@@ -11,9 +11,9 @@ use bytes::Bytes;
 use http_body_util::{Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
+use crate::raw;
 use crate::util::*;
 
 /// A gateway with a public route named `pub` to `up`, the fast path on or off, and `limits`
@@ -45,13 +45,6 @@ async fn scrape(gw: &Gateway) -> String {
         .text()
 }
 
-/// Reads until the server closes the connection (hang guard: 20 s).
-async fn read_to_close(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let _ = guard(20, s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 // ---- limits.max_headers on HTTP/2 ----
 
 fn with_headers(url: &str, n: usize) -> http::Request<Full<Bytes>> {
@@ -70,7 +63,7 @@ async fn header_count_limit_holds_on_h2_as_on_h1() {
 
         // HTTP/1.1: 30 fields are refused, 10 pass.
         let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
-        let out = raw(
+        let out = raw::until_close(
             gw.http,
             format!(
                 "GET /public/h1many HTTP/1.1\r\nHost: localhost\r\n{many}Connection: close\r\n\r\n"
@@ -81,7 +74,7 @@ async fn header_count_limit_holds_on_h2_as_on_h1() {
         .await;
         assert!(out.starts_with("HTTP/1.1 431"), "fast={fast}: {out}");
         let few: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
-        let out = raw(
+        let out = raw::until_close(
             gw.http,
             format!(
                 "GET /public/h1few HTTP/1.1\r\nHost: localhost\r\n{few}Connection: close\r\n\r\n"
@@ -110,32 +103,6 @@ async fn header_count_limit_holds_on_h2_as_on_h1() {
 }
 
 // ---- limits.body_timeout ----
-
-/// Sends `head` with the first byte of `body`, then the rest one byte at a time with `gap`
-/// between bytes, while reading the answer; returns what was read when the server closed the
-/// connection.
-async fn slow_sender(addr: SocketAddr, head: &str, body: &[u8], gap: Duration) -> String {
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    let mut first = head.as_bytes().to_vec();
-    first.extend_from_slice(&body[..1]);
-    wr.write_all(&first).await.unwrap();
-    let body = body[1..].to_vec();
-    let writer = tokio::spawn(async move {
-        for b in body {
-            tokio::time::sleep(gap).await;
-            if wr.write_all(&[b]).await.is_err() {
-                return;
-            }
-        }
-        // Keep the write side open: only the gateway may end this exchange.
-        tokio::time::sleep(Duration::from_secs(30)).await;
-    });
-    let mut out = Vec::new();
-    let _ = guard(20, rd.read_to_end(&mut out)).await;
-    writer.abort();
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// The status of the last response in `out` (a bodiless GET may come first).
 fn last_status(out: &str) -> &str {
@@ -171,13 +138,13 @@ async fn slow_request_bodies_are_408() {
                 b"{}  ",
             ),
         ] {
-            let out = slow_sender(gw.http, &head, body, gap).await;
+            let out = raw::slow_sender(gw.http, &head, body, gap).await;
             assert_eq!(last_status(&out), "408", "fast={fast}, {what}: {out}");
             assert!(out.contains("\"detail\""), "fast={fast}, {what}: {out}");
         }
         // Bodies that keep coming, if slower than usual, are not cut off: the limit is on the
         // gap between reads, not on the whole body.
-        let out = slow_sender(
+        let out = raw::slow_sender(
             gw.http,
             "POST /public/steady HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
             b"xyz",
@@ -278,9 +245,9 @@ async fn connections_per_address_are_capped_and_trusted_proxies_are_exempt() {
     // The fourth from the same address is closed without an answer, over TLS too.
     let mut fourth = h1_from("127.0.0.1", gw.http).await;
     assert!(h1_get(&mut fourth, "/public/fourth").await.is_err());
-    let mut tcp = TcpStream::connect(gw.https).await.unwrap();
-    let _ = tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05]).await;
-    assert_eq!(read_to_close(&mut tcp).await, "");
+    let mut tls = raw::Client::connect(gw.https).await;
+    let _ = tls.r.s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05]).await;
+    assert_eq!(tls.until_closed("over the limit").await, b"");
     // Another address is not affected.
     let mut other = h1_from("127.0.0.2", gw.http).await;
     assert_eq!(h1_get(&mut other, "/public/other").await.unwrap(), 200);
@@ -336,24 +303,22 @@ async fn malformed_request_framing_is_400_and_not_blamed_on_the_upstream() {
                 ),
             ),
         ] {
-            let mut s = TcpStream::connect(gw.http).await.unwrap();
-            s.write_all(bytes.as_bytes()).await.unwrap();
-            let out = read_to_close(&mut s).await;
+            let mut c = raw::Client::connect(gw.http).await;
+            c.send(&bytes).await;
+            let out = String::from_utf8_lossy(&c.until_closed(what).await).into_owned();
             assert_eq!(last_status(&out), "400", "fast={fast}, {what}: {out}");
             assert!(out.contains("\"detail\""), "fast={fast}, {what}: {out}");
         }
         // A body shorter than its Content-Length, then the client stops sending (EOF on its
         // write side): there may be nobody left to read an answer, but the request counts as
         // a client error.
-        let mut s = TcpStream::connect(gw.http).await.unwrap();
-        s.write_all(
-            format!("{get}POST /public/short HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-        s.shutdown().await.unwrap();
-        let out = read_to_close(&mut s).await;
+        let mut c = raw::Client::connect(gw.http).await;
+        c.send(format!(
+            "{get}POST /public/short HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc"
+        ))
+        .await;
+        c.r.s.shutdown().await.unwrap();
+        let out = String::from_utf8_lossy(&c.until_closed("short body").await).into_owned();
         assert!(
             matches!(last_status(&out), "200" | "400"),
             "fast={fast}: {out}"

@@ -32,6 +32,7 @@ pub(super) fn validate_upstream(
         )?,
         pool_max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(256),
         strip_request_headers: strip_request_headers(cx, &u.strip_request_headers)?,
+        builtin_client: u.builtin_client.unwrap_or(true),
     })
 }
 
