@@ -24,6 +24,7 @@ mod enumeration;
 mod forbidden;
 mod forward_auth;
 mod h1;
+mod layers;
 mod limits;
 mod logs;
 mod openapi;
