@@ -16,25 +16,28 @@ impl HeaderView for Raw {
     }
 }
 
-/// Both representations of a request head given as bytes: parsed as the fast path parses it,
-/// and as the `HeaderMap` made from that (as `RawHead::into_request` makes it).
+/// Both representations of a request head given as bytes: parsed by the codec as the fast path
+/// parses it, and as the `HeaderMap` made from that (as `RawHead::into_request` makes it).
 fn both(head: &[u8]) -> (Raw, HeaderMap) {
-    let crate::fast_path::fuzz::Parse::Complete(parsed) =
-        crate::fast_path::fuzz::parse_request_head(head, 100, 16 * 1024)
-    else {
+    use crate::http1::head::{ParsedRequest, parse_request};
+    let ParsedRequest::Complete(parsed) = parse_request(head, 100) else {
         panic!(
             "not a head the fast path serves: {:?}",
             String::from_utf8_lossy(head)
         );
     };
+    let headers: Vec<(Vec<u8>, Vec<u8>)> = parsed
+        .headers(head)
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect();
     let mut map = HeaderMap::new();
-    for (n, v) in &parsed.headers {
+    for (n, v) in &headers {
         map.append(
             HeaderName::from_bytes(n).unwrap(),
             HeaderValue::from_bytes(v).unwrap(),
         );
     }
-    (Raw(parsed.headers), map)
+    (Raw(headers), map)
 }
 
 fn map(pairs: &[(&str, &str)]) -> HeaderMap {
