@@ -220,7 +220,9 @@ impl Proxy {
 
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
         let req = req.map(|b| Limited::new(b, limit).boxed());
-        let mut resp = self.send_hyper(req, f.route).await?;
+        let mut resp = self
+            .send_hyper(req, f.route, client_upgrade.is_some())
+            .await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
@@ -263,11 +265,15 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Sends a request over hyper's client, within the response timeout.
+    /// Sends a request over hyper's client, within the response timeout. A 101 is an answer
+    /// only to a request that asked to upgrade (`upgrade_asked`); to any other it is a broken
+    /// upstream (502), as with the built-in client: passed on, it would leave the client with a
+    /// bare 101 and no protocol to speak.
     async fn send_hyper(
         &self,
         req: Request<Body>,
         route: &Route,
+        upgrade_asked: bool,
     ) -> Result<Response<hyper::body::Incoming>, HttpError> {
         let sent = tokio::time::timeout(self.settings.response_timeout, self.client().request(req));
         let upstream = &route.spec.upstream;
@@ -277,6 +283,9 @@ impl Proxy {
                 within: self.settings.response_timeout,
             })),
             Ok(Err(e)) => Err(upstream_error(UpstreamFailure::Hyper { upstream, e: &e })),
+            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked => {
+                Err(upstream_error(UpstreamFailure::UnaskedUpgrade { upstream }))
+            }
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -306,7 +315,7 @@ impl Proxy {
         let mut req = raw.into_request(body::empty()).map_err(|_| unreadable())?;
         let uri = format!("http://{authority}{}", req.uri());
         *req.uri_mut() = uri.parse().map_err(|_| unreadable())?;
-        let mut resp = self.send_hyper(req, route).await?;
+        let mut resp = self.send_hyper(req, route, false).await?;
         headers::remove_hop_by_hop(resp.headers_mut());
         Ok(resp.map(body::boxed))
     }
@@ -420,6 +429,8 @@ pub enum UpstreamFailure<'a> {
         upstream: &'a UpstreamTarget,
         e: &'a http1_client::ClientError,
     },
+    /// A 101 to a request that asked for no upgrade.
+    UnaskedUpgrade { upstream: &'a UpstreamTarget },
     /// The answer's body failed before any byte of the answer was sent to the client (the
     /// fast path can still answer instead).
     BrokeOff(&'a (dyn std::error::Error + 'static)),
@@ -456,6 +467,9 @@ pub fn upstream_error(failure: UpstreamFailure<'_>) -> HttpError {
             e: http1_client::ClientError::ConnectTimeout,
         } => connect_timeout(upstream),
         UpstreamFailure::Http1 { upstream, e } => HttpError::BadGateway(format!("{upstream}: {e}")),
+        UpstreamFailure::UnaskedUpgrade { upstream } => {
+            HttpError::BadGateway(format!("{upstream}: switched protocols unasked"))
+        }
         UpstreamFailure::BrokeOff(e) => HttpError::BadGateway(format!("the answer broke off: {e}")),
     }
 }

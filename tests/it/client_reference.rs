@@ -1,4 +1,4 @@
-//! The built-in upstream client (`src/proxy/client.rs`) against its reference, hyper's client
+//! The built-in upstream client (`src/proxy/http1_client.rs`) against its reference, hyper's client
 //! (`upstream.builtin_client: false`): the same hostile upstream answers, served once through
 //! each, on both serving paths. The gateway's client must see the same status class, body and
 //! hop-by-hop handling either way; where the two clients differ today, each one's behaviour is
@@ -458,19 +458,19 @@ const KNOWN: &[(&str, bool, &str, &str)] = &[
         EARLY_CLOSE_GENERAL,
         EARLY_CLOSE_GENERAL,
     ),
-    // A 101 to a request that asked for no upgrade: the built-in client refuses it (502);
-    // hyper's client hands it to the gateway, which passes it on to its client.
+    // A 101 to a request that asked for no upgrade: a broken upstream, 502 with either client
+    // (passed on, it would leave the client with a bare 101 and no protocol to speak).
     (
         "switching-protocols-unasked",
         true,
         "5xx Upstream unavailable | content-length: 33 | 2xx next",
-        "1xx  |  | 2xx next",
+        "5xx Upstream unavailable | content-length: 33 | 2xx next",
     ),
     (
         "switching-protocols-unasked",
         false,
         "5xx Upstream unavailable | content-length: 33 | 2xx next",
-        "1xx  |  | 2xx next",
+        "5xx Upstream unavailable | content-length: 33 | 2xx next",
     ),
     // A pooled connection the upstream closes after reading the request: the built-in client
     // sends an idempotent request again on a new connection, hyper's answers 502.
@@ -556,4 +556,35 @@ async fn the_builtin_client_answers_like_hypers_client_to_hostile_upstreams() {
         eprintln!("{}", report.join("\n"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A request with a body always goes over hyper's client. An upstream that answers it with a
+/// 101 the client never asked for is broken: the client gets a 502, not a bare 101 that leaves
+/// its connection with no protocol to speak. On both serving paths.
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_no_upgrade_is_a_502() {
+    let up = RawUpstream::start(|_| {
+        reply(bytes(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        ))
+    })
+    .await;
+    for fast in [true, false] {
+        let gw = Gateway::start(&format!(
+            "listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0, fast_path: {fast}}}\n\
+             routes:\n  - {{path: /, upstream: '{}', auth: public}}\n",
+            up.url()
+        ))
+        .await;
+        let mut c = Client::connect(gw.http).await;
+        c.send(
+            "POST /form HTTP/1.1\r\nHost: app.test\r\nContent-Type: text/plain\r\n\
+             Content-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        let w = c.try_response(false).await.expect("an answer");
+        assert_eq!(w.status, 502, "fast path {fast}: {}", w.head);
+        assert!(!w.has("upgrade"), "fast path {fast}: {}", w.head);
+        assert_eq!(w.json()["detail"], "Upstream unavailable");
+    }
 }
