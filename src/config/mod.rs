@@ -362,6 +362,19 @@ pub enum OnUnauthenticated {
     Deny,
 }
 
+/// The headers the gateway sets for the upstream besides identity: any client copy, in any
+/// spelling, is removed (the `-` spellings are replaced by the gateway's own values; see
+/// [`crate::proxy::headers`]). Kept here, below both the proxy and the config checks, so that
+/// `upstream.strip_request_headers` refuses exactly these.
+pub const GATEWAY_SET: [&str; 6] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+    "x-real-ip",
+];
+
 /// The least key material `store.encryption_key` accepts, in bytes.
 pub const MIN_ENCRYPTION_KEY_BYTES: usize = 32;
 

@@ -87,16 +87,9 @@ pub fn is_spelling_of(name: &[u8], want: &str) -> bool {
     dash_eq(name, want, true)
 }
 
-/// The headers the gateway sets for the upstream besides identity: any client copy, in any
-/// spelling, is removed (the `-` spellings are replaced by the gateway's own values).
-pub const GATEWAY_SET: [&str; 6] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "forwarded",
-    "x-request-id",
-    "x-real-ip",
-];
+/// The headers the gateway sets for the upstream besides identity (the list lives in
+/// [`crate::config`], which refuses them in `upstream.strip_request_headers`).
+pub use crate::config::GATEWAY_SET;
 
 /// The client address the gateway hands the upstream in `X-Real-IP`.
 pub const REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");

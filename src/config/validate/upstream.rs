@@ -57,13 +57,8 @@ fn strip_request_headers(
     let Some(list) = list else {
         return Ok(STRIP_REQUEST_HEADERS.map(str::to_owned).to_vec());
     };
-    let owned = [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-        "x-request-id",
-        "x-real-ip",
+    // What the gateway sets, and the names that frame or route the request itself.
+    let framing = [
         "host",
         "content-length",
         "transfer-encoding",
@@ -76,7 +71,7 @@ fn strip_request_headers(
         let name = http::HeaderName::from_bytes(v.value.trim().as_bytes())
             .map_err(|_| cx.err(v, &key, format!("invalid header name {:?}", v.value)))?;
         let name = name.as_str().replace('_', "-");
-        if owned.contains(&name.as_str()) {
+        if crate::config::GATEWAY_SET.contains(&name.as_str()) || framing.contains(&name.as_str()) {
             return Err(cx.err(
                 v,
                 &key,
@@ -117,5 +112,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("invalid header name"), "{e}");
+        // Every header the gateway sets, in any spelling, is refused.
+        for name in crate::config::GATEWAY_SET {
+            let spelled = name.to_uppercase().replace('-', "_");
+            let yaml = format!("version: 1\nupstream:\n  strip_request_headers: [{spelled}]\n");
+            let e = load(&yaml).unwrap_err().to_string();
+            assert!(
+                e.contains("set or checked by the gateway itself"),
+                "{name}: {e}"
+            );
+        }
     }
 }
