@@ -306,7 +306,7 @@ where
     if close {
         write::header_line(&mut out, b"connection", b"close");
     }
-    out.extend_from_slice(b"\r\n");
+    write::end_head(&mut out);
 
     let mut left = match framing {
         Framing::None => {

@@ -227,13 +227,14 @@ impl App {
         if let Some(claims) = &plan.claims {
             self.auth.identity_lines(claims, &mut out);
         }
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for hop in forwarding.chain(head) {
-            out.extend_from_slice(hop);
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(peer_value(peer).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let peer_hop = peer_value(peer);
+        write::list_line(
+            &mut out,
+            b"x-forwarded-for",
+            forwarding
+                .chain(head)
+                .chain(std::iter::once(peer_hop.as_bytes())),
+        );
         write::header_line(
             &mut out,
             REAL_IP.as_str().as_bytes(),
@@ -245,7 +246,7 @@ impl App {
         if let Some(host) = forwarding.set_host() {
             write::header_line(&mut out, b"x-forwarded-host", host);
         }
-        out.extend_from_slice(b"\r\n");
+        write::end_head(&mut out);
 
         let sent = Instant::now();
         let answer = self

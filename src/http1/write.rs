@@ -11,6 +11,29 @@ pub(crate) fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `name: ` and the `items` joined by `, ` (one list header, RFC 9110 section 5.6.1),
+/// and its CRLF.
+pub(crate) fn list_line<'a>(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    items: impl IntoIterator<Item = &'a [u8]>,
+) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a head: the empty line after its last header.
+pub(crate) fn end_head(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends an HTTP/1.1 request line with an origin-form `target`.
 pub(crate) fn request_line(out: &mut Vec<u8>, method: &Method, target: &[u8]) {
     out.extend_from_slice(method.as_str().as_bytes());

@@ -71,10 +71,7 @@ impl AuthApi {
             .zip(identity_values(claims))
         {
             if let Some(v) = v {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(v.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                crate::http1::write::header_line(out, name.as_str().as_bytes(), v.as_bytes());
             }
         }
     }
