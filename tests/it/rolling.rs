@@ -147,12 +147,26 @@ const DELAY: &str = "2s";
 impl Replica {
     /// Starts the real binary on `port` (in `dir`, its own store) and waits until it is live.
     async fn start(dir: tempfile::TempDir, port: u16) -> Replica {
-        Replica::start_with(dir, port, DELAY).await
+        match Replica::start_with(dir, port, DELAY).await {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
     }
 
-    async fn start_with(dir: tempfile::TempDir, port: u16, delay: &str) -> Replica {
+    /// [`Replica::start`] with a shutdown delay; an error when the replica exits at start-up
+    /// or does not become ready. Ready means this replica answers: the port was free when the
+    /// test picked it, but another test's server may have taken it since, so readiness is
+    /// asked on a route only this replica has.
+    async fn start_with(dir: tempfile::TempDir, port: u16, delay: &str) -> Result<Replica, String> {
+        let mark = format!(
+            "/replica-{port}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
         let yaml = format!(
-            "version: 1\nshutdown_delay: {delay}\nshutdown_grace: 10s\nadmin: {{listen: null}}\nlisten: {{http: 127.0.0.1:{port}, https: null}}\nroutes:\n  - {{path: /, upstream: 'builtin:whoami', auth: public}}\n"
+            "version: 1\nshutdown_delay: {delay}\nshutdown_grace: 10s\nadmin: {{listen: null}}\nlisten: {{http: 127.0.0.1:{port}, https: null}}\nroutes:\n  - {{path: {mark}, upstream: 'builtin:whoami', auth: public}}\n  - {{path: /, upstream: 'builtin:whoami', auth: public}}\n"
         );
         let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -167,18 +181,19 @@ impl Replica {
             .unwrap();
         let mut replica = Replica { child, port, dir };
         for _ in 0..500 {
-            if let Ok(r) = get(&format!("http://127.0.0.1:{port}/readyz")).await
+            if let Ok(r) = get(&format!("http://127.0.0.1:{port}{mark}")).await
+                && r.status == 200
+                && let Ok(r) = get(&format!("http://127.0.0.1:{port}/readyz")).await
                 && r.status == 200
             {
-                return replica;
+                return Ok(replica);
             }
-            assert!(
-                replica.child.try_wait().unwrap().is_none(),
-                "the replica on port {port} exited at start-up"
-            );
+            if replica.child.try_wait().unwrap().is_some() {
+                return Err(format!("the replica on port {port} exited at start-up"));
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the replica on port {port} did not become ready");
+        Err(format!("the replica on port {port} did not become ready"))
     }
 
     fn term(&self) {
@@ -224,7 +239,7 @@ async fn a_second_signal_ends_the_shutdown_delay() {
             Replica::start_with(dir, port, "10min"),
         )
         .await;
-        if let Ok(r) = started {
+        if let Ok(Ok(r)) = started {
             replica = Some(r);
             break;
         }
