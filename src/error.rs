@@ -235,7 +235,10 @@ h1{font-size:1.4rem;margin-top:0}label{display:block;margin:.9rem 0 .3rem;font-w
 input{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #9aa3b2;border-radius:.4rem;font-size:1rem}\
 input:focus,button:focus,a:focus{outline:3px solid #2563eb;outline-offset:2px}\
 button{margin-top:1.2rem;width:100%;padding:.7rem;border:0;border-radius:.4rem;background:#1d4ed8;color:#fff;font-size:1rem;cursor:pointer}\
-.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:.4rem}.hint{color:#555;font-weight:400;font-size:.9rem}";
+.error{background:#fde8e8;color:#8a1c1c;padding:.6rem;border-radius:.4rem}.hint{color:#555;font-weight:400;font-size:.9rem}\
+.done{background:#e6f4ea;color:#1e4620;padding:.6rem;border-radius:.4rem}h2{font-size:1.1rem;margin-top:1.6rem}\
+.sessions{list-style:none;padding:0}.sessions li{border-top:1px solid #e3e6eb;padding:.8rem 0}\
+.sessions form{margin:0}.sessions button{width:auto;margin-top:.5rem;padding:.4rem .8rem;font-size:.9rem}";
 
 /// A page in the gateway's look: `title` as heading, `body` (HTML) under it.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response<Body> {

@@ -17,6 +17,10 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("Email already registered")]
     EmailTaken,
+    /// The current password given to change it is wrong (the user is signed in: no secret
+    /// to keep about whether the account exists).
+    #[error("Current password is incorrect")]
+    WrongPassword,
     #[error("Invalid email address")]
     InvalidEmail,
     #[error("{0}")]
@@ -65,6 +69,8 @@ impl From<&AuthError> for HttpError {
             A::InvalidRefresh => HttpError::Unauthorized("Invalid or expired refresh token"),
             A::NotAuthenticated(_) => HttpError::Unauthorized("Not authenticated"),
             A::EmailTaken => HttpError::Conflict("Email already registered".into()),
+            // Not 401: the session is fine, and a 401 would send a client off to refresh it.
+            A::WrongPassword => HttpError::Forbidden("Current password is incorrect"),
             A::InvalidEmail => HttpError::Unprocessable("Invalid email address".into()),
             A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
             A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),

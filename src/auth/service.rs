@@ -109,10 +109,7 @@ impl From<&User> for PublicUser {
             email: u.email.clone(),
             name: u.name.clone(),
             roles: u.roles.clone(),
-            created_at: humantime::format_rfc3339_seconds(
-                UNIX_EPOCH + Duration::from_secs(u.created_at),
-            )
-            .to_string(),
+            created_at: rfc3339(u.created_at),
         }
     }
 }
@@ -129,6 +126,11 @@ pub struct Issued {
     /// When the refresh family (the session) ends, unix seconds.
     pub refresh_expires_at: u64,
     pub user: PublicUser,
+}
+
+/// Seconds since the Unix epoch as RFC 3339, whole seconds, UTC.
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 fn hash_error(e: HashError) -> AuthError {
@@ -529,7 +531,10 @@ pub(crate) fn clean_name(name: &str) -> Option<String> {
     (!cleaned.is_empty()).then(|| cleaned.to_owned())
 }
 
+mod account;
 mod maintenance;
+
+pub use account::SessionView;
 mod sessions;
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,7 @@
 mod raw;
 mod util;
 
+mod account;
 mod attack;
 mod auth;
 mod binary;

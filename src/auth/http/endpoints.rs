@@ -7,6 +7,8 @@
 //! - `POST /refresh` `{refresh_token}` or the refresh cookie -> 200, same shape, rotated
 //! - `POST /logout` -> 204, `POST /logout-all` -> 204
 //! - `GET /me` -> the user
+//! - `POST /change-password`, `GET /sessions`, `DELETE /sessions/{id}`: the user's own account
+//!   (see [`super::account`])
 //! - `GET /client.js`, `GET /client.d.ts` -> the browser client module and its types (see
 //!   [`super::browser_client`])
 //!
@@ -23,6 +25,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::account::session_id;
 use super::admission::refuse_cross_site;
 use super::api::AuthApi;
 use super::cookies;
@@ -55,6 +58,13 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/logout-all"),
     ("GET", "/me"),
     ("HEAD", "/me"),
+    ("GET", "/account"),
+    ("HEAD", "/account"),
+    ("POST", "/account"),
+    ("POST", "/change-password"),
+    ("GET", "/sessions"),
+    ("HEAD", "/sessions"),
+    ("DELETE", "/sessions/{id}"),
     ("GET", "/client.js"),
     ("HEAD", "/client.js"),
     ("GET", "/client.d.ts"),
@@ -97,13 +107,27 @@ impl AuthApi {
             ("/logout", &Method::POST) => self.logout(req, tls).await,
             ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
+            ("/account", &Method::GET | &Method::HEAD) => self.account_page(&req, tls).await,
+            ("/account", &Method::POST) => self.account_post(req, tls, client_ip).await,
+            ("/change-password", &Method::POST) => {
+                self.change_password(req, tls, client_ip).await
+            }
+            ("/sessions", &Method::GET | &Method::HEAD) => self.sessions(req, tls).await,
+            (other, &Method::DELETE) if session_id(other).is_some() => {
+                self.end_session(req, tls, session_id(other).unwrap_or_default())
+                    .await
+            }
             ("/client.js" | "/client.d.ts", &Method::GET | &Method::HEAD) => {
                 super::browser_client::asset(action).ok_or(HttpError::NotFound)
             }
-            ("/signup" | "/login" | "/logout", _) => {
+            ("/signup" | "/login" | "/logout" | "/account", _) => {
                 Err(HttpError::MethodNotAllowed("GET, HEAD, POST"))
             }
-            ("/refresh" | "/logout-all", _) => Err(HttpError::MethodNotAllowed("POST")),
+            ("/refresh" | "/logout-all" | "/change-password", _) => {
+                Err(HttpError::MethodNotAllowed("POST"))
+            }
+            ("/sessions", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+            (other, _) if session_id(other).is_some() => Err(HttpError::MethodNotAllowed("DELETE")),
             ("/me" | "/client.js" | "/client.d.ts", _) => {
                 Err(HttpError::MethodNotAllowed("GET, HEAD"))
             }
@@ -238,20 +262,13 @@ impl AuthApi {
     }
 
     async fn logout_all(&self, req: Request<Body>, tls: bool) -> Result<Response<Body>, HttpError> {
-        let session = self
-            .authenticate(req.headers(), tls)
-            .map_err(|_| HttpError::Unauthorized("Not authenticated"))?;
-        if session.via_cookie {
-            self.check_csrf(req.headers(), tls, &session.claims.sid)?;
-        }
+        let session = self.signed_in(req.headers(), tls, true)?;
         self.service().logout_all(&session.claims.sub).await?;
         Ok(self.cleared(tls))
     }
 
     async fn me(&self, req: Request<Body>, tls: bool) -> Result<Response<Body>, HttpError> {
-        let session = self
-            .authenticate(req.headers(), tls)
-            .map_err(|_| HttpError::Unauthorized("Not authenticated"))?;
+        let session = self.signed_in(req.headers(), tls, false)?;
         let user = self.service().user(&session.claims.sub).await?;
         let value = serde_json::to_value(&user).map_err(|e| HttpError::Internal(e.to_string()))?;
         Ok(json_response(StatusCode::OK, &value))
@@ -270,7 +287,7 @@ impl AuthApi {
     }
 
     /// A token answer: JSON body plus the session cookies.
-    fn issued_response(&self, status: StatusCode, issued: &Issued, tls: bool) -> Response<Body> {
+    pub(super) fn issued_response(&self, status: StatusCode, issued: &Issued, tls: bool) -> Response<Body> {
         let mut value = serde_json::json!({
             "token_type": "bearer",
             "expires_in": issued.expires_in,
@@ -288,7 +305,7 @@ impl AuthApi {
     }
 
     /// 204 that deletes the session cookies.
-    fn cleared(&self, tls: bool) -> Response<Body> {
+    pub(super) fn cleared(&self, tls: bool) -> Response<Body> {
         let mut resp = Response::new(body::empty());
         *resp.status_mut() = StatusCode::NO_CONTENT;
         resp.headers_mut()
@@ -325,7 +342,7 @@ struct RefreshBody {
 
 /// Reads a JSON body of at most `limit` bytes. Errors never quote the body (it may hold a
 /// password).
-async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Result<T, HttpError> {
+pub(super) async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Result<T, HttpError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)

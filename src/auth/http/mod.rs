@@ -17,6 +17,8 @@
 
 // `pub` where the fuzz targets reach in (cookie parsing, CSRF, forms); the rest is reached through
 // the re-exports below.
+mod account;
+mod account_page;
 pub(crate) mod admission;
 pub(crate) mod api;
 pub(crate) mod browser_client;

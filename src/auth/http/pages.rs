@@ -401,7 +401,7 @@ impl AuthApi {
 }
 
 /// `303 See Other` to a same-origin path.
-fn redirect(location: &str) -> Response<Body> {
+pub(super) fn redirect(location: &str) -> Response<Body> {
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::SEE_OTHER;
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -413,7 +413,7 @@ fn redirect(location: &str) -> Response<Body> {
 }
 
 /// A form post's `Origin`, when the browser sent one, must be this very origin.
-fn same_origin(headers: &HeaderMap, authority: Option<&str>, tls: bool) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap, authority: Option<&str>, tls: bool) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -428,7 +428,7 @@ fn same_origin(headers: &HeaderMap, authority: Option<&str>, tls: bool) -> bool 
     origin.eq_ignore_ascii_case(&format!("{scheme}://{host}"))
 }
 
-async fn read_limited(req: Request<Body>, limit: usize) -> Result<Vec<u8>, HttpError> {
+pub(super) async fn read_limited(req: Request<Body>, limit: usize) -> Result<Vec<u8>, HttpError> {
     let mut body = req.into_body();
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {

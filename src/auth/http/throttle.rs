@@ -76,7 +76,7 @@ impl AuthApi {
         };
         let failed = match result {
             Ok(_) => false,
-            Err(AuthError::InvalidCredentials) => true,
+            Err(AuthError::InvalidCredentials | AuthError::WrongPassword) => true,
             Err(_) => return,
         };
         if !self.rate_limits().regulation_is_shared() {

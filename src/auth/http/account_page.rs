@@ -1,0 +1,232 @@
+//! The hosted account page, `GET {prefix}/account`: who is signed in, their live sessions with
+//! a "Sign out" button for each, and a form to change the password. Like the other hosted
+//! pages: plain HTML forms, no script, no external asset; the forms post back to
+//! `POST {prefix}/account` with the session's CSRF token as a hidden field, and are refused
+//! cross-site and cross-origin. A visitor who is not signed in is sent to the sign-in page,
+//! which returns here.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Request, Response, StatusCode};
+use tracing::Instrument;
+
+use super::admission::{Session, refuse_cross_site};
+use super::api::AuthApi;
+use super::cookies;
+use super::form::{form_decode, form_value, percent_encode};
+use super::pages::{read_limited, redirect, same_origin};
+use crate::auth::error::AuthError;
+use crate::auth::service::SessionView;
+use crate::body::{self, Body};
+use crate::error::{HttpError, PAGE_STYLE as STYLE, escape_html, html_headers};
+use crate::ratelimit::Action;
+use crate::secret::SecretString;
+
+/// A note shown above the page's content.
+enum Note<'a> {
+    Done(&'a str),
+    Error(&'a str),
+}
+
+impl AuthApi {
+    /// `GET {prefix}/account`.
+    pub(super) async fn account_page(
+        &self,
+        req: &Request<Body>,
+        tls: bool,
+    ) -> Result<Response<Body>, HttpError> {
+        let Ok(session) = self.authenticate(req.headers(), tls) else {
+            return Ok(self.to_sign_in());
+        };
+        let query = form_decode(req.uri().query().unwrap_or(""));
+        let note = match form_value(&query, "done").as_deref() {
+            Some("password") => Some(Note::Done(
+                "Password changed. Every other session was signed out.",
+            )),
+            Some("session") => Some(Note::Done("That session was signed out.")),
+            _ => None,
+        };
+        self.render_account(StatusCode::OK, req.headers(), tls, &session, note)
+            .await
+    }
+
+    /// `POST {prefix}/account` from the page's forms: `op=end` with `session`, or
+    /// `op=change-password` with `current_password` and `new_password`; both with `csrf`.
+    pub(super) async fn account_post(
+        &self,
+        req: Request<Body>,
+        tls: bool,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, HttpError> {
+        refuse_cross_site(req.headers())?;
+        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        if !same_origin(req.headers(), authority.as_deref(), tls) {
+            return Err(HttpError::Forbidden("Cross-origin form post refused"));
+        }
+        let Ok(session) = self.authenticate(req.headers(), tls) else {
+            return Ok(self.to_sign_in());
+        };
+        let headers = req.headers().clone();
+        let fields = form_decode(&String::from_utf8_lossy(
+            &read_limited(req, self.body_limit()).await?,
+        ));
+        let cookie = cookies::get(
+            &headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        );
+        let token = form_value(&fields, "csrf");
+        if !cookies::csrf_ok(self.csrf(), &session.claims.sid, cookie, token.as_deref()) {
+            return Err(HttpError::Forbidden("CSRF token missing or invalid"));
+        }
+        let page = format!("{}/account", self.prefix());
+        match form_value(&fields, "op").as_deref() {
+            Some("end") => {
+                let id = form_value(&fields, "session").unwrap_or_default();
+                if !self.service().end_session(&session.claims, &id).await? {
+                    return Err(HttpError::NotFound);
+                }
+                if id == session.claims.sid {
+                    let mut resp = redirect(&format!("{}/login", self.prefix()));
+                    self.clear_cookies(resp.headers_mut(), tls);
+                    return Ok(resp);
+                }
+                Ok(redirect(&format!("{page}?done=session")))
+            }
+            Some("change-password") => {
+                let email = session.claims.email.clone();
+                if let Err(e) = self.throttle(Action::Login, client_ip, Some(&email)).await {
+                    let note = Note::Error("Too many attempts; please wait a little and try again");
+                    let mut resp = self
+                        .render_account(e.status(), &headers, tls, &session, Some(note))
+                        .await?;
+                    if let Some(v) = e.response(false).headers().get(header::RETRY_AFTER) {
+                        resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
+                    }
+                    return Ok(resp);
+                }
+                let current = SecretString::new(
+                    form_value(&fields, "current_password").unwrap_or_default(),
+                );
+                let new =
+                    SecretString::new(form_value(&fields, "new_password").unwrap_or_default());
+                let result = self
+                    .service()
+                    .change_password(&session.claims, &current, &new)
+                    .instrument(tracing::info_span!("change_password", %client_ip, form = true))
+                    .await;
+                self.record_login(&email, client_ip, &result).await;
+                super::throttle::pace(&result).await;
+                match result {
+                    Ok(issued) => {
+                        let mut resp = redirect(&format!("{page}?done=password"));
+                        for c in self.session_cookies(&issued, tls) {
+                            resp.headers_mut().append(header::SET_COOKIE, c);
+                        }
+                        Ok(resp)
+                    }
+                    // The session itself is gone (disabled meanwhile): sign in again.
+                    Err(AuthError::NotAuthenticated(_)) => Ok(self.to_sign_in()),
+                    Err(e) => {
+                        let status = HttpError::from(&e).status();
+                        let message = match &e {
+                            AuthError::Internal(_) => {
+                                "Something went wrong; please try again".to_owned()
+                            }
+                            other => other.to_string(),
+                        };
+                        self.render_account(
+                            status,
+                            &headers,
+                            tls,
+                            &session,
+                            Some(Note::Error(&message)),
+                        )
+                        .await
+                    }
+                }
+            }
+            _ => Err(HttpError::BadRequest("Unknown account action".into())),
+        }
+    }
+
+    /// 303 to the sign-in page, which comes back here.
+    fn to_sign_in(&self) -> Response<Body> {
+        let back = format!("{}/account", self.prefix());
+        redirect(&format!(
+            "{}/login?next={}",
+            self.prefix(),
+            percent_encode(&back)
+        ))
+    }
+
+    async fn render_account(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        tls: bool,
+        session: &Session,
+        note: Option<Note<'_>>,
+    ) -> Result<Response<Body>, HttpError> {
+        let sessions = self.service().sessions(&session.claims).await?;
+        let prefix = self.prefix();
+        let csrf = cookies::get(headers, cookies::names(tls, self.transparent_refresh()).csrf)
+            .unwrap_or("");
+        let csrf = escape_html(csrf);
+        let note = match note {
+            Some(Note::Done(m)) => format!("<p class=\"done\" role=\"status\">{}</p>", escape_html(m)),
+            Some(Note::Error(m)) => format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)),
+            None => String::new(),
+        };
+        let rows: String = sessions.iter().map(|s| session_row(prefix, &csrf, s)).collect();
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>Your account</title><style>{STYLE}</style></head>\
+             <body><main><h1>Your account</h1>{note}\
+             <p>Signed in as <strong>{email}</strong>. <a href=\"{prefix}/logout\">Sign out</a></p>\
+             <h2>Sessions</h2><ul class=\"sessions\">{rows}</ul>\
+             <h2>Change password</h2>\
+             <form method=\"post\" action=\"{prefix}/account\" novalidate>\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"op\" value=\"change-password\">\
+             <input type=\"text\" name=\"username\" autocomplete=\"username\" value=\"{email}\" hidden>\
+             <label for=\"current_password\">Current password</label>\
+             <input id=\"current_password\" name=\"current_password\" type=\"password\" autocomplete=\"current-password\" required>\
+             <label for=\"new_password\">New password</label>\
+             <input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" required>\
+             <p class=\"hint\">Every other session is signed out.</p>\
+             <button type=\"submit\">Change password</button></form>\
+             </main></body></html>",
+            email = escape_html(&session.claims.email),
+        );
+        let mut resp = Response::new(body::full(Bytes::from(page)));
+        *resp.status_mut() = status;
+        html_headers(resp.headers_mut());
+        Ok(resp)
+    }
+}
+
+/// One session in the list, with its sign-out form.
+fn session_row(prefix: &str, csrf: &str, s: &SessionView) -> String {
+    let agent = s.user_agent.as_deref().unwrap_or("Unknown browser");
+    let from = s
+        .ip
+        .as_deref()
+        .map(|ip| format!(" from {}", escape_html(ip)))
+        .unwrap_or_default();
+    let this = if s.current { " <strong>(this browser)</strong>" } else { "" };
+    format!(
+        "<li><span>{agent}{from}{this}</span><br><span class=\"hint\">Signed in {created}, last active {used}</span>\
+         <form method=\"post\" action=\"{prefix}/account\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <input type=\"hidden\" name=\"op\" value=\"end\">\
+         <input type=\"hidden\" name=\"session\" value=\"{id}\">\
+         <button type=\"submit\">Sign out</button></form></li>",
+        agent = escape_html(agent),
+        created = escape_html(&s.created_at),
+        used = escape_html(&s.last_used_at),
+        id = escape_html(&s.id),
+    )
+}
