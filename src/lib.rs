@@ -29,6 +29,8 @@
 //! - [`proxy`]: routing, header rewriting, forwarding, upgrades, the built-in whoami upstream.
 //! - [`auth`]: accounts, passwords, tokens and sessions ([`auth::service`], no HTTP), and their
 //!   HTTP surface ([`auth::http`]: the auth API, admission to protected routes, hosted pages).
+//! - [`mail`]: account e-mails (verification, password reset): templates, links under
+//!   `email.public_url`, and a bounded queue delivered over SMTP in the background.
 //! - [`metrics`]: Prometheus metrics and request ids.
 //! - [`ratelimit`]: per-IP and per-account rate limits and login regulation.
 //! - [`store`]: the embedded redb database (users, refresh tokens, revocations, keys).
@@ -48,6 +50,7 @@ pub mod fast_path;
 pub mod handler;
 pub(crate) mod http1;
 pub mod idle;
+pub mod mail;
 pub mod metrics;
 pub(crate) mod private_file;
 pub mod proxy;

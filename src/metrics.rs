@@ -98,8 +98,8 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     cert_expiry: AtomicI64,
-    /// What a lower layer counts itself and registered here (see [`Metrics::attach`]).
-    attached: OnceLock<Arc<dyn Collector>>,
+    /// What lower layers count themselves and registered here (see [`Metrics::attach`]).
+    attached: Mutex<Vec<Arc<dyn Collector>>>,
     /// The rate limits of the configuration serving now (replaced on reload).
     limits: Mutex<Weak<Limits>>,
 }
@@ -122,9 +122,12 @@ impl Metrics {
 
     /// Registers metrics that a lower layer keeps itself, read at each scrape after this
     /// module's own (the auth service's logins, refreshes and hashing pool: see
-    /// `auth::metrics`). This module knows nothing of what they are. The first one stays.
+    /// `auth::metrics`; the mailer's queue and deliveries: `mail::metrics`). This module knows
+    /// nothing of what they are. Each layer registers once, at start.
     pub fn attach(&self, collector: Arc<dyn Collector>) {
-        let _ = self.attached.set(collector);
+        if let Ok(mut attached) = self.attached.lock() {
+            attached.push(collector);
+        }
     }
 
     /// Points the key-count gauge at the rate limits now in force.
@@ -181,8 +184,10 @@ impl Metrics {
     pub fn render(self: &Arc<Self>) -> String {
         let mut registry = Registry::with_prefix("gateway");
         registry.register_collector(Box::new(Scrape(self.clone())));
-        if let Some(attached) = self.attached.get() {
-            registry.register_collector(Box::new(Attached(attached.clone())));
+        if let Ok(attached) = self.attached.lock() {
+            for collector in attached.iter() {
+                registry.register_collector(Box::new(Attached(collector.clone())));
+            }
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

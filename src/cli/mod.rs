@@ -291,6 +291,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.auth.signup,
         config.auth.algorithm
     )?;
+    match &config.email {
+        // No credentials: describe() names the server, the sender and the link base only.
+        Some(email) => say!("email: {}", email.describe())?,
+        None => say!("email: off (verification and password reset are off)")?,
+    }
     say!("routes (first match wins):")?;
     let table = RouteTable::new(&config.routes);
     for (i, r) in table.iter().enumerate() {

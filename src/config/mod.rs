@@ -85,6 +85,9 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// Routes in file order; the first match wins.
     pub routes: Vec<RouteSpec>,
+    /// How account e-mails are sent (`email`); `None`: no e-mail, so no address verification
+    /// and no password reset by e-mail.
+    pub email: Option<EmailSettings>,
     /// Names of the `GATEWAY_...` variables that overrode values of the file, sorted.
     pub env_overrides: Vec<String>,
 }
@@ -490,6 +493,85 @@ pub enum AuthPolicy {
     Public,
     /// A valid access token, and when `roles` is not empty, at least one of them.
     Required { roles: Vec<String> },
+}
+
+/// The account e-mails, by the file-name stem under which `email.templates_dir` may override
+/// each (`verify-email.subject.txt`, `verify-email.txt`, `verify-email.html`). Kept here, below
+/// both the config checks and [`crate::mail`], so a misspelt file name is a config error.
+pub const EMAIL_TEMPLATES: [&str; 2] = ["verify-email", "reset-password"];
+
+/// The parts of one e-mail template, by file-name suffix.
+pub const EMAIL_TEMPLATE_PARTS: [&str; 3] = ["subject.txt", "txt", "html"];
+
+/// How account e-mails are sent (`email`): see [`crate::mail`].
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// The SMTP server (`email.smtp_url`).
+    pub smtp: SmtpServer,
+    pub username: Option<String>,
+    pub password: Option<Secret<String>>,
+    /// The `From` of every message; its display name is the `{{app}}` of the templates.
+    pub from: lettre::message::Mailbox,
+    /// The external base URL links point under, without a trailing slash
+    /// (`https://login.example.com`). Links never use a request's `Host`.
+    pub public_url: String,
+    /// Template overrides read from `email.templates_dir` at load time: file name (e.g.
+    /// `verify-email.html`) -> text. A file that is not there keeps the built-in one.
+    pub templates: std::collections::BTreeMap<String, String>,
+    /// Messages waiting to be sent at most; beyond, sending fails at once.
+    pub queue_size: usize,
+    /// How long one delivery attempt may take.
+    pub send_timeout: Duration,
+    /// Delivery attempts per message (with exponential backoff between them).
+    pub max_attempts: u32,
+}
+
+impl EmailSettings {
+    /// For `gateway check` and logs, without credentials:
+    /// `smtps://mail.example.com:465, from Gateway <no-reply@example.com>, links under https://...`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, from {}, links under {}",
+            self.smtp, self.from, self.public_url
+        )
+    }
+}
+
+/// An SMTP server and how the connection to it is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+}
+
+impl std::fmt::Display for SmtpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, note) = match self.tls {
+            SmtpTls::Opportunistic => ("smtp", " (STARTTLS when offered)"),
+            SmtpTls::StartTls => ("smtp", " (STARTTLS required)"),
+            SmtpTls::Implicit => ("smtps", ""),
+        };
+        // An IPv6 literal keeps its brackets, as it was written.
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}{note}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}{note}", self.host, self.port)
+        }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://` without credentials: plain, upgraded with STARTTLS when the server offers it.
+    /// A server (or someone in between) that offers no STARTTLS gets the message in the clear.
+    Opportunistic,
+    /// `smtp://` with a username or password: STARTTLS or nothing, so credentials never travel
+    /// in the clear. (To a loopback relay with credentials and no STARTTLS, `Opportunistic`.)
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
 }
 
 /// Reads and checks a config file, with `GATEWAY_...` overrides from the process environment.

@@ -43,10 +43,11 @@ const TOP_LEVEL: &[&str] = &[
     "rate_limits",
     "regulation",
     "routes",
+    "email",
 ];
 
 /// Keys whose override is taken literally rather than parsed as YAML.
-const LITERAL: &[&str] = &["auth.jwt_secret"];
+const LITERAL: &[&str] = &["auth.jwt_secret", "email.password"];
 
 /// Where a line of the merged text came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

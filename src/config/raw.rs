@@ -49,6 +49,32 @@ pub struct RawConfig {
     pub regulation: RawRegulation,
     #[serde(default, deserialize_with = "null_as_default")]
     pub routes: Vec<RawRoute>,
+    /// Absent (or `null`): the gateway sends no e-mail.
+    #[serde(default)]
+    pub email: Option<RawEmail>,
+}
+
+/// `email`: how account e-mails (verification, password reset) are sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEmail {
+    pub smtp_url: Sp<String>,
+    #[serde(default)]
+    pub username: Option<Sp<String>>,
+    #[serde(default)]
+    pub password: Option<Sp<String>>,
+    #[serde(default)]
+    pub password_file: Option<Sp<String>>,
+    pub from: Sp<String>,
+    pub public_url: Sp<String>,
+    #[serde(default)]
+    pub templates_dir: Option<Sp<String>>,
+    #[serde(default)]
+    pub queue_size: Option<Sp<usize>>,
+    #[serde(default)]
+    pub send_timeout: Option<Sp<String>>,
+    #[serde(default)]
+    pub max_attempts: Option<Sp<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 
 mod auth;
 mod cors;
+mod email;
 mod limits;
 mod listen;
 mod rate_limits;
@@ -261,6 +262,10 @@ pub(super) fn validate(
     for (i, r) in raw.routes.iter().enumerate() {
         routes.push(routes::validate_route(&cx, i, r)?);
     }
+    let email = match &raw.email {
+        Some(e) => Some(email::validate_email(&cx, e)?),
+        None => None,
+    };
 
     Ok(Config {
         base_dir: base_dir.to_owned(),
@@ -279,6 +284,7 @@ pub(super) fn validate(
         cors,
         rate_limits,
         routes,
+        email,
         env_overrides,
     })
 }
