@@ -36,6 +36,7 @@ mod rolling;
 mod secrets_at_rest;
 mod server;
 mod store;
+mod store_lifecycle;
 mod tls;
 mod tty;
 mod wire;
