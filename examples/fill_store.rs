@@ -35,6 +35,7 @@ fn main() {
             created_at: now,
             updated_at: now,
             session_version: 0,
+            email_verified: false,
         };
         store.create_user(&user).unwrap();
         if i % 100_000 == 0 {

@@ -317,11 +317,13 @@ impl AuthService {
             created_at: now,
             updated_at: now,
             session_version: 0,
+            email_verified: false,
         };
         let record = user.clone();
         self.blocking(move |s| Ok(s.create_user(&record)?)).await?;
         tracing::info!(target: "audit", event = "signup", user_id = %user.id);
-        self.start_session(&user).await
+        // The HTTP layer does not pass the client's user agent and address in yet (issue 16).
+        self.start_session(&user, None, None).await
     }
 
     /// Checks email and password and starts a session.
@@ -370,7 +372,8 @@ impl AuthService {
         }
         tracing::info!(target: "audit", event = "login", user_id = %user.id);
         bump(&self.inner.counters.logins_ok);
-        self.start_session(&user).await
+        // The HTTP layer does not pass the client's user agent and address in yet (issue 16).
+        self.start_session(&user, None, None).await
     }
 
     /// The current record of a user. A deleted or disabled user gives

@@ -52,6 +52,10 @@ pub enum UserCommand {
         /// Read the password from the first line of stdin, even on a terminal.
         #[arg(long)]
         password_stdin: bool,
+        /// Mark the email address as verified (the admin vouches for it); otherwise the user
+        /// starts unverified, as after sign-up.
+        #[arg(long)]
+        verified: bool,
     },
     /// List all users.
     List,
@@ -138,9 +142,11 @@ pub fn run(config_path: &Path, command: UserCommand) -> anyhow::Result<()> {
             name,
             roles,
             password_stdin,
+            verified,
         } => {
             // Cheap checks first, so a typo does not cost a password prompt.
-            let new = admin.prepare_add(&email, name.as_deref(), &roles)?;
+            let mut new = admin.prepare_add(&email, name.as_deref(), &roles)?;
+            new.email_verified = verified;
             let password = prompt::new_password(password_stdin)?;
             admin.add(new, &password)?
         }
@@ -190,6 +196,7 @@ struct NewUser {
     email: String,
     name: Option<String>,
     roles: Vec<String>,
+    email_verified: bool,
 }
 
 impl Admin {
@@ -229,6 +236,7 @@ impl Admin {
             email,
             name: name.and_then(clean_name),
             roles,
+            email_verified: false,
         })
     }
 
@@ -245,6 +253,7 @@ impl Admin {
             created_at: now,
             updated_at: now,
             session_version: 0,
+            email_verified: new.email_verified,
         };
         match self.store.create_user(&user) {
             Ok(()) => {}
@@ -407,13 +416,15 @@ fn timestamp(unix: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
-/// The `user list` table: id, email, roles, disabled, created; columns padded to fit.
+/// The `user list` table: id, email, roles, disabled, verified, created; columns padded to
+/// fit.
 fn table(users: &[User]) -> String {
-    let mut rows: Vec<[String; 5]> = vec![[
+    let mut rows: Vec<[String; 6]> = vec![[
         "ID".into(),
         "EMAIL".into(),
         "ROLES".into(),
         "DISABLED".into(),
+        "VERIFIED".into(),
         "CREATED".into(),
     ]];
     rows.extend(users.iter().map(|u| {
@@ -426,10 +437,11 @@ fn table(users: &[User]) -> String {
                 u.roles.join(",")
             },
             if u.disabled { "yes" } else { "no" }.to_owned(),
+            if u.email_verified { "yes" } else { "no" }.to_owned(),
             timestamp(u.created_at),
         ]
     }));
-    let mut widths = [0usize; 5];
+    let mut widths = [0usize; 6];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -454,6 +466,10 @@ fn describe(u: &User) -> String {
     [
         format!("id:              {}", u.id),
         format!("email:           {}", u.email),
+        format!(
+            "email verified:  {}",
+            if u.email_verified { "yes" } else { "no" }
+        ),
         format!("name:            {}", u.name.as_deref().unwrap_or("-")),
         format!("roles:           {}", show_roles(&u.roles)),
         format!("disabled:        {}", if u.disabled { "yes" } else { "no" }),
@@ -528,15 +544,18 @@ mod tests {
         let mut bob = user("u-2", "bob@example.com");
         bob.roles.clear();
         bob.disabled = true;
+        bob.email_verified = true;
         let out = table(&[user("u-1", "a@example.com"), bob]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("ID   EMAIL            ROLES  DISABLED  CREATED"));
+        assert!(lines[0].starts_with("ID   EMAIL            ROLES  DISABLED  VERIFIED  CREATED"));
         assert!(
-            lines[1].starts_with("u-1  a@example.com    admin  no        1970-01-01T00:00:10Z")
+            lines[1].starts_with(
+                "u-1  a@example.com    admin  no        no        1970-01-01T00:00:10Z"
+            )
         );
-        assert!(lines[2].starts_with("u-2  bob@example.com  -      yes"));
-        assert_eq!(table(&[]), "ID  EMAIL  ROLES  DISABLED  CREATED");
+        assert!(lines[2].starts_with("u-2  bob@example.com  -      yes       yes"));
+        assert_eq!(table(&[]), "ID  EMAIL  ROLES  DISABLED  VERIFIED  CREATED");
     }
 
     #[test]
@@ -587,6 +606,8 @@ mod tests {
         let new = admin.prepare_add("ada@example.com", None, &[]).unwrap();
         let id = admin.add(new, &pw("zq8vLw2x-long")).unwrap();
         let stored = admin.store.user_by_id(&id).unwrap().unwrap();
+        assert!(!stored.email_verified, "unverified unless --verified");
+        assert!(describe(&stored).contains("email verified:  no"));
         assert!(
             stored
                 .password_hash
@@ -603,6 +624,13 @@ mod tests {
             .prepare_add("bob@example.com", None, &strings(&["no spaces"]))
             .unwrap_err();
         assert!(err.to_string().starts_with("invalid role"), "{err}");
+
+        let mut new = admin.prepare_add("cy@example.com", None, &[]).unwrap();
+        new.email_verified = true; // `--verified`
+        let id = admin.add(new, &pw("zq8vLw2x-long")).unwrap();
+        let stored = admin.store.user_by_id(&id).unwrap().unwrap();
+        assert!(stored.email_verified);
+        assert!(describe(&stored).contains("email verified:  yes"));
     }
 
     #[test]

@@ -19,6 +19,13 @@
 //! - Methods are synchronous and may block (file lock, network round trip, bounded by the
 //!   configured timeouts); async callers run them on the blocking pool. Time is passed in
 //!   (`now`, unix seconds) so expiry is testable without a clock.
+//! - One-time tokens (email verification, password reset) are single use: of two concurrent
+//!   [`Store::consume_one_time`] calls exactly one gets the token.
+//! - Each refresh family has a [`SessionInfo`] the user can see. Rotation touches it in the
+//!   rotation's transaction; every revocation of the family marks it ended in the
+//!   revocation's transaction, so whatever ends a family (logout, reuse, "log out
+//!   everywhere", deletion, [`Store::end_session`]) ends the session, and ending a session is
+//!   announced like any revoked family.
 
 mod model;
 pub mod postgres;
@@ -29,8 +36,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    CHANGE_RETENTION, Change, JtiRange, RefreshRecord, RefreshState, Regulation, Rotation,
-    Snapshot, StoreError, SweepStats, TokenHash, User, UserFlags,
+    CHANGE_RETENTION, Change, JtiRange, OneTimeToken, RefreshRecord, RefreshState, Regulation,
+    Rotation, SessionInfo, Snapshot, StoreError, SweepStats, TokenHash, TokenKind,
+    USER_AGENT_MAX_CHARS, User, UserFlags,
 };
 
 use crate::config::StoreSettings;
@@ -376,8 +384,9 @@ impl Store {
         /// now: two servers generating a first signing key both end up with the same key.
         fn put_meta_if_absent(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
         /// Housekeeping, safe to run from any server at any time: deletes refresh records whose
-        /// family expired, revocations past their expiry and change-feed entries beyond the
-        /// newest [`CHANGE_RETENTION`]. Deleted users' flag rows are kept.
+        /// family expired, revocations and one-time tokens past their expiry, session records
+        /// of ended or expired sessions and change-feed entries beyond the newest
+        /// [`CHANGE_RETENTION`]. Deleted users' flag rows are kept.
         fn sweep(&self, now: u64) -> Result<SweepStats, StoreError>;
         /// Adds a user. [`StoreError::EmailTaken`] if the email is in use,
         /// [`StoreError::IdTaken`] if the id is.
@@ -385,9 +394,9 @@ impl Store {
         fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
         /// Looks a user up by normalised email.
         fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
-        /// Deletes a user and their email, revokes all their refresh families and leaves a flag
-        /// row `{disabled: true}` so their live access tokens die. False if there was no such
-        /// user.
+        /// Deletes a user, their email and their one-time tokens, revokes all their refresh
+        /// families (ending their sessions) and leaves a flag row `{disabled: true}` so their
+        /// live access tokens die. False if there was no such user.
         fn delete_user(&self, id: &str, now: u64) -> Result<bool, StoreError>;
         /// Every user, in id order.
         fn list_users(&self) -> Result<Vec<User>, StoreError>;
@@ -397,13 +406,14 @@ impl Store {
         /// The flag row of one user; `None` means enabled with session version 0.
         fn flags_of(&self, id: &str) -> Result<Option<UserFlags>, StoreError>;
         /// "Log out everywhere": bumps the session version, revokes all the user's refresh
-        /// families and announces it, in one transaction. `None` if the user is absent.
+        /// families (marking their sessions ended) and announces it, in one transaction. `None`
+        /// if the user is absent.
         fn end_all_sessions(&self, user_id: &str, now: u64) -> Result<Option<User>, StoreError>;
         /// Stores a new refresh token. Refuses a hash that is already present.
         fn insert_refresh(&self, hash: &TokenHash, rec: &RefreshRecord) -> Result<(), StoreError>;
         fn get_refresh(&self, hash: &TokenHash) -> Result<Option<RefreshRecord>, StoreError>;
-        /// Atomically: if `old` is active and its family unexpired, marks it rotated at `now`
-        /// and stores `new` in the same family. A rotated `old` gives
+        /// Atomically: if `old` is active and its family unexpired, marks it rotated at `now`,
+        /// stores `new` in the same family and sets the session's `last_used_at` to `now`. A rotated `old` gives
         /// [`Rotation::AlreadyRotated`] and writes nothing; anything else
         /// [`Rotation::Invalid`].
         fn rotate_refresh(&self, old: &TokenHash, new: &TokenHash, now: u64) -> Result<Rotation, StoreError>;
@@ -416,6 +426,34 @@ impl Store {
         fn revoke_jti(&self, jti: &str, exp: u64) -> Result<(), StoreError>;
         /// Deny-listed jtis that have not yet expired, with their expiry.
         fn revoked_jtis(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError>;
+        /// Stores a one-time token (email verification, password reset) under the SHA-256 of
+        /// the token. Refuses a hash that is already present.
+        fn insert_one_time(&self, hash: &TokenHash, rec: &OneTimeToken) -> Result<(), StoreError>;
+        /// Atomically removes and returns the token if it is of `kind` and unexpired
+        /// (`now < expires_at`): of two concurrent consumers exactly one gets it. An expired
+        /// token is removed and not returned; a token of another kind is left as it is.
+        fn consume_one_time(&self, hash: &TokenHash, kind: TokenKind, now: u64) -> Result<Option<OneTimeToken>, StoreError>;
+        /// What [`Store::consume_one_time`] would return, without consuming (for a page that
+        /// asks to confirm before acting).
+        fn peek_one_time(&self, hash: &TokenHash, kind: TokenKind, now: u64) -> Result<Option<OneTimeToken>, StoreError>;
+        /// Deletes every token of `kind` of a user (a login or a new reset voids the reset
+        /// tokens already sent). Returns how many.
+        fn delete_one_time_for(&self, user_id: &str, kind: TokenKind) -> Result<usize, StoreError>;
+        /// Records a session (refresh family) as it starts; the user agent is cut to
+        /// [`USER_AGENT_MAX_CHARS`] characters. Refuses a family already recorded.
+        fn start_session(&self, info: &SessionInfo) -> Result<(), StoreError>;
+        /// The user's live sessions (not ended, not expired at `now`), newest (`created_at`)
+        /// first.
+        fn sessions_of(&self, user_id: &str, now: u64) -> Result<Vec<SessionInfo>, StoreError>;
+        /// Ends one session: if `family` is a live session of `user_id`, revokes the family as
+        /// [`Store::revoke_family`] does (announced on the change feed) and returns true; else
+        /// changes nothing and returns false (another user's session, unknown, already ended,
+        /// or expired).
+        fn end_session(&self, user_id: &str, family: &str, now: u64) -> Result<bool, StoreError>;
+        /// Ends every session of the user but `keep` (changing the password keeps the session
+        /// that did it), in one transaction, each as [`Store::revoke_family`] does. Returns
+        /// how many live sessions ended.
+        fn end_other_sessions(&self, user_id: &str, keep: &str, now: u64) -> Result<usize, StoreError>;
         /// Everything `gateway migrate` copies, read consistently.
         fn export(&self, now: u64) -> Result<Snapshot, StoreError>;
         /// Writes a snapshot into an empty store ([`StoreError::NotEmpty`] otherwise).

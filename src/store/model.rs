@@ -75,6 +75,10 @@ pub struct SweepStats {
     pub jtis: usize,
     /// Change feed entries beyond [`CHANGE_RETENTION`].
     pub changes: usize,
+    /// One-time tokens past their expiry.
+    pub one_time_tokens: usize,
+    /// Session records of families that expired or were revoked.
+    pub sessions: usize,
 }
 
 /// A user account.
@@ -91,6 +95,10 @@ pub struct User {
     pub updated_at: u64,
     /// Access tokens carrying a lower version are revoked.
     pub session_version: u64,
+    /// Whether the user proved they read mail at `email`. Records written before this field
+    /// existed read as false.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -105,6 +113,7 @@ impl std::fmt::Debug for User {
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .field("session_version", &self.session_version)
+            .field("email_verified", &self.email_verified)
             .finish()
     }
 }
@@ -173,6 +182,97 @@ impl JtiRange<'_> {
     }
 }
 
+/// What a one-time token is for; a token of one kind is never accepted as the other.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TokenKind {
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl TokenKind {
+    /// The name stored by the PostgreSQL backend.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::VerifyEmail => "verify_email",
+            TokenKind::ResetPassword => "reset_password",
+        }
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<TokenKind> {
+        match name {
+            "verify_email" => Some(TokenKind::VerifyEmail),
+            "reset_password" => Some(TokenKind::ResetPassword),
+            _ => None,
+        }
+    }
+}
+
+/// A single-use token mailed to a user (email verification, password reset), stored under the
+/// SHA-256 of the token ([`TokenHash`]); the token itself is never stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OneTimeToken {
+    pub kind: TokenKind,
+    pub user_id: String,
+    /// The address the token was sent to: verifying it proves this address, not whatever
+    /// address the user has by the time the link is followed.
+    pub email: String,
+    pub created_at: u64,
+    /// The token is accepted while `now < expires_at`.
+    pub expires_at: u64,
+}
+
+/// The longest user agent a [`SessionInfo`] keeps, in characters.
+pub const USER_AGENT_MAX_CHARS: usize = 256;
+
+/// What a user sees about one of their sessions (one refresh family): written when the family
+/// starts, touched by each rotation, ended when the family is revoked.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The refresh family, which is also the access tokens' `sid`.
+    pub family: String,
+    pub user_id: String,
+    pub created_at: u64,
+    /// The last refresh (rotation) of the family; `created_at` until the first.
+    pub last_used_at: u64,
+    /// When the family expires (its `family_expires_at`).
+    pub expires_at: u64,
+    /// As sent at login; the store keeps at most [`USER_AGENT_MAX_CHARS`] characters.
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// When the family was revoked (logout, "log out everywhere", reuse detection, ...);
+    /// `None` while the session lasts.
+    #[serde(default)]
+    pub ended_at: Option<u64>,
+}
+
+impl SessionInfo {
+    /// Not ended and not expired at `now`.
+    pub fn is_live(&self, now: u64) -> bool {
+        self.ended_at.is_none() && now < self.expires_at
+    }
+
+    /// The record as stored: the user agent cut to [`USER_AGENT_MAX_CHARS`] characters.
+    pub(crate) fn bounded(&self) -> SessionInfo {
+        let mut info = self.clone();
+        if let Some(ua) = &mut info.user_agent
+            && let Some((cut, _)) = ua.char_indices().nth(USER_AGENT_MAX_CHARS)
+        {
+            ua.truncate(cut);
+        }
+        info
+    }
+}
+
+/// The order [`crate::store::Store::sessions_of`] lists sessions in: newest first, ties (the
+/// same second) by family, so both backends agree.
+pub(crate) fn newest_first(sessions: &mut [SessionInfo]) {
+    sessions.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| a.family.cmp(&b.family))
+    });
+}
+
 /// Everything [`crate::store::Store::export`] reads and [`crate::store::Store::import`]
 /// writes: what `gateway migrate` carries from one store to another. Expired sessions and
 /// revocations are left behind; the change feed is not copied (the target starts its own).
@@ -185,6 +285,10 @@ pub struct Snapshot {
     pub refresh: Vec<(TokenHash, RefreshRecord)>,
     pub revoked_jtis: Vec<(String, u64)>,
     pub revoked_families: Vec<(String, u64)>,
+    /// Unexpired one-time tokens, by hash.
+    pub one_time: Vec<(TokenHash, OneTimeToken)>,
+    /// Session records of unexpired families (ended ones included, like their tokens).
+    pub sessions: Vec<SessionInfo>,
     /// Signing keys, the refresh-token key, the CSRF key: without them every token dies.
     pub meta: Vec<(String, Vec<u8>)>,
 }

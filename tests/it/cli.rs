@@ -59,7 +59,7 @@ fn add_list_show() {
     assert_eq!(list.code, 0, "{list:?}");
     let lines: Vec<&str> = list.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", list.stdout);
-    for column in ["ID", "EMAIL", "ROLES", "DISABLED", "CREATED"] {
+    for column in ["ID", "EMAIL", "ROLES", "DISABLED", "VERIFIED", "CREATED"] {
         assert!(lines[0].contains(column), "{}", lines[0]);
     }
     for cell in [id.as_str(), "ada@example.com", "admin,ops", "no"] {
@@ -97,6 +97,30 @@ fn default_roles_apply_when_none_given() {
     assert_eq!(out.code, 0, "{out:?}");
     let show = run_cli(&config, &["user", "show", "bob@example.com"], "");
     assert!(show.stdout.contains("member"), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("email verified:  no"),
+        "{}",
+        show.stdout
+    );
+
+    let out = run_cli(
+        &config,
+        &[
+            "user",
+            "add",
+            "cy@example.com",
+            "--verified",
+            "--password-stdin",
+        ],
+        "zq8vLw2x-long",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let show = run_cli(&config, &["user", "show", "cy@example.com"], "");
+    assert!(
+        show.stdout.contains("email verified:  yes"),
+        "{}",
+        show.stdout
+    );
 }
 
 #[test]

@@ -39,6 +39,7 @@ mod secrets_at_rest;
 mod server;
 mod smtp;
 mod store;
+mod store_lifecycle;
 mod tls;
 mod tty;
 mod wire;

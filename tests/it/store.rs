@@ -14,16 +14,16 @@ use gateway::store::{
 use crate::pg::PgServer;
 
 /// A store under test and what keeps it alive.
-struct Backend {
-    name: &'static str,
-    store: Store,
+pub(crate) struct Backend {
+    pub(crate) name: &'static str,
+    pub(crate) store: Store,
     /// Opens a second, independent handle on the same data (another process or replica).
-    reopen: Box<dyn Fn() -> Store + Send + Sync>,
+    pub(crate) reopen: Box<dyn Fn() -> Store + Send + Sync>,
     _dir: Option<tempfile::TempDir>,
     _pg: Option<Arc<PgServer>>,
 }
 
-fn redb() -> Backend {
+pub(crate) fn redb() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.redb");
     let store = Store::open(&path).unwrap();
@@ -36,11 +36,11 @@ fn redb() -> Backend {
     }
 }
 
-fn settings(url: &str) -> PostgresSettings {
+pub(crate) fn settings(url: &str) -> PostgresSettings {
     PostgresSettings::with_url(url.to_owned())
 }
 
-fn postgres() -> Option<Backend> {
+pub(crate) fn postgres() -> Option<Backend> {
     let pg = Arc::new(PgServer::start()?);
     let url = pg.create_database("store");
     let store = Store::connect(&gateway::config::StoreSettings::Postgres(settings(&url))).unwrap();
@@ -56,7 +56,7 @@ fn postgres() -> Option<Backend> {
 }
 
 /// Runs `check` against redb and, when available, PostgreSQL.
-fn on_each_backend(check: impl Fn(&Backend)) {
+pub(crate) fn on_each_backend(check: impl Fn(&Backend)) {
     let mut backends = vec![redb()];
     backends.extend(postgres());
     for b in &backends {
@@ -65,7 +65,7 @@ fn on_each_backend(check: impl Fn(&Backend)) {
     }
 }
 
-fn user(id: &str, email: &str) -> User {
+pub(crate) fn user(id: &str, email: &str) -> User {
     User {
         id: id.into(),
         email: email.into(),
@@ -76,10 +76,11 @@ fn user(id: &str, email: &str) -> User {
         created_at: 10,
         updated_at: 10,
         session_version: 0,
+        email_verified: false,
     }
 }
 
-fn refresh(family: &str, user_id: &str, expires: u64) -> RefreshRecord {
+pub(crate) fn refresh(family: &str, user_id: &str, expires: u64) -> RefreshRecord {
     RefreshRecord {
         family: family.into(),
         user_id: user_id.into(),
@@ -89,7 +90,7 @@ fn refresh(family: &str, user_id: &str, expires: u64) -> RefreshRecord {
     }
 }
 
-fn hash(n: u32) -> [u8; 32] {
+pub(crate) fn hash(n: u32) -> [u8; 32] {
     let mut h = [0u8; 32];
     h[..4].copy_from_slice(&n.to_be_bytes());
     h[31] = 0xAB;
@@ -648,15 +649,18 @@ fn sample_snapshot_source(s: &Store) {
     s.delete_user("u2", 400).unwrap();
     s.put_meta("signing_keys", b"{\"keys\":[]}").unwrap();
     s.put_meta("refresh_key", &[7u8; 32]).unwrap();
+    crate::store_lifecycle::sample_lifecycle_records(s);
 }
 
 /// Sorts a snapshot so two can be compared whatever order a backend reads in.
-fn normalised(mut snap: Snapshot) -> String {
+pub(crate) fn normalised(mut snap: Snapshot) -> String {
     snap.users.sort_by(|a, b| a.id.cmp(&b.id));
     snap.flags.sort_by(|a, b| a.0.cmp(&b.0));
     snap.refresh.sort_by_key(|a| a.0);
     snap.revoked_jtis.sort();
     snap.revoked_families.sort();
+    snap.one_time.sort_by_key(|a| a.0);
+    snap.sessions.sort_by(|a, b| a.family.cmp(&b.family));
     snap.meta.sort();
     format!("{snap:?}")
 }
@@ -671,7 +675,9 @@ fn export_and_import_round_trip_between_backends() {
         sample_snapshot_source(&a.store);
         let snap = a.store.export(100).unwrap();
         c.store.import(&snap).unwrap();
+        crate::store_lifecycle::check_lifecycle_snapshot(&snap);
         assert_eq!(normalised(c.store.export(100).unwrap()), normalised(snap));
+        crate::store_lifecycle::check_lifecycle_records(&c.store);
         return;
     };
     let source = redb();
@@ -681,6 +687,7 @@ fn export_and_import_round_trip_between_backends() {
     assert_eq!(snap.refresh.len(), 3, "the expired family stays behind");
     assert_eq!(snap.revoked_jtis, vec![("jti-live".into(), 10_000)]);
     assert!(snap.meta.iter().all(|(k, _)| k != "schema_version"));
+    crate::store_lifecycle::check_lifecycle_snapshot(&snap);
 
     pg.store.import(&snap).unwrap();
     let copied = pg.store.export(100).unwrap();
@@ -701,6 +708,7 @@ fn export_and_import_round_trip_between_backends() {
         source.store.get_refresh(&hash(2)).unwrap()
     );
     assert!(pg.store.flags_of("u2").unwrap().unwrap().disabled);
+    crate::store_lifecycle::check_lifecycle_records(&pg.store);
     // The rotated token is still recognised as such (reuse detection survives).
     assert!(matches!(
         pg.store.rotate_refresh(&hash(1), &hash(50), 300).unwrap(),
@@ -720,6 +728,7 @@ fn export_and_import_round_trip_between_backends() {
         normalised(back.store.export(100).unwrap()),
         normalised(snap)
     );
+    crate::store_lifecycle::check_lifecycle_records(&back.store);
     assert!(matches!(
         back.store.import(&copied),
         Err(StoreError::NotEmpty)
@@ -778,7 +787,8 @@ fn replicas_starting_at_once_migrate_the_schema_once() {
         &url,
         "SELECT version FROM gateway_schema_migrations ORDER BY version",
     );
-    assert_eq!(rows, vec![1]);
+    let versions: Vec<i32> = (1..=gateway::store::postgres::SCHEMA_VERSION).collect();
+    assert_eq!(rows, versions);
 }
 
 #[test]
@@ -792,7 +802,7 @@ fn a_database_from_a_newer_gateway_is_refused() {
     );
     match Store::connect(&gateway::config::StoreSettings::Postgres(settings(&url))) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (99, 1))
+            assert_eq!((found, supported), (99, 2))
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -817,8 +827,28 @@ fn an_unreachable_database_fails_promptly_as_unavailable() {
     );
 }
 
+/// Runs SQL statements outside the store (to build a database as an older gateway left it).
+pub(crate) fn batch(url: &str, sql: &str) {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+}
+
 /// Runs one SQL statement returning an int4 column, outside the store.
-fn query(url: &str, sql: &str) -> Vec<i32> {
+pub(crate) fn query(url: &str, sql: &str) -> Vec<i32> {
     let url = url.to_owned();
     let sql = sql.to_owned();
     std::thread::spawn(move || {

@@ -10,7 +10,7 @@ use crate::auth::refresh_token;
 use crate::auth::rotation::{self, RefreshOutcome};
 use crate::auth::token::{AccessClaims, Subject, TokenSettings};
 use crate::secret::{Secret, SecretString};
-use crate::store::{RefreshRecord, RefreshState, User, UserFlags};
+use crate::store::{RefreshRecord, RefreshState, SessionInfo, User, UserFlags};
 
 impl AuthService {
     /// Rotates a refresh token and issues a new access token; see the module docs for the
@@ -136,8 +136,14 @@ impl AuthService {
         Ok(())
     }
 
-    /// Starts a refresh family for `user` and issues both tokens.
-    pub(super) async fn start_session(&self, user: &User) -> Result<Issued, AuthError> {
+    /// Starts a refresh family for `user`, records it as a session the user can see (with the
+    /// client's user agent and address when the caller has them) and issues both tokens.
+    pub(super) async fn start_session(
+        &self,
+        user: &User,
+        user_agent: Option<String>,
+        ip: Option<String>,
+    ) -> Result<Issued, AuthError> {
         let now = self.inner.clock.unix();
         let token = refresh_token::generate();
         let record = RefreshRecord {
@@ -149,8 +155,22 @@ impl AuthService {
         };
         let hash = refresh_token::hash(token.expose());
         let stored = record.clone();
-        self.blocking(move |s| Ok(s.insert_refresh(&hash, &stored)?))
-            .await?;
+        let session = SessionInfo {
+            family: record.family.clone(),
+            user_id: user.id.clone(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: record.family_expires_at,
+            user_agent,
+            ip,
+            ended_at: None,
+        };
+        // The tokens first: a session record without them would be listed but unusable.
+        self.blocking(move |s| {
+            s.insert_refresh(&hash, &stored)?;
+            Ok(s.start_session(&session)?)
+        })
+        .await?;
         self.issue(user, &record.family, record.family_expires_at, token, now)
     }
 

@@ -17,12 +17,15 @@
 //!   transaction: refresh rotation, user edits, meta updates, regulation counts.
 //!
 //! The code is split like the redb backend: `users`, `sessions` (refresh tokens and
-//! revocations), `regulation`, `feed` (the change feed and its listener) and `sql` (the query
+//! revocations), `session_info` (the sessions a user sees), `one_time` (verification and reset
+//! tokens), `regulation`, `feed` (the change feed and its listener) and `sql` (the query
 //! helpers); `schema` holds the tables and their migrations.
 
 mod feed;
+mod one_time;
 mod regulation;
 mod schema;
+mod session_info;
 mod sessions;
 mod sql;
 mod users;
@@ -38,18 +41,20 @@ use tokio_postgres::{NoTls, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::model::{
-    CHANGE_RETENTION, Change, JtiRange, RefreshRecord, RefreshState, Regulation, Rotation,
-    Snapshot, StoreError, SweepStats, TokenHash, User, UserFlags,
+    CHANGE_RETENTION, Change, JtiRange, OneTimeToken, RefreshRecord, RefreshState, Regulation,
+    Rotation, SessionInfo, Snapshot, StoreError, SweepStats, TokenHash, TokenKind, User, UserFlags,
 };
 use crate::config::PostgresSettings;
 use feed::{append_change, listen};
+use one_time::{ONE_TIME_COLUMNS, hash_of, insert_one_time, one_time_of};
+use session_info::{SESSION_COLUMNS, insert_session, session_of};
 use sessions::{REFRESH_COLUMNS, insert_refresh, refresh_of};
 use sql::{
     begin, commit, corrupt, count, db_error, execute, get, int, query, query_one, query_opt, uint,
 };
 use users::{USER_COLUMNS, insert_user, set_flags, user_of};
 
-pub use schema::SCHEMA_VERSION;
+pub use schema::{SCHEMA_VERSION, migration_sql};
 
 /// A handle on the database. Cheap to clone; clones share the pool and the runtime.
 #[derive(Clone)]
@@ -311,6 +316,22 @@ impl PgStore {
                 )
                 .await?,
             );
+            stats.one_time_tokens = count(
+                execute(
+                    &txn,
+                    "DELETE FROM gateway_one_time_tokens WHERE expires_at <= $1",
+                    &[&now],
+                )
+                .await?,
+            );
+            stats.sessions = count(
+                execute(
+                    &txn,
+                    "DELETE FROM gateway_sessions WHERE ended_at IS NOT NULL OR expires_at <= $1",
+                    &[&now],
+                )
+                .await?,
+            );
             stats.changes = count(
                 execute(
                     &txn,
@@ -393,6 +414,19 @@ impl PgStore {
                 )
                 .await?,
             );
+            let sql = format!(
+                "SELECT {ONE_TIME_COLUMNS} FROM gateway_one_time_tokens WHERE expires_at > $1"
+            );
+            for row in query(&txn, &sql, &[&int(now)]).await? {
+                snap.one_time.push((hash_of(&row)?, one_time_of(&row)?));
+            }
+            let sql =
+                format!("SELECT {SESSION_COLUMNS} FROM gateway_sessions WHERE expires_at > $1");
+            snap.sessions = query(&txn, &sql, &[&int(now)])
+                .await?
+                .iter()
+                .map(session_of)
+                .collect();
             snap.meta = query(&txn, "SELECT key, value FROM gateway_meta", &[])
                 .await?
                 .iter()
@@ -429,6 +463,12 @@ impl PgStore {
             }
             for (hash, rec) in &snap.refresh {
                 insert_refresh(&txn, hash, rec).await?;
+            }
+            for (hash, rec) in &snap.one_time {
+                insert_one_time(&txn, hash, rec).await?;
+            }
+            for info in &snap.sessions {
+                insert_session(&txn, &info.bounded()).await?;
             }
             for (jti, exp) in &snap.revoked_jtis {
                 execute(

@@ -15,20 +15,27 @@
 //! | `gateway_meta`               | signing keys, the refresh and CSRF keys                  |
 //! | `gateway_changes`            | the change feed: gapless `seq`, JSON [`Change`](super::Change) |
 //! | `gateway_login_regulation`   | failed-login counts per account, shared by replicas     |
+//! | `gateway_one_time_tokens`    | SHA-256 of each email-verification / reset token (v2)   |
+//! | `gateway_sessions`           | one row per refresh family, for the user's session list (v2) |
+//!
+//! Version 2 added `gateway_users.email_verified` (false for existing users), the one-time
+//! tokens, and the session rows, filled from the refresh tokens already stored so sessions
+//! started before the upgrade are listed too (without user agent or address).
 
 use deadpool_postgres::Transaction;
 
 use super::{StoreError, db_error};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Advisory lock key taken while migrating ("gw-schema").
 const MIGRATION_LOCK: i64 = 0x6777_2d73_6368_656d;
 
 /// The migrations, in order; entry `i` brings the schema to version `i + 1`. Never edit a
 /// released one: add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE gateway_users (
     id              text PRIMARY KEY,
     email           text NOT NULL UNIQUE,
@@ -78,7 +85,45 @@ CREATE TABLE gateway_login_regulation (
     state   text NOT NULL,
     touched bigint NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE gateway_users ADD COLUMN email_verified boolean NOT NULL DEFAULT false;
+CREATE TABLE gateway_one_time_tokens (
+    hash       bytea PRIMARY KEY,
+    kind       text NOT NULL,
+    user_id    text NOT NULL,
+    email      text NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL
+);
+CREATE INDEX gateway_one_time_tokens_user ON gateway_one_time_tokens (user_id, kind);
+CREATE INDEX gateway_one_time_tokens_expiry ON gateway_one_time_tokens (expires_at);
+CREATE TABLE gateway_sessions (
+    family       text PRIMARY KEY,
+    user_id      text NOT NULL,
+    created_at   bigint NOT NULL,
+    last_used_at bigint NOT NULL,
+    expires_at   bigint NOT NULL,
+    user_agent   text,
+    ip           text,
+    ended_at     bigint
+);
+CREATE INDEX gateway_sessions_user ON gateway_sessions (user_id);
+CREATE INDEX gateway_sessions_expiry ON gateway_sessions (expires_at);
+INSERT INTO gateway_sessions (family, user_id, created_at, last_used_at, expires_at, ended_at)
+SELECT family, min(user_id), min(issued_at), max(issued_at), max(family_expires_at),
+       max(state_at) FILTER (WHERE state = 'revoked')
+FROM gateway_refresh_tokens
+GROUP BY family;
+"#,
+];
+
+/// The SQL of migration `version` (1-based), for tests that build a database as an older
+/// gateway left it.
+#[doc(hidden)]
+pub fn migration_sql(version: usize) -> Option<&'static str> {
+    MIGRATIONS.get(version.checked_sub(1)?).copied()
+}
 
 /// Brings the database to [`SCHEMA_VERSION`]; refuses a newer one.
 pub(super) async fn migrate(txn: &Transaction<'_>) -> Result<(), StoreError> {

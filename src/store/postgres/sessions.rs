@@ -79,6 +79,13 @@ impl PgStore {
                 ..record.clone()
             };
             insert_refresh(&txn, new, &next).await?;
+            execute(
+                &txn,
+                "UPDATE gateway_sessions SET last_used_at = greatest(last_used_at, $2)
+                 WHERE family = $1",
+                &[&record.family, &int(now)],
+            )
+            .await?;
             commit(txn).await?;
             Ok(Rotation::Rotated(record))
         })
@@ -233,7 +240,8 @@ pub(super) async fn insert_refresh(
     }
 }
 
-/// Revokes a family inside `txn`; see [`crate::store::Store::revoke_family`].
+/// Revokes a family inside `txn` and marks its session ended; see
+/// [`crate::store::Store::revoke_family`].
 pub(super) async fn revoke_family_in(
     txn: &Transaction<'_>,
     family: &str,
@@ -248,6 +256,7 @@ pub(super) async fn revoke_family_in(
     let Some(exp) = rows.iter().map(|r| uint(r.get(1))).max() else {
         return Ok(0);
     };
+    super::session_info::mark_ended(txn, family, now).await?;
     let count = count(
         execute(
             txn,

@@ -96,7 +96,8 @@ impl PgStore {
             let updated = execute(
                 &txn,
                 "UPDATE gateway_users SET email = $2, name = $3, password_hash = $4, roles = $5,
-                     disabled = $6, created_at = $7, updated_at = $8, session_version = $9
+                     disabled = $6, created_at = $7, updated_at = $8, session_version = $9,
+                     email_verified = $10
                  WHERE id = $1",
                 &[
                     &new.id,
@@ -108,6 +109,7 @@ impl PgStore {
                     &int(new.created_at),
                     &int(new.updated_at),
                     &int(new.session_version),
+                    &new.email_verified,
                 ],
             )
             .await;
@@ -143,6 +145,12 @@ impl PgStore {
             };
             set_flags(&txn, id, flags).await?;
             revoke_user_families(&txn, id, now).await?;
+            execute(
+                &txn,
+                "DELETE FROM gateway_one_time_tokens WHERE user_id = $1",
+                &[&id],
+            )
+            .await?;
             append_change(&txn, &Change::UserDeleted { id: id.to_owned() }).await?;
             commit(txn).await?;
             Ok(true)
@@ -231,8 +239,8 @@ impl PgStore {
     }
 }
 
-pub(super) const USER_COLUMNS: &str =
-    "id, email, name, password_hash, roles, disabled, created_at, updated_at, session_version";
+pub(super) const USER_COLUMNS: &str = "id, email, name, password_hash, roles, disabled, created_at, updated_at, session_version, \
+     email_verified";
 
 pub(super) fn user_of(row: &Row) -> User {
     User {
@@ -245,6 +253,7 @@ pub(super) fn user_of(row: &Row) -> User {
         created_at: uint(row.get("created_at")),
         updated_at: uint(row.get("updated_at")),
         session_version: uint(row.get("session_version")),
+        email_verified: row.get("email_verified"),
     }
 }
 
@@ -252,8 +261,8 @@ pub(super) async fn insert_user(c: &impl GenericClient, user: &User) -> Result<(
     execute(
         c,
         "INSERT INTO gateway_users (id, email, name, password_hash, roles, disabled, created_at,
-             updated_at, session_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             updated_at, session_version, email_verified)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &user.id,
             &user.email,
@@ -264,6 +273,7 @@ pub(super) async fn insert_user(c: &impl GenericClient, user: &User) -> Result<(
             &int(user.created_at),
             &int(user.updated_at),
             &int(user.session_version),
+            &user.email_verified,
         ],
     )
     .await?;

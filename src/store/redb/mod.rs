@@ -9,6 +9,8 @@
 //! All methods are synchronous and may block on the file lock. The table layout is documented in
 //! `tables.rs`.
 
+mod one_time;
+mod session_info;
 mod sessions;
 mod tables;
 mod users;
@@ -29,7 +31,7 @@ use crate::private_file;
 use tables::{CHANGES, Context, META, decode};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Meta key holding the schema version (JSON number).
 const SCHEMA_KEY: &str = "schema_version";
@@ -218,6 +220,8 @@ impl RedbStore {
     fn sweep_keeping(&self, now: u64, retention: u64) -> Result<SweepStats, StoreError> {
         let txn = self.write()?;
         let mut stats = sessions::sweep_sessions(&txn, now)?;
+        stats.one_time_tokens = one_time::sweep_one_time(&txn, now)?;
+        stats.sessions = session_info::sweep_session_info(&txn, now)?;
         {
             let mut table = txn.open_table(CHANGES).ctx("open table changes")?;
             let last = table
@@ -276,6 +280,26 @@ impl RedbStore {
             .open_table(tables::REVOKED_FAMILIES)
             .ctx("open table revoked_families")?;
         snap.revoked_families = sessions::unexpired(&families, now, "read revoked_families")?;
+        let one_time = txn
+            .open_table(tables::ONE_TIME)
+            .ctx("open table one_time")?;
+        for entry in one_time.iter().ctx("read one_time")? {
+            let (k, v) = entry.ctx("read one_time")?;
+            let rec: super::model::OneTimeToken = decode("one_time", v.value())?;
+            if rec.expires_at > now {
+                snap.one_time.push((*k.value(), rec));
+            }
+        }
+        let sessions = txn
+            .open_table(tables::SESSIONS)
+            .ctx("open table sessions")?;
+        for entry in sessions.iter().ctx("read sessions")? {
+            let (_, v) = entry.ctx("read sessions")?;
+            let info: super::model::SessionInfo = decode("sessions", v.value())?;
+            if info.expires_at > now {
+                snap.sessions.push(info);
+            }
+        }
         let meta = txn.open_table(META).ctx("open table meta")?;
         for entry in meta.iter().ctx("read meta")? {
             let (k, v) = entry.ctx("read meta")?;
@@ -324,6 +348,12 @@ impl RedbStore {
         for (hash, rec) in &snap.refresh {
             sessions::insert_refresh_in(&txn, hash, rec)?;
         }
+        for (hash, rec) in &snap.one_time {
+            one_time::insert_one_time_in(&txn, hash, rec)?;
+        }
+        for info in &snap.sessions {
+            session_info::put_in(&txn, &info.bounded())?;
+        }
         {
             let mut jtis = txn
                 .open_table(tables::REVOKED_JTIS)
@@ -355,10 +385,20 @@ impl RedbStore {
 }
 
 /// Upgrades a file from schema `from` to [`SCHEMA_VERSION`], one step at a time,
-/// inside the opening write transaction. Version 1 is the first; there is nothing
-/// to migrate yet. A future step looks like `if from < 2 { ...; }`.
-fn migrate(_txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+/// inside the opening write transaction.
+///
+/// - 1 -> 2: users gain `email_verified`, read as false from older records (a serde default,
+///   so they are not rewritten); the one-time token tables start empty; every stored refresh
+///   family gets a session record, so sessions started before the upgrade are listed.
+fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     tracing::info!(from, to = SCHEMA_VERSION, "migrating store schema");
+    if from < 2 {
+        let sessions = session_info::backfill(txn)?;
+        tracing::info!(
+            sessions,
+            "session records made for existing refresh families"
+        );
+    }
     Ok(())
 }
 
@@ -389,6 +429,7 @@ pub(crate) mod test_util {
             created_at: 10,
             updated_at: 10,
             session_version: 0,
+            email_verified: false,
         }
     }
 }
@@ -410,7 +451,7 @@ mod tests {
         assert_eq!(store.get_meta("k").unwrap(), Some(b"v".to_vec()));
         assert_eq!(
             store.get_meta(SCHEMA_KEY).unwrap(),
-            Some(b"1".to_vec()),
+            Some(b"2".to_vec()),
             "schema version recorded"
         );
     }
@@ -420,14 +461,115 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.redb");
         let store = RedbStore::open(&path).unwrap();
-        store.put_meta(SCHEMA_KEY, b"2").unwrap();
+        store.put_meta(SCHEMA_KEY, b"3").unwrap();
         drop(store);
         match RedbStore::open(&path) {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (2, 1));
+                assert_eq!((found, supported), (3, 2));
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
+    }
+
+    /// A file as schema 1 left it: only its tables, its JSON (no `email_verified`), version 1.
+    fn write_schema_1_file(path: &Path) {
+        use tables::{FAMILY_TOKENS, REFRESH, USER_EMAIL, USER_FAMILIES, USERS};
+        let db = Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_KEY, b"1".as_slice())
+                .unwrap();
+            let v1_user = br#"{"id":"u1","email":"ada@x.test","name":"Ada","password_hash":"$argon2id$x","roles":["admin"],"disabled":false,"created_at":10,"updated_at":10,"session_version":0}"#;
+            txn.open_table(USERS)
+                .unwrap()
+                .insert("u1", v1_user.as_slice())
+                .unwrap();
+            txn.open_table(USER_EMAIL)
+                .unwrap()
+                .insert("ada@x.test", "u1")
+                .unwrap();
+            let mut refresh = txn.open_table(REFRESH).unwrap();
+            let mut by_family = txn.open_multimap_table(FAMILY_TOKENS).unwrap();
+            let mut by_user = txn.open_multimap_table(USER_FAMILIES).unwrap();
+            for (n, family, issued, state) in [
+                (1u8, "f1", 100, r#"{"Rotated":{"at":200}}"#),
+                (2, "f1", 200, r#""Active""#),
+                (3, "f2", 150, r#"{"Revoked":{"at":250}}"#),
+            ] {
+                let rec = format!(
+                    r#"{{"family":"{family}","user_id":"u1","issued_at":{issued},"family_expires_at":10000,"state":{state}}}"#
+                );
+                refresh.insert(&[n; 32], rec.as_bytes()).unwrap();
+                by_family.insert(family, &[n; 32]).unwrap();
+                by_user.insert("u1", family).unwrap();
+            }
+            txn.open_table(tables::CHANGES).unwrap();
+            txn.open_table(tables::REVOKED_FAMILIES)
+                .unwrap()
+                .insert("f2", 10_000)
+                .unwrap();
+            txn.open_table(tables::REVOKED_JTIS).unwrap();
+            txn.open_table(tables::USER_FLAGS).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_file_of_schema_1_is_migrated_and_keeps_working() {
+        use super::super::model::{OneTimeToken, TokenKind};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.redb");
+        write_schema_1_file(&path);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.get_meta(SCHEMA_KEY).unwrap(), Some(b"2".to_vec()));
+        let ada = store.user_by_email("ada@x.test").unwrap().unwrap();
+        assert!(!ada.email_verified);
+        let listed = store.sessions_of("u1", 300).unwrap();
+        assert_eq!(listed.len(), 1, "the revoked family f2 is not listed");
+        let f1 = &listed[0];
+        assert_eq!(
+            (
+                f1.family.as_str(),
+                f1.created_at,
+                f1.last_used_at,
+                f1.expires_at
+            ),
+            ("f1", 100, 200, 10_000)
+        );
+        assert_eq!((f1.user_agent.as_deref(), f1.ended_at), (None, None));
+        // It keeps working: the user edits, tokens, sessions; reopening migrates nothing.
+        store
+            .modify_user("u1", |u| {
+                u.email_verified = true;
+                Ok(())
+            })
+            .unwrap();
+        let token = OneTimeToken {
+            kind: TokenKind::VerifyEmail,
+            user_id: "u1".into(),
+            email: "ada@x.test".into(),
+            created_at: 300,
+            expires_at: 1000,
+        };
+        store.insert_one_time(&[9; 32], &token).unwrap();
+        assert!(store.end_session("u1", "f1", 300).unwrap());
+        drop(store);
+        let store = RedbStore::open(&path).unwrap();
+        assert!(store.user_by_id("u1").unwrap().unwrap().email_verified);
+        assert_eq!(
+            store
+                .consume_one_time(&[9; 32], TokenKind::VerifyEmail, 300)
+                .unwrap(),
+            Some(token)
+        );
+        assert!(store.sessions_of("u1", 300).unwrap().is_empty());
     }
 
     #[test]

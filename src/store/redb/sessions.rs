@@ -18,7 +18,7 @@ use super::tables::{
     Context, FAMILY_TOKENS, REFRESH, REVOKED_FAMILIES, REVOKED_JTIS, USER_FAMILIES, append_change,
     decode, encode,
 };
-use super::{RedbStore, commit};
+use super::{RedbStore, commit, session_info};
 
 impl RedbStore {
     /// Stores a new refresh token (a login starting a family, or a caller-managed
@@ -80,6 +80,7 @@ impl RedbStore {
             ..record.clone()
         };
         insert_refresh_in(&txn, new, &next)?;
+        session_info::touch_in(&txn, &record.family, now)?;
         commit(txn)?;
         Ok(Rotation::Rotated(record))
     }
@@ -220,7 +221,8 @@ pub(super) fn insert_refresh_in(
 }
 
 /// Revokes a family inside `txn`; see [`RedbStore::revoke_family`]. Appends a
-/// [`Change::Family`] unless the family was unknown or already fully revoked.
+/// [`Change::Family`] unless the family was unknown or already fully revoked, and marks its
+/// session record ended.
 pub(super) fn revoke_family_in(
     txn: &WriteTransaction,
     family: &str,
@@ -260,6 +262,7 @@ pub(super) fn revoke_family_in(
     let Some(exp) = exp else {
         return Ok(0);
     };
+    session_info::mark_ended_in(txn, family, now)?;
     let newly_remembered = {
         let mut table = txn
             .open_table(REVOKED_FAMILIES)
@@ -600,7 +603,8 @@ mod tests {
                 families: 1,
                 revoked_families: 1,
                 jtis: 1,
-                changes: 0
+                changes: 0,
+                ..SweepStats::default()
             }
         );
         assert_eq!(store.get_refresh(&h(1)).unwrap(), None);

@@ -1,7 +1,8 @@
 //! Table layout of the redb file and the small helpers every store module shares:
 //! JSON encoding, error context, flag rows and the change feed append.
 //!
-//! Layout (schema version 1). Keys are `&str` or fixed byte arrays, values JSON bytes
+//! Layout (schema version 2; version 1 had neither the one-time tokens nor the sessions, and
+//! its `User` values no `email_verified`, which reads as false). Keys are `&str` or fixed byte arrays, values JSON bytes
 //! unless noted. The `meta` table's type must never change: `open` reads the schema
 //! version from it before touching anything else.
 //!
@@ -17,6 +18,12 @@
 //! | `revoked_families` | family              | family expiry (`u64`, unix seconds)     |
 //! | `revoked_jtis`     | jti                 | token expiry (`u64`, unix seconds)      |
 //! | `changes`          | sequence (`u64`)    | `Change`                                |
+//! | `one_time`         | SHA-256 of token    | `OneTimeToken`                          |
+//! | `user_one_time`    | user id (multimap)  | token hash                              |
+//! | `sessions`         | family              | `SessionInfo`                           |
+//!
+//! A user's sessions are found through `user_families`, which lists every family of theirs
+//! until it expires.
 
 use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -37,6 +44,10 @@ pub(super) const REVOKED_FAMILIES: TableDefinition<&str, u64> =
     TableDefinition::new("revoked_families");
 pub(super) const REVOKED_JTIS: TableDefinition<&str, u64> = TableDefinition::new("revoked_jtis");
 pub(super) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+pub(super) const ONE_TIME: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("one_time");
+pub(super) const USER_ONE_TIME: MultimapTableDefinition<&str, &[u8; 32]> =
+    MultimapTableDefinition::new("user_one_time");
+pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
 /// Creates every table of the current schema (opening a table in a write
 /// transaction creates it).
@@ -54,6 +65,10 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(REVOKED_JTIS)
         .ctx("create table revoked_jtis")?;
     txn.open_table(CHANGES).ctx("create table changes")?;
+    txn.open_table(ONE_TIME).ctx("create table one_time")?;
+    txn.open_multimap_table(USER_ONE_TIME)
+        .ctx("create table user_one_time")?;
+    txn.open_table(SESSIONS).ctx("create table sessions")?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use super::super::model::{Change, StoreError, User, UserFlags};
 use super::tables::{
     Context, USER_EMAIL, USER_FAMILIES, USER_FLAGS, USERS, append_change, decode, encode, set_flags,
 };
-use super::{RedbStore, commit, sessions};
+use super::{RedbStore, commit, one_time, sessions};
 
 impl RedbStore {
     /// Adds a user. [`StoreError::EmailTaken`] if the email is in use,
@@ -135,8 +135,8 @@ impl RedbStore {
         Ok(new)
     }
 
-    /// Deletes a user and their email index entry, revokes all their refresh
-    /// families (`at: now`), and leaves a flag row `{disabled: true}` so their live
+    /// Deletes a user, their email index entry and their one-time tokens, revokes all their
+    /// refresh families (`at: now`, which ends their sessions), and leaves a flag row `{disabled: true}` so their live
     /// access tokens die. Returns false if there was no such user.
     pub fn delete_user(&self, id: &str, now: u64) -> Result<bool, StoreError> {
         let txn = self.write()?;
@@ -166,6 +166,7 @@ impl RedbStore {
         };
         set_flags(&txn, id, flags)?;
         revoke_user_families(&txn, id, now)?;
+        one_time::delete_for_in(&txn, id, None)?;
         append_change(&txn, &Change::UserDeleted { id: id.to_owned() })?;
         commit(txn)?;
         Ok(true)
