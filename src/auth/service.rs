@@ -114,6 +114,14 @@ impl From<&User> for PublicUser {
     }
 }
 
+/// Who starts a session, as the user will see it in their sessions list: the `User-Agent`
+/// and the client address. Stored with the session, never logged.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub user_agent: Option<String>,
+    pub ip: Option<std::net::IpAddr>,
+}
+
 /// Tokens handed out by sign-up, login and refresh.
 #[derive(Debug)]
 pub struct Issued {
@@ -288,6 +296,19 @@ impl AuthService {
         password: &SecretString,
         name: Option<&str>,
     ) -> Result<Issued, AuthError> {
+        self.signup_from(email, password, name, Client::default())
+            .await
+    }
+
+    /// [`AuthService::signup`] from a known client, whose user agent and address the new
+    /// session records (the user sees them in their sessions list).
+    pub async fn signup_from(
+        &self,
+        email: &str,
+        password: &SecretString,
+        name: Option<&str>,
+        client: Client,
+    ) -> Result<Issued, AuthError> {
         let settings = &self.inner.settings;
         if !settings.signup_open {
             return Err(AuthError::SignupClosed);
@@ -322,8 +343,7 @@ impl AuthService {
         let record = user.clone();
         self.blocking(move |s| Ok(s.create_user(&record)?)).await?;
         tracing::info!(target: "audit", event = "signup", user_id = %user.id);
-        // The HTTP layer does not pass the client's user agent and address in yet (issue 16).
-        self.start_session(&user, None, None).await
+        self.start_session(&user, client).await
     }
 
     /// Checks email and password and starts a session.
@@ -333,6 +353,17 @@ impl AuthService {
     /// after verifying. A correct password stored with outdated parameters is re-hashed.
     #[tracing::instrument(skip_all)]
     pub async fn login(&self, email: &str, password: &SecretString) -> Result<Issued, AuthError> {
+        self.login_from(email, password, Client::default()).await
+    }
+
+    /// [`AuthService::login`] from a known client (see [`AuthService::signup_from`]).
+    #[tracing::instrument(skip_all)]
+    pub async fn login_from(
+        &self,
+        email: &str,
+        password: &SecretString,
+        client: Client,
+    ) -> Result<Issued, AuthError> {
         let Some(email) = normalize_email(email) else {
             // Such an address can never have been registered; nothing to hide.
             tracing::info!(target: "audit", event = "login_failed", reason = "invalid_email");
@@ -372,8 +403,7 @@ impl AuthService {
         }
         tracing::info!(target: "audit", event = "login", user_id = %user.id);
         bump(&self.inner.counters.logins_ok);
-        // The HTTP layer does not pass the client's user agent and address in yet (issue 16).
-        self.start_session(&user, None, None).await
+        self.start_session(&user, client).await
     }
 
     /// The current record of a user. A deleted or disabled user gives

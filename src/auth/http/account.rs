@@ -25,6 +25,7 @@ use super::endpoints::read_json;
 use super::throttle::pace;
 use crate::body::Body;
 use crate::error::{HttpError, json_response};
+use crate::auth::service::Client;
 use crate::ratelimit::Action;
 use crate::secret::SecretString;
 
@@ -35,6 +36,18 @@ const MAX_SESSION_ID: usize = 64;
 pub(super) fn session_id(action: &str) -> Option<&str> {
     let id = action.strip_prefix("/sessions/")?;
     (!id.is_empty() && id.len() <= MAX_SESSION_ID && !id.contains('/')).then_some(id)
+}
+
+/// Who starts a session, for the user's sessions list: the `User-Agent` (when it is text;
+/// the store keeps its first 256 characters) and the client address.
+pub(super) fn client_of(headers: &http::HeaderMap, ip: IpAddr) -> Client {
+    Client {
+        user_agent: headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        ip: Some(ip),
+    }
 }
 
 #[derive(Deserialize)]
@@ -69,6 +82,7 @@ impl AuthApi {
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
         let session = self.signed_in(req.headers(), tls, true)?;
+        let client = client_of(req.headers(), client_ip);
         let body: ChangePassword = read_json(req, self.body_limit()).await?;
         // Guessing the current password with a stolen session is a login attempt by another
         // name: the same limits and regulation, on the same account.
@@ -78,7 +92,7 @@ impl AuthApi {
         let new = SecretString::new(body.new_password);
         let result = self
             .service()
-            .change_password(&session.claims, &current, &new)
+            .change_password(&session.claims, &current, &new, client)
             .instrument(tracing::info_span!("change_password", %client_ip))
             .await;
         self.record_login(&email, client_ip, &result).await;

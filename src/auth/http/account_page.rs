@@ -113,7 +113,12 @@ impl AuthApi {
                     SecretString::new(form_value(&fields, "new_password").unwrap_or_default());
                 let result = self
                     .service()
-                    .change_password(&session.claims, &current, &new)
+                    .change_password(
+                        &session.claims,
+                        &current,
+                        &new,
+                        super::account::client_of(&headers, client_ip),
+                    )
                     .instrument(tracing::info_span!("change_password", %client_ip, form = true))
                     .await;
                 self.record_login(&email, client_ip, &result).await;

@@ -142,13 +142,14 @@ impl AuthApi {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
+        let client = super::account::client_of(req.headers(), client_ip);
         let body: Credentials = read_json(req, self.body_limit()).await?;
         self.throttle(Action::Signup, client_ip, Some(&body.email))
             .await?;
         let password = SecretString::new(body.password);
         let result = self
             .service()
-            .signup(&body.email, &password, body.name.as_deref())
+            .signup_from(&body.email, &password, body.name.as_deref(), client)
             .instrument(tracing::info_span!("signup", %client_ip))
             .await;
         pace(&result).await;
@@ -163,13 +164,14 @@ impl AuthApi {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
+        let client = super::account::client_of(req.headers(), client_ip);
         let body: Credentials = read_json(req, self.body_limit()).await?;
         self.throttle(Action::Login, client_ip, Some(&body.email))
             .await?;
         let password = SecretString::new(body.password);
         let result = self
             .service()
-            .login(&body.email, &password)
+            .login_from(&body.email, &password, client)
             .instrument(tracing::info_span!("login", %client_ip))
             .await;
         self.record_login(&body.email, client_ip, &result).await;

@@ -168,7 +168,11 @@ impl AuthApi {
             Form::Login => {
                 let r = self
                     .service()
-                    .login(&email, &password)
+                    .login_from(
+                        &email,
+                        &password,
+                        super::account::client_of(&headers, client_ip),
+                    )
                     .instrument(tracing::info_span!("login", %client_ip, form = true))
                     .await;
                 self.record_login(&email, client_ip, &r).await;
@@ -177,7 +181,12 @@ impl AuthApi {
             Form::Signup => {
                 let name = Some(name.as_str()).filter(|n| !n.trim().is_empty());
                 self.service()
-                    .signup(&email, &password, name)
+                    .signup_from(
+                        &email,
+                        &password,
+                        name,
+                        super::account::client_of(&headers, client_ip),
+                    )
                     .instrument(tracing::info_span!("signup", %client_ip, form = true))
                     .await
             }

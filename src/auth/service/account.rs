@@ -44,6 +44,7 @@ impl AuthService {
         claims: &AccessClaims,
         current: &SecretString,
         new: &SecretString,
+        client: super::Client,
     ) -> Result<Issued, AuthError> {
         let id = claims.sub.clone();
         let user = self
@@ -104,7 +105,7 @@ impl AuthService {
             );
         })?;
         tracing::info!(target: "audit", event = "change_password", user_id = %updated.id, session_version = updated.session_version);
-        self.start_session(&updated).await
+        self.start_session(&updated, client).await
     }
 
     /// The live sessions of the signed-in user, newest first; `current` marks the asker's.

@@ -141,8 +141,7 @@ impl AuthService {
     pub(super) async fn start_session(
         &self,
         user: &User,
-        user_agent: Option<String>,
-        ip: Option<String>,
+        client: super::Client,
     ) -> Result<Issued, AuthError> {
         let now = self.inner.clock.unix();
         let token = refresh_token::generate();
@@ -161,8 +160,8 @@ impl AuthService {
             created_at: now,
             last_used_at: now,
             expires_at: record.family_expires_at,
-            user_agent,
-            ip,
+            user_agent: client.user_agent,
+            ip: client.ip.map(|ip| ip.to_string()),
             ended_at: None,
         };
         // The tokens first: a session record without them would be listed but unusable.
