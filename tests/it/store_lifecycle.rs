@@ -550,4 +550,15 @@ fn a_postgres_database_of_schema_1_is_migrated_and_keeps_working() {
     );
     assert!(store.end_session("u1", "f1", 300).unwrap(), "{name}");
     assert!(store.sessions_of("u1", 300).unwrap().is_empty());
+
+    // During a rolling upgrade a replica of the previous version revokes families without
+    // marking their session rows: such a session is not listed either.
+    login(&store, 9, "f9", "u1", 300, 10_000);
+    assert_eq!(families(&store.sessions_of("u1", 300).unwrap()), ["f9"]);
+    crate::store::batch(
+        &url,
+        "UPDATE gateway_refresh_tokens SET state = 'revoked', state_at = 310 WHERE family = 'f9';
+         INSERT INTO gateway_revoked_families (family, exp) VALUES ('f9', 10000);",
+    );
+    assert!(store.sessions_of("u1", 310).unwrap().is_empty());
 }

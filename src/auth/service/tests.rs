@@ -733,3 +733,35 @@ async fn forged_tokens_are_never_cached() {
     }
     assert_eq!(f.svc.verified_cache_len(), 0);
 }
+
+#[tokio::test]
+async fn sessions_are_recorded_at_login_touched_by_refresh_and_ended_by_logout() {
+    let f = Fixture::new().await;
+    let first = f.signup("ada@example.org").await;
+    let started = f.clock.unix();
+    f.advance(1);
+    let other = f.svc.login("ada@example.org", &pw(PW)).await.unwrap();
+    let store = f.svc.store();
+    let id = first.user.id.clone();
+    let listed = store.sessions_of(&id, f.clock.unix()).unwrap();
+    let families: Vec<&str> = listed.iter().map(|s| s.family.as_str()).collect();
+    assert_eq!(
+        families,
+        [other.claims.sid.as_str(), first.claims.sid.as_str()]
+    );
+    assert_eq!(listed[1].created_at, started);
+    assert_eq!(listed[1].expires_at, first.refresh_expires_at);
+
+    f.advance(5);
+    f.svc.refresh(&first.refresh_token).await.unwrap();
+    let listed = store.sessions_of(&id, f.clock.unix()).unwrap();
+    assert_eq!(listed[1].last_used_at, f.clock.unix());
+
+    f.svc
+        .logout(None, Some(&other.refresh_token))
+        .await
+        .unwrap();
+    let listed = store.sessions_of(&id, f.clock.unix()).unwrap();
+    let families: Vec<&str> = listed.iter().map(|s| s.family.as_str()).collect();
+    assert_eq!(families, [first.claims.sid.as_str()]);
+}

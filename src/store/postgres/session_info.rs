@@ -22,9 +22,13 @@ impl PgStore {
     pub fn sessions_of(&self, user_id: &str, now: u64) -> Result<Vec<SessionInfo>, StoreError> {
         self.run("list sessions", |pool| async move {
             let client = get(&pool).await?;
+            // A revoked family is over even if its row was not marked (a replica of the
+            // previous version revoked it since the migration).
             let sql = format!(
-                "SELECT {SESSION_COLUMNS} FROM gateway_sessions
-                 WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2"
+                "SELECT {SESSION_COLUMNS} FROM gateway_sessions s
+                 WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2
+                   AND NOT EXISTS
+                       (SELECT 1 FROM gateway_revoked_families r WHERE r.family = s.family)"
             );
             let rows = query(&client, &sql, &[&user_id, &int(now)]).await?;
             let mut out: Vec<SessionInfo> = rows.iter().map(session_of).collect();

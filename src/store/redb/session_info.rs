@@ -10,7 +10,9 @@
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 
 use super::super::model::{RefreshRecord, RefreshState, SessionInfo, StoreError, newest_first};
-use super::tables::{Context, REFRESH, SESSIONS, USER_FAMILIES, decode, encode};
+use super::tables::{
+    Context, FAMILY_TOKENS, REFRESH, REVOKED_FAMILIES, SESSIONS, USER_FAMILIES, decode, encode,
+};
 use super::{RedbStore, commit, sessions};
 
 impl RedbStore {
@@ -33,6 +35,9 @@ impl RedbStore {
             .open_multimap_table(USER_FAMILIES)
             .ctx("open table user_families")?;
         let table = txn.open_table(SESSIONS).ctx("open table sessions")?;
+        let revoked = txn
+            .open_table(REVOKED_FAMILIES)
+            .ctx("open table revoked_families")?;
         let mut out = Vec::new();
         for family in index.get(user_id).ctx("read user_families")? {
             let family = family.ctx("read user_families")?;
@@ -40,7 +45,13 @@ impl RedbStore {
                 continue;
             };
             let info: SessionInfo = decode("sessions", v.value())?;
-            if info.user_id == user_id && info.is_live(now) {
+            // The revoked families are the truth: a revoked family is over whatever its
+            // record says (as in the PostgreSQL backend, where it matters during upgrades).
+            let over = revoked
+                .get(family.value())
+                .ctx("read revoked_families")?
+                .is_some();
+            if info.user_id == user_id && info.is_live(now) && !over {
                 out.push(info);
             }
         }
@@ -138,28 +149,44 @@ pub(super) fn mark_ended_in(
 }
 
 /// The session part of [`RedbStore::sweep`]: deletes the records of ended or expired
-/// sessions; returns how many.
+/// sessions, and their `user_families` entry once no refresh token of the family is left
+/// (the tokens of a revoked family stay until it expires, for reuse detection); returns how
+/// many records.
 pub(super) fn sweep_session_info(txn: &WriteTransaction, now: u64) -> Result<usize, StoreError> {
-    let mut table = txn.open_table(SESSIONS).ctx("open table sessions")?;
-    let mut removed = 0;
-    let mut failed = None;
-    table
-        .retain(|_, v| {
-            let keep = match decode::<SessionInfo>("sessions", v) {
-                Ok(info) => info.is_live(now),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    true
-                }
-            };
-            removed += usize::from(!keep);
-            keep
-        })
-        .ctx("sweep sessions")?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(removed),
+    let mut over: Vec<SessionInfo> = Vec::new();
+    {
+        let table = txn.open_table(SESSIONS).ctx("open table sessions")?;
+        for entry in table.iter().ctx("read sessions")? {
+            let (_, v) = entry.ctx("read sessions")?;
+            let info: SessionInfo = decode("sessions", v.value())?;
+            if !info.is_live(now) {
+                over.push(info);
+            }
+        }
     }
+    let mut table = txn.open_table(SESSIONS).ctx("open table sessions")?;
+    let tokens = txn
+        .open_multimap_table(FAMILY_TOKENS)
+        .ctx("open table family_tokens")?;
+    let mut index = txn
+        .open_multimap_table(USER_FAMILIES)
+        .ctx("open table user_families")?;
+    for info in &over {
+        table
+            .remove(info.family.as_str())
+            .ctx("remove from sessions")?;
+        let has_tokens = tokens
+            .get(info.family.as_str())
+            .ctx("read family_tokens")?
+            .next()
+            .is_some();
+        if !has_tokens {
+            index
+                .remove(info.user_id.as_str(), info.family.as_str())
+                .ctx("remove from user_families")?;
+        }
+    }
+    Ok(over.len())
 }
 
 /// Schema 1 -> 2: a session record for every family already stored, from its refresh tokens
@@ -197,4 +224,59 @@ pub(super) fn backfill(txn: &WriteTransaction) -> Result<usize, StoreError> {
         put_in(txn, info)?;
     }
     Ok(by_family.len())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::test_util::temp_store;
+    use super::*;
+
+    fn info(family: &str) -> SessionInfo {
+        SessionInfo {
+            family: family.into(),
+            user_id: "u1".into(),
+            created_at: 100,
+            last_used_at: 100,
+            expires_at: 1000,
+            user_agent: None,
+            ip: None,
+            ended_at: None,
+        }
+    }
+
+    fn indexed(store: &RedbStore) -> Vec<String> {
+        let txn = store.read().unwrap();
+        let index = txn.open_multimap_table(USER_FAMILIES).unwrap();
+        index
+            .get("u1")
+            .unwrap()
+            .map(|v| v.unwrap().value().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn sweep_drops_the_index_entry_once_no_token_needs_it() {
+        let (_dir, store) = temp_store();
+        store.start_session(&info("bare")).unwrap();
+        let mut with_tokens = info("tokens");
+        with_tokens.created_at = 50;
+        store.start_session(&with_tokens).unwrap();
+        let rec = RefreshRecord {
+            family: "tokens".into(),
+            user_id: "u1".into(),
+            issued_at: 50,
+            family_expires_at: 1000,
+            state: RefreshState::Active,
+        };
+        store.insert_refresh(&[1; 32], &rec).unwrap();
+        assert!(store.end_session("u1", "bare", 200).unwrap());
+        assert!(store.end_session("u1", "tokens", 200).unwrap());
+        assert_eq!(store.sweep(200).unwrap().sessions, 2);
+        // The revoked family's tokens stay until it expires (reuse detection), and so does
+        // its index entry, which revoking a user's families walks.
+        assert_eq!(indexed(&store), vec!["tokens".to_owned()]);
+        assert_eq!(store.sweep(1000).unwrap().families, 1);
+        assert!(indexed(&store).is_empty());
+    }
 }
