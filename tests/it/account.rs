@@ -87,7 +87,14 @@ async fn a_user_sees_and_ends_their_own_sessions_only() {
     let up = Upstream::start().await;
     let gw = gateway(&up).await;
     let a = signup(&gw, "ses@example.com", PW).await;
-    let b = login(&gw, "ses@example.com", PW).await;
+    let r = post_json(
+        &gw.url("/api/auth/login"),
+        &serde_json::json!({"email": "ses@example.com", "password": PW}),
+        &[("user-agent", "Firefox/140 <script>")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = Tokens::from_resp(r);
     let eve = signup(&gw, "eve@example.com", PW).await;
 
     let r = sessions(&gw, &b.access).await;
@@ -97,10 +104,7 @@ async fn a_user_sees_and_ends_their_own_sessions_only() {
     assert_eq!(list.len(), 2, "{list:?}");
     let current: Vec<_> = list.iter().filter(|s| s["current"] == true).collect();
     assert_eq!(current.len(), 1, "{list:?}");
-    let a_id = list
-        .iter()
-        .find(|s| s["current"] == false)
-        .unwrap()["id"]
+    let a_id = list.iter().find(|s| s["current"] == false).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -108,23 +112,45 @@ async fn a_user_sees_and_ends_their_own_sessions_only() {
         for key in ["id", "created_at", "last_used_at", "expires_at"] {
             assert!(s[key].is_string(), "{key} in {s}");
         }
+        assert_eq!(s["ip"], "127.0.0.1", "{s}");
     }
+    // The session of this login carries its user agent; the sign-up's sent none.
+    assert_eq!(current[0]["user_agent"], "Firefox/140 <script>");
+    assert!(list.iter().any(|s| s["user_agent"].is_null()), "{list:?}");
 
     // Eve cannot end (or see) Ada's session: 404, and it lives on.
     let url = gw.url(&format!("/api/auth/sessions/{a_id}"));
-    let r = call("DELETE", &url, &[("authorization", &bearer(&eve.access))], None).await;
+    let r = call(
+        "DELETE",
+        &url,
+        &[("authorization", &bearer(&eve.access))],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(me_status(&gw, &a.access).await, 200);
     let eve_list = sessions(&gw, &eve.access).await.json();
     assert_eq!(eve_list["sessions"].as_array().unwrap().len(), 1);
 
     // From session b, end session a: a's tokens die at once, b's live.
-    let r = call("DELETE", &url, &[("authorization", &bearer(&b.access))], None).await;
+    let r = call(
+        "DELETE",
+        &url,
+        &[("authorization", &bearer(&b.access))],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(me_status(&gw, &a.access).await, 401);
     assert_eq!(refresh(&gw, &a.refresh).await.status, 401);
     assert_eq!(me_status(&gw, &b.access).await, 200);
-    let r = call("DELETE", &url, &[("authorization", &bearer(&b.access))], None).await;
+    let r = call(
+        "DELETE",
+        &url,
+        &[("authorization", &bearer(&b.access))],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 404, "ending it twice");
     let list = sessions(&gw, &b.access).await.json();
     assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
@@ -139,12 +165,24 @@ async fn a_user_sees_and_ends_their_own_sessions_only() {
     )
     .await;
     assert_eq!(r.status, 204);
-    assert!(!set_cookies(&r).is_empty(), "the session cookies are cleared");
+    assert!(
+        !set_cookies(&r).is_empty(),
+        "the session cookies are cleared"
+    );
     assert_eq!(me_status(&gw, &b.access).await, 401);
 
     // Without a session: 401; other methods: 405.
-    assert_eq!(get_with(&gw.url("/api/auth/sessions"), &[]).await.status, 401);
-    let r = call("POST", &url, &[("authorization", &bearer(&eve.access))], None).await;
+    assert_eq!(
+        get_with(&gw.url("/api/auth/sessions"), &[]).await.status,
+        401
+    );
+    let r = call(
+        "POST",
+        &url,
+        &[("authorization", &bearer(&eve.access))],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow").as_deref(), Some("DELETE"));
 }
@@ -155,9 +193,14 @@ async fn post_form(url: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
     for (n, v) in headers {
         b = b.header(*n, *v);
     }
-    send(b.body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap()
+    send(
+        b.body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_owned(),
+        )))
+        .unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -171,7 +214,7 @@ async fn the_account_page_lists_sessions_ends_them_and_changes_the_password() {
     assert_eq!(r.status, 303);
     assert_eq!(
         r.header("location").as_deref(),
-        Some("/api/auth/login?next=%2Fapi%2Fauth%2Faccount")
+        Some("/api/auth/login?next=/api/auth/account")
     );
 
     let other = signup(&gw, "page@example.com", PW).await;
@@ -185,7 +228,11 @@ async fn the_account_page_lists_sessions_ends_them_and_changes_the_password() {
     assert!(html.contains("(this browser)"), "{html}");
     assert!(r.header("content-security-policy").is_some());
     // Two sessions, each with a sign-out form carrying the CSRF token.
-    assert_eq!(html.matches("name=\"op\" value=\"end\"").count(), 2, "{html}");
+    assert_eq!(
+        html.matches("name=\"op\" value=\"end\"").count(),
+        2,
+        "{html}"
+    );
     assert!(html.contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
     let other_id = get_with(
         &gw.url("/api/auth/sessions"),
@@ -227,7 +274,9 @@ async fn the_account_page_lists_sessions_ends_them_and_changes_the_password() {
     // A wrong current password: the page again with the message, nothing changed.
     let r = post_form(
         &page,
-        &format!("op=change-password&csrf={csrf}&current_password=nope&new_password=another+long+one"),
+        &format!(
+            "op=change-password&csrf={csrf}&current_password=nope&new_password=another+long+one"
+        ),
         &[("cookie", &jar)],
     )
     .await;
@@ -271,12 +320,20 @@ async fn cookie_sessions_need_the_csrf_token_on_the_account_api() {
     let jar = cookie_header(&[("gw_access", &access), ("gw_csrf", &csrf)]);
     let list = get_with(&gw.url("/api/auth/sessions"), &[("cookie", &jar)]).await;
     assert_eq!(list.status, 200, "GET needs no CSRF token");
-    let id = list.json()["sessions"][0]["id"].as_str().unwrap().to_owned();
+    let id = list.json()["sessions"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let url = gw.url(&format!("/api/auth/sessions/{id}"));
     let r = call("DELETE", &url, &[("cookie", &jar)], None).await;
     assert_eq!(r.status, 403, "{}", r.text());
     let body = serde_json::json!({"current_password": PW, "new_password": NEW_PW});
-    let r = post_json(&gw.url("/api/auth/change-password"), &body, &[("cookie", &jar)]).await;
+    let r = post_json(
+        &gw.url("/api/auth/change-password"),
+        &body,
+        &[("cookie", &jar)],
+    )
+    .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(me_status(&gw, &me.access).await, 200);
     let r = call(

@@ -23,9 +23,9 @@ use super::admission::{Session, refuse_cross_site};
 use super::api::AuthApi;
 use super::endpoints::read_json;
 use super::throttle::pace;
+use crate::auth::service::Client;
 use crate::body::Body;
 use crate::error::{HttpError, json_response};
-use crate::auth::service::Client;
 use crate::ratelimit::Action;
 use crate::secret::SecretString;
 
@@ -87,7 +87,8 @@ impl AuthApi {
         // Guessing the current password with a stolen session is a login attempt by another
         // name: the same limits and regulation, on the same account.
         let email = session.claims.email.clone();
-        self.throttle(Action::Login, client_ip, Some(&email)).await?;
+        self.throttle(Action::Login, client_ip, Some(&email))
+            .await?;
         let current = SecretString::new(body.current_password);
         let new = SecretString::new(body.new_password);
         let result = self

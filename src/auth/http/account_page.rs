@@ -106,9 +106,8 @@ impl AuthApi {
                     }
                     return Ok(resp);
                 }
-                let current = SecretString::new(
-                    form_value(&fields, "current_password").unwrap_or_default(),
-                );
+                let current =
+                    SecretString::new(form_value(&fields, "current_password").unwrap_or_default());
                 let new =
                     SecretString::new(form_value(&fields, "new_password").unwrap_or_default());
                 let result = self
@@ -176,15 +175,25 @@ impl AuthApi {
     ) -> Result<Response<Body>, HttpError> {
         let sessions = self.service().sessions(&session.claims).await?;
         let prefix = self.prefix();
-        let csrf = cookies::get(headers, cookies::names(tls, self.transparent_refresh()).csrf)
-            .unwrap_or("");
+        let csrf = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        )
+        .unwrap_or("");
         let csrf = escape_html(csrf);
         let note = match note {
-            Some(Note::Done(m)) => format!("<p class=\"done\" role=\"status\">{}</p>", escape_html(m)),
-            Some(Note::Error(m)) => format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)),
+            Some(Note::Done(m)) => {
+                format!("<p class=\"done\" role=\"status\">{}</p>", escape_html(m))
+            }
+            Some(Note::Error(m)) => {
+                format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m))
+            }
             None => String::new(),
         };
-        let rows: String = sessions.iter().map(|s| session_row(prefix, &csrf, s)).collect();
+        let rows: String = sessions
+            .iter()
+            .map(|s| session_row(prefix, &csrf, s))
+            .collect();
         let page = format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -216,12 +225,15 @@ impl AuthApi {
 /// One session in the list, with its sign-out form.
 fn session_row(prefix: &str, csrf: &str, s: &SessionView) -> String {
     let agent = s.user_agent.as_deref().unwrap_or("Unknown browser");
-    let from = s
-        .ip
-        .as_deref()
-        .map(|ip| format!(" from {}", escape_html(ip)))
-        .unwrap_or_default();
-    let this = if s.current { " <strong>(this browser)</strong>" } else { "" };
+    let from =
+        s.ip.as_deref()
+            .map(|ip| format!(" from {}", escape_html(ip)))
+            .unwrap_or_default();
+    let this = if s.current {
+        " <strong>(this browser)</strong>"
+    } else {
+        ""
+    };
     format!(
         "<li><span>{agent}{from}{this}</span><br><span class=\"hint\">Signed in {created}, last active {used}</span>\
          <form method=\"post\" action=\"{prefix}/account\">\

@@ -109,9 +109,7 @@ impl AuthApi {
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
             ("/account", &Method::GET | &Method::HEAD) => self.account_page(&req, tls).await,
             ("/account", &Method::POST) => self.account_post(req, tls, client_ip).await,
-            ("/change-password", &Method::POST) => {
-                self.change_password(req, tls, client_ip).await
-            }
+            ("/change-password", &Method::POST) => self.change_password(req, tls, client_ip).await,
             ("/sessions", &Method::GET | &Method::HEAD) => self.sessions(req, tls).await,
             (other, &Method::DELETE) if session_id(other).is_some() => {
                 self.end_session(req, tls, session_id(other).unwrap_or_default())
@@ -289,7 +287,12 @@ impl AuthApi {
     }
 
     /// A token answer: JSON body plus the session cookies.
-    pub(super) fn issued_response(&self, status: StatusCode, issued: &Issued, tls: bool) -> Response<Body> {
+    pub(super) fn issued_response(
+        &self,
+        status: StatusCode,
+        issued: &Issued,
+        tls: bool,
+    ) -> Response<Body> {
         let mut value = serde_json::json!({
             "token_type": "bearer",
             "expires_in": issued.expires_in,
@@ -344,7 +347,10 @@ struct RefreshBody {
 
 /// Reads a JSON body of at most `limit` bytes. Errors never quote the body (it may hold a
 /// password).
-pub(super) async fn read_json<T: DeserializeOwned>(req: Request<Body>, limit: usize) -> Result<T, HttpError> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    req: Request<Body>,
+    limit: usize,
+) -> Result<T, HttpError> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -112,9 +112,7 @@ impl AuthService {
     pub async fn sessions(&self, claims: &AccessClaims) -> Result<Vec<SessionView>, AuthError> {
         let now = self.inner.clock.unix();
         let id = claims.sub.clone();
-        let sessions = self
-            .blocking(move |s| Ok(s.sessions_of(&id, now)?))
-            .await?;
+        let sessions = self.blocking(move |s| Ok(s.sessions_of(&id, now)?)).await?;
         Ok(sessions
             .into_iter()
             .map(|s| SessionView {
@@ -132,7 +130,11 @@ impl AuthService {
     /// Ends one session of the signed-in user. `false` when the user has no such live session
     /// (another user's id included: nothing changes).
     #[tracing::instrument(skip_all)]
-    pub async fn end_session(&self, claims: &AccessClaims, family: &str) -> Result<bool, AuthError> {
+    pub async fn end_session(
+        &self,
+        claims: &AccessClaims,
+        family: &str,
+    ) -> Result<bool, AuthError> {
         let now = self.inner.clock.unix();
         let (id, fam) = (claims.sub.clone(), family.to_owned());
         let ended = self
