@@ -21,6 +21,10 @@ pub enum AuthError {
     /// to keep about whether the account exists).
     #[error("Current password is incorrect")]
     WrongPassword,
+    /// A reset or verification link that is unknown, used, expired, or for an address the
+    /// account no longer has.
+    #[error("This link is invalid or has expired")]
+    InvalidLink,
     #[error("Invalid email address")]
     InvalidEmail,
     #[error("{0}")]
@@ -71,6 +75,7 @@ impl From<&AuthError> for HttpError {
             A::EmailTaken => HttpError::Conflict("Email already registered".into()),
             // Not 401: the session is fine, and a 401 would send a client off to refresh it.
             A::WrongPassword => HttpError::Forbidden("Current password is incorrect"),
+            A::InvalidLink => HttpError::BadRequest("This link is invalid or has expired".into()),
             A::InvalidEmail => HttpError::Unprocessable("Invalid email address".into()),
             A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
             A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),
@@ -88,6 +93,8 @@ pub enum OpenError {
     Store(#[from] StoreError),
     #[error("cannot start the auth service: {0}")]
     Service(#[from] AuthError),
+    #[error("cannot start sending e-mail: {0}")]
+    Mail(#[from] crate::mail::MailError),
 }
 
 #[cfg(test)]

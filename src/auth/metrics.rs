@@ -20,6 +20,9 @@ impl Core {
     /// Registers the auth service's metrics with the process's metrics.
     pub fn register_metrics(&self, metrics: &Metrics) {
         metrics.attach(Arc::new(ServiceMetrics(self.service.clone())));
+        if let Some(mailer) = &self.mailer {
+            mailer.register_metrics(metrics);
+        }
     }
 }
 

@@ -100,6 +100,10 @@ pub async fn open_store(config: &Config) -> Result<Store, OpenError> {
 pub struct Core {
     pub service: service::AuthService,
     pub csrf_key: crate::secret::Secret<Vec<u8>>,
+    /// Account e-mails (verification, password reset), when `email:` is configured. Started
+    /// with the service, stopped with it; a reload keeps it (its settings are the start-up
+    /// ones).
+    pub mailer: Option<crate::mail::Mailer>,
 }
 
 /// Opens the store, starts the auth service and its background maintenance (stopped when
@@ -131,8 +135,16 @@ pub async fn open(
     };
     let settings = service_settings(config);
     let service = service::AuthService::open(settings, store, Clock::system()).await?;
-    service.spawn_maintenance(stop);
-    Ok(Core { service, csrf_key })
+    service.spawn_maintenance(stop.clone());
+    let mailer = match &config.email {
+        Some(email) => Some(crate::mail::Mailer::start(email, stop)?),
+        None => None,
+    };
+    Ok(Core {
+        service,
+        csrf_key,
+        mailer,
+    })
 }
 
 /// The HTTP side of auth for one configuration: endpoints, token checks, rate limits.
@@ -146,6 +158,7 @@ pub fn api(
         core.csrf_key.expose().clone(),
         config,
         metrics.clone(),
+        core.mailer.clone(),
     );
     let limits = api.limits();
     metrics.track_limits(&limits);

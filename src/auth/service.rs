@@ -403,6 +403,7 @@ impl AuthService {
         }
         tracing::info!(target: "audit", event = "login", user_id = %user.id);
         bump(&self.inner.counters.logins_ok);
+        self.drop_reset_links(&user.id).await;
         self.start_session(&user, client).await
     }
 
@@ -566,8 +567,10 @@ pub(crate) fn clean_name(name: &str) -> Option<String> {
 
 mod account;
 mod maintenance;
+mod recovery;
 
 pub use account::SessionView;
+pub use recovery::ResetLink;
 mod sessions;
 #[cfg(test)]
 mod tests;

@@ -524,6 +524,10 @@ pub struct EmailSettings {
     pub send_timeout: Duration,
     /// Delivery attempts per message (with exponential backoff between them).
     pub max_attempts: u32,
+    /// How long a password-reset link works (`email.reset_ttl`, default 30 minutes).
+    pub reset_ttl: Duration,
+    /// How long an address-verification link works (`email.verify_ttl`, default 24 hours).
+    pub verify_ttl: Duration,
 }
 
 impl EmailSettings {

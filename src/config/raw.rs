@@ -75,6 +75,10 @@ pub struct RawEmail {
     pub send_timeout: Option<Sp<String>>,
     #[serde(default)]
     pub max_attempts: Option<Sp<u32>>,
+    #[serde(default)]
+    pub reset_ttl: Option<Sp<String>>,
+    #[serde(default)]
+    pub verify_ttl: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,7 @@ mod openapi;
 mod ops;
 mod pg;
 mod proxy;
+mod recovery;
 mod replicas;
 mod rolling;
 mod secrets_at_rest;

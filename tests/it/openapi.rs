@@ -19,7 +19,9 @@ const HEALTH: &[&str] = &["/healthz", "/readyz"];
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
 ];
-const CONFIG: &str = "auth:\n  password: {memory_kib: 1024, iterations: 1}\n";
+/// E-mail on (to a port nothing listens on), so the password-reset operations are served. The
+/// `auth:` mapping comes last: some tests add keys to it.
+const CONFIG: &str = "email: {smtp_url: 'smtp://127.0.0.1:9', from: 'a@example.com', public_url: 'https://x.example'}\nauth:\n  password: {memory_kib: 1024, iterations: 1}\n";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn doc() -> Value {

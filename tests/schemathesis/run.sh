@@ -43,6 +43,9 @@ auth:
   password: {memory_kib: 1024, iterations: 1}
 rate_limits: {login_per_ip: off, login_per_account: off, signup_per_ip: off, refresh_per_ip: off}
 regulation: {max_retries: 0}
+# E-mail on, so the password-reset operations are served (nothing listens there: mail is
+# queued and given up on in the background).
+email: {smtp_url: "smtp://127.0.0.1:9", from: "a@example.com", public_url: "https://x.example"}
 routes:
   - {path: /, upstream: "builtin:whoami"}
 YAML

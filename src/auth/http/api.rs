@@ -31,6 +31,12 @@ pub struct AuthApi {
     identity: Identity,
     limits: Arc<Limits>,
     metrics: Arc<Metrics>,
+    /// Account e-mails; `None` without `email:` (the e-mail features answer 404).
+    mailer: Option<crate::mail::Mailer>,
+    /// How long reset and verification links work.
+    link_ttls: Option<(std::time::Duration, std::time::Duration)>,
+    /// Bounds the reset requests being worked on after their answer.
+    background: Arc<tokio::sync::Semaphore>,
 }
 
 impl AuthApi {
@@ -40,8 +46,12 @@ impl AuthApi {
         csrf_key: Vec<u8>,
         config: &Config,
         metrics: Arc<Metrics>,
+        mailer: Option<crate::mail::Mailer>,
     ) -> Self {
         AuthApi {
+            mailer,
+            link_ttls: config.email.as_ref().map(|e| (e.reset_ttl, e.verify_ttl)),
+            background: super::recovery::background_permits(),
             csrf: Csrf::new(csrf_key),
             prefix: config.auth.prefix.clone(),
             tokens_in_body: config.auth.tokens_in_body,
@@ -104,6 +114,21 @@ impl AuthApi {
     /// Whether the 403 page may name the roles a route needs (`auth.show_required_roles`).
     pub(super) fn show_required_roles(&self) -> bool {
         self.show_required_roles
+    }
+
+    /// The account mailer, when `email:` is configured.
+    pub(super) fn mailer(&self) -> Option<&crate::mail::Mailer> {
+        self.mailer.as_ref()
+    }
+
+    /// How long a reset link works (`email.reset_ttl`).
+    pub(super) fn reset_ttl(&self) -> std::time::Duration {
+        self.link_ttls
+            .map_or(std::time::Duration::from_secs(30 * 60), |(reset, _)| reset)
+    }
+
+    pub(super) fn background(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.background
     }
 
     /// The largest request body the auth API reads (`limits.auth_body_bytes`).

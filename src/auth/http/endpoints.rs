@@ -58,6 +58,12 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/logout-all"),
     ("GET", "/me"),
     ("HEAD", "/me"),
+    ("GET", "/forgot-password"),
+    ("HEAD", "/forgot-password"),
+    ("POST", "/forgot-password"),
+    ("GET", "/reset-password"),
+    ("HEAD", "/reset-password"),
+    ("POST", "/reset-password"),
     ("GET", "/account"),
     ("HEAD", "/account"),
     ("POST", "/account"),
@@ -107,6 +113,11 @@ impl AuthApi {
             ("/logout", &Method::POST) => self.logout(req, tls).await,
             ("/logout-all", &Method::POST) => self.logout_all(req, tls).await,
             ("/me", &Method::GET | &Method::HEAD) => self.me(req, tls).await,
+            ("/forgot-password" | "/reset-password", &Method::GET | &Method::HEAD) => {
+                self.recovery_page(action, &req).await
+            }
+            ("/forgot-password", &Method::POST) => self.forgot_password(req, tls, client_ip).await,
+            ("/reset-password", &Method::POST) => self.reset_password(req, tls).await,
             ("/account", &Method::GET | &Method::HEAD) => self.account_page(&req, tls).await,
             ("/account", &Method::POST) => self.account_post(req, tls, client_ip).await,
             ("/change-password", &Method::POST) => self.change_password(req, tls, client_ip).await,
@@ -118,9 +129,11 @@ impl AuthApi {
             ("/client.js" | "/client.d.ts", &Method::GET | &Method::HEAD) => {
                 super::browser_client::asset(action).ok_or(HttpError::NotFound)
             }
-            ("/signup" | "/login" | "/logout" | "/account", _) => {
-                Err(HttpError::MethodNotAllowed("GET, HEAD, POST"))
-            }
+            (
+                "/signup" | "/login" | "/logout" | "/account" | "/forgot-password"
+                | "/reset-password",
+                _,
+            ) => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
             ("/refresh" | "/logout-all" | "/change-password", _) => {
                 Err(HttpError::MethodNotAllowed("POST"))
             }
@@ -409,7 +422,10 @@ mod tests {
 
     async fn api(dir: &tempfile::TempDir) -> AuthApi {
         let config = crate::config::from_str(
-            "version: 1\nauth: {password: {memory_kib: 1024, iterations: 1}}\n",
+            // E-mail on (to a port nothing listens on: nothing is sent here), so that the
+            // endpoints that need it are routed.
+            "version: 1\nauth: {password: {memory_kib: 1024, iterations: 1}}\n\
+             email: {smtp_url: 'smtp://127.0.0.1:9', from: 'a@example.com', public_url: 'https://x.example'}\n",
             "test.yaml",
             dir.path(),
             &|_| None,
@@ -425,6 +441,10 @@ mod tests {
             vec![7; 32],
             &config,
             crate::metrics::Metrics::new(),
+            config.email.as_ref().map(|e| {
+                let (_keep, stop) = tokio::sync::watch::channel(false);
+                crate::mail::Mailer::start(e, stop).unwrap()
+            }),
         )
     }
 

@@ -27,6 +27,7 @@ pub(crate) mod endpoints;
 pub mod form;
 pub(crate) mod identity;
 mod pages;
+mod recovery;
 pub(crate) mod throttle;
 
 pub use admission::{

@@ -354,9 +354,14 @@ impl AuthApi {
                      <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\">\
                      <label for=\"password\">Password</label>\
                      <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-                     <button type=\"submit\">Sign in</button></form>\
+                     <button type=\"submit\">Sign in</button></form>{forgot}\
                      <p>No account? <a href=\"{prefix}/signup?next={next_q}\">Sign up</a></p>",
                     email = escape_html(v.email),
+                    forgot = if self.mailer().is_some() {
+                        format!("<p><a href=\"{prefix}/forgot-password\">Forgot password?</a></p>")
+                    } else {
+                        String::new()
+                    },
                 ),
             ),
             Form::Signup => (

@@ -104,6 +104,7 @@ impl AuthService {
                 }),
             );
         })?;
+        self.drop_reset_links(&updated.id).await;
         tracing::info!(target: "audit", event = "change_password", user_id = %updated.id, session_version = updated.session_version);
         self.start_session(&updated, client).await
     }

@@ -70,6 +70,18 @@ pub(super) fn validate_email(cx: &Ctx, raw: &RawEmail) -> Result<EmailSettings, 
         (Duration::from_secs(1), Duration::from_secs(600)),
     )?;
     let max_attempts = cx.number(&raw.max_attempts, "email.max_attempts", 5, (1, 20))?;
+    let reset_ttl = cx.duration(
+        &raw.reset_ttl,
+        "email.reset_ttl",
+        Duration::from_secs(30 * 60),
+        (Duration::from_secs(60), Duration::from_secs(24 * 3600)),
+    )?;
+    let verify_ttl = cx.duration(
+        &raw.verify_ttl,
+        "email.verify_ttl",
+        Duration::from_secs(24 * 3600),
+        (Duration::from_secs(60), Duration::from_secs(30 * 24 * 3600)),
+    )?;
     Ok(EmailSettings {
         smtp,
         username,
@@ -80,6 +92,8 @@ pub(super) fn validate_email(cx: &Ctx, raw: &RawEmail) -> Result<EmailSettings, 
         queue_size,
         send_timeout,
         max_attempts,
+        reset_ttl,
+        verify_ttl,
     })
 }
 

@@ -1,0 +1,302 @@
+//! Password reset over HTTP, on when `email:` is configured (404 otherwise):
+//!
+//! - `GET {prefix}/forgot-password`: a page asking for the address.
+//! - `POST {prefix}/forgot-password` `{email}` (JSON or the page's form): always `202` with the
+//!   same answer, whether or not the account exists; the lookup, the token and the mail happen
+//!   after the answer, off the request path, so its timing says nothing either. Rate-limited
+//!   per IP and per address like login.
+//! - `GET {prefix}/reset-password?token=...`: a page with a new-password form (a GET never
+//!   uses the token: mail scanners follow links).
+//! - `POST {prefix}/reset-password` `{token, password}` (JSON or the form): sets the password
+//!   ([`crate::auth::service`] says what else happens); `200`, or `303` to the sign-in page from
+//!   the form. An unusable link is `400`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Request, Response, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use super::admission::refuse_cross_site;
+use super::api::AuthApi;
+use super::endpoints::read_json;
+use super::form::{form_decode, form_value};
+use super::pages::{read_limited, redirect, same_origin};
+use crate::auth::error::AuthError;
+use crate::body::{self, Body};
+use crate::error::{HttpError, PAGE_STYLE as STYLE, escape_html, html_headers, json_response};
+use crate::mail::{Outgoing, Template, Vars, expires_in_words};
+use crate::ratelimit::Action;
+use crate::secret::SecretString;
+
+/// The answer to every `forgot-password` request.
+const SENT: &str =
+    "If an account exists for this address, a link to choose a new password is on its way.";
+
+/// At most this many reset requests are being looked up and mailed at once; beyond, a request
+/// is answered the same and dropped (the rate limits make this a flood, not a user).
+pub(super) const BACKGROUND_RESETS: usize = 32;
+
+#[derive(Deserialize)]
+struct Forgot {
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct Reset {
+    token: String,
+    password: String,
+}
+
+impl AuthApi {
+    /// `GET {prefix}/forgot-password|reset-password`.
+    pub(super) async fn recovery_page(
+        &self,
+        action: &str,
+        req: &Request<Body>,
+    ) -> Result<Response<Body>, HttpError> {
+        if self.mailer().is_none() {
+            return Err(HttpError::NotFound);
+        }
+        if action == "/forgot-password" {
+            return Ok(self.forgot_page(StatusCode::OK, None, None));
+        }
+        let query = form_decode(req.uri().query().unwrap_or(""));
+        let token = SecretString::new(form_value(&query, "token").unwrap_or_default());
+        match self.service().reset_target(&token).await? {
+            Some(email) => Ok(self.reset_page(StatusCode::OK, &token, &email, None)),
+            None => Ok(self.link_refused()),
+        }
+    }
+
+    /// `POST {prefix}/forgot-password`.
+    pub(super) async fn forgot_password(
+        &self,
+        req: Request<Body>,
+        tls: bool,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, HttpError> {
+        let Some(mailer) = self.mailer().cloned() else {
+            return Err(HttpError::NotFound);
+        };
+        refuse_cross_site(req.headers())?;
+        let form = is_form(req.headers());
+        let email = if form {
+            self.same_origin_form(&req, tls)?;
+            let fields = form_decode(&String::from_utf8_lossy(
+                &read_limited(req, self.body_limit()).await?,
+            ));
+            form_value(&fields, "email").unwrap_or_default()
+        } else {
+            read_json::<Forgot>(req, self.body_limit()).await?.email
+        };
+        if let Err(e) = self.throttle(Action::Login, client_ip, Some(&email)).await {
+            if !form {
+                return Err(e);
+            }
+            let message = "Too many attempts; please wait a little and try again";
+            return Ok(self.forgot_page(e.status(), Some(message), None));
+        }
+        // Off the request path: the answer leaves before anything about the account is known.
+        if let Ok(permit) = Arc::clone(self.background()).try_acquire_owned() {
+            let service = self.service().clone();
+            let ttl = self.reset_ttl();
+            let page = format!("{}/reset-password", self.prefix());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match service.start_reset(&email, ttl).await {
+                    Ok(Some(link)) => {
+                        let url = mailer.link(&page, link.token.expose());
+                        let vars = Vars {
+                            link: &url,
+                            email: &link.email,
+                            expires_in: &expires_in_words(ttl),
+                        };
+                        let sent = Outgoing::new(
+                            &link.email,
+                            mailer.render(Template::ResetPassword, &vars),
+                        )
+                        .and_then(|m| mailer.send(m));
+                        if let Err(e) = sent {
+                            tracing::warn!(error = %e, "the reset mail was not queued");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "a reset request failed"),
+                }
+            });
+        } else {
+            tracing::warn!("reset requests saturated; one dropped");
+        }
+        if form {
+            return Ok(self.forgot_page(StatusCode::ACCEPTED, None, Some(SENT)));
+        }
+        Ok(json_response(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "detail": SENT }),
+        ))
+    }
+
+    /// `POST {prefix}/reset-password`.
+    pub(super) async fn reset_password(
+        &self,
+        req: Request<Body>,
+        tls: bool,
+    ) -> Result<Response<Body>, HttpError> {
+        if self.mailer().is_none() {
+            return Err(HttpError::NotFound);
+        }
+        refuse_cross_site(req.headers())?;
+        let form = is_form(req.headers());
+        let (token, password) = if form {
+            self.same_origin_form(&req, tls)?;
+            let fields = form_decode(&String::from_utf8_lossy(
+                &read_limited(req, self.body_limit()).await?,
+            ));
+            (
+                form_value(&fields, "token").unwrap_or_default(),
+                form_value(&fields, "password").unwrap_or_default(),
+            )
+        } else {
+            let body: Reset = read_json(req, self.body_limit()).await?;
+            (body.token, body.password)
+        };
+        let token = SecretString::new(token);
+        let password = SecretString::new(password);
+        let result = self.service().reset_password(&token, &password).await;
+        match (result, form) {
+            (Ok(()), false) => Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "detail": "Password changed; sign in with the new one" }),
+            )),
+            (Ok(()), true) => Ok(redirect(&format!("{}/login", self.prefix()))),
+            (Err(e), false) => Err(HttpError::from(&e)),
+            (Err(AuthError::InvalidLink), true) => Ok(self.link_refused()),
+            (Err(e), true) => {
+                // The page again, with the message (a weak password, a busy server).
+                let email = self
+                    .service()
+                    .reset_target(&token)
+                    .await?
+                    .unwrap_or_default();
+                let message = match &e {
+                    AuthError::Internal(_) => "Something went wrong; please try again".to_owned(),
+                    other => other.to_string(),
+                };
+                let status = HttpError::from(&e).status();
+                Ok(self.reset_page(status, &token, &email, Some(&message)))
+            }
+        }
+    }
+
+    fn same_origin_form(&self, req: &Request<Body>, tls: bool) -> Result<(), HttpError> {
+        // HTTP/2 carries the host in :authority, not in a Host header.
+        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        if same_origin(req.headers(), authority.as_deref(), tls) {
+            Ok(())
+        } else {
+            Err(HttpError::Forbidden("Cross-origin form post refused"))
+        }
+    }
+
+    fn forgot_page(
+        &self,
+        status: StatusCode,
+        error: Option<&str>,
+        done: Option<&str>,
+    ) -> Response<Body> {
+        let prefix = self.prefix();
+        let body = match done {
+            Some(done) => format!(
+                "<p class=\"done\" role=\"status\">{}</p><p><a href=\"{prefix}/login\">Back to sign in</a></p>",
+                escape_html(done)
+            ),
+            None => format!(
+                "<p>Enter the address of your account and we will send you a link to choose a new password.</p>\
+                 <form method=\"post\" action=\"{prefix}/forgot-password\" novalidate>\
+                 <label for=\"email\">Email</label>\
+                 <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
+                 <button type=\"submit\">Send the link</button></form>\
+                 <p><a href=\"{prefix}/login\">Back to sign in</a></p>"
+            ),
+        };
+        page(status, "Forgot your password?", error, &body)
+    }
+
+    fn reset_page(
+        &self,
+        status: StatusCode,
+        token: &SecretString,
+        email: &str,
+        error: Option<&str>,
+    ) -> Response<Body> {
+        let prefix = self.prefix();
+        let body = format!(
+            "<form method=\"post\" action=\"{prefix}/reset-password\" novalidate>\
+             <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <input type=\"text\" name=\"username\" autocomplete=\"username\" value=\"{email}\" hidden>\
+             <p>For <strong>{email}</strong>.</p>\
+             <label for=\"password\">New password</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required>\
+             <p class=\"hint\">Every session of this account is signed out.</p>\
+             <button type=\"submit\">Set the password</button></form>",
+            token = escape_html(token.expose()),
+            email = escape_html(email),
+        );
+        page(status, "Choose a new password", error, &body)
+    }
+
+    fn link_refused(&self) -> Response<Body> {
+        let prefix = self.prefix();
+        page(
+            StatusCode::BAD_REQUEST,
+            "Choose a new password",
+            Some("This link is invalid or has expired"),
+            &format!("<p><a href=\"{prefix}/forgot-password\">Ask for a new link</a></p>"),
+        )
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+fn page(status: StatusCode, title: &str, error: Option<&str>, body: &str) -> Response<Body> {
+    let error = error.map_or_else(String::new, |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e))
+    });
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>{STYLE}</style></head>\
+         <body><main><h1>{title}</h1>{error}{body}</main></body></html>"
+    );
+    let mut resp = Response::new(body::full(Bytes::from(html)));
+    *resp.status_mut() = status;
+    html_headers(resp.headers_mut());
+    // The reset page holds the token: never cached, never sent on as a Referer.
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    resp.headers_mut().insert(
+        header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// The bound on background reset work, for [`AuthApi::new`].
+pub(super) fn background_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(BACKGROUND_RESETS))
+}

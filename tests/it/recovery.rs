@@ -1,0 +1,230 @@
+//! Password reset through a real SMTP server (aiosmtpd): the mail, its link, the page behind
+//! it, and what a reset does and refuses.
+
+use std::time::Duration;
+
+use crate::smtp::SmtpSink;
+use crate::util::*;
+
+const PW: &str = "correct horse battery staple";
+const NEW_PW: &str = "brand new passphrase 7";
+
+async fn gateway(sink: &SmtpSink, up: &Upstream) -> Gateway {
+    Gateway::start(&auth_config(
+        "",
+        &format!(
+            "email: {{smtp_url: '{}', from: 'Acme <no-reply@acme.example>', public_url: 'https://login.acme.example'}}\n\
+             routes:\n  - {{path: /app, upstream: '{}', auth: required}}\n",
+            sink.url(),
+            up.url()
+        ),
+    ))
+    .await
+}
+
+async fn forgot(gw: &Gateway, email: &str) -> Resp {
+    post_json(
+        &gw.url("/api/auth/forgot-password"),
+        &serde_json::json!({ "email": email }),
+        &[],
+    )
+    .await
+}
+
+/// The token of the reset link in a mail, checking the link points at `public_url`.
+fn token_in(text: &str) -> String {
+    let start = text
+        .find("https://login.acme.example/api/auth/reset-password?token=")
+        .unwrap_or_else(|| panic!("no reset link in {text}"));
+    let rest = &text[start..];
+    let link = rest
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap();
+    link.split("token=").nth(1).unwrap().to_owned()
+}
+
+async fn reset(gw: &Gateway, token: &str, password: &str) -> Resp {
+    post_json(
+        &gw.url("/api/auth/reset-password"),
+        &serde_json::json!({ "token": token, "password": password }),
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_reset_link_by_mail_sets_the_password_once_and_ends_every_session() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = gateway(&sink, &up).await;
+    let s1 = signup(&gw, "rita@example.com", PW).await;
+    let s2 = login(&gw, "rita@example.com", PW).await;
+
+    let r = forgot(&gw, "Rita@Example.com").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let mail = sink.wait_for_message(Duration::from_secs(10)).await;
+    assert_eq!(mail.rcpt_to, ["rita@example.com"]);
+    let text = mail.text.expect("a plain-text part");
+    let token = token_in(&text);
+    assert!(mail.html.expect("an HTML part").contains(&token));
+
+    // The page behind the link shows a form and uses nothing.
+    let page = get_with(
+        &gw.url(&format!("/api/auth/reset-password?token={token}")),
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("rita@example.com"), "{}", page.text());
+    assert_eq!(
+        page.header("referrer-policy").as_deref(),
+        Some("no-referrer")
+    );
+    assert_eq!(me_status(&gw, &s1.access).await, 200);
+
+    // A weak password is refused and the link still works.
+    assert_eq!(reset(&gw, &token, "short").await.status, 422);
+    let r = reset(&gw, &token, NEW_PW).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Single use.
+    let again = reset(&gw, &token, "yet another passphrase 9").await;
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(
+        again.json()["detail"],
+        "This link is invalid or has expired"
+    );
+
+    // Every session ended; the old password is gone, the new one works.
+    for s in [&s1, &s2] {
+        assert_eq!(me_status(&gw, &s.access).await, 401);
+        assert_eq!(refresh(&gw, &s.refresh).await.status, 401);
+    }
+    let r = post_json(
+        &gw.url("/api/auth/login"),
+        &serde_json::json!({"email": "rita@example.com", "password": PW}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    login(&gw, "rita@example.com", NEW_PW).await;
+}
+
+#[tokio::test]
+async fn forgot_password_answers_the_same_and_mails_only_real_accounts() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = gateway(&sink, &up).await;
+    signup(&gw, "real@example.com", PW).await;
+
+    let unknown = forgot(&gw, "nobody@example.com").await;
+    let malformed = forgot(&gw, "not an address").await;
+    let known = forgot(&gw, "real@example.com").await;
+    for r in [&unknown, &malformed, &known] {
+        assert_eq!(r.status, 202);
+        assert_eq!(r.text(), known.text());
+    }
+    // Exactly one mail, to the real account.
+    let mail = sink.wait_for_message(Duration::from_secs(10)).await;
+    assert_eq!(mail.rcpt_to, ["real@example.com"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received(), 1);
+
+    // A second request replaces the first link; a login makes the newest useless too.
+    let first = token_in(&mail.text.unwrap());
+    forgot(&gw, "real@example.com").await;
+    let second = token_in(
+        &sink
+            .wait_for_message(Duration::from_secs(10))
+            .await
+            .text
+            .unwrap(),
+    );
+    assert_ne!(first, second);
+    assert_eq!(reset(&gw, &first, NEW_PW).await.status, 400);
+    login(&gw, "real@example.com", PW).await;
+    assert_eq!(reset(&gw, &second, NEW_PW).await.status, 400);
+
+    // Tampered and malformed tokens are the same refusal.
+    for bad in ["", "x", &format!("{}A", &second[..second.len() - 1])] {
+        assert_eq!(reset(&gw, bad, NEW_PW).await.status, 400, "{bad:?}");
+    }
+    let page = get_with(&gw.url("/api/auth/reset-password?token=nope"), &[]).await;
+    assert_eq!(page.status, 400);
+    assert!(page.text().contains("Ask for a new link"));
+}
+
+#[tokio::test]
+async fn the_hosted_pages_reset_a_password_by_form() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = gateway(&sink, &up).await;
+    signup(&gw, "form@example.com", PW).await;
+
+    // The sign-in page links to the forgot page, which posts back to itself.
+    let login_page = get_with(&gw.url("/api/auth/login"), &[]).await;
+    assert!(login_page.text().contains("/api/auth/forgot-password"));
+    let r = send(
+        req("POST", &gw.url("/api/auth/forgot-password"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                "email=form%40example.com",
+            )))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 202);
+    assert!(r.text().contains("on its way"), "{}", r.text());
+    let token = token_in(
+        &sink
+            .wait_for_message(Duration::from_secs(10))
+            .await
+            .text
+            .unwrap(),
+    );
+
+    let r = send(
+        req("POST", &gw.url("/api/auth/reset-password"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                "token={token}&password=brand+new+passphrase+7"
+            ))))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location").as_deref(), Some("/api/auth/login"));
+    login(&gw, "form@example.com", NEW_PW).await;
+}
+
+/// Without `email:` the reset endpoints do not exist, and the sign-in page does not offer them.
+#[tokio::test]
+async fn without_email_there_is_no_reset() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&auth_config(
+        "",
+        &format!(
+            "routes:\n  - {{path: /app, upstream: '{}', auth: required}}\n",
+            up.url()
+        ),
+    ))
+    .await;
+    assert_eq!(forgot(&gw, "a@example.com").await.status, 404);
+    assert_eq!(reset(&gw, "x", NEW_PW).await.status, 404);
+    assert_eq!(
+        get_with(&gw.url("/api/auth/forgot-password"), &[])
+            .await
+            .status,
+        404
+    );
+    let page = get_with(&gw.url("/api/auth/login"), &[]).await;
+    assert!(!page.text().contains("forgot-password"));
+}
