@@ -111,3 +111,71 @@ async fn unknown_email_takes_as_long_as_a_wrong_password() {
         report.join("\n")
     );
 }
+
+async fn timed_forgot(gw: &Gateway, email: &str) -> (Duration, Resp) {
+    let url = gw.url("/api/auth/forgot-password");
+    let body = json!({ "email": email });
+    let start = Instant::now();
+    let resp = post_json(&url, &body, &[]).await;
+    (start.elapsed(), resp)
+}
+
+/// `forgot-password` answers an address with an account as it answers one without, in the same
+/// time: the lookup, the link and the mail happen after the answer. A gateway that looked the
+/// account up (or wrote the token, or queued the mail) before answering differs by a store
+/// round trip at least. More samples than for login: these answers take well under a
+/// millisecond, so a single scheduling hiccup weighs more.
+#[tokio::test]
+async fn forgot_password_takes_as_long_for_an_unknown_address() {
+    const FORGOT_SAMPLES: usize = 200;
+    // Mail goes to a port nothing listens on: queued and given up on in the background.
+    let gw = Gateway::start(
+        "rate_limits: {login_per_ip: 'off', login_per_account: 'off'}\n\
+         regulation: {max_retries: 0}\n\
+         email: {smtp_url: 'smtp://127.0.0.1:9', from: 'a@example.com', public_url: 'https://x.example', max_attempts: 1}\n\
+         routes:\n  - {path: /, upstream: 'builtin:whoami', auth: public}\n",
+    )
+    .await;
+    signup(&gw, KNOWN, PASSWORD).await;
+    for _ in 0..10 {
+        timed_forgot(&gw, KNOWN).await;
+        timed_forgot(&gw, UNKNOWN).await;
+    }
+    let mut report = Vec::new();
+    for round in 1..=ROUNDS {
+        let mut known = Vec::with_capacity(FORGOT_SAMPLES);
+        let mut unknown = Vec::with_capacity(FORGOT_SAMPLES);
+        for i in 0..FORGOT_SAMPLES {
+            let (k, u) = if i.is_multiple_of(2) {
+                let k = timed_forgot(&gw, KNOWN).await;
+                (k, timed_forgot(&gw, UNKNOWN).await)
+            } else {
+                let u = timed_forgot(&gw, UNKNOWN).await;
+                (timed_forgot(&gw, KNOWN).await, u)
+            };
+            let ((kt, kr), (ut, ur)) = (k, u);
+            assert_eq!(kr.status, 202, "{}", kr.text());
+            assert_eq!(kr.status, ur.status);
+            assert_eq!(kr.body, ur.body, "the bodies differ");
+            assert_eq!(header_names(&kr), header_names(&ur), "the headers differ");
+            known.push(kt);
+            unknown.push(ut);
+        }
+        let (mk, mu) = (median(&mut known), median(&mut unknown));
+        let diff = (mk.as_secs_f64() - mu.as_secs_f64()).abs() / mk.min(mu).as_secs_f64();
+        let line = format!(
+            "round {round}: median known {mk:?}, unknown {mu:?}, difference {:.1}%",
+            diff * 100.0
+        );
+        eprintln!("{line}");
+        report.push(line);
+        if diff <= TOLERANCE {
+            return;
+        }
+    }
+    panic!(
+        "forgot-password latency reveals whether an account exists (more than {:.0}% apart in every round):\n{}",
+        TOLERANCE * 100.0,
+        report.join("\n")
+    );
+}
