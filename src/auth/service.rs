@@ -46,7 +46,7 @@ use super::token::{self, AccessClaims, Keys, TokenError, TokenSettings};
 use super::verified::{self, Lookup, VerifiedCache};
 use crate::clock::Clock;
 use crate::secret::{Secret, SecretString};
-use crate::store::{Regulation, Store, User};
+use crate::store::{Regulation, Store, User, UserFlags};
 
 use super::email::normalize_email;
 
@@ -134,6 +134,22 @@ pub struct Issued {
     /// When the refresh family (the session) ends, unix seconds.
     pub refresh_expires_at: u64,
     pub user: PublicUser,
+}
+
+impl AuthService {
+    /// Tells the in-memory revocation state a user's current flags (session version, disabled),
+    /// after a change that ends their sessions.
+    fn publish_flags(&self, user: &User) -> Result<(), AuthError> {
+        self.write_revocations(|r| {
+            r.set_flags(
+                &user.id,
+                Some(UserFlags {
+                    disabled: user.disabled,
+                    session_version: user.session_version,
+                }),
+            );
+        })
+    }
 }
 
 /// Seconds since the Unix epoch as RFC 3339, whole seconds, UTC.

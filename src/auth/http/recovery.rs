@@ -15,14 +15,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::admission::refuse_cross_site;
 use super::api::AuthApi;
-use super::endpoints::read_json;
+use super::endpoints::{is_form, read_json};
 use super::form::{form_decode, form_value};
 use super::pages::{read_limited, redirect, same_origin};
 use crate::auth::error::AuthError;
@@ -258,17 +258,6 @@ impl AuthApi {
             &format!("<p><a href=\"{prefix}/forgot-password\">Ask for a new link</a></p>"),
         )
     }
-}
-
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
 }
 
 fn page(status: StatusCode, title: &str, error: Option<&str>, body: &str) -> Response<Body> {

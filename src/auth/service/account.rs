@@ -14,7 +14,7 @@ use super::{ACCESS_LEEWAY_SECS, AuthService, Issued, hash_error};
 use crate::auth::error::AuthError;
 use crate::auth::token::AccessClaims;
 use crate::secret::SecretString;
-use crate::store::{StoreError, UserFlags};
+use crate::store::StoreError;
 
 /// One live session of a user, as the user sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -95,15 +95,7 @@ impl AuthService {
             })
             .await?
             .ok_or(AuthError::NotAuthenticated("disabled"))?;
-        self.write_revocations(|r| {
-            r.set_flags(
-                &updated.id,
-                Some(UserFlags {
-                    disabled: updated.disabled,
-                    session_version: updated.session_version,
-                }),
-            );
-        })?;
+        self.publish_flags(&updated)?;
         self.drop_reset_links(&updated.id).await;
         tracing::info!(target: "audit", event = "change_password", user_id = %updated.id, session_version = updated.session_version);
         self.start_session(&updated, client).await

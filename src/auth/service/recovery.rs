@@ -15,7 +15,7 @@ use crate::auth::email::normalize_email;
 use crate::auth::error::AuthError;
 use crate::auth::refresh_token;
 use crate::secret::SecretString;
-use crate::store::{OneTimeToken, StoreError, TokenKind, User, UserFlags};
+use crate::store::{OneTimeToken, StoreError, TokenKind, User};
 
 /// A reset link to send: to whom, and the token (never logged).
 pub struct ResetLink {
@@ -117,15 +117,7 @@ impl AuthService {
             })
             .await?
             .ok_or(AuthError::InvalidLink)?;
-        self.write_revocations(|r| {
-            r.set_flags(
-                &updated.id,
-                Some(UserFlags {
-                    disabled: updated.disabled,
-                    session_version: updated.session_version,
-                }),
-            );
-        })?;
+        self.publish_flags(&updated)?;
         tracing::info!(target: "audit", event = "password_reset", user_id = %updated.id, session_version = updated.session_version);
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::auth::refresh_token;
 use crate::auth::rotation::{self, RefreshOutcome};
 use crate::auth::token::{AccessClaims, Subject, TokenSettings};
 use crate::secret::{Secret, SecretString};
-use crate::store::{RefreshRecord, RefreshState, SessionInfo, User, UserFlags};
+use crate::store::{RefreshRecord, RefreshState, SessionInfo, User};
 
 impl AuthService {
     /// Rotates a refresh token and issues a new access token; see the module docs for the
@@ -122,15 +122,7 @@ impl AuthService {
             .blocking(move |s| Ok(s.end_all_sessions(&id, now)?))
             .await?;
         if let Some(user) = updated {
-            self.write_revocations(|r| {
-                r.set_flags(
-                    &user.id,
-                    Some(UserFlags {
-                        disabled: user.disabled,
-                        session_version: user.session_version,
-                    }),
-                );
-            })?;
+            self.publish_flags(&user)?;
             tracing::info!(target: "audit", event = "logout_all", user_id = %user.id, session_version = user.session_version);
         }
         Ok(())
