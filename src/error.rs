@@ -35,6 +35,10 @@ pub enum HttpError {
     /// 404.
     #[error("not found")]
     NotFound,
+    /// 404 with a message: what the request names (a reset link's token) does not exist, or
+    /// no longer.
+    #[error("not found: {0}")]
+    NoSuch(&'static str),
     /// 408: the client stopped sending its request body (`limits.body_timeout`).
     #[error("request timeout")]
     RequestTimeout,
@@ -81,7 +85,7 @@ impl HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) | HttpError::NoAccess(_) => StatusCode::FORBIDDEN,
-            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::NotFound | HttpError::NoSuch(_) => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -103,7 +107,9 @@ impl HttpError {
             HttpError::BadRequest(m) | HttpError::Conflict(m) | HttpError::Unprocessable(m) => {
                 m.clone()
             }
-            HttpError::Unauthorized(m) | HttpError::Forbidden(m) => (*m).to_owned(),
+            HttpError::Unauthorized(m) | HttpError::Forbidden(m) | HttpError::NoSuch(m) => {
+                (*m).to_owned()
+            }
             HttpError::NoAccess(_) => "Forbidden".to_owned(),
             HttpError::NotFound => "Not found".to_owned(),
             HttpError::MethodNotAllowed(_) => "Method not allowed".to_owned(),

@@ -75,7 +75,8 @@ impl From<&AuthError> for HttpError {
             A::EmailTaken => HttpError::Conflict("Email already registered".into()),
             // Not 401: the session is fine, and a 401 would send a client off to refresh it.
             A::WrongPassword => HttpError::Forbidden("Current password is incorrect"),
-            A::InvalidLink => HttpError::BadRequest("This link is invalid or has expired".into()),
+            // 404: the link names a token that does not exist (any more).
+            A::InvalidLink => HttpError::NoSuch("This link is invalid or has expired"),
             A::InvalidEmail => HttpError::Unprocessable("Invalid email address".into()),
             A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
             A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),

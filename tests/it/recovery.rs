@@ -91,7 +91,7 @@ async fn a_reset_link_by_mail_sets_the_password_once_and_ends_every_session() {
     assert_eq!(r.status, 200, "{}", r.text());
     // Single use.
     let again = reset(&gw, &token, "yet another passphrase 9").await;
-    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(again.status, 404, "{}", again.text());
     assert_eq!(
         again.json()["detail"],
         "This link is invalid or has expired"
@@ -145,16 +145,16 @@ async fn forgot_password_answers_the_same_and_mails_only_real_accounts() {
             .unwrap(),
     );
     assert_ne!(first, second);
-    assert_eq!(reset(&gw, &first, NEW_PW).await.status, 400);
+    assert_eq!(reset(&gw, &first, NEW_PW).await.status, 404);
     login(&gw, "real@example.com", PW).await;
-    assert_eq!(reset(&gw, &second, NEW_PW).await.status, 400);
+    assert_eq!(reset(&gw, &second, NEW_PW).await.status, 404);
 
     // Tampered and malformed tokens are the same refusal.
     for bad in ["", "x", &format!("{}A", &second[..second.len() - 1])] {
-        assert_eq!(reset(&gw, bad, NEW_PW).await.status, 400, "{bad:?}");
+        assert_eq!(reset(&gw, bad, NEW_PW).await.status, 404, "{bad:?}");
     }
     let page = get_with(&gw.url("/api/auth/reset-password?token=nope"), &[]).await;
-    assert_eq!(page.status, 400);
+    assert_eq!(page.status, 404);
     assert!(page.text().contains("Ask for a new link"));
 }
 

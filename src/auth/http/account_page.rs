@@ -65,13 +65,23 @@ impl AuthApi {
         if !same_origin(req.headers(), authority.as_deref(), tls) {
             return Err(HttpError::Forbidden("Cross-origin form post refused"));
         }
-        let Ok(session) = self.authenticate(req.headers(), tls) else {
-            return Ok(self.to_sign_in());
-        };
         let headers = req.headers().clone();
         let fields = form_decode(&String::from_utf8_lossy(
             &read_limited(req, self.body_limit()).await?,
         ));
+        // What is asked is checked first: a malformed post is a 400 whoever sends it.
+        if !matches!(
+            form_value(&fields, "op").as_deref(),
+            Some("end" | "change-password")
+        ) {
+            return Err(HttpError::BadRequest("Unknown account action".into()));
+        }
+        if form_value(&fields, "csrf").is_none_or(|t| t.is_empty()) {
+            return Err(HttpError::Forbidden("CSRF token missing or invalid"));
+        }
+        let Ok(session) = self.authenticate(&headers, tls) else {
+            return Ok(self.to_sign_in());
+        };
         let cookie = cookies::get(
             &headers,
             cookies::names(tls, self.transparent_refresh()).csrf,

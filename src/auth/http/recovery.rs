@@ -9,7 +9,7 @@
 //!   uses the token: mail scanners follow links).
 //! - `POST {prefix}/reset-password` `{token, password}` (JSON or the form): sets the password
 //!   ([`crate::auth::service`] says what else happens); `200`, or `303` to the sign-in page from
-//!   the form. An unusable link is `400`.
+//!   the form. An unusable link is `404`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -89,9 +89,25 @@ impl AuthApi {
             let fields = form_decode(&String::from_utf8_lossy(
                 &read_limited(req, self.body_limit()).await?,
             ));
-            form_value(&fields, "email").unwrap_or_default()
+            match form_value(&fields, "email").filter(|e| !e.is_empty()) {
+                Some(email) => email,
+                None => {
+                    let message = "Enter the address of your account";
+                    return Ok(self.forgot_page(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        Some(message),
+                        None,
+                    ));
+                }
+            }
         } else {
-            read_json::<Forgot>(req, self.body_limit()).await?.email
+            let email = read_json::<Forgot>(req, self.body_limit()).await?.email;
+            if email.is_empty() {
+                return Err(HttpError::Unprocessable(
+                    "Enter the address of your account".into(),
+                ));
+            }
+            email
         };
         if let Err(e) = self.throttle(Action::Login, client_ip, Some(&email)).await {
             if !form {
@@ -156,10 +172,13 @@ impl AuthApi {
             let fields = form_decode(&String::from_utf8_lossy(
                 &read_limited(req, self.body_limit()).await?,
             ));
-            (
-                form_value(&fields, "token").unwrap_or_default(),
-                form_value(&fields, "password").unwrap_or_default(),
-            )
+            let (Some(token), Some(password)) = (
+                form_value(&fields, "token").filter(|t| !t.is_empty()),
+                form_value(&fields, "password"),
+            ) else {
+                return Ok(self.link_refused());
+            };
+            (token, password)
         } else {
             let body: Reset = read_json(req, self.body_limit()).await?;
             (body.token, body.password)
@@ -252,7 +271,7 @@ impl AuthApi {
     fn link_refused(&self) -> Response<Body> {
         let prefix = self.prefix();
         page(
-            StatusCode::BAD_REQUEST,
+            StatusCode::NOT_FOUND,
             "Choose a new password",
             Some("This link is invalid or has expired"),
             &format!("<p><a href=\"{prefix}/forgot-password\">Ask for a new link</a></p>"),
