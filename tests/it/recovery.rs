@@ -81,7 +81,7 @@ async fn a_reset_link_by_mail_sets_the_password_once_and_ends_every_session() {
     assert!(page.text().contains("rita@example.com"), "{}", page.text());
     assert_eq!(
         page.header("referrer-policy").as_deref(),
-        Some("no-referrer")
+        Some("strict-origin")
     );
     assert_eq!(me_status(&gw, &s1.access).await, 200);
 

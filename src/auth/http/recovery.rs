@@ -292,14 +292,17 @@ fn page(status: StatusCode, title: &str, error: Option<&str>, body: &str) -> Res
     let mut resp = Response::new(body::full(Bytes::from(html)));
     *resp.status_mut() = status;
     html_headers(resp.headers_mut());
-    // The reset page holds the token: never cached, never sent on as a Referer.
+    // The reset page holds the token: never cached, and its address is never sent on as a
+    // Referer (`strict-origin` gives only the origin). Not `no-referrer`: under it Chromium
+    // sends its form posts with `Origin: null`, which the same-origin check refuses
+    // (tests/browser/recovery.mjs).
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
     resp.headers_mut().insert(
         header::REFERRER_POLICY,
-        http::HeaderValue::from_static("no-referrer"),
+        http::HeaderValue::from_static("strict-origin"),
     );
     resp
 }

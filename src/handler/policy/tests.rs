@@ -489,3 +489,24 @@ fn hostile_spellings_never_reach_the_upstream() {
         assert_eq!(one("x-forwarded-host"), b"App.Example.com:8443");
     }
 }
+
+#[test]
+fn text_reads_a_value_exactly_as_header_value_to_str_does() {
+    // Every byte alone, and in the middle of a long value (the vectorised part of the scan).
+    for b in 0..=255u8 {
+        for value in [
+            vec![b],
+            [vec![b'a'; 100], vec![b], vec![b'z'; 100]].concat(),
+        ] {
+            let ours = text(&value);
+            let http = HeaderValue::from_bytes(&value)
+                .ok()
+                .and_then(|v| v.to_str().ok().map(str::to_owned));
+            match http {
+                Some(s) => assert_eq!(ours, Some(s.as_str()), "byte {b:#04x}"),
+                // HeaderValue refuses some bytes outright; text refuses them too.
+                None => assert_eq!(ours, None, "byte {b:#04x}"),
+            }
+        }
+    }
+}
