@@ -47,6 +47,7 @@ fn issue(keys: &Keys) -> String {
         email: "ada@example.org",
         name: Some("Ada"),
         roles: &roles,
+        email_verified: true,
         session_id: "5e0b2f7a-3c1d-4f7e-8a9b-1d2c3e4f5a6b",
         session_version: 0,
     };
@@ -141,6 +142,7 @@ fn claims(jti: &str) -> AccessClaims {
         email: "ada@example.org".into(),
         name: None,
         roles: subject_roles(),
+        email_verified: true,
         sid: "5e0b2f7a-3c1d-4f7e-8a9b-1d2c3e4f5a6b".into(),
         sv: 0,
         iat: NOW,

@@ -110,6 +110,7 @@ impl HttpError {
             HttpError::Unauthorized(m) | HttpError::Forbidden(m) | HttpError::NoSuch(m) => {
                 (*m).to_owned()
             }
+            HttpError::NoAccess(n) if n.verify.is_some() => VERIFY_FIRST.to_owned(),
             HttpError::NoAccess(_) => "Forbidden".to_owned(),
             HttpError::NotFound => "Not found".to_owned(),
             HttpError::MethodNotAllowed(_) => "Method not allowed".to_owned(),
@@ -285,7 +286,13 @@ pub struct NoAccess {
     pub csrf: Option<crate::secret::SecretString>,
     /// The refused page: signing in again returns there.
     pub next: String,
+    /// Refused only because the address is not verified: the endpoint that sends the link again
+    /// (`{auth.prefix}/request-verification`).
+    pub verify: Option<String>,
 }
+
+/// The `detail` of a refusal for an unverified address.
+pub const VERIFY_FIRST: &str = "Verify your email address to continue";
 
 /// The 403 page of a route: who is signed in, that this account lacks access (and which roles
 /// would do, when allowed), "Sign out / use another account", and a way home.
@@ -323,6 +330,30 @@ fn no_access_page(v: &NoAccess) -> Response<Body> {
             escape_html(&v.sign_out)
         ),
     };
+    if let Some(verify) = &v.verify {
+        let again = match &v.csrf {
+            Some(csrf) => format!(
+                "<form method=\"post\" action=\"{action}\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <input type=\"hidden\" name=\"next\" value=\"{next}\">\
+                 <button type=\"submit\">Send the link again</button></form>",
+                action = escape_html(verify),
+                csrf = escape_html(csrf.expose()),
+                next = escape_html(&v.next),
+            ),
+            None => String::new(),
+        };
+        return page(
+            StatusCode::FORBIDDEN,
+            "Verify your email address",
+            &format!(
+                "<p>You are signed in as <strong>{email}</strong>. This page is open to accounts \
+                 whose email address is verified: open the link we sent to that address, then \
+                 reload this page.</p>{again}{sign_out}<p><a href=\"/\">Go to the home page</a></p>",
+                email = escape_html(&v.email),
+            ),
+        );
+    }
     page(
         StatusCode::FORBIDDEN,
         "No access",
@@ -405,6 +436,7 @@ mod tests {
             sign_out: "/api/auth/logout".into(),
             csrf: Some(crate::secret::SecretString::new("n\"x".into())),
             next: "/admin?a=1&b=<2>".into(),
+            verify: None,
         }));
         let page = body_text(e.response(true));
         for want in [

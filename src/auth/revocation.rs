@@ -407,6 +407,7 @@ mod tests {
             email: "a@example.org".into(),
             name: None,
             roles: vec![],
+            email_verified: false,
             sid: sid.into(),
             sv,
             iat: 0,

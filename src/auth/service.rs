@@ -98,6 +98,8 @@ pub struct PublicUser {
     pub email: String,
     pub name: Option<String>,
     pub roles: Vec<String>,
+    /// The user has proved they read mail at `email` (a verification or reset link).
+    pub email_verified: bool,
     /// RFC 3339, whole seconds, UTC.
     pub created_at: String,
 }
@@ -109,6 +111,7 @@ impl From<&User> for PublicUser {
             email: u.email.clone(),
             name: u.name.clone(),
             roles: u.roles.clone(),
+            email_verified: u.email_verified,
             created_at: rfc3339(u.created_at),
         }
     }
@@ -584,6 +587,7 @@ pub(crate) fn clean_name(name: &str) -> Option<String> {
 mod account;
 mod maintenance;
 mod recovery;
+mod verification;
 
 pub use account::SessionView;
 pub use recovery::ResetLink;

@@ -142,6 +142,10 @@ pub struct AccessClaims {
     pub name: Option<String>,
     /// Roles of the user at issue.
     pub roles: Vec<String>,
+    /// Whether the user had proved at issue that they read mail at `email` (the OIDC claim
+    /// name). A token without it (issued before the claim existed) counts as unverified.
+    #[serde(default)]
+    pub email_verified: bool,
     /// Session id: the refresh-token family id.
     pub sid: String,
     /// The user's session version at issue; bumping it invalidates all their tokens.
@@ -168,14 +172,14 @@ pub struct AccessClaims {
 /// roles (`None` for a value that cannot be a header value). It takes no part in comparisons
 /// and holds nothing secret.
 #[derive(Clone, Default)]
-pub struct IdentityValues(std::sync::OnceLock<[Option<http::HeaderValue>; 4]>);
+pub struct IdentityValues(std::sync::OnceLock<[Option<http::HeaderValue>; 5]>);
 
 impl IdentityValues {
     /// The values, made by `make` the first time.
     pub fn get_or_init(
         &self,
-        make: impl FnOnce() -> [Option<http::HeaderValue>; 4],
-    ) -> &[Option<http::HeaderValue>; 4] {
+        make: impl FnOnce() -> [Option<http::HeaderValue>; 5],
+    ) -> &[Option<http::HeaderValue>; 5] {
         self.0.get_or_init(make)
     }
 }
@@ -207,6 +211,8 @@ pub struct Subject<'a> {
     pub name: Option<&'a str>,
     /// Roles of the user.
     pub roles: &'a [String],
+    /// The address is verified.
+    pub email_verified: bool,
     /// Session (refresh family) id.
     pub session_id: &'a str,
     /// The user's current session version.
@@ -358,6 +364,7 @@ impl Keys {
             email: subject.email.to_owned(),
             name: subject.name.map(str::to_owned),
             roles: subject.roles.to_vec(),
+            email_verified: subject.email_verified,
             sid: subject.session_id.to_owned(),
             sv: subject.session_version,
             iat: now,

@@ -172,6 +172,7 @@ mod tests {
             email: "a@example.org".into(),
             name: None,
             roles: vec![],
+            email_verified: false,
             sid: "f".into(),
             sv: 0,
             iat: 0,

@@ -300,6 +300,9 @@ pub struct AuthSettings {
     pub transparent_refresh: bool,
     /// The 403 page of a route names the roles that would be let in.
     pub show_required_roles: bool,
+    /// Required routes let in only users who have verified their address, unless a route says
+    /// otherwise.
+    pub require_verified_email: bool,
     pub password: PasswordSettings,
     pub identity: IdentityHeaders,
     /// Send upstreams a signed JWT naming the user.
@@ -313,6 +316,8 @@ pub struct IdentityHeaders {
     pub email: http::HeaderName,
     pub name: http::HeaderName,
     pub roles: http::HeaderName,
+    /// `true` or `false`: the user has verified their address.
+    pub email_verified: http::HeaderName,
     /// Lowercase reserved prefix (e.g. `x-auth-`): every client header under it is removed.
     pub prefix: String,
 }
@@ -415,6 +420,8 @@ pub struct RouteSpec {
     pub on_unauthenticated: OnUnauthenticated,
     /// Pass the gateway's bearer token / access cookie to the upstream (for apps that want it).
     pub forward_token: bool,
+    /// Only users who have verified their address are let in (a required route).
+    pub require_verified_email: bool,
     /// With a `{sub}` segment: roles that may access other users' paths.
     pub owner_bypass_roles: Vec<String>,
     /// `aud` of the identity assertion for this route (default: the route name).

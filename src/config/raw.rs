@@ -209,6 +209,8 @@ pub struct RawRedb {
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     pub prefix: Option<Sp<String>>,
+    /// The default of every required route's `require_verified_email`.
+    pub require_verified_email: Option<Sp<bool>>,
     pub signup: Option<Sp<String>>,
     pub default_roles: Option<Vec<Sp<String>>>,
     pub issuer: Option<Sp<String>>,
@@ -239,6 +241,7 @@ pub struct RawIdentityHeaders {
     pub email: Option<Sp<String>>,
     pub name: Option<Sp<String>>,
     pub roles: Option<Sp<String>>,
+    pub email_verified: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,6 +327,7 @@ pub struct RawRoute {
     pub on_unauthenticated: Option<Sp<String>>,
     #[serde(default)]
     pub forward_token: bool,
+    pub require_verified_email: Option<Sp<bool>>,
     pub owner_bypass_roles: Option<Vec<Sp<String>>>,
     pub assertion_audience: Option<Sp<String>>,
     #[serde(default)]

@@ -355,9 +355,14 @@ impl App {
                 .query()
                 .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
             return Ok(Gate::Refused {
-                error: self
-                    .auth
-                    .no_access(req.headers(), conn.tls, claims, needed, &next),
+                error: self.auth.no_access(
+                    req.headers(),
+                    conn.tls,
+                    claims,
+                    needed,
+                    &next,
+                    access == Access::Unverified,
+                ),
                 set_cookies: admitted.set_cookies,
             });
         }

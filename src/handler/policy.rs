@@ -148,6 +148,9 @@ pub fn admission<V: HeaderView + ?Sized>(headers: &V) -> Admission<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Granted,
+    /// The route has `require_verified_email` and the token says the address is not verified
+    /// (403, offering a new verification mail). Checked first: it is the one the user can fix.
+    Unverified,
     /// The route's `roles` are not met (403, naming those roles).
     LacksRole,
     /// The path names another user in its `{sub}` position, and none of the route's
@@ -163,6 +166,9 @@ pub fn access(
     owner: Option<&str>,
     claims: &AccessClaims,
 ) -> Access {
+    if route.spec.require_verified_email && !claims.email_verified {
+        return Access::Unverified;
+    }
     let has_any = |wanted: &[String]| wanted.iter().any(|r| claims.roles.contains(r));
     if !roles.is_empty() && !has_any(roles) {
         return Access::LacksRole;

@@ -188,7 +188,7 @@ async fn a_user_sees_and_ends_their_own_sessions_only() {
 }
 
 /// POST a form body.
-async fn post_form(url: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
+pub(crate) async fn post_form(url: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
     let mut b = req("POST", url).header("content-type", "application/x-www-form-urlencoded");
     for (n, v) in headers {
         b = b.header(*n, *v);

@@ -41,9 +41,17 @@ fn assert_user_shape(user: &Value, email: &str, name: Option<&str>) {
     let keys: BTreeSet<&str> = obj.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["id", "email", "name", "roles", "created_at"]),
+        BTreeSet::from([
+            "id",
+            "email",
+            "name",
+            "roles",
+            "email_verified",
+            "created_at"
+        ]),
         "{user}"
     );
+    assert_eq!(user["email_verified"], false, "no mail was sent");
     assert!(!user["id"].as_str().unwrap().is_empty());
     assert_eq!(user["email"], email);
     assert_eq!(user["name"], name.map_or(Value::Null, |n| json!(n)));

@@ -43,4 +43,5 @@ mod store;
 mod store_lifecycle;
 mod tls;
 mod tty;
+mod verification;
 mod wire;

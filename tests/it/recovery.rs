@@ -22,6 +22,19 @@ async fn gateway(sink: &SmtpSink, up: &Upstream) -> Gateway {
     .await
 }
 
+/// Signs up, and takes the verification mail every signup sends off the sink.
+async fn signed_up(gw: &Gateway, sink: &SmtpSink, email: &str) -> Tokens {
+    let s = signup(gw, email, PW).await;
+    let mail = sink.wait_for_message(Duration::from_secs(10)).await;
+    assert_eq!(mail.rcpt_to, [email]);
+    assert!(
+        mail.subject.contains("Confirm your e-mail"),
+        "{}",
+        mail.subject
+    );
+    s
+}
+
 async fn forgot(gw: &Gateway, email: &str) -> Resp {
     post_json(
         &gw.url("/api/auth/forgot-password"),
@@ -60,7 +73,7 @@ async fn a_reset_link_by_mail_sets_the_password_once_and_ends_every_session() {
     };
     let up = Upstream::start().await;
     let gw = gateway(&sink, &up).await;
-    let s1 = signup(&gw, "rita@example.com", PW).await;
+    let s1 = signed_up(&gw, &sink, "rita@example.com").await;
     let s2 = login(&gw, "rita@example.com", PW).await;
 
     let r = forgot(&gw, "Rita@Example.com").await;
@@ -119,7 +132,7 @@ async fn forgot_password_answers_the_same_and_mails_only_real_accounts() {
     };
     let up = Upstream::start().await;
     let gw = gateway(&sink, &up).await;
-    signup(&gw, "real@example.com", PW).await;
+    signed_up(&gw, &sink, "real@example.com").await;
 
     let unknown = forgot(&gw, "nobody@example.com").await;
     let malformed = forgot(&gw, "not an address").await;
@@ -132,7 +145,11 @@ async fn forgot_password_answers_the_same_and_mails_only_real_accounts() {
     let mail = sink.wait_for_message(Duration::from_secs(10)).await;
     assert_eq!(mail.rcpt_to, ["real@example.com"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(sink.received(), 1);
+    assert_eq!(
+        sink.received(),
+        2,
+        "the verification mail and one reset mail"
+    );
 
     // A second request replaces the first link; a login makes the newest useless too.
     let first = token_in(&mail.text.unwrap());
@@ -165,7 +182,7 @@ async fn the_hosted_pages_reset_a_password_by_form() {
     };
     let up = Upstream::start().await;
     let gw = gateway(&sink, &up).await;
-    signup(&gw, "form@example.com", PW).await;
+    signed_up(&gw, &sink, "form@example.com").await;
 
     // The sign-in page links to the forgot page, which posts back to itself.
     let login_page = get_with(&gw.url("/api/auth/login"), &[]).await;

@@ -122,6 +122,13 @@ impl AuthApi {
     }
 
     /// How long a reset link works (`email.reset_ttl`).
+    pub(super) fn verify_ttl(&self) -> std::time::Duration {
+        self.link_ttls
+            .map_or(std::time::Duration::from_secs(24 * 3600), |(_, verify)| {
+                verify
+            })
+    }
+
     pub(super) fn reset_ttl(&self) -> std::time::Duration {
         self.link_ttls
             .map_or(std::time::Duration::from_secs(30 * 60), |(reset, _)| reset)

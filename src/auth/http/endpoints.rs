@@ -64,6 +64,10 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/reset-password"),
     ("HEAD", "/reset-password"),
     ("POST", "/reset-password"),
+    ("GET", "/verify-email"),
+    ("HEAD", "/verify-email"),
+    ("POST", "/verify-email"),
+    ("POST", "/request-verification"),
     ("GET", "/account"),
     ("HEAD", "/account"),
     ("POST", "/account"),
@@ -118,6 +122,11 @@ impl AuthApi {
             }
             ("/forgot-password", &Method::POST) => self.forgot_password(req, tls, client_ip).await,
             ("/reset-password", &Method::POST) => self.reset_password(req, tls).await,
+            ("/verify-email", &Method::GET | &Method::HEAD) => self.verify_page(&req).await,
+            ("/verify-email", &Method::POST) => self.verify_email(req, tls).await,
+            ("/request-verification", &Method::POST) => {
+                self.request_verification(req, tls, client_ip).await
+            }
             ("/account", &Method::GET | &Method::HEAD) => self.account_page(&req, tls).await,
             ("/account", &Method::POST) => self.account_post(req, tls, client_ip).await,
             ("/change-password", &Method::POST) => self.change_password(req, tls, client_ip).await,
@@ -131,10 +140,10 @@ impl AuthApi {
             }
             (
                 "/signup" | "/login" | "/logout" | "/account" | "/forgot-password"
-                | "/reset-password",
+                | "/reset-password" | "/verify-email",
                 _,
             ) => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
-            ("/refresh" | "/logout-all" | "/change-password", _) => {
+            ("/refresh" | "/logout-all" | "/change-password" | "/request-verification", _) => {
                 Err(HttpError::MethodNotAllowed("POST"))
             }
             ("/sessions", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
@@ -165,6 +174,7 @@ impl AuthApi {
             .await;
         pace(&result).await;
         let issued = result?;
+        self.send_verification(&issued.claims.sub);
         Ok(self.issued_response(StatusCode::CREATED, &issued, tls))
     }
 

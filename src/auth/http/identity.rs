@@ -30,6 +30,7 @@ impl Identity {
                 &headers.email,
                 &headers.name,
                 &headers.roles,
+                &headers.email_verified,
             ]
             .into_iter()
             .chain(assertion.map(|a| &a.header))
@@ -66,9 +67,15 @@ impl AuthApi {
     /// HTTP/1.1 head (without the assertion: callers check [`AuthApi::has_assertion`]).
     pub(crate) fn identity_lines(&self, claims: &AccessClaims, out: &mut Vec<u8>) {
         let id = &self.identity().headers;
-        for (name, v) in [&id.user_id, &id.email, &id.name, &id.roles]
-            .into_iter()
-            .zip(identity_values(claims))
+        for (name, v) in [
+            &id.user_id,
+            &id.email,
+            &id.name,
+            &id.roles,
+            &id.email_verified,
+        ]
+        .into_iter()
+        .zip(identity_values(claims))
         {
             if let Some(v) = v {
                 crate::http1::write::header_line(out, name.as_str().as_bytes(), v.as_bytes());
@@ -84,6 +91,7 @@ impl AuthApi {
             id.email.clone(),
             id.name.clone(),
             id.roles.clone(),
+            id.email_verified.clone(),
         ];
         if let Some(a) = &self.identity().assertion {
             names.push(a.header.clone());
@@ -97,9 +105,15 @@ impl AuthApi {
     pub(crate) fn identify(&self, headers: &mut HeaderMap, session: &Session, audience: &str) {
         let c = &session.claims;
         let id = &self.identity().headers;
-        for (name, v) in [&id.user_id, &id.email, &id.name, &id.roles]
-            .into_iter()
-            .zip(identity_values(c))
+        for (name, v) in [
+            &id.user_id,
+            &id.email,
+            &id.name,
+            &id.roles,
+            &id.email_verified,
+        ]
+        .into_iter()
+        .zip(identity_values(c))
         {
             if let Some(v) = v {
                 headers.insert(name.clone(), v.clone());
@@ -115,6 +129,7 @@ impl AuthApi {
                 "email": c.email,
                 "name": c.name,
                 "roles": c.roles,
+                "email_verified": c.email_verified,
                 "sid": c.sid,
                 "iat": now,
                 "exp": now + a.ttl.as_secs(),
@@ -132,10 +147,10 @@ impl AuthApi {
     }
 }
 
-/// The identity header values of some claims (user id, e-mail, name, roles), made once per
+/// The identity header values of some claims (user id, e-mail, name, roles, whether the address is verified), made once per
 /// verified token: control characters are dropped, and a value that still cannot be a header
 /// value is left out.
-fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; 4] {
+fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; 5] {
     c.identity.get_or_init(|| {
         let value = |text: &str| {
             if text.chars().any(char::is_control) {
@@ -150,6 +165,11 @@ fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; 4] {
             value(&c.email),
             value(c.name.as_deref().unwrap_or("")),
             value(&c.roles.join(",")),
+            Some(HeaderValue::from_static(if c.email_verified {
+                "true"
+            } else {
+                "false"
+            })),
         ]
     })
 }

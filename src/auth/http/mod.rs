@@ -29,6 +29,7 @@ pub(crate) mod identity;
 mod pages;
 mod recovery;
 pub(crate) mod throttle;
+mod verification;
 
 pub use admission::{
     Admitted, Denied, Session, TokenVerdict, Unauthenticated, bearer, bearer_value, is_safe,

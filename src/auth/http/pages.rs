@@ -180,7 +180,8 @@ impl AuthApi {
             }
             Form::Signup => {
                 let name = Some(name.as_str()).filter(|n| !n.trim().is_empty());
-                self.service()
+                let r = self
+                    .service()
                     .signup_from(
                         &email,
                         &password,
@@ -188,7 +189,11 @@ impl AuthApi {
                         super::account::client_of(&headers, client_ip),
                     )
                     .instrument(tracing::info_span!("signup", %client_ip, form = true))
-                    .await
+                    .await;
+                if let Ok(issued) = &r {
+                    self.send_verification(&issued.claims.sub);
+                }
+                r
             }
             Form::Logout => return self.form_logout(&headers, &fields, tls).await,
         };
@@ -293,6 +298,7 @@ impl AuthApi {
         claims: &crate::auth::token::AccessClaims,
         roles: &[String],
         next: &str,
+        unverified: bool,
     ) -> HttpError {
         let csrf = cookies::get(
             headers,
@@ -310,6 +316,7 @@ impl AuthApi {
             sign_out: format!("{}/logout", self.prefix()),
             csrf,
             next: safe_next(next).to_owned(),
+            verify: unverified.then(|| format!("{}/request-verification", self.prefix())),
         }))
     }
 

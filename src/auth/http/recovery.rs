@@ -211,7 +211,7 @@ impl AuthApi {
         }
     }
 
-    fn same_origin_form(&self, req: &Request<Body>, tls: bool) -> Result<(), HttpError> {
+    pub(super) fn same_origin_form(&self, req: &Request<Body>, tls: bool) -> Result<(), HttpError> {
         // HTTP/2 carries the host in :authority, not in a Host header.
         let authority = req.uri().authority().map(|a| a.as_str().to_owned());
         if same_origin(req.headers(), authority.as_deref(), tls) {
@@ -279,7 +279,12 @@ impl AuthApi {
     }
 }
 
-fn page(status: StatusCode, title: &str, error: Option<&str>, body: &str) -> Response<Body> {
+pub(super) fn page(
+    status: StatusCode,
+    title: &str,
+    error: Option<&str>,
+    body: &str,
+) -> Response<Body> {
     let error = error.map_or_else(String::new, |e| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e))
     });

@@ -192,6 +192,7 @@ impl AuthService {
             email: &user.email,
             name: user.name.as_deref(),
             roles: &user.roles,
+            email_verified: user.email_verified,
             session_id: family,
             session_version: user.session_version,
         };

@@ -26,6 +26,7 @@ fn issue(keys: &Keys) -> (String, AccessClaims) {
         email: "a@example.com",
         name: Some("Ada"),
         roles: &roles,
+        email_verified: true,
         session_id: "fam1",
         session_version: 3,
     };

@@ -61,6 +61,7 @@ pub(super) fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, C
         tokens_in_body: a.tokens_in_body.unwrap_or(true),
         transparent_refresh: a.transparent_refresh.unwrap_or(true),
         show_required_roles: a.show_required_roles.unwrap_or(false),
+        require_verified_email: a.require_verified_email.as_ref().is_some_and(|v| v.value),
         password,
         identity,
         assertion,
@@ -240,6 +241,11 @@ fn identity_headers(cx: &Ctx, a: &RawAuth) -> Result<IdentityHeaders, ConfigErro
         email: pick(&ih.email, "auth.identity_headers.email", "x-auth-email")?,
         name: pick(&ih.name, "auth.identity_headers.name", "x-auth-name")?,
         roles: pick(&ih.roles, "auth.identity_headers.roles", "x-auth-roles")?,
+        email_verified: pick(
+            &ih.email_verified,
+            "auth.identity_headers.email_verified",
+            "x-auth-email-verified",
+        )?,
         prefix: prefix_raw,
     };
     // Two values under one name would reach the upstream as one (or as two lines, depending on
@@ -255,6 +261,11 @@ fn identity_headers(cx: &Ctx, a: &RawAuth) -> Result<IdentityHeaders, ConfigErro
         (&identity.email, &ih.email, "auth.identity_headers.email"),
         (&identity.name, &ih.name, "auth.identity_headers.name"),
         (&identity.roles, &ih.roles, "auth.identity_headers.roles"),
+        (
+            &identity.email_verified,
+            &ih.email_verified,
+            "auth.identity_headers.email_verified",
+        ),
     ];
     for (i, (name, raw, key)) in names.iter().enumerate() {
         if let Some((other, _, other_key)) = names[..i]

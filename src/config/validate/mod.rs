@@ -260,12 +260,33 @@ pub(super) fn validate(
 
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, r) in raw.routes.iter().enumerate() {
-        routes.push(routes::validate_route(&cx, i, r)?);
+        routes.push(routes::validate_route(
+            &cx,
+            i,
+            r,
+            auth.require_verified_email,
+        )?);
     }
     let email = match &raw.email {
         Some(e) => Some(email::validate_email(&cx, e)?),
         None => None,
     };
+    if email.is_none() {
+        // Without mail nobody could verify an address: such a route would let no one in.
+        let unverifiable = "needs the email section: without it no address can be verified";
+        if let Some(v) = raw.auth.require_verified_email.as_ref().filter(|v| v.value) {
+            return Err(cx.err(v, "auth.require_verified_email", unverifiable));
+        }
+        for (i, r) in raw.routes.iter().enumerate() {
+            if let Some(v) = r.require_verified_email.as_ref().filter(|v| v.value) {
+                return Err(cx.err(
+                    v,
+                    &format!("routes[{i}].require_verified_email"),
+                    unverifiable,
+                ));
+            }
+        }
+    }
 
     Ok(Config {
         base_dir: base_dir.to_owned(),

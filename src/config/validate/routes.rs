@@ -8,7 +8,13 @@ use crate::config::{
     AuthPolicy, CachePolicy, ConfigError, HostPattern, OnUnauthenticated, RouteSpec, UpstreamTarget,
 };
 
-pub(super) fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSpec, ConfigError> {
+/// `verified_by_default`: `auth.require_verified_email`.
+pub(super) fn validate_route(
+    cx: &Ctx,
+    i: usize,
+    r: &RawRoute,
+    verified_by_default: bool,
+) -> Result<RouteSpec, ConfigError> {
     let key = |k: &str| format!("routes[{i}].{k}");
 
     let host = match &r.host {
@@ -128,6 +134,17 @@ pub(super) fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSp
             "a {sub} segment needs auth: required (it compares the segment with the caller's id)",
         ));
     }
+    let require_verified_email = match &r.require_verified_email {
+        Some(v) if v.value && public => {
+            return Err(cx.err(
+                v,
+                &key("require_verified_email"),
+                "needs auth: required (a public route does not know who the caller is)",
+            ));
+        }
+        Some(v) => v.value,
+        None => verified_by_default && !public,
+    };
     let mut owner_bypass_roles = Vec::new();
     if let Some(list) = &r.owner_bypass_roles {
         for (j, role) in list.iter().enumerate() {
@@ -172,6 +189,7 @@ pub(super) fn validate_route(cx: &Ctx, i: usize, r: &RawRoute) -> Result<RouteSp
         policy,
         on_unauthenticated,
         forward_token: r.forward_token,
+        require_verified_email,
         owner_bypass_roles,
         assertion_audience,
         cors: r.cors,
