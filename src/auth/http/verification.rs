@@ -190,6 +190,11 @@ impl AuthApi {
             let fields = form_decode(&String::from_utf8_lossy(
                 &read_limited(req, self.body_limit()).await?,
             ));
+            // What is asked is checked first: a post without its CSRF field is refused
+            // whoever sends it.
+            if form_value(&fields, "csrf").is_none_or(|t| t.is_empty()) {
+                return Err(HttpError::Forbidden("CSRF token missing or invalid"));
+            }
             let Ok(session) = self.authenticate(&headers, tls) else {
                 return Ok(redirect(&format!("{}/login", self.prefix())));
             };
@@ -204,7 +209,16 @@ impl AuthApi {
             let next = form_value(&fields, "next").unwrap_or_else(|| "/".to_owned());
             (session, Some(next))
         } else {
-            (self.signed_in(&headers, tls, true)?, None)
+            let session = self.signed_in(&headers, tls, true)?;
+            // No fields are asked for; a body, when sent, must still be a JSON object.
+            let body = read_limited(req, self.body_limit()).await?;
+            if !body.trim_ascii().is_empty()
+                && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+                    .is_err()
+            {
+                return Err(HttpError::Unprocessable("Malformed JSON body".into()));
+            }
+            (session, None)
         };
         self.throttle(Action::Login, client_ip, Some(&session.claims.email))
             .await?;
