@@ -245,6 +245,24 @@ impl Mailer {
         )
     }
 
+    /// Queues `template` to `to`, with the link to `path` carrying `token`, good for `ttl`.
+    pub fn send_link(
+        &self,
+        template: Template,
+        to: &str,
+        path: &str,
+        token: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), MailError> {
+        let link = self.link(path, token);
+        let vars = Vars {
+            link: &link,
+            email: to,
+            expires_in: &expires_in_words(ttl),
+        };
+        self.send(Outgoing::new(to, self.render(template, &vars))?)
+    }
+
     /// What has been counted so far.
     pub fn stats(&self) -> MailStats {
         self.inner.counters.snapshot()

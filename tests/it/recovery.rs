@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::smtp::SmtpSink;
+use crate::smtp::{SmtpSink, link_token};
 use crate::util::*;
 
 const PW: &str = "correct horse battery staple";
@@ -46,15 +46,10 @@ async fn forgot(gw: &Gateway, email: &str) -> Resp {
 
 /// The token of the reset link in a mail, checking the link points at `public_url`.
 fn token_in(text: &str) -> String {
-    let start = text
-        .find("https://login.acme.example/api/auth/reset-password?token=")
-        .unwrap_or_else(|| panic!("no reset link in {text}"));
-    let rest = &text[start..];
-    let link = rest
-        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
-        .next()
-        .unwrap();
-    link.split("token=").nth(1).unwrap().to_owned()
+    link_token(
+        text,
+        "https://login.acme.example/api/auth/reset-password?token=",
+    )
 }
 
 async fn reset(gw: &Gateway, token: &str, password: &str) -> Resp {

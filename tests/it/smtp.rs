@@ -141,3 +141,16 @@ fn available() -> bool {
             .is_ok_and(|s| s.success())
     })
 }
+
+/// The `token` of the first link in a mail's text that starts with `prefix` (a link up to
+/// `token=`); panics when there is none.
+pub fn link_token(text: &str, prefix: &str) -> String {
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no link {prefix}... in {text}"));
+    let link = text[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap();
+    link.split("token=").nth(1).unwrap().to_owned()
+}

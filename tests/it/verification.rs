@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::account::post_form;
-use crate::smtp::SmtpSink;
+use crate::smtp::{SmtpSink, link_token};
 use crate::util::*;
 
 const PW: &str = "correct horse battery staple";
@@ -28,15 +28,7 @@ async fn gateway(sink: &SmtpSink, up: &Upstream) -> Gateway {
 
 /// The token of the verification link in a mail, checking the link points at `public_url`.
 fn token_in(text: &str) -> String {
-    let want = format!("{PUBLIC}/api/auth/verify-email?token=");
-    let start = text
-        .find(&want)
-        .unwrap_or_else(|| panic!("no verification link in {text}"));
-    let link = text[start..]
-        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
-        .next()
-        .unwrap();
-    link.split("token=").nth(1).unwrap().to_owned()
+    link_token(text, &format!("{PUBLIC}/api/auth/verify-email?token="))
 }
 
 async fn verify(gw: &Gateway, token: &str) -> Resp {

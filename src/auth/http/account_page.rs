@@ -16,7 +16,7 @@ use super::admission::{Session, refuse_cross_site};
 use super::api::AuthApi;
 use super::cookies;
 use super::form::{form_decode, form_value, percent_encode};
-use super::pages::{read_limited, redirect, same_origin};
+use super::pages::redirect;
 use crate::auth::error::AuthError;
 use crate::auth::service::SessionView;
 use crate::body::{self, Body};
@@ -61,14 +61,8 @@ impl AuthApi {
         client_ip: IpAddr,
     ) -> Result<Response<Body>, HttpError> {
         refuse_cross_site(req.headers())?;
-        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-        if !same_origin(req.headers(), authority.as_deref(), tls) {
-            return Err(HttpError::Forbidden("Cross-origin form post refused"));
-        }
         let headers = req.headers().clone();
-        let fields = form_decode(&String::from_utf8_lossy(
-            &read_limited(req, self.body_limit()).await?,
-        ));
+        let fields = self.read_form(req, tls).await?;
         // What is asked is checked first: a malformed post is a 400 whoever sends it.
         if !matches!(
             form_value(&fields, "op").as_deref(),
@@ -82,12 +76,7 @@ impl AuthApi {
         let Ok(session) = self.authenticate(&headers, tls) else {
             return Ok(self.to_sign_in());
         };
-        let cookie = cookies::get(
-            &headers,
-            cookies::names(tls, self.transparent_refresh()).csrf,
-        );
-        let token = form_value(&fields, "csrf");
-        if !cookies::csrf_ok(self.csrf(), &session.claims.sid, cookie, token.as_deref()) {
+        if !self.form_csrf_ok(&headers, tls, &session.claims.sid, &fields) {
             return Err(HttpError::Forbidden("CSRF token missing or invalid"));
         }
         let page = format!("{}/account", self.prefix());

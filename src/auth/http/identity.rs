@@ -18,6 +18,7 @@ pub const ASSERTION_TYP: &str = "gw-identity+jwt";
 /// from client requests) built once.
 pub(super) struct Identity {
     headers: IdentityHeaders,
+    /// The five identity headers in [`identity_values`]' order, then the assertion's.
     names: Vec<HeaderName>,
     assertion: Option<AssertionSettings>,
 }
@@ -39,6 +40,20 @@ impl Identity {
             headers: headers.clone(),
             assertion: assertion.cloned(),
         }
+    }
+}
+
+impl Identity {
+    /// The identity headers of `claims` with their values (a value that cannot be one is left
+    /// out).
+    fn pairs<'a>(
+        &'a self,
+        claims: &'a AccessClaims,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> {
+        self.names
+            .iter()
+            .zip(identity_values(claims))
+            .filter_map(|(name, v)| Some((name, v.as_ref()?)))
     }
 }
 
@@ -66,37 +81,14 @@ impl AuthApi {
     /// The identity headers [`AuthApi::identify`] sets, as `name: value` lines for an
     /// HTTP/1.1 head (without the assertion: callers check [`AuthApi::has_assertion`]).
     pub(crate) fn identity_lines(&self, claims: &AccessClaims, out: &mut Vec<u8>) {
-        let id = &self.identity().headers;
-        for (name, v) in [
-            &id.user_id,
-            &id.email,
-            &id.name,
-            &id.roles,
-            &id.email_verified,
-        ]
-        .into_iter()
-        .zip(identity_values(claims))
-        {
-            if let Some(v) = v {
-                crate::http1::write::header_line(out, name.as_str().as_bytes(), v.as_bytes());
-            }
+        for (name, v) in self.identity().pairs(claims) {
+            crate::http1::write::header_line(out, name.as_str().as_bytes(), v.as_bytes());
         }
     }
 
     /// The headers [`AuthApi::identify`] sets (forward-auth copies them into its answer).
     pub(crate) fn identity_header_names(&self) -> Vec<http::HeaderName> {
-        let id = &self.identity().headers;
-        let mut names = vec![
-            id.user_id.clone(),
-            id.email.clone(),
-            id.name.clone(),
-            id.roles.clone(),
-            id.email_verified.clone(),
-        ];
-        if let Some(a) = &self.identity().assertion {
-            names.push(a.header.clone());
-        }
-        names
+        self.identity().names.clone()
     }
 
     /// Tells the upstream who the user is: the identity headers (values without control
@@ -104,20 +96,8 @@ impl AuthApi {
     /// [`AuthApi::strip_identity`], so these are the only copies.
     pub(crate) fn identify(&self, headers: &mut HeaderMap, session: &Session, audience: &str) {
         let c = &session.claims;
-        let id = &self.identity().headers;
-        for (name, v) in [
-            &id.user_id,
-            &id.email,
-            &id.name,
-            &id.roles,
-            &id.email_verified,
-        ]
-        .into_iter()
-        .zip(identity_values(c))
-        {
-            if let Some(v) = v {
-                headers.insert(name.clone(), v.clone());
-            }
+        for (name, v) in self.identity().pairs(c) {
+            headers.insert(name.clone(), v.clone());
         }
         if let Some(a) = &self.identity().assertion {
             let now = self.service().clock().unix();

@@ -124,15 +124,8 @@ impl AuthApi {
             return Err(HttpError::NotFound);
         };
         refuse_cross_site(req.headers())?;
-        // HTTP/2 carries the host in :authority, not in a Host header.
-        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-        if !same_origin(req.headers(), authority.as_deref(), tls) {
-            return Err(HttpError::Forbidden("Cross-origin form post refused"));
-        }
         let headers = req.headers().clone();
-        let fields = form_decode(&String::from_utf8_lossy(
-            &read_limited(req, self.body_limit()).await?,
-        ));
+        let fields = self.read_form(req, tls).await?;
         let next_raw = form_value(&fields, "next").unwrap_or_else(|| "/".to_owned());
         let next = safe_next(&next_raw);
         let email = form_value(&fields, "email").unwrap_or_default();
@@ -318,6 +311,38 @@ impl AuthApi {
             next: safe_next(next).to_owned(),
             verify: unverified.then(|| format!("{}/request-verification", self.prefix())),
         }))
+    }
+
+    /// The fields of a hosted form's post, after checking it comes from this origin (the
+    /// caller has refused cross-site requests).
+    pub(super) async fn read_form(
+        &self,
+        req: Request<Body>,
+        tls: bool,
+    ) -> Result<Vec<(String, String)>, HttpError> {
+        // HTTP/2 carries the host in :authority, not in a Host header.
+        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        if !same_origin(req.headers(), authority.as_deref(), tls) {
+            return Err(HttpError::Forbidden("Cross-origin form post refused"));
+        }
+        let body = read_limited(req, self.body_limit()).await?;
+        Ok(form_decode(&String::from_utf8_lossy(&body)))
+    }
+
+    /// Whether a form's `csrf` field is the session's CSRF token (and its cookie's value).
+    pub(super) fn form_csrf_ok(
+        &self,
+        headers: &HeaderMap,
+        tls: bool,
+        session_id: &str,
+        fields: &[(String, String)],
+    ) -> bool {
+        let cookie = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        );
+        let token = form_value(fields, "csrf");
+        cookies::csrf_ok(self.csrf(), session_id, cookie, token.as_deref())
     }
 
     /// The email of the user a still-usable refresh token belongs to: known, active (not

@@ -24,11 +24,11 @@ use super::admission::refuse_cross_site;
 use super::api::AuthApi;
 use super::endpoints::{is_form, read_json};
 use super::form::{form_decode, form_value};
-use super::pages::{read_limited, redirect, same_origin};
+use super::pages::redirect;
 use crate::auth::error::AuthError;
 use crate::body::{self, Body};
 use crate::error::{HttpError, PAGE_STYLE as STYLE, escape_html, html_headers, json_response};
-use crate::mail::{Outgoing, Template, Vars, expires_in_words};
+use crate::mail::Template;
 use crate::ratelimit::Action;
 use crate::secret::SecretString;
 
@@ -85,10 +85,7 @@ impl AuthApi {
         refuse_cross_site(req.headers())?;
         let form = is_form(req.headers());
         let email = if form {
-            self.same_origin_form(&req, tls)?;
-            let fields = form_decode(&String::from_utf8_lossy(
-                &read_limited(req, self.body_limit()).await?,
-            ));
+            let fields = self.read_form(req, tls).await?;
             match form_value(&fields, "email").filter(|e| !e.is_empty()) {
                 Some(email) => email,
                 None => {
@@ -125,17 +122,13 @@ impl AuthApi {
                 let _permit = permit;
                 match service.start_reset(&email, ttl).await {
                     Ok(Some(link)) => {
-                        let url = mailer.link(&page, link.token.expose());
-                        let vars = Vars {
-                            link: &url,
-                            email: &link.email,
-                            expires_in: &expires_in_words(ttl),
-                        };
-                        let sent = Outgoing::new(
+                        let sent = mailer.send_link(
+                            Template::ResetPassword,
                             &link.email,
-                            mailer.render(Template::ResetPassword, &vars),
-                        )
-                        .and_then(|m| mailer.send(m));
+                            &page,
+                            link.token.expose(),
+                            ttl,
+                        );
                         if let Err(e) = sent {
                             tracing::warn!(error = %e, "the reset mail was not queued");
                         }
@@ -168,10 +161,7 @@ impl AuthApi {
         refuse_cross_site(req.headers())?;
         let form = is_form(req.headers());
         let (token, password) = if form {
-            self.same_origin_form(&req, tls)?;
-            let fields = form_decode(&String::from_utf8_lossy(
-                &read_limited(req, self.body_limit()).await?,
-            ));
+            let fields = self.read_form(req, tls).await?;
             let (Some(token), Some(password)) = (
                 form_value(&fields, "token").filter(|t| !t.is_empty()),
                 form_value(&fields, "password"),
@@ -208,16 +198,6 @@ impl AuthApi {
                 let status = HttpError::from(&e).status();
                 Ok(self.reset_page(status, &token, &email, Some(&message)))
             }
-        }
-    }
-
-    pub(super) fn same_origin_form(&self, req: &Request<Body>, tls: bool) -> Result<(), HttpError> {
-        // HTTP/2 carries the host in :authority, not in a Host header.
-        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
-        if same_origin(req.headers(), authority.as_deref(), tls) {
-            Ok(())
-        } else {
-            Err(HttpError::Forbidden("Cross-origin form post refused"))
         }
     }
 

@@ -27,7 +27,7 @@ use super::recovery::page;
 use crate::auth::error::AuthError;
 use crate::body::Body;
 use crate::error::{HttpError, escape_html, json_response};
-use crate::mail::{Outgoing, Template, Vars, expires_in_words};
+use crate::mail::Template;
 use crate::ratelimit::Action;
 use crate::secret::SecretString;
 
@@ -57,15 +57,13 @@ impl AuthApi {
             let _permit = permit;
             match service.start_verification(&user_id, ttl).await {
                 Ok(Some(link)) => {
-                    let url = mailer.link(&page, link.token.expose());
-                    let vars = Vars {
-                        link: &url,
-                        email: &link.email,
-                        expires_in: &expires_in_words(ttl),
-                    };
-                    let sent =
-                        Outgoing::new(&link.email, mailer.render(Template::VerifyEmail, &vars))
-                            .and_then(|m| mailer.send(m));
+                    let sent = mailer.send_link(
+                        Template::VerifyEmail,
+                        &link.email,
+                        &page,
+                        link.token.expose(),
+                        ttl,
+                    );
                     if let Err(e) = sent {
                         tracing::warn!(error = %e, "the verification mail was not queued");
                     }
@@ -121,10 +119,7 @@ impl AuthApi {
         let form = is_form(req.headers());
         let headers = req.headers().clone();
         let token = if form {
-            self.same_origin_form(&req, tls)?;
-            let fields = form_decode(&String::from_utf8_lossy(
-                &read_limited(req, self.body_limit()).await?,
-            ));
+            let fields = self.read_form(req, tls).await?;
             match form_value(&fields, "token").filter(|t| !t.is_empty()) {
                 Some(t) => t,
                 None => return Ok(self.verify_link_refused()),
@@ -186,10 +181,7 @@ impl AuthApi {
         let form = is_form(req.headers());
         let headers = req.headers().clone();
         let (session, next) = if form {
-            self.same_origin_form(&req, tls)?;
-            let fields = form_decode(&String::from_utf8_lossy(
-                &read_limited(req, self.body_limit()).await?,
-            ));
+            let fields = self.read_form(req, tls).await?;
             // What is asked is checked first: a post without its CSRF field is refused
             // whoever sends it.
             if form_value(&fields, "csrf").is_none_or(|t| t.is_empty()) {
@@ -198,12 +190,7 @@ impl AuthApi {
             let Ok(session) = self.authenticate(&headers, tls) else {
                 return Ok(redirect(&format!("{}/login", self.prefix())));
             };
-            let cookie = cookies::get(
-                &headers,
-                cookies::names(tls, self.transparent_refresh()).csrf,
-            );
-            let token = form_value(&fields, "csrf");
-            if !cookies::csrf_ok(self.csrf(), &session.claims.sid, cookie, token.as_deref()) {
+            if !self.form_csrf_ok(&headers, tls, &session.claims.sid, &fields) {
                 return Err(HttpError::Forbidden("CSRF token missing or invalid"));
             }
             let next = form_value(&fields, "next").unwrap_or_else(|| "/".to_owned());

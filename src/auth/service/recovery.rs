@@ -71,7 +71,10 @@ impl AuthService {
 
     /// The address a reset token is for, when it can still be used (the reset page shows it).
     pub async fn reset_target(&self, token: &SecretString) -> Result<Option<String>, AuthError> {
-        Ok(self.live_reset(token).await?.map(|(_, user)| user.email))
+        Ok(self
+            .live_link(token, TokenKind::ResetPassword)
+            .await?
+            .map(|(_, user)| user.email))
     }
 
     /// Sets a new password with a reset token; see the module docs.
@@ -81,7 +84,7 @@ impl AuthService {
         token: &SecretString,
         new: &SecretString,
     ) -> Result<(), AuthError> {
-        let Some((hash, user)) = self.live_reset(token).await? else {
+        let Some((hash, user)) = self.live_link(token, TokenKind::ResetPassword).await? else {
             return Err(AuthError::InvalidLink);
         };
         self.inner
@@ -122,11 +125,12 @@ impl AuthService {
         Ok(())
     }
 
-    /// A reset token's hash and user, when the token is live, its user enabled and still at
-    /// the address it was sent to.
-    async fn live_reset(
+    /// A link token's hash and user, when the token is live, its user enabled and still at the
+    /// address it was sent to.
+    pub(super) async fn live_link(
         &self,
         token: &SecretString,
+        kind: TokenKind,
     ) -> Result<Option<([u8; 32], User)>, AuthError> {
         if !refresh_token::well_formed(token.expose()) {
             return Ok(None);
@@ -134,7 +138,7 @@ impl AuthService {
         let hash = refresh_token::hash(token.expose());
         let now = self.inner.clock.unix();
         self.blocking(move |s| {
-            let Some(rec) = s.peek_one_time(&hash, TokenKind::ResetPassword, now)? else {
+            let Some(rec) = s.peek_one_time(&hash, kind, now)? else {
                 return Ok(None);
             };
             Ok(s.user_by_id(&rec.user_id)?

@@ -63,20 +63,10 @@ impl AuthService {
 
     /// The address a verification token is for, when it can still be used (the page shows it).
     pub async fn verify_target(&self, token: &SecretString) -> Result<Option<String>, AuthError> {
-        if !refresh_token::well_formed(token.expose()) {
-            return Ok(None);
-        }
-        let hash = refresh_token::hash(token.expose());
-        let now = self.inner.clock.unix();
-        self.blocking(move |s| {
-            let Some(rec) = s.peek_one_time(&hash, TokenKind::VerifyEmail, now)? else {
-                return Ok(None);
-            };
-            Ok(s.user_by_id(&rec.user_id)?
-                .filter(|u| !u.disabled && u.email == rec.email)
-                .map(|u| u.email))
-        })
-        .await
+        Ok(self
+            .live_link(token, TokenKind::VerifyEmail)
+            .await?
+            .map(|(_, user)| user.email))
     }
 
     /// Marks the address a verification token was sent to as verified; the address, or
