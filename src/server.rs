@@ -95,6 +95,8 @@ pub enum ReloadError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Startup(#[from] crate::handler::StartupError),
+    #[error("email: {0}")]
+    Mail(#[from] crate::mail::MailError),
 }
 
 /// A running gateway: reload it, read its metrics, shut it down.
@@ -387,7 +389,8 @@ impl Running {
     /// Checks a new configuration completely and swaps it in: routes, policies, limits, CORS,
     /// upstream settings and the certificate. Requests and WebSockets in flight keep the
     /// configuration they started with. On any error the old configuration keeps serving.
-    /// Listener addresses, the store and token keys/algorithm need a restart.
+    /// The e-mail settings apply to every message sent after the reload. Listener addresses,
+    /// the store, token keys/algorithm, adding `email:` and its queue size need a restart.
     pub async fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let result = self.try_reload(config).await;
         self.metrics.reload(result.is_ok());
@@ -431,12 +434,35 @@ impl Running {
             );
         }
         // Build everything first; swap nothing until all of it succeeded.
+        let mail = match (&self.core.mailer, &now.email) {
+            (Some(mailer), Some(email)) => {
+                if email.queue_size != mailer.queue_size() {
+                    tracing::warn!("email.queue_size takes effect at the next restart");
+                }
+                Some((mailer, crate::mail::Mailer::prepare(email)?))
+            }
+            (None, Some(_)) => {
+                tracing::warn!(
+                    "email was added; account e-mails start at the next restart (until then \
+                     their endpoints stay off)"
+                );
+                None
+            }
+            (Some(_), None) => {
+                tracing::warn!("email was removed; its endpoints are off from now on");
+                None
+            }
+            (None, None) => None,
+        };
         let app = App::build(config, &self.core, self.metrics.clone())?;
         if let Some(certs) = &self.certs {
             certs.reload(&app.config().tls)?;
             if let Some(expiry) = certs.not_after() {
                 self.metrics.set_cert_expiry(expiry);
             }
+        }
+        if let Some((mailer, prepared)) = mail {
+            mailer.reconfigure(prepared);
         }
         self.current.store(app);
         Ok(())

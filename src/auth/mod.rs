@@ -101,8 +101,8 @@ pub struct Core {
     pub service: service::AuthService,
     pub csrf_key: crate::secret::Secret<Vec<u8>>,
     /// Account e-mails (verification, password reset), when `email:` is configured. Started
-    /// with the service, stopped with it; a reload keeps it (its settings are the start-up
-    /// ones).
+    /// with the service, stopped with it; a reload keeps it and swaps its settings
+    /// ([`crate::mail::Mailer::reconfigure`]).
     pub mailer: Option<crate::mail::Mailer>,
 }
 
@@ -158,7 +158,8 @@ pub fn api(
         core.csrf_key.expose().clone(),
         config,
         metrics.clone(),
-        core.mailer.clone(),
+        // A reload that removed `email:` turns its endpoints off at once.
+        config.email.as_ref().and(core.mailer.clone()),
     );
     let limits = api.limits();
     metrics.track_limits(&limits);

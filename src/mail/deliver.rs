@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -67,8 +68,7 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// Takes messages off the queue until shutdown or until every [`super::Mailer`] is dropped.
 pub(super) async fn run(
     mut rx: mpsc::Receiver<Message>,
-    transport: Transport,
-    policy: Policy,
+    current: Arc<ArcSwap<super::Settings>>,
     counters: Arc<Counters>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -87,7 +87,12 @@ pub(super) async fn run(
             m = rx.recv() => m,
         };
         let Some(message) = message else { return };
-        let (transport, counters) = (transport.clone(), counters.clone());
+        // The settings in force when the message is taken (a reload may have changed them).
+        let (transport, policy) = {
+            let now = current.load();
+            (now.transport.clone(), now.policy)
+        };
+        let counters = counters.clone();
         tokio::spawn(async move {
             deliver(&message, policy, &counters, |m| {
                 let transport = transport.clone();

@@ -29,6 +29,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use lettre::message::Mailbox;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::{mpsc, watch};
@@ -136,19 +137,57 @@ pub struct Mailer {
 struct Inner {
     tx: mpsc::Sender<lettre::Message>,
     counters: Arc<Counters>,
+    /// What a reload may change; the delivery task reads it for each message it takes.
+    current: Arc<ArcSwap<Settings>>,
+    /// The queue's capacity, fixed at start.
+    queue_size: usize,
+}
+
+/// The settings in force, swapped whole by [`Mailer::reconfigure`].
+struct Settings {
     templates: Templates,
     from: Mailbox,
     public_url: String,
-    queue_size: usize,
+    transport: deliver::Transport,
+    policy: deliver::Policy,
+}
+
+impl Settings {
+    /// Everything built from `settings` that can fail, so a refused reload changes nothing.
+    fn build(settings: &EmailSettings) -> Result<Settings, MailError> {
+        let app = settings.from.name.as_deref().unwrap_or("Gateway");
+        Ok(Settings {
+            templates: Templates::new(app, &settings.templates),
+            from: settings.from.clone(),
+            public_url: settings.public_url.clone(),
+            transport: deliver::transport(settings)?,
+            policy: deliver::Policy {
+                max_attempts: settings.max_attempts.max(1),
+                send_timeout: settings.send_timeout,
+            },
+        })
+    }
 }
 
 impl fmt::Debug for Mailer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.inner.current.load();
         f.debug_struct("Mailer")
-            .field("from", &self.inner.from)
-            .field("public_url", &self.inner.public_url)
+            .field("from", &current.from)
+            .field("public_url", &current.public_url)
             .field("stats", &self.stats())
             .finish()
+    }
+}
+
+/// Settings for [`Mailer::reconfigure`], built and checked ahead of the swap.
+pub struct Prepared(Settings);
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("from", &self.0.from)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,38 +207,47 @@ impl Mailer {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Mailer, MailError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| MailError::NoRuntime)?;
-        let transport = deliver::transport(settings)?;
+        let current = Arc::new(ArcSwap::from_pointee(Settings::build(settings)?));
         let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
         let counters = Arc::new(Counters::default());
-        let policy = deliver::Policy {
-            max_attempts: settings.max_attempts.max(1),
-            send_timeout: settings.send_timeout,
-        };
         runtime.spawn(deliver::run(
             rx,
-            transport,
-            policy,
+            current.clone(),
             counters.clone(),
             shutdown,
         ));
-        let app = settings.from.name.as_deref().unwrap_or("Gateway");
         tracing::info!(server = %settings.smtp, "mail: sending account e-mails");
         Ok(Mailer {
             inner: Arc::new(Inner {
                 tx,
                 counters,
-                templates: Templates::new(app, &settings.templates),
-                from: settings.from.clone(),
-                public_url: settings.public_url.clone(),
+                current,
                 queue_size: settings.queue_size,
             }),
         })
     }
 
+    /// Checks and builds new settings (for a reload) without applying them.
+    pub fn prepare(settings: &EmailSettings) -> Result<Prepared, MailError> {
+        Settings::build(settings).map(Prepared)
+    }
+
+    /// Applies settings from [`Mailer::prepare`]: the server, credentials, sender, links,
+    /// templates and retry policy of every message sent from now on, queued ones included. The
+    /// queue's size stays what it was at start.
+    pub fn reconfigure(&self, prepared: Prepared) {
+        self.inner.current.store(Arc::new(prepared.0));
+    }
+
+    /// The queue size fixed at start (a reload cannot change it).
+    pub fn queue_size(&self) -> usize {
+        self.inner.queue_size
+    }
+
     /// Queues `msg` for delivery and returns at once; it never waits for the SMTP server.
     pub fn send(&self, msg: Outgoing) -> Result<(), MailError> {
         let message = lettre::Message::builder()
-            .from(self.inner.from.clone())
+            .from(self.inner.current.load().from.clone())
             .to(msg.to)
             .subject(msg.rendered.subject)
             .multipart(lettre::message::MultiPart::alternative_plain_html(
@@ -231,7 +279,7 @@ impl Mailer {
 
     /// Fills in `template` with the templates in force (built-in or `email.templates_dir`).
     pub fn render(&self, template: Template, vars: &Vars<'_>) -> Rendered {
-        self.inner.templates.render(template, vars)
+        self.inner.current.load().templates.render(template, vars)
     }
 
     /// `{public_url}{path}?token={token, percent-encoded}` (`&token=` when `path` has a query).
@@ -240,7 +288,7 @@ impl Mailer {
         let sep = if path.contains('?') { '&' } else { '?' };
         format!(
             "{}{slash}{path}{sep}token={}",
-            self.inner.public_url,
+            self.inner.current.load().public_url,
             utf8_percent_encode(token, TOKEN)
         )
     }

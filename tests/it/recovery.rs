@@ -10,16 +10,25 @@ const PW: &str = "correct horse battery staple";
 const NEW_PW: &str = "brand new passphrase 7";
 
 async fn gateway(sink: &SmtpSink, up: &Upstream) -> Gateway {
-    Gateway::start(&auth_config(
+    Gateway::start(&config(
+        sink,
+        up,
+        "from: 'Acme <no-reply@acme.example>', public_url: 'https://login.acme.example'",
+    ))
+    .await
+}
+
+/// The test config with `email:` on `sink` and the given `from`/`public_url` members.
+fn config(sink: &SmtpSink, up: &Upstream, email: &str) -> String {
+    auth_config(
         "",
         &format!(
-            "email: {{smtp_url: '{}', from: 'Acme <no-reply@acme.example>', public_url: 'https://login.acme.example'}}\n\
+            "email: {{smtp_url: '{}', {email}}}\n\
              routes:\n  - {{path: /app, upstream: '{}', auth: required}}\n",
             sink.url(),
             up.url()
         ),
-    ))
-    .await
+    )
 }
 
 /// Signs up, and takes the verification mail every signup sends off the sink.
@@ -239,4 +248,43 @@ async fn without_email_there_is_no_reset() {
     );
     let page = get_with(&gw.url("/api/auth/login"), &[]).await;
     assert!(!page.text().contains("forgot-password"));
+}
+
+/// A reload changes the sender and the links of the next mail; one that removes `email:` turns
+/// the endpoints off at once.
+#[tokio::test]
+async fn a_reload_changes_the_mail_settings_or_turns_them_off() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = gateway(&sink, &up).await;
+    signed_up(&gw, &sink, "rel@example.com").await;
+
+    gw.reload(&config(
+        &sink,
+        &up,
+        "from: 'Globex <auth@globex.example>', public_url: 'https://sso.globex.example/'",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(forgot(&gw, "rel@example.com").await.status, 202);
+    let mail = sink.wait_for_message(Duration::from_secs(10)).await;
+    assert!(mail.from.contains("auth@globex.example"), "{}", mail.from);
+    let token = link_token(
+        mail.text.as_deref().unwrap_or_default(),
+        "https://sso.globex.example/api/auth/reset-password?token=",
+    );
+    assert_eq!(reset(&gw, &token, NEW_PW).await.status, 200);
+
+    let without = auth_config(
+        "",
+        &format!(
+            "routes:\n  - {{path: /app, upstream: '{}', auth: required}}\n",
+            up.url()
+        ),
+    );
+    gw.reload(&without).await.unwrap();
+    assert_eq!(forgot(&gw, "rel@example.com").await.status, 404);
+    login(&gw, "rel@example.com", NEW_PW).await;
 }

@@ -64,10 +64,25 @@ async fn migrating_from_redb_to_postgres_and_back_keeps_accounts_keys_and_sessio
 
     let out = cli(&redb_config, &["migrate", "--to", &url], "").await;
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stdout.contains("copied 3 users"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("copied 3 users, 4 sessions"),
+        "{}",
+        out.stdout
+    );
 
     let pg_yaml = replica_yaml(&url, &up.url(), Opts::default());
     let on_pg = Gateway::start(&pg_yaml).await;
+    // The session records came along: the user still sees where they signed in.
+    let listed = get_with(
+        &on_pg.url("/api/auth/sessions"),
+        &[("authorization", &bearer(&sessions[0].access))],
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let listed = listed.json()["sessions"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], sid(&sessions[0].access).as_str());
+    assert_eq!(listed[0]["current"], true);
     for u in users {
         login(&on_pg, u, PW).await;
     }

@@ -212,3 +212,79 @@ async fn a_replica_restarted_after_missing_changes_refuses_what_was_revoked_mean
         "other sessions still work"
     );
 }
+
+// ---- Account lifecycle ----
+
+/// A password reset through replica B ends, within a second, every session on replica A too:
+/// the tokens and the refresh tokens; the new password then works on both.
+#[tokio::test]
+async fn a_password_reset_on_one_replica_ends_sessions_on_the_other_within_a_second() {
+    let Some(sink) = crate::smtp::SmtpSink::start() else {
+        return;
+    };
+    let email = format!(
+        "email: {{smtp_url: '{}', from: 'no-reply@acme.example', public_url: 'https://login.acme.example'}}",
+        sink.url()
+    );
+    let Some(r) = Replicas::start(
+        2,
+        Opts {
+            extra: &email,
+            ..Opts::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (r.a(), r.b());
+    let first = signup(a, "ada@example.com", PW).await;
+    sink.wait_for_message(Duration::from_secs(10)).await; // the verification mail
+    let second = login(a, "ada@example.com", PW).await;
+    for t in [&first, &second] {
+        assert_eq!(app(b, &t.access).await, 200, "the sessions work on B first");
+    }
+
+    let asked = post_json(
+        &b.url("/api/auth/forgot-password"),
+        &json!({"email": "ada@example.com"}),
+        &[],
+    )
+    .await;
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    let mail = sink.wait_for_message(Duration::from_secs(10)).await;
+    let token = crate::smtp::link_token(
+        mail.text.as_deref().unwrap_or_default(),
+        "https://login.acme.example/api/auth/reset-password?token=",
+    );
+    let done = post_json(
+        &b.url("/api/auth/reset-password"),
+        &json!({"token": token, "password": "a brand new passphrase"}),
+        &[],
+    )
+    .await;
+    assert!(
+        done.status < 300,
+        "reset on B: {} {}",
+        done.status,
+        done.text()
+    );
+    let since = Instant::now();
+    refused_everywhere(
+        "password reset on B",
+        &[a, b],
+        &[&first.access, &second.access],
+        since,
+    )
+    .await;
+    for t in [&first, &second] {
+        assert_eq!(refresh(a, &t.refresh).await.status, 401, "refresh on A");
+    }
+    assert_eq!(
+        login_attempt(a, "ada@example.com", PW).await.status,
+        401,
+        "the old password on A"
+    );
+    let again = login(a, "ada@example.com", "a brand new passphrase").await;
+    assert_eq!(app(b, &again.access).await, 200);
+}
