@@ -157,11 +157,31 @@ impl AuthService {
             ended_at: None,
         };
         // The tokens first: a session record without them would be listed but unusable.
-        self.blocking(move |s| {
-            s.insert_refresh(&hash, &stored)?;
-            Ok(s.start_session(&session)?)
-        })
-        .await?;
+        let (id, verified_hash) = (user.id.clone(), user.password_hash.clone());
+        let family = record.family.clone();
+        let still_valid = self
+            .blocking(move |s| {
+                s.insert_refresh(&hash, &stored)?;
+                s.start_session(&session)?;
+                // The password was checked (or set) against `user` as read earlier. A change,
+                // reset or disable that landed meanwhile has ended the user's sessions, but
+                // perhaps before this one existed: read the user again now that it does, and
+                // end it if it was started on a password that is no longer theirs. (A change
+                // after this read ends it the ordinary way.)
+                let current = s.user_by_id(&id)?;
+                let valid = current
+                    .as_ref()
+                    .is_some_and(|u| !u.disabled && u.password_hash == verified_hash);
+                if !valid {
+                    s.revoke_family(&family, now)?;
+                }
+                Ok(valid)
+            })
+            .await?;
+        if !still_valid {
+            tracing::info!(target: "audit", event = "login_failed", reason = "changed_meanwhile", user_id = %user.id);
+            return Err(AuthError::InvalidCredentials);
+        }
         self.issue(user, &record.family, record.family_expires_at, token, now)
     }
 

@@ -465,6 +465,40 @@ async fn logout_all_kills_every_session_of_that_user_only() {
     f.svc.logout_all("no-such-user").await.unwrap();
 }
 
+/// A login whose password check ran against the old password, and whose session is stored only
+/// after a password change ended the user's sessions, must not keep that session.
+#[tokio::test]
+async fn a_session_started_on_a_password_changed_meanwhile_is_ended() {
+    let f = Fixture::new().await;
+    let first = f.signup("ada@example.org").await;
+    let admin = f.admin();
+    let before = admin.user_by_email("ada@example.org").unwrap().unwrap();
+    // The change lands between the login's check and its session: hash, then sessions ended.
+    admin
+        .modify_user(&before.id, |u| {
+            u.password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHQ$changed".into();
+            Ok(())
+        })
+        .unwrap();
+    admin.end_all_sessions(&before.id, f.clock.unix()).unwrap();
+
+    let late = f.svc.start_session(&before, Client::default()).await;
+    assert!(
+        matches!(late, Err(AuthError::InvalidCredentials)),
+        "{late:?}"
+    );
+    let live = admin.sessions_of(&before.id, f.clock.unix()).unwrap();
+    assert!(
+        live.iter().all(|s| s.ended_at.is_some()),
+        "a session outlived the change: {live:?}"
+    );
+    assert_invalid_refresh(f.svc.refresh(&first.refresh_token).await);
+
+    // With the password unchanged, the same call starts a session.
+    let now = admin.user_by_id(&before.id).unwrap().unwrap();
+    f.svc.start_session(&now, Client::default()).await.unwrap();
+}
+
 #[tokio::test]
 async fn expired_access_token_is_rejected() {
     let f = Fixture::new().await;
