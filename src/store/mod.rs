@@ -36,9 +36,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    CHANGE_RETENTION, Change, JtiRange, OneTimeToken, RefreshRecord, RefreshState, Regulation,
-    Rotation, SessionInfo, Snapshot, StoreError, SweepStats, TokenHash, TokenKind,
-    USER_AGENT_MAX_CHARS, User, UserFlags,
+    CHANGE_RETENTION, Change, Factors, JtiRange, OneTimeToken, RawWrite, RefreshRecord,
+    RefreshState, Regulation, Rotation, SessionInfo, Snapshot, StoreError, SweepStats, TokenHash,
+    TokenKind, TotpFactor, USER_AGENT_MAX_CHARS, User, UserFlags,
 };
 
 use crate::config::StoreSettings;
@@ -230,6 +230,48 @@ impl Store {
                 changed += 1;
             }
         }
+        Ok(changed + self.reseal_factors(to)?)
+    }
+
+    /// [`Store::reseal_secrets`] for every user's second factors (their TOTP secrets): each
+    /// value not already under `to` is opened and written back under `to` (or in the clear).
+    fn reseal_factors(&self, to: Option<&SealKey>) -> Result<usize, StoreError> {
+        let users = match &self.backend {
+            Backend::Redb(s) => s.factors_users()?,
+            Backend::Postgres(s) => s.factors_users()?,
+        };
+        let mut changed = 0;
+        for user_id in users {
+            let name = factors_name(&user_id);
+            let rewrite = |current: Option<&[u8]>| -> Result<RawWrite, StoreError> {
+                let Some(current) = current else {
+                    return Ok(RawWrite::Keep);
+                };
+                let already = match (to, seal::sealed_key_id(current)) {
+                    (Some(to), Some(id)) => id == to.id_hex(),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if already {
+                    return Ok(RawWrite::Keep);
+                }
+                let plain = self.unseal(&name, current.to_vec())?;
+                changed += 1;
+                Ok(RawWrite::Put(match to {
+                    Some(to) => to.seal(&name, plain.expose())?,
+                    None => plain.into_inner(),
+                }))
+            };
+            let done = match &self.backend {
+                Backend::Redb(s) => s.update_factors(&user_id, rewrite),
+                Backend::Postgres(s) => s.update_factors(&user_id, rewrite),
+            };
+            match done {
+                // Deleted meanwhile: nothing to reseal.
+                Ok(()) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(changed)
     }
 
@@ -241,10 +283,74 @@ impl Store {
         for name in names {
             self.get_secret(name)?;
         }
+        if self.seal.is_none() {
+            let users = match &self.backend {
+                Backend::Redb(s) => s.factors_users()?,
+                Backend::Postgres(s) => s.factors_users()?,
+            };
+            for user_id in users {
+                self.factors_of(&user_id)?;
+            }
+        }
         match &self.seal {
             Some(key) => self.reseal_secrets(names, Some(key)),
             None => Ok(0),
         }
+    }
+
+    /// A user's second factors; empty if they have none.
+    pub fn factors_of(&self, user_id: &str) -> Result<Factors, StoreError> {
+        let raw = match &self.backend {
+            Backend::Redb(s) => s.get_factors(user_id)?,
+            Backend::Postgres(s) => s.get_factors(user_id)?,
+        };
+        match raw {
+            Some(value) => self.open_factors(user_id, value),
+            None => Ok(Factors::default()),
+        }
+    }
+
+    /// Reads a user's factors, lets `change` edit them and writes them back, in one
+    /// transaction (of one user, on every backend and replica), so a TOTP step or a recovery
+    /// code cannot be used twice. Nothing is written if `change` left them as they were.
+    /// Returns the factors as stored and what `change` returned; [`StoreError::NotFound`] if
+    /// the user does not exist.
+    pub fn update_factors<T>(
+        &self,
+        user_id: &str,
+        change: impl FnOnce(&mut Factors) -> T,
+    ) -> Result<(Factors, T), StoreError> {
+        let mut out = None;
+        let raw = |current: Option<&[u8]>| -> Result<RawWrite, StoreError> {
+            let old = match current {
+                Some(value) => self.open_factors(user_id, value.to_vec())?,
+                None => Factors::default(),
+            };
+            let mut new = old.clone();
+            let result = change(&mut new);
+            let write = if new == old {
+                RawWrite::Keep
+            } else if new.is_empty() {
+                RawWrite::Delete
+            } else {
+                let json = serde_json::to_vec(&new)
+                    .map_err(|e| StoreError::Corrupt(format!("encode factors: {e}")))?;
+                RawWrite::Put(self.seal_value(&factors_name(user_id), &json)?)
+            };
+            out = Some((new, result));
+            Ok(write)
+        };
+        match &self.backend {
+            Backend::Redb(s) => s.update_factors(user_id, raw)?,
+            Backend::Postgres(s) => s.update_factors(user_id, raw)?,
+        }
+        out.ok_or_else(|| StoreError::Io("update factors: the change did not run".into()))
+    }
+
+    fn open_factors(&self, user_id: &str, value: Vec<u8>) -> Result<Factors, StoreError> {
+        let plain = self.unseal(&factors_name(user_id), value)?;
+        serde_json::from_slice(plain.expose())
+            .map_err(|e| StoreError::Corrupt(format!("factors of a user: {e}")))
     }
 
     fn unseal(&self, name: &str, value: Vec<u8>) -> Result<Secret<Vec<u8>>, StoreError> {
@@ -459,6 +565,12 @@ impl Store {
         /// Writes a snapshot into an empty store ([`StoreError::NotEmpty`] otherwise).
         fn import(&self, snap: &Snapshot) -> Result<(), StoreError>;
     }
+}
+
+/// The name a user's factors are sealed under (the associated data: a sealed value cannot be
+/// moved to another user).
+fn factors_name(user_id: &str) -> String {
+    format!("factors/{user_id}")
 }
 
 /// What a single-server store says when asked for shared regulation.

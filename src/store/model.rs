@@ -273,6 +273,77 @@ pub(crate) fn newest_first(sessions: &mut [SessionInfo]) {
     });
 }
 
+/// A user's second factors, kept as one record per user and changed only whole, in one
+/// transaction ([`crate::store::Store::update_factors`]): a TOTP code's step and a recovery
+/// code are used up atomically, so two replicas cannot both accept the same one. The stored
+/// value is encrypted with `store.encryption_key` when one is configured. `Debug` hides the
+/// secrets.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Factors {
+    /// The confirmed authenticator app, if any.
+    #[serde(default)]
+    pub totp: Option<TotpFactor>,
+    /// A secret handed out by TOTP setup and not yet confirmed with a code. Replaced by the
+    /// next setup; never a factor by itself.
+    #[serde(default)]
+    pub pending_totp: Option<TotpFactor>,
+    /// SHA-256 hashes of the recovery codes not used yet.
+    #[serde(default)]
+    pub recovery_codes: Vec<[u8; 32]>,
+}
+
+impl Factors {
+    /// Whether the user has a second factor to sign in with (recovery codes alone are a way
+    /// back in, not a factor: they exist only alongside one).
+    pub fn any(&self) -> bool {
+        self.totp.is_some()
+    }
+
+    /// Nothing worth storing: no factor, nothing pending, no codes.
+    pub fn is_empty(&self) -> bool {
+        self.totp.is_none() && self.pending_totp.is_none() && self.recovery_codes.is_empty()
+    }
+}
+
+/// What a backend does with a stored value after a read-modify-write looked at it.
+#[derive(Debug)]
+pub enum RawWrite {
+    /// Leave it (nothing changed; no write).
+    Keep,
+    Put(Vec<u8>),
+    Delete,
+}
+
+impl std::fmt::Debug for Factors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Factors")
+            .field("totp", &self.totp)
+            .field("pending_totp", &self.pending_totp)
+            .field("recovery_codes", &self.recovery_codes.len())
+            .finish()
+    }
+}
+
+/// An RFC 6238 authenticator: its shared secret, when it was set up, and the newest time step
+/// a code was accepted for (codes of that step or older are refused: no replay).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpFactor {
+    pub secret: Vec<u8>,
+    pub created_at: u64,
+    #[serde(default)]
+    pub last_used_step: Option<u64>,
+}
+
+impl std::fmt::Debug for TotpFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpFactor")
+            .field("secret", &"***")
+            .field("created_at", &self.created_at)
+            .field("last_used_step", &self.last_used_step)
+            .finish()
+    }
+}
+
 /// Everything [`crate::store::Store::export`] reads and [`crate::store::Store::import`]
 /// writes: what `gateway migrate` carries from one store to another. Expired sessions and
 /// revocations are left behind; the change feed is not copied (the target starts its own).
@@ -291,6 +362,9 @@ pub struct Snapshot {
     pub sessions: Vec<SessionInfo>,
     /// Signing keys, the refresh-token key, the CSRF key: without them every token dies.
     pub meta: Vec<(String, Vec<u8>)>,
+    /// Each user's second factors, as stored (encrypted when the source has a key: the target
+    /// needs the same `store.encryption_key`).
+    pub factors: Vec<(String, Vec<u8>)>,
 }
 
 /// Failed-login regulation of one account, as shared by every replica on the store (see

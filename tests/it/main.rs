@@ -40,6 +40,7 @@ mod secrets_at_rest;
 mod server;
 mod smtp;
 mod store;
+mod store_factors;
 mod store_lifecycle;
 mod tls;
 mod tty;

@@ -649,6 +649,15 @@ fn sample_snapshot_source(s: &Store) {
     s.delete_user("u2", 400).unwrap();
     s.put_meta("signing_keys", b"{\"keys\":[]}").unwrap();
     s.put_meta("refresh_key", &[7u8; 32]).unwrap();
+    s.update_factors("u0", |f| {
+        f.totp = Some(gateway::store::TotpFactor {
+            secret: vec![9; 20],
+            created_at: 100,
+            last_used_step: Some(55),
+        });
+        f.recovery_codes = vec![[3; 32]];
+    })
+    .unwrap();
     crate::store_lifecycle::sample_lifecycle_records(s);
 }
 
@@ -662,6 +671,7 @@ pub(crate) fn normalised(mut snap: Snapshot) -> String {
     snap.one_time.sort_by_key(|a| a.0);
     snap.sessions.sort_by(|a, b| a.family.cmp(&b.family));
     snap.meta.sort();
+    snap.factors.sort();
     format!("{snap:?}")
 }
 
@@ -708,6 +718,11 @@ fn export_and_import_round_trip_between_backends() {
         source.store.get_refresh(&hash(2)).unwrap()
     );
     assert!(pg.store.flags_of("u2").unwrap().unwrap().disabled);
+    assert_eq!(
+        pg.store.factors_of("u0").unwrap(),
+        source.store.factors_of("u0").unwrap()
+    );
+    assert_eq!(snap.factors.len(), 1);
     crate::store_lifecycle::check_lifecycle_records(&pg.store);
     // The rotated token is still recognised as such (reuse detection survives).
     assert!(matches!(

@@ -18,9 +18,10 @@
 //!
 //! The code is split like the redb backend: `users`, `sessions` (refresh tokens and
 //! revocations), `session_info` (the sessions a user sees), `one_time` (verification and reset
-//! tokens), `regulation`, `feed` (the change feed and its listener) and `sql` (the query
+//! tokens), `factors` (second factors), `regulation`, `feed` (the change feed and its listener) and `sql` (the query
 //! helpers); `schema` holds the tables and their migrations.
 
+mod factors;
 mod feed;
 mod one_time;
 mod regulation;
@@ -432,6 +433,7 @@ impl PgStore {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
+            snap.factors = factors::all_factors(&txn).await?;
             commit(txn).await?;
             Ok(snap)
         })
@@ -469,6 +471,9 @@ impl PgStore {
             }
             for info in &snap.sessions {
                 insert_session(&txn, &info.bounded()).await?;
+            }
+            for (user_id, value) in &snap.factors {
+                factors::insert_factors(&txn, user_id, value).await?;
             }
             for (jti, exp) in &snap.revoked_jtis {
                 execute(

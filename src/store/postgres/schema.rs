@@ -17,17 +17,20 @@
 //! | `gateway_login_regulation`   | failed-login counts per account, shared by replicas     |
 //! | `gateway_one_time_tokens`    | SHA-256 of each email-verification / reset token (v2)   |
 //! | `gateway_sessions`           | one row per refresh family, for the user's session list (v2) |
+//! | `gateway_factors`            | each user's second factors, one encoded value (v3)      |
 //!
 //! Version 2 added `gateway_users.email_verified` (false for existing users), the one-time
 //! tokens, and the session rows, filled from the refresh tokens already stored so sessions
-//! started before the upgrade are listed too (without user agent or address).
+//! started before the upgrade are listed too (without user agent or address). Version 3 added
+//! `gateway_factors`; a version-2 gateway refuses the database from then on, since it would
+//! sign users in without their second factor.
 
 use deadpool_postgres::Transaction;
 
 use super::{StoreError, db_error};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock key taken while migrating ("gw-schema").
 const MIGRATION_LOCK: i64 = 0x6777_2d73_6368_656d;
@@ -115,6 +118,12 @@ SELECT family, min(user_id), min(issued_at), max(issued_at), max(family_expires_
        max(state_at) FILTER (WHERE state = 'revoked')
 FROM gateway_refresh_tokens
 GROUP BY family;
+"#,
+    r#"
+CREATE TABLE gateway_factors (
+    user_id text PRIMARY KEY,
+    value   bytea NOT NULL
+);
 "#,
 ];
 

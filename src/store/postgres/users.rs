@@ -151,6 +151,12 @@ impl PgStore {
                 &[&id],
             )
             .await?;
+            execute(
+                &txn,
+                "DELETE FROM gateway_factors WHERE user_id = $1",
+                &[&id],
+            )
+            .await?;
             append_change(&txn, &Change::UserDeleted { id: id.to_owned() }).await?;
             commit(txn).await?;
             Ok(true)

@@ -9,6 +9,7 @@
 //! All methods are synchronous and may block on the file lock. The table layout is documented in
 //! `tables.rs`.
 
+mod factors;
 mod one_time;
 mod session_info;
 mod sessions;
@@ -31,7 +32,7 @@ use crate::private_file;
 use tables::{CHANGES, Context, META, decode};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Meta key holding the schema version (JSON number).
 const SCHEMA_KEY: &str = "schema_version";
@@ -307,6 +308,7 @@ impl RedbStore {
                 snap.meta.push((k.value().to_owned(), v.value().to_vec()));
             }
         }
+        snap.factors = factors::all_in(&txn)?;
         Ok(snap)
     }
 
@@ -354,6 +356,9 @@ impl RedbStore {
         for info in &snap.sessions {
             session_info::put_in(&txn, &info.bounded())?;
         }
+        for (user_id, value) in &snap.factors {
+            factors::insert_in(&txn, user_id, value)?;
+        }
         {
             let mut jtis = txn
                 .open_table(tables::REVOKED_JTIS)
@@ -390,6 +395,8 @@ impl RedbStore {
 /// - 1 -> 2: users gain `email_verified`, read as false from older records (a serde default,
 ///   so they are not rewritten); the one-time token tables start empty; every stored refresh
 ///   family gets a session record, so sessions started before the upgrade are listed.
+/// - 2 -> 3: the `factors` table, created empty. The version still changes: a gateway of
+///   version 2 must refuse the file, or it would sign in users without their second factor.
 fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     tracing::info!(from, to = SCHEMA_VERSION, "migrating store schema");
     if from < 2 {
@@ -451,7 +458,7 @@ mod tests {
         assert_eq!(store.get_meta("k").unwrap(), Some(b"v".to_vec()));
         assert_eq!(
             store.get_meta(SCHEMA_KEY).unwrap(),
-            Some(b"2".to_vec()),
+            Some(b"3".to_vec()),
             "schema version recorded"
         );
     }
@@ -461,11 +468,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.redb");
         let store = RedbStore::open(&path).unwrap();
-        store.put_meta(SCHEMA_KEY, b"3").unwrap();
+        store.put_meta(SCHEMA_KEY, b"4").unwrap();
         drop(store);
         match RedbStore::open(&path) {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (3, 2));
+                assert_eq!((found, supported), (4, 3));
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
@@ -528,7 +535,7 @@ mod tests {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.get_meta(SCHEMA_KEY).unwrap(), Some(b"2".to_vec()));
+        assert_eq!(store.get_meta(SCHEMA_KEY).unwrap(), Some(b"3".to_vec()));
         let ada = store.user_by_email("ada@x.test").unwrap().unwrap();
         assert!(!ada.email_verified);
         let listed = store.sessions_of("u1", 300).unwrap();

@@ -1,8 +1,8 @@
 //! Table layout of the redb file and the small helpers every store module shares:
 //! JSON encoding, error context, flag rows and the change feed append.
 //!
-//! Layout (schema version 2; version 1 had neither the one-time tokens nor the sessions, and
-//! its `User` values no `email_verified`, which reads as false). Keys are `&str` or fixed byte arrays, values JSON bytes
+//! Layout (schema version 3; version 2 had no `factors`; version 1 had neither the one-time
+//! tokens nor the sessions, and its `User` values no `email_verified`, which reads as false). Keys are `&str` or fixed byte arrays, values JSON bytes
 //! unless noted. The `meta` table's type must never change: `open` reads the schema
 //! version from it before touching anything else.
 //!
@@ -21,6 +21,7 @@
 //! | `one_time`         | SHA-256 of token    | `OneTimeToken`                          |
 //! | `user_one_time`    | user id (multimap)  | token hash                              |
 //! | `sessions`         | family              | `SessionInfo`                           |
+//! | `factors`          | user id             | `Factors` JSON, sealed with a store key |
 //!
 //! A user's sessions are found through `user_families`, which lists every family of theirs
 //! until it expires.
@@ -48,6 +49,7 @@ pub(super) const ONE_TIME: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::
 pub(super) const USER_ONE_TIME: MultimapTableDefinition<&str, &[u8; 32]> =
     MultimapTableDefinition::new("user_one_time");
 pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+pub(super) const FACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("factors");
 
 /// Creates every table of the current schema (opening a table in a write
 /// transaction creates it).
@@ -69,6 +71,7 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_multimap_table(USER_ONE_TIME)
         .ctx("create table user_one_time")?;
     txn.open_table(SESSIONS).ctx("create table sessions")?;
+    txn.open_table(FACTORS).ctx("create table factors")?;
     Ok(())
 }
 

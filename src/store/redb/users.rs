@@ -167,6 +167,7 @@ impl RedbStore {
         set_flags(&txn, id, flags)?;
         revoke_user_families(&txn, id, now)?;
         one_time::delete_for_in(&txn, id, None)?;
+        super::factors::delete_in(&txn, id)?;
         append_change(&txn, &Change::UserDeleted { id: id.to_owned() })?;
         commit(txn)?;
         Ok(true)
