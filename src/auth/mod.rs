@@ -26,6 +26,7 @@ pub(crate) mod error;
 pub mod http;
 pub mod keystore;
 pub(crate) mod metrics;
+pub mod mfa;
 pub mod password;
 pub(crate) mod refresh_token;
 pub mod revocation;
