@@ -8,6 +8,8 @@
 //! - `refresh_token`: opaque refresh tokens and their derived successors.
 //! - [`revocation`]: the in-memory state that can kill a valid access token.
 //! - `verified`: the bounded cache of access tokens whose signature already verified.
+//! - [`mfa`]: the second factor's pure functions (TOTP codes and enrolment, recovery codes);
+//!   no store, no HTTP.
 //! - `rotation`: the store side of a refresh (rotation, grace window, reuse detection).
 //! - [`keystore`]: signing, refresh and CSRF keys kept in the store's meta table.
 //! - [`service`]: sign-up, login, refresh, logout and per-request authentication, tying the
@@ -26,6 +28,7 @@ pub(crate) mod error;
 pub mod http;
 pub mod keystore;
 pub(crate) mod metrics;
+pub mod mfa;
 pub mod password;
 pub(crate) mod refresh_token;
 pub mod revocation;
