@@ -48,6 +48,7 @@ fn issue(keys: &Keys) -> String {
         name: Some("Ada"),
         roles: &roles,
         email_verified: true,
+        amr: &[],
         session_id: "5e0b2f7a-3c1d-4f7e-8a9b-1d2c3e4f5a6b",
         session_version: 0,
     };
@@ -143,6 +144,7 @@ fn claims(jti: &str) -> AccessClaims {
         name: None,
         roles: subject_roles(),
         email_verified: true,
+        amr: Vec::new(),
         sid: "5e0b2f7a-3c1d-4f7e-8a9b-1d2c3e4f5a6b".into(),
         sv: 0,
         iat: NOW,

@@ -111,6 +111,7 @@ impl HttpError {
                 (*m).to_owned()
             }
             HttpError::NoAccess(n) if n.verify.is_some() => VERIFY_FIRST.to_owned(),
+            HttpError::NoAccess(n) if n.mfa.is_some() => MFA_FIRST.to_owned(),
             HttpError::NoAccess(_) => "Forbidden".to_owned(),
             HttpError::NotFound => "Not found".to_owned(),
             HttpError::MethodNotAllowed(_) => "Method not allowed".to_owned(),
@@ -289,14 +290,31 @@ pub struct NoAccess {
     /// Refused only because the address is not verified: the endpoint that sends the link again
     /// (`{auth.prefix}/request-verification`).
     pub verify: Option<String>,
+    /// Refused only because the session lacks a second factor: the hosted second-factor page
+    /// (with `next`), where a browser is sent.
+    pub mfa: Option<String>,
 }
 
 /// The `detail` of a refusal for an unverified address.
 pub const VERIFY_FIRST: &str = "Verify your email address to continue";
 
+/// The `detail` of a refusal for a session without a second factor.
+pub const MFA_FIRST: &str = "Sign in with your second factor to continue";
+
 /// The 403 page of a route: who is signed in, that this account lacks access (and which roles
 /// would do, when allowed), "Sign out / use another account", and a way home.
 fn no_access_page(v: &NoAccess) -> Response<Body> {
+    if let Some(mfa) = &v.mfa {
+        // Straight to the page that asks for the factor (or sets one up), which comes back.
+        let mut resp = Response::new(crate::body::empty());
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(location) = HeaderValue::from_str(mfa) {
+            resp.headers_mut().insert(header::LOCATION, location);
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return resp;
+    }
     let roles = if v.roles.is_empty() {
         String::new()
     } else {
@@ -437,6 +455,7 @@ mod tests {
             csrf: Some(crate::secret::SecretString::new("n\"x".into())),
             next: "/admin?a=1&b=<2>".into(),
             verify: None,
+            mfa: None,
         }));
         let page = body_text(e.response(true));
         for want in [

@@ -406,54 +406,9 @@ impl Running {
     async fn try_reload(&self, config: Config) -> Result<(), ReloadError> {
         let old = self.current.load_full();
         let (was, now) = (old.config(), &config);
-        if now.listen.http != was.listen.http
-            || now.listen.https != was.listen.https
-            || now.listen.admin != was.listen.admin
-            || now.listen.workers != was.listen.workers
-        {
-            tracing::warn!(
-                "listener addresses or workers changed; they take effect at the next restart"
-            );
-        }
-        if now.store.describe() != was.store.describe() {
-            tracing::warn!(
-                was = %was.store.describe(),
-                now = %now.store.describe(),
-                "store changed; the new store takes effect at the next restart"
-            );
-        }
-        let (wl, nl) = (&was.limits, &now.limits);
-        if nl.max_header_bytes != wl.max_header_bytes
-            || nl.max_headers != wl.max_headers
-            || nl.h2_max_concurrent_streams != wl.h2_max_concurrent_streams
-            || nl.max_connections != wl.max_connections
-        {
-            tracing::warn!(
-                "limits.max_header_bytes, max_headers, h2_max_concurrent_streams and \
-                 max_connections take effect at the next restart"
-            );
-        }
+        crate::config::warn_restart_needed(was, now);
         // Build everything first; swap nothing until all of it succeeded.
-        let mail = match (&self.core.mailer, &now.email) {
-            (Some(mailer), Some(email)) => {
-                if email.queue_size != mailer.queue_size() {
-                    tracing::warn!("email.queue_size takes effect at the next restart");
-                }
-                Some((mailer, crate::mail::Mailer::prepare(email)?))
-            }
-            (None, Some(_)) => {
-                tracing::warn!(
-                    "email was added; account e-mails start at the next restart (until then \
-                     their endpoints stay off)"
-                );
-                None
-            }
-            (Some(_), None) => {
-                tracing::warn!("email was removed; its endpoints are off from now on");
-                None
-            }
-            (None, None) => None,
-        };
+        let mail = self.core.prepare_mail(now.email.as_ref())?;
         let app = App::build(config, &self.core, self.metrics.clone())?;
         if let Some(certs) = &self.certs {
             certs.reload(&app.config().tls)?;

@@ -31,6 +31,20 @@ pub enum AuthError {
     WeakPassword(PolicyError),
     #[error("Sign-up is closed")]
     SignupClosed,
+    /// A wrong second-factor code at sign-in (counts as a failed login).
+    #[error("Invalid code")]
+    InvalidCode,
+    /// A wrong second-factor code from a signed-in user (step-up, enrolment, removal; counts
+    /// as a failed login too).
+    #[error("Invalid code")]
+    WrongCode,
+    /// The `mfa_token` of a sign-in is unknown, used, expired, or the account changed since.
+    #[error("This sign-in has expired; please sign in again")]
+    MfaExpired,
+    /// The second-factor state does not allow the request (already set up, nothing pending,
+    /// no factor to check).
+    #[error("{0}")]
+    MfaState(&'static str),
     /// Unknown, expired or revoked refresh token, or reuse detected (the family is now revoked).
     #[error("Session expired; please sign in again")]
     InvalidRefresh,
@@ -80,6 +94,13 @@ impl From<&AuthError> for HttpError {
             A::InvalidEmail => HttpError::Unprocessable("Invalid email address".into()),
             A::WeakPassword(p) => HttpError::Unprocessable(p.to_string()),
             A::SignupClosed => HttpError::Forbidden("Sign-up is closed"),
+            A::InvalidCode => HttpError::Unauthorized("Invalid code"),
+            // Not 401, like WrongPassword: the session itself is fine.
+            A::WrongCode => HttpError::Forbidden("Invalid code"),
+            A::MfaExpired => {
+                HttpError::Unauthorized("This sign-in has expired; please sign in again")
+            }
+            A::MfaState(why) => HttpError::Conflict((*why).to_owned()),
             A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
             A::Unavailable(_) => HttpError::Unavailable("Service temporarily unavailable"),
             A::Internal(cause) => HttpError::Internal(cause.clone()),

@@ -109,6 +109,38 @@ pub struct Core {
     pub mailer: Option<crate::mail::Mailer>,
 }
 
+impl Core {
+    /// For a reload: the new e-mail settings, built and checked but not applied (the caller
+    /// applies them with [`crate::mail::Mailer::reconfigure`] once everything else is built).
+    /// Adding `email:` or changing its queue size needs a restart (logged); removing it turns
+    /// its endpoints off with the new configuration.
+    pub fn prepare_mail(
+        &self,
+        email: Option<&crate::config::EmailSettings>,
+    ) -> Result<Option<(&crate::mail::Mailer, crate::mail::Prepared)>, crate::mail::MailError> {
+        match (&self.mailer, email) {
+            (Some(mailer), Some(email)) => {
+                if email.queue_size != mailer.queue_size() {
+                    tracing::warn!("email.queue_size takes effect at the next restart");
+                }
+                Ok(Some((mailer, crate::mail::Mailer::prepare(email)?)))
+            }
+            (None, Some(_)) => {
+                tracing::warn!(
+                    "email was added; account e-mails start at the next restart (until then \
+                     their endpoints stay off)"
+                );
+                Ok(None)
+            }
+            (Some(_), None) => {
+                tracing::warn!("email was removed; its endpoints are off from now on");
+                Ok(None)
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// Opens the store, starts the auth service and its background maintenance (stopped when
 /// `stop` turns true).
 pub async fn open(

@@ -408,6 +408,7 @@ mod tests {
             name: None,
             roles: vec![],
             email_verified: false,
+            amr: Vec::new(),
             sid: sid.into(),
             sv,
             iat: 0,

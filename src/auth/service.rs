@@ -205,6 +205,10 @@ pub struct Counters {
     pub logins_failed: std::sync::atomic::AtomicU64,
     pub refreshes: std::sync::atomic::AtomicU64,
     pub reuse_detected: std::sync::atomic::AtomicU64,
+    /// Authenticator apps set up.
+    pub mfa_enrolled: std::sync::atomic::AtomicU64,
+    /// Second-factor codes refused (at login, step-up, setup and removal).
+    pub mfa_failed: std::sync::atomic::AtomicU64,
 }
 
 fn bump(c: &std::sync::atomic::AtomicU64) {
@@ -362,7 +366,7 @@ impl AuthService {
         let record = user.clone();
         self.blocking(move |s| Ok(s.create_user(&record)?)).await?;
         tracing::info!(target: "audit", event = "signup", user_id = %user.id);
-        self.start_session(&user, client).await
+        self.start_session(&user, client, SignIn::Password).await
     }
 
     /// Checks email and password and starts a session.
@@ -371,7 +375,7 @@ impl AuthService {
     /// response time does not reveal whether an account exists; a disabled user is refused only
     /// after verifying. A correct password stored with outdated parameters is re-hashed.
     #[tracing::instrument(skip_all)]
-    pub async fn login(&self, email: &str, password: &SecretString) -> Result<Issued, AuthError> {
+    pub async fn login(&self, email: &str, password: &SecretString) -> Result<Login, AuthError> {
         self.login_from(email, password, Client::default()).await
     }
 
@@ -382,7 +386,7 @@ impl AuthService {
         email: &str,
         password: &SecretString,
         client: Client,
-    ) -> Result<Issued, AuthError> {
+    ) -> Result<Login, AuthError> {
         let Some(email) = normalize_email(email) else {
             // Such an address can never have been registered; nothing to hide.
             tracing::info!(target: "audit", event = "login_failed", reason = "invalid_email");
@@ -414,16 +418,22 @@ impl AuthService {
             bump(&self.inner.counters.logins_failed);
             return Err(AuthError::InvalidCredentials);
         }
+        let mut user = user;
         if verification.needs_rehash {
             // Best effort: the login succeeds even if the upgrade does not.
-            if let Err(e) = self.rehash(&user, password).await {
-                tracing::warn!(user_id = %user.id, error = %e, "password rehash failed");
+            match self.rehash(&user, password).await {
+                // The session checks the hash it started on against the stored one.
+                Ok(Some(rehashed)) => user = rehashed,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(user_id = %user.id, error = %e, "password rehash failed"),
             }
         }
-        tracing::info!(target: "audit", event = "login", user_id = %user.id);
-        bump(&self.inner.counters.logins_ok);
-        self.drop_reset_links(&user.id).await;
-        self.start_session(&user, client).await
+        let login = self.after_password(&user, client).await?;
+        if matches!(login, Login::Session(_)) {
+            tracing::info!(target: "audit", event = "login", user_id = %user.id);
+            bump(&self.inner.counters.logins_ok);
+        }
+        Ok(login)
     }
 
     /// The current record of a user. A deleted or disabled user gives
@@ -538,7 +548,12 @@ impl AuthService {
     }
 
     /// Stores a fresh hash of `password` for `user`, unless their hash changed meanwhile.
-    async fn rehash(&self, user: &User, password: &SecretString) -> Result<(), AuthError> {
+    /// Returns the user as stored with the new hash, or `None` if nothing was written.
+    async fn rehash(
+        &self,
+        user: &User,
+        password: &SecretString,
+    ) -> Result<Option<User>, AuthError> {
         let new_hash = self.inner.hasher.hash(password).await.map_err(hash_error)?;
         let now = self.inner.clock.unix();
         let id = user.id.clone();
@@ -546,6 +561,7 @@ impl AuthService {
         // One transaction: only the hash changes, and only if nobody changed it meanwhile, so
         // a concurrent `gateway user disable` or role change is never overwritten.
         self.blocking(move |s| {
+            let wanted = new_hash.clone();
             match s.modify_user(&id, |current| {
                 if current.password_hash == old_hash {
                     current.password_hash = new_hash;
@@ -553,7 +569,8 @@ impl AuthService {
                 }
                 Ok(())
             }) {
-                Ok(_) | Err(crate::store::StoreError::NotFound) => Ok(()),
+                Ok(stored) => Ok((stored.password_hash == wanted).then_some(stored)),
+                Err(crate::store::StoreError::NotFound) => Ok(None),
                 Err(e) => Err(e.into()),
             }
         })
@@ -586,11 +603,14 @@ pub(crate) fn clean_name(name: &str) -> Option<String> {
 
 mod account;
 mod maintenance;
+mod mfa;
 mod recovery;
 mod verification;
 
 pub use account::SessionView;
+pub use mfa::{Challenge, Login, MfaStatus, TotpSetup};
 pub use recovery::ResetLink;
+pub use sessions::SignIn;
 mod sessions;
 #[cfg(test)]
 mod tests;

@@ -146,6 +146,11 @@ pub struct AccessClaims {
     /// name). A token without it (issued before the claim existed) counts as unverified.
     #[serde(default)]
     pub email_verified: bool,
+    /// How the session was signed in (RFC 8176): `["pwd"]` for a password, `["pwd", "otp",
+    /// "mfa"]` with an authenticator code... A token without it (issued before the claim
+    /// existed) counts as a password sign-in.
+    #[serde(default)]
+    pub amr: Vec<String>,
     /// Session id: the refresh-token family id.
     pub sid: String,
     /// The user's session version at issue; bumping it invalidates all their tokens.
@@ -168,18 +173,28 @@ pub struct AccessClaims {
     pub identity: IdentityValues,
 }
 
+impl AccessClaims {
+    /// Whether the session was signed in with a second factor (`mfa` in `amr`).
+    pub fn mfa(&self) -> bool {
+        self.amr.iter().any(|m| m == "mfa")
+    }
+}
+
 /// A once-filled slot for the identity header values of some claims: user id, e-mail, name,
-/// roles (`None` for a value that cannot be a header value). It takes no part in comparisons
+/// roles, verified, second factor (`None` for a value that cannot be a header value). It takes no part in comparisons
 /// and holds nothing secret.
 #[derive(Clone, Default)]
-pub struct IdentityValues(std::sync::OnceLock<[Option<http::HeaderValue>; 5]>);
+pub struct IdentityValues(std::sync::OnceLock<[Option<http::HeaderValue>; IDENTITY_HEADERS]>);
+
+/// How many identity headers a token's claims make.
+pub const IDENTITY_HEADERS: usize = 6;
 
 impl IdentityValues {
     /// The values, made by `make` the first time.
     pub fn get_or_init(
         &self,
-        make: impl FnOnce() -> [Option<http::HeaderValue>; 5],
-    ) -> &[Option<http::HeaderValue>; 5] {
+        make: impl FnOnce() -> [Option<http::HeaderValue>; IDENTITY_HEADERS],
+    ) -> &[Option<http::HeaderValue>; IDENTITY_HEADERS] {
         self.0.get_or_init(make)
     }
 }
@@ -213,6 +228,8 @@ pub struct Subject<'a> {
     pub roles: &'a [String],
     /// The address is verified.
     pub email_verified: bool,
+    /// How the session was signed in (RFC 8176 values).
+    pub amr: &'a [String],
     /// Session (refresh family) id.
     pub session_id: &'a str,
     /// The user's current session version.
@@ -365,6 +382,7 @@ impl Keys {
             name: subject.name.map(str::to_owned),
             roles: subject.roles.to_vec(),
             email_verified: subject.email_verified,
+            amr: subject.amr.to_vec(),
             sid: subject.session_id.to_owned(),
             sv: subject.session_version,
             iat: now,

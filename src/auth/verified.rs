@@ -173,6 +173,7 @@ mod tests {
             name: None,
             roles: vec![],
             email_verified: false,
+            amr: Vec::new(),
             sid: "f".into(),
             sv: 0,
             iat: 0,

@@ -14,6 +14,8 @@
 //!   ends all their sessions; `enable` lets them log in again.
 //! - `set-password` stores a new hash and ends all sessions; `revoke-sessions` only ends them.
 //! - `delete` removes the account; the store keeps a "disabled" flag row so tokens stay dead.
+//! - `reset-mfa` removes the second factors (authenticator app, recovery codes) and ends all
+//!   sessions: the way back in for a user who lost their device and their recovery codes.
 //!
 //! Emails go through the sign-up normalisation, new passwords through the sign-up policy and
 //! the configured argon2id parameters, roles through the config's role-name rule.
@@ -122,6 +124,14 @@ pub enum UserCommand {
         #[arg(value_name = "EMAIL|ID")]
         user: String,
     },
+    /// Remove a user's second factors (authenticator app, recovery codes) and end all their
+    /// sessions, for a user who lost their device; they sign in with the password alone and
+    /// can set up a new app.
+    ResetMfa {
+        /// The user's email address or id.
+        #[arg(value_name = "EMAIL|ID")]
+        user: String,
+    },
 }
 
 /// Runs a `user` subcommand against the store named in the config at `config_path`.
@@ -151,7 +161,11 @@ pub fn run(config_path: &Path, command: UserCommand) -> anyhow::Result<()> {
             admin.add(new, &password)?
         }
         UserCommand::List => table(&admin.store.list_users()?),
-        UserCommand::Show { user } => describe(&admin.find(&user)?),
+        UserCommand::Show { user } => {
+            let found = admin.find(&user)?;
+            let factors = admin.store.factors_of(&found.id)?;
+            format!("{}\n{}", describe(&found), describe_factors(&factors))
+        }
         UserCommand::SetRoles { user, roles, none } => {
             let roles = if none { Vec::new() } else { roles };
             admin.set_roles(&user, &roles)?
@@ -178,6 +192,7 @@ pub fn run(config_path: &Path, command: UserCommand) -> anyhow::Result<()> {
             admin.set_password(&found, &password)?
         }
         UserCommand::RevokeSessions { user } => admin.revoke_sessions(&user)?,
+        UserCommand::ResetMfa { user } => admin.reset_mfa(&user)?,
     };
     say!("{out}")?;
     Ok(())
@@ -361,6 +376,18 @@ impl Admin {
         Ok(format!("all sessions of {} are ended", user.email))
     }
 
+    fn reset_mfa(&self, key: &str) -> anyhow::Result<String> {
+        let user = self.find(key)?;
+        self.store
+            .update_factors(&user.id, |f| *f = crate::store::Factors::default())?;
+        self.end_sessions(&user)?;
+        tracing::info!(target: "audit", event = "user_reset_mfa", via = "cli", user_id = %user.id);
+        Ok(format!(
+            "second factors of {} removed and all their sessions ended",
+            user.email
+        ))
+    }
+
     /// Bumps the session version and revokes every refresh family, in one transaction.
     fn end_sessions(&self, user: &User) -> anyhow::Result<()> {
         match self.store.end_all_sessions(&user.id, self.clock.unix())? {
@@ -478,6 +505,19 @@ fn describe(u: &User) -> String {
         format!("session version: {}", u.session_version),
     ]
     .join("\n")
+}
+
+/// The `user show` lines about second factors.
+fn describe_factors(f: &crate::store::Factors) -> String {
+    let second = if f.totp.is_some() {
+        format!(
+            "authenticator app, {} recovery codes left",
+            f.recovery_codes.len()
+        )
+    } else {
+        "none".to_owned()
+    };
+    format!("second factor:   {second}")
 }
 
 #[cfg(test)]

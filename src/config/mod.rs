@@ -307,6 +307,17 @@ pub struct AuthSettings {
     pub identity: IdentityHeaders,
     /// Send upstreams a signed JWT naming the user.
     pub assertion: Option<AssertionSettings>,
+    pub mfa: MfaSettings,
+}
+
+/// `auth.mfa`: second factors.
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    /// The name authenticator apps show next to the account (the `otpauth://` issuer).
+    pub issuer: String,
+    /// Users with any of these roles are let into required routes only with a second factor
+    /// (and are sent to set one up).
+    pub required_for_roles: Vec<String>,
 }
 
 /// The headers that tell an upstream who the user is.
@@ -318,6 +329,8 @@ pub struct IdentityHeaders {
     pub roles: http::HeaderName,
     /// `true` or `false`: the user has verified their address.
     pub email_verified: http::HeaderName,
+    /// `true` or `false`: the session was signed in with a second factor.
+    pub mfa: http::HeaderName,
     /// Lowercase reserved prefix (e.g. `x-auth-`): every client header under it is removed.
     pub prefix: String,
 }
@@ -422,6 +435,11 @@ pub struct RouteSpec {
     pub forward_token: bool,
     /// Only users who have verified their address are let in (a required route).
     pub require_verified_email: bool,
+    /// Only sessions signed in with a second factor are let in (`mfa: required`).
+    pub require_mfa: bool,
+    /// Users with any of these roles are let in only with a second factor
+    /// (`auth.mfa.required_for_roles`, on every route that requires authentication).
+    pub mfa_for_roles: Vec<String>,
     /// With a `{sub}` segment: roles that may access other users' paths.
     pub owner_bypass_roles: Vec<String>,
     /// `aud` of the identity assertion for this route (default: the route name).
@@ -715,4 +733,36 @@ fn parse(
             },
         }
     })
+}
+
+/// Logs which differences between the running configuration `was` and a reloaded `now` take
+/// effect only at the next restart (a reload applies everything else).
+pub fn warn_restart_needed(was: &Config, now: &Config) {
+    if now.listen.http != was.listen.http
+        || now.listen.https != was.listen.https
+        || now.listen.admin != was.listen.admin
+        || now.listen.workers != was.listen.workers
+    {
+        tracing::warn!(
+            "listener addresses or workers changed; they take effect at the next restart"
+        );
+    }
+    if now.store.describe() != was.store.describe() {
+        tracing::warn!(
+            was = %was.store.describe(),
+            now = %now.store.describe(),
+            "store changed; the new store takes effect at the next restart"
+        );
+    }
+    let (wl, nl) = (&was.limits, &now.limits);
+    if nl.max_header_bytes != wl.max_header_bytes
+        || nl.max_headers != wl.max_headers
+        || nl.h2_max_concurrent_streams != wl.h2_max_concurrent_streams
+        || nl.max_connections != wl.max_connections
+    {
+        tracing::warn!(
+            "limits.max_header_bytes, max_headers, h2_max_concurrent_streams and \
+             max_connections take effect at the next restart"
+        );
+    }
 }

@@ -232,6 +232,18 @@ pub struct RawAuth {
     pub identity_headers: RawIdentityHeaders,
     pub identity_prefix: Option<Sp<String>>,
     pub assertion: Option<RawAssertion>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mfa: RawMfa,
+}
+
+/// `auth.mfa`: second factors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMfa {
+    /// The name authenticator apps show next to the account.
+    pub issuer: Option<Sp<String>>,
+    /// Users with any of these roles must sign in with a second factor everywhere.
+    pub required_for_roles: Option<Vec<Sp<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,6 +254,7 @@ pub struct RawIdentityHeaders {
     pub name: Option<Sp<String>>,
     pub roles: Option<Sp<String>>,
     pub email_verified: Option<Sp<String>>,
+    pub mfa: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,6 +341,8 @@ pub struct RawRoute {
     #[serde(default)]
     pub forward_token: bool,
     pub require_verified_email: Option<Sp<bool>>,
+    /// `required`: only sessions signed in with a second factor; `optional` (the default).
+    pub mfa: Option<Sp<String>>,
     pub owner_bypass_roles: Option<Vec<Sp<String>>>,
     pub assertion_audience: Option<Sp<String>>,
     #[serde(default)]

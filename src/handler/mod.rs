@@ -362,6 +362,7 @@ impl App {
                     needed,
                     &next,
                     access == Access::Unverified,
+                    access == Access::NeedsMfa,
                 ),
                 set_cookies: admitted.set_cookies,
             });

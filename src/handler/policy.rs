@@ -156,6 +156,10 @@ pub enum Access {
     /// The path names another user in its `{sub}` position, and none of the route's
     /// `owner_bypass_roles` is held (403, naming those roles).
     NotOwner,
+    /// The route needs a second factor (`mfa: required`, or the user holds one of
+    /// `auth.mfa.required_for_roles`) and the session was signed in without one (403; a browser
+    /// is sent to the second-factor page). Checked last: it is the one a step-up fixes.
+    NeedsMfa,
 }
 
 /// [`Access`] for `claims` on `route` (with `roles`, its required roles), where `owner` is the
@@ -177,10 +181,13 @@ pub fn access(
         !route.owned_by(owner, &claims.sub) && !has_any(&route.spec.owner_bypass_roles)
     });
     if not_owner {
-        Access::NotOwner
-    } else {
-        Access::Granted
+        return Access::NotOwner;
     }
+    let needs_mfa = route.spec.require_mfa || has_any(&route.spec.mfa_for_roles);
+    if needs_mfa && !claims.mfa() {
+        return Access::NeedsMfa;
+    }
+    Access::Granted
 }
 
 /// Whether this looks like a browser navigation that should get HTML rather than JSON: a GET or

@@ -146,6 +146,11 @@ pub struct RefreshRecord {
     pub issued_at: u64,
     pub family_expires_at: u64,
     pub state: RefreshState,
+    /// How the session was signed in (RFC 8176 values: `pwd`, `otp`, `mfa`...), fixed when
+    /// the family starts and copied by every rotation, so refreshed access tokens carry it.
+    /// Empty in records from before schema 3: a password sign-in.
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -187,6 +192,8 @@ impl JtiRange<'_> {
 pub enum TokenKind {
     VerifyEmail,
     ResetPassword,
+    /// The `mfa_token` between a login's password step and its second factor.
+    MfaLogin,
 }
 
 impl TokenKind {
@@ -195,6 +202,7 @@ impl TokenKind {
         match self {
             TokenKind::VerifyEmail => "verify_email",
             TokenKind::ResetPassword => "reset_password",
+            TokenKind::MfaLogin => "mfa_login",
         }
     }
 
@@ -202,6 +210,7 @@ impl TokenKind {
         match name {
             "verify_email" => Some(TokenKind::VerifyEmail),
             "reset_password" => Some(TokenKind::ResetPassword),
+            "mfa_login" => Some(TokenKind::MfaLogin),
             _ => None,
         }
     }

@@ -29,6 +29,7 @@ mod layers;
 mod limits;
 mod logs;
 mod mail;
+mod mfa;
 mod openapi;
 mod ops;
 mod pg;

@@ -37,6 +37,8 @@ pub struct AuthApi {
     link_ttls: Option<(std::time::Duration, std::time::Duration)>,
     /// Bounds the reset requests being worked on after their answer.
     background: Arc<tokio::sync::Semaphore>,
+    /// The name authenticator apps show (`auth.mfa.issuer`).
+    mfa_issuer: String,
 }
 
 impl AuthApi {
@@ -52,6 +54,7 @@ impl AuthApi {
             mailer,
             link_ttls: config.email.as_ref().map(|e| (e.reset_ttl, e.verify_ttl)),
             background: super::recovery::background_permits(),
+            mfa_issuer: config.auth.mfa.issuer.clone(),
             csrf: Csrf::new(csrf_key),
             prefix: config.auth.prefix.clone(),
             tokens_in_body: config.auth.tokens_in_body,
@@ -117,6 +120,10 @@ impl AuthApi {
     }
 
     /// The account mailer, when `email:` is configured.
+    pub(super) fn mfa_issuer(&self) -> &str {
+        &self.mfa_issuer
+    }
+
     pub(super) fn mailer(&self) -> Option<&crate::mail::Mailer> {
         self.mailer.as_ref()
     }

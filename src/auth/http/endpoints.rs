@@ -30,7 +30,7 @@ use super::admission::refuse_cross_site;
 use super::api::AuthApi;
 use super::cookies;
 use super::throttle::pace;
-use crate::auth::service::Issued;
+use crate::auth::service::{Issued, Login};
 use crate::body::{self, Body};
 use crate::error::{HttpError, json_response};
 use crate::ratelimit::Action;
@@ -75,6 +75,17 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/sessions"),
     ("HEAD", "/sessions"),
     ("DELETE", "/sessions/{id}"),
+    ("POST", "/login/mfa"),
+    ("GET", "/mfa"),
+    ("HEAD", "/mfa"),
+    ("POST", "/mfa/totp/setup"),
+    ("POST", "/mfa/totp/confirm"),
+    ("DELETE", "/mfa/totp"),
+    ("POST", "/mfa/recovery-codes"),
+    ("POST", "/mfa/verify"),
+    ("GET", "/two-factor"),
+    ("HEAD", "/two-factor"),
+    ("POST", "/two-factor"),
     ("GET", "/client.js"),
     ("HEAD", "/client.js"),
     ("GET", "/client.d.ts"),
@@ -110,6 +121,17 @@ impl AuthApi {
             }
             ("/signup", &Method::POST) => self.signup(req, tls, client_ip).await,
             ("/login", &Method::POST) => self.login(req, tls, client_ip).await,
+            ("/login/mfa", &Method::POST) => self.login_mfa(req, tls, client_ip).await,
+            ("/mfa", &Method::GET | &Method::HEAD) => {
+                self.mfa_api(action, req, tls, client_ip).await
+            }
+            (
+                "/mfa/totp/setup" | "/mfa/totp/confirm" | "/mfa/recovery-codes" | "/mfa/verify",
+                &Method::POST,
+            )
+            | ("/mfa/totp", &Method::DELETE) => self.mfa_api(action, req, tls, client_ip).await,
+            ("/two-factor", &Method::GET | &Method::HEAD) => self.two_factor_page(&req, tls).await,
+            ("/two-factor", &Method::POST) => self.two_factor_post(req, tls, client_ip).await,
             ("/refresh", &Method::POST) => {
                 self.throttle(Action::Refresh, client_ip, None).await?;
                 self.refresh(req, tls).await
@@ -143,10 +165,21 @@ impl AuthApi {
                 | "/reset-password" | "/verify-email",
                 _,
             ) => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
-            ("/refresh" | "/logout-all" | "/change-password" | "/request-verification", _) => {
-                Err(HttpError::MethodNotAllowed("POST"))
-            }
-            ("/sessions", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+            (
+                "/refresh"
+                | "/logout-all"
+                | "/change-password"
+                | "/request-verification"
+                | "/login/mfa"
+                | "/mfa/totp/setup"
+                | "/mfa/totp/confirm"
+                | "/mfa/recovery-codes"
+                | "/mfa/verify",
+                _,
+            ) => Err(HttpError::MethodNotAllowed("POST")),
+            ("/two-factor", _) => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
+            ("/mfa/totp", _) => Err(HttpError::MethodNotAllowed("DELETE")),
+            ("/sessions" | "/mfa", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
             (other, _) if session_id(other).is_some() => Err(HttpError::MethodNotAllowed("DELETE")),
             ("/me" | "/client.js" | "/client.d.ts", _) => {
                 Err(HttpError::MethodNotAllowed("GET, HEAD"))
@@ -195,10 +228,16 @@ impl AuthApi {
             .login_from(&body.email, &password, client)
             .instrument(tracing::info_span!("login", %client_ip))
             .await;
-        self.record_login(&body.email, client_ip, &result).await;
+        // A right password that needs a second factor is neither a success (it must not clear
+        // the failures that wrong codes count) nor a failure.
+        if !matches!(result, Ok(Login::SecondFactor(_))) {
+            self.record_login(&body.email, client_ip, &result).await;
+        }
         pace(&result).await;
-        let issued = result?;
-        Ok(self.issued_response(StatusCode::OK, &issued, tls))
+        match result? {
+            Login::Session(issued) => Ok(self.issued_response(StatusCode::OK, &issued, tls)),
+            Login::SecondFactor(challenge) => Ok(self.challenge_response(&challenge)),
+        }
     }
 
     async fn refresh(&self, req: Request<Body>, tls: bool) -> Result<Response<Body>, HttpError> {

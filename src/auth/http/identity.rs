@@ -7,7 +7,7 @@ use http::header::{HeaderMap, HeaderValue};
 
 use super::admission::Session;
 use super::api::AuthApi;
-use crate::auth::token::AccessClaims;
+use crate::auth::token::{AccessClaims, IDENTITY_HEADERS};
 use crate::config::{AssertionSettings, IdentityHeaders};
 
 /// The JWT `typ` of identity assertions; distinct from access tokens so neither passes for the
@@ -18,7 +18,7 @@ pub const ASSERTION_TYP: &str = "gw-identity+jwt";
 /// from client requests) built once.
 pub(super) struct Identity {
     headers: IdentityHeaders,
-    /// The five identity headers in [`identity_values`]' order, then the assertion's.
+    /// The identity headers in [`identity_values`]' order, then the assertion's.
     names: Vec<HeaderName>,
     assertion: Option<AssertionSettings>,
 }
@@ -32,6 +32,7 @@ impl Identity {
                 &headers.name,
                 &headers.roles,
                 &headers.email_verified,
+                &headers.mfa,
             ]
             .into_iter()
             .chain(assertion.map(|a| &a.header))
@@ -110,6 +111,7 @@ impl AuthApi {
                 "name": c.name,
                 "roles": c.roles,
                 "email_verified": c.email_verified,
+                "amr": c.amr,
                 "sid": c.sid,
                 "iat": now,
                 "exp": now + a.ttl.as_secs(),
@@ -127,10 +129,10 @@ impl AuthApi {
     }
 }
 
-/// The identity header values of some claims (user id, e-mail, name, roles, whether the address is verified), made once per
-/// verified token: control characters are dropped, and a value that still cannot be a header
+/// The identity header values of some claims (user id, e-mail, name, roles, whether the
+/// address is verified, whether a second factor was used), made once per verified token: control characters are dropped, and a value that still cannot be a header
 /// value is left out.
-fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; 5] {
+fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; IDENTITY_HEADERS] {
     c.identity.get_or_init(|| {
         let value = |text: &str| {
             if text.chars().any(char::is_control) {
@@ -145,11 +147,12 @@ fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; 5] {
             value(&c.email),
             value(c.name.as_deref().unwrap_or("")),
             value(&c.roles.join(",")),
-            Some(HeaderValue::from_static(if c.email_verified {
-                "true"
-            } else {
-                "false"
-            })),
+            Some(flag(c.email_verified)),
+            Some(flag(c.mfa())),
         ]
     })
+}
+
+fn flag(on: bool) -> HeaderValue {
+    HeaderValue::from_static(if on { "true" } else { "false" })
 }

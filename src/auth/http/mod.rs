@@ -10,6 +10,7 @@
 //! - `identity`: the identity headers and signed assertion the upstream is told.
 //! - `throttle`: rate limits and login regulation in front of password and token work.
 //! - `pages`: the hosted sign-in, sign-up and sign-out pages, and the 403 page's offer.
+//! - `mfa`: second factors: the login's second step, enrolment, step-up, the hosted page.
 //! - [`form`]: form decoding, percent-encoding and same-origin `next` paths.
 //! - [`cookies`]: session cookies and signed double-submit CSRF tokens.
 //! - `browser_client`: the browser client module for single-page apps (`client.js`,
@@ -26,6 +27,7 @@ pub mod cookies;
 pub(crate) mod endpoints;
 pub mod form;
 pub(crate) mod identity;
+mod mfa;
 mod pages;
 mod recovery;
 pub(crate) mod throttle;

@@ -23,6 +23,7 @@ use super::api::AuthApi;
 use super::cookies;
 use super::form::{form_decode, form_value, percent_encode, safe_next};
 use crate::auth::error::AuthError;
+use crate::auth::service::Login;
 use crate::body::{self, Body};
 use crate::error::{HttpError, NoAccess, PAGE_STYLE as STYLE, escape_html, html_headers};
 use crate::secret::SecretString;
@@ -168,8 +169,22 @@ impl AuthApi {
                     )
                     .instrument(tracing::info_span!("login", %client_ip, form = true))
                     .await;
-                self.record_login(&email, client_ip, &r).await;
-                r
+                if !matches!(r, Ok(Login::SecondFactor(_))) {
+                    self.record_login(&email, client_ip, &r).await;
+                }
+                match r {
+                    Ok(Login::SecondFactor(challenge)) => {
+                        return Ok(super::mfa::second_screen(
+                            self.prefix(),
+                            StatusCode::OK,
+                            &challenge.mfa_token,
+                            next,
+                            None,
+                        ));
+                    }
+                    Ok(Login::Session(issued)) => Ok(*issued),
+                    Err(e) => Err(e),
+                }
             }
             Form::Signup => {
                 let name = Some(name.as_str()).filter(|n| !n.trim().is_empty());
@@ -292,6 +307,7 @@ impl AuthApi {
         roles: &[String],
         next: &str,
         unverified: bool,
+        needs_mfa: bool,
     ) -> HttpError {
         let csrf = cookies::get(
             headers,
@@ -310,6 +326,13 @@ impl AuthApi {
             csrf,
             next: safe_next(next).to_owned(),
             verify: unverified.then(|| format!("{}/request-verification", self.prefix())),
+            mfa: needs_mfa.then(|| {
+                format!(
+                    "{}/two-factor?next={}",
+                    self.prefix(),
+                    super::form::percent_encode(safe_next(next))
+                )
+            }),
         }))
     }
 

@@ -76,7 +76,12 @@ impl AuthApi {
         };
         let failed = match result {
             Ok(_) => false,
-            Err(AuthError::InvalidCredentials | AuthError::WrongPassword) => true,
+            Err(
+                AuthError::InvalidCredentials
+                | AuthError::WrongPassword
+                | AuthError::InvalidCode
+                | AuthError::WrongCode,
+            ) => true,
             Err(_) => return,
         };
         if !self.rate_limits().regulation_is_shared() {

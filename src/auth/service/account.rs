@@ -98,7 +98,13 @@ impl AuthService {
         self.publish_flags(&updated)?;
         self.drop_reset_links(&updated.id).await;
         tracing::info!(target: "audit", event = "change_password", user_id = %updated.id, session_version = updated.session_version);
-        self.start_session(&updated, client).await
+        // The new session was signed in as the one that changed the password was.
+        let how = if claims.mfa() {
+            super::SignIn::PasswordAndCode
+        } else {
+            super::SignIn::Password
+        };
+        self.start_session(&updated, client, how).await
     }
 
     /// The live sessions of the signed-in user, newest first; `current` marks the asker's.

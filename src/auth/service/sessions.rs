@@ -37,7 +37,7 @@ impl AuthService {
             } => {
                 tracing::info!(target: "audit", event = "refresh", user_id = %user.id, family = %record.family, grace);
                 bump(&self.inner.counters.refreshes);
-                self.issue(&user, &record.family, record.family_expires_at, token, now)
+                self.issue(&user, &record, token, now)
             }
             RefreshOutcome::Invalid => Err(AuthError::InvalidRefresh),
             RefreshOutcome::Reuse(record) => {
@@ -128,12 +128,13 @@ impl AuthService {
         Ok(())
     }
 
-    /// Starts a refresh family for `user`, records it as a session the user can see (with the
+    /// Starts a refresh family for `user` signed in `how`, records it as a session the user can see (with the
     /// client's user agent and address when the caller has them) and issues both tokens.
     pub(super) async fn start_session(
         &self,
         user: &User,
         client: super::Client,
+        how: SignIn,
     ) -> Result<Issued, AuthError> {
         let now = self.inner.clock.unix();
         let token = refresh_token::generate();
@@ -143,6 +144,7 @@ impl AuthService {
             issued_at: now,
             family_expires_at: now.saturating_add(self.inner.settings.refresh_ttl.as_secs()),
             state: RefreshState::Active,
+            amr: how.amr(),
         };
         let hash = refresh_token::hash(token.expose());
         let stored = record.clone();
@@ -182,18 +184,25 @@ impl AuthService {
             tracing::info!(target: "audit", event = "login_failed", reason = "changed_meanwhile", user_id = %user.id);
             return Err(AuthError::InvalidCredentials);
         }
-        self.issue(user, &record.family, record.family_expires_at, token, now)
+        self.issue(user, &record, token, now)
     }
 
     /// Issues an access token for `user` in `family`, expiring no later than the family.
     fn issue(
         &self,
         user: &User,
-        family: &str,
-        family_expires_at: u64,
+        record: &RefreshRecord,
         refresh: SecretString,
         now: u64,
     ) -> Result<Issued, AuthError> {
+        let (family, family_expires_at) = (record.family.as_str(), record.family_expires_at);
+        // Records from before `amr` was kept are password sessions.
+        let password = [String::from("pwd")];
+        let amr = if record.amr.is_empty() {
+            &password[..]
+        } else {
+            &record.amr[..]
+        };
         let ttl = self
             .inner
             .settings
@@ -213,6 +222,7 @@ impl AuthService {
             name: user.name.as_deref(),
             roles: &user.roles,
             email_verified: user.email_verified,
+            amr,
             session_id: family,
             session_version: user.session_version,
         };
@@ -230,5 +240,24 @@ impl AuthService {
             refresh_expires_at: family_expires_at,
             user: PublicUser::from(user),
         })
+    }
+}
+
+/// How a session was signed in; fixed for the session's life (its `amr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignIn {
+    /// Email and password (or a password just set).
+    Password,
+    /// Password, then an authenticator code or a recovery code.
+    PasswordAndCode,
+}
+
+impl SignIn {
+    /// The RFC 8176 `amr` values.
+    pub fn amr(self) -> Vec<String> {
+        match self {
+            SignIn::Password => vec!["pwd".into()],
+            SignIn::PasswordAndCode => vec!["pwd".into(), "otp".into(), "mfa".into()],
+        }
     }
 }

@@ -27,6 +27,7 @@ fn issue(keys: &Keys) -> (String, AccessClaims) {
         name: Some("Ada"),
         roles: &roles,
         email_verified: true,
+        amr: &[],
         session_id: "fam1",
         session_version: 3,
     };

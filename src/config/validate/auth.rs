@@ -10,7 +10,7 @@ use super::{Ctx, endpoint_path, header_name, role_name, secret_bytes};
 use crate::config::raw::{RawAuth, RawConfig, RawPassword, Sp};
 use crate::config::{
     AssertionSettings, AuthSettings, ConfigError, DEFAULT_HASHING_CPU_PERCENT, IdentityHeaders,
-    PasswordSettings, Signup, TokenAlgorithm,
+    MfaSettings, PasswordSettings, Signup, TokenAlgorithm,
 };
 use crate::secret::Secret;
 
@@ -46,6 +46,7 @@ pub(super) fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, C
     let password = password(cx, &a.password)?;
     let identity = identity_headers(cx, a)?;
     let assertion = assertion(cx, a, algorithm)?;
+    let mfa = mfa(cx, a)?;
 
     Ok(AuthSettings {
         prefix,
@@ -65,6 +66,34 @@ pub(super) fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, C
         password,
         identity,
         assertion,
+        mfa,
+    })
+}
+
+/// `auth.mfa`: the issuer name authenticator apps show, and the roles that need a second
+/// factor.
+fn mfa(cx: &Ctx, a: &RawAuth) -> Result<MfaSettings, ConfigError> {
+    let issuer = text(cx, &a.mfa.issuer, "auth.mfa.issuer", "Gateway")?;
+    if issuer.contains(':')
+        && let Some(v) = &a.mfa.issuer
+    {
+        return Err(cx.err(
+            v,
+            "auth.mfa.issuer",
+            "must not contain ':' (authenticator apps split the label on it)",
+        ));
+    }
+    let mut required_for_roles = Vec::new();
+    for (i, r) in a.mfa.required_for_roles.iter().flatten().enumerate() {
+        required_for_roles.push(role_name(
+            cx,
+            r,
+            &format!("auth.mfa.required_for_roles[{i}]"),
+        )?);
+    }
+    Ok(MfaSettings {
+        issuer,
+        required_for_roles,
     })
 }
 
@@ -246,6 +275,7 @@ fn identity_headers(cx: &Ctx, a: &RawAuth) -> Result<IdentityHeaders, ConfigErro
             "auth.identity_headers.email_verified",
             "x-auth-email-verified",
         )?,
+        mfa: pick(&ih.mfa, "auth.identity_headers.mfa", "x-auth-mfa")?,
         prefix: prefix_raw,
     };
     // Two values under one name would reach the upstream as one (or as two lines, depending on
@@ -266,6 +296,7 @@ fn identity_headers(cx: &Ctx, a: &RawAuth) -> Result<IdentityHeaders, ConfigErro
             &ih.email_verified,
             "auth.identity_headers.email_verified",
         ),
+        (&identity.mfa, &ih.mfa, "auth.identity_headers.mfa"),
     ];
     for (i, (name, raw, key)) in names.iter().enumerate() {
         if let Some((other, _, other_key)) = names[..i]

@@ -265,6 +265,7 @@ pub(super) fn validate(
             i,
             r,
             auth.require_verified_email,
+            &auth.mfa.required_for_roles,
         )?);
     }
     let email = match &raw.email {

@@ -8,12 +8,14 @@ use crate::config::{
     AuthPolicy, CachePolicy, ConfigError, HostPattern, OnUnauthenticated, RouteSpec, UpstreamTarget,
 };
 
-/// `verified_by_default`: `auth.require_verified_email`.
+/// `verified_by_default`: `auth.require_verified_email`; `mfa_roles`:
+/// `auth.mfa.required_for_roles`.
 pub(super) fn validate_route(
     cx: &Ctx,
     i: usize,
     r: &RawRoute,
     verified_by_default: bool,
+    mfa_roles: &[String],
 ) -> Result<RouteSpec, ConfigError> {
     let key = |k: &str| format!("routes[{i}].{k}");
 
@@ -145,6 +147,27 @@ pub(super) fn validate_route(
         Some(v) => v.value,
         None => verified_by_default && !public,
     };
+    let require_mfa = match &r.mfa {
+        None => false,
+        Some(v) => match v.value.as_str() {
+            "optional" => false,
+            "required" if public => {
+                return Err(cx.err(
+                    v,
+                    &key("mfa"),
+                    "needs auth: required (a public route does not know who the caller is)",
+                ));
+            }
+            "required" => true,
+            other => {
+                return Err(cx.err(
+                    v,
+                    &key("mfa"),
+                    format!("unknown value {other:?} (use required or optional)"),
+                ));
+            }
+        },
+    };
     let mut owner_bypass_roles = Vec::new();
     if let Some(list) = &r.owner_bypass_roles {
         for (j, role) in list.iter().enumerate() {
@@ -190,6 +213,12 @@ pub(super) fn validate_route(
         on_unauthenticated,
         forward_token: r.forward_token,
         require_verified_email,
+        require_mfa,
+        mfa_for_roles: if public {
+            Vec::new()
+        } else {
+            mfa_roles.to_vec()
+        },
         owner_bypass_roles,
         assertion_audience,
         cors: r.cors,

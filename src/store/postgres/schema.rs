@@ -22,7 +22,7 @@
 //! Version 2 added `gateway_users.email_verified` (false for existing users), the one-time
 //! tokens, and the session rows, filled from the refresh tokens already stored so sessions
 //! started before the upgrade are listed too (without user agent or address). Version 3 added
-//! `gateway_factors`; a version-2 gateway refuses the database from then on, since it would
+//! `gateway_factors` and `gateway_refresh_tokens.amr` (empty for existing sessions: password); a version-2 gateway refuses the database from then on, since it would
 //! sign users in without their second factor.
 
 use deadpool_postgres::Transaction;
@@ -124,6 +124,7 @@ CREATE TABLE gateway_factors (
     user_id text PRIMARY KEY,
     value   bytea NOT NULL
 );
+ALTER TABLE gateway_refresh_tokens ADD COLUMN amr text[] NOT NULL DEFAULT '{}';
 "#,
 ];
 

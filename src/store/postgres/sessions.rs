@@ -186,7 +186,7 @@ impl PgStore {
 }
 
 pub(super) const REFRESH_COLUMNS: &str =
-    "family, user_id, issued_at, family_expires_at, state, state_at";
+    "family, user_id, issued_at, family_expires_at, state, state_at, amr";
 
 pub(super) fn refresh_of(row: &Row) -> Result<RefreshRecord, StoreError> {
     let at = uint(row.get("state_at"));
@@ -202,6 +202,7 @@ pub(super) fn refresh_of(row: &Row) -> Result<RefreshRecord, StoreError> {
         issued_at: uint(row.get("issued_at")),
         family_expires_at: uint(row.get("family_expires_at")),
         state,
+        amr: row.get("amr"),
     })
 }
 
@@ -218,8 +219,8 @@ pub(super) async fn insert_refresh(
     let inserted = execute(
         c,
         "INSERT INTO gateway_refresh_tokens
-             (hash, family, user_id, issued_at, family_expires_at, state, state_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             (hash, family, user_id, issued_at, family_expires_at, state, state_at, amr)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             &hash.as_slice(),
             &rec.family,
@@ -228,6 +229,7 @@ pub(super) async fn insert_refresh(
             &int(rec.family_expires_at),
             &state,
             &int(at),
+            &rec.amr,
         ],
     )
     .await;

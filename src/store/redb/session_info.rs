@@ -268,6 +268,7 @@ mod tests {
             issued_at: 50,
             family_expires_at: 1000,
             state: RefreshState::Active,
+            amr: Vec::new(),
         };
         store.insert_refresh(&[1; 32], &rec).unwrap();
         assert!(store.end_session("u1", "bare", 200).unwrap());

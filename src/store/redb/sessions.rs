@@ -370,6 +370,7 @@ mod tests {
             issued_at: 100,
             family_expires_at: exp,
             state: RefreshState::Active,
+            amr: Vec::new(),
         }
     }
 

@@ -1,0 +1,450 @@
+//! Second factors end to end: setting up an authenticator app, the login's second step with a
+//! code or a recovery code, step-up, `mfa: required` routes and `auth.mfa.required_for_roles`,
+//! the `X-Auth-MFA` header, brute-force regulation, removal and the admin's reset. Codes are
+//! computed from the secret the gateway hands out, at the real time (a test run never spans
+//! more than the one step of skew the gateway allows either side).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use gateway::auth::mfa::totp;
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const PW: &str = "correct horse battery staple";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// RFC 4648 base32 (no padding), as the setup answer gives the secret.
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut bits, mut acc, mut out) = (0u32, 0u64, Vec::new());
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u64;
+        acc = (acc << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// The app a test user set up: computes codes for any time.
+struct App(totp::TotpSecret);
+
+impl App {
+    fn code(&self, at: u64) -> String {
+        totp::code_at(&self.0, at)
+    }
+}
+
+async fn gateway(up: &Upstream, auth: &str) -> Gateway {
+    Gateway::start(&auth_config(
+        auth,
+        &format!(
+            "rate_limits: {{login_per_ip: 'off', login_per_account: 'off'}}\n\
+             routes:\n  - {{path: /app, upstream: '{u}', auth: required}}\n  \
+             - {{path: /admin, upstream: '{u}', auth: required, mfa: required}}\n",
+            u = up.url()
+        ),
+    ))
+    .await
+}
+
+fn headers(access: &str) -> [(&'static str, String); 1] {
+    [("authorization", bearer(access))]
+}
+
+async fn api(gw: &Gateway, method: &str, path: &str, access: &str, body: Option<&Value>) -> Resp {
+    let auth = bearer(access);
+    call(
+        method,
+        &gw.url(&format!("/api/auth{path}")),
+        &[("authorization", &auth)],
+        body,
+    )
+    .await
+}
+
+/// Sets up an authenticator app for the user of `access`; returns the app and the recovery
+/// codes. The confirming code is the current step's.
+async fn enrol(gw: &Gateway, access: &str) -> (App, Vec<String>) {
+    let setup = api(gw, "POST", "/mfa/totp/setup", access, Some(&json!({}))).await;
+    assert_eq!(setup.status, 200, "{}", setup.text());
+    let v = setup.json();
+    let uri = v["otpauth_uri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert!(v["qr_svg"].as_str().unwrap().starts_with("<svg"));
+    let secret = base32_decode(v["secret"].as_str().unwrap());
+    let app = App(totp::TotpSecret::from_bytes(secret).unwrap());
+
+    let wrong = api(
+        gw,
+        "POST",
+        "/mfa/totp/confirm",
+        access,
+        Some(&json!({"code": "000000"})),
+    )
+    .await;
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    let ok = api(
+        gw,
+        "POST",
+        "/mfa/totp/confirm",
+        access,
+        Some(&json!({"code": app.code(now())})),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let codes: Vec<String> = ok.json()["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (app, codes)
+}
+
+async fn password_step(gw: &Gateway, email: &str) -> Value {
+    let r = post_json(
+        &gw.url("/api/auth/login"),
+        &json!({"email": email, "password": PW}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+async fn second_step(gw: &Gateway, mfa_token: &str, code: &str) -> Resp {
+    post_json(
+        &gw.url("/api/auth/login/mfa"),
+        &json!({"mfa_token": mfa_token, "code": code}),
+        &[],
+    )
+    .await
+}
+
+/// The `amr` claim of an access token.
+fn amr(access: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let payload = access.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    v["amr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_authenticator_app_makes_login_a_two_step_affair() {
+    let up = Upstream::start().await;
+    let gw = gateway(&up, "").await;
+    let first = signup(&gw, "ada@example.com", PW).await;
+    assert_eq!(amr(&first.access), ["pwd"]);
+    let (app, codes) = enrol(&gw, &first.access).await;
+    let status = api(&gw, "GET", "/mfa", &first.access, None).await;
+    assert_eq!(
+        status.json(),
+        json!({"totp": true, "recovery_codes_left": 10, "session_mfa": false})
+    );
+
+    // The password alone gives no session.
+    let step = password_step(&gw, "ada@example.com").await;
+    assert_eq!(step["mfa_required"], true);
+    assert_eq!(step["methods"], json!(["totp", "recovery_code"]));
+    assert!(step.get("access_token").is_none(), "{step}");
+    let mfa_token = step["mfa_token"].as_str().unwrap().to_owned();
+    // The mfa_token is not a credential anywhere else.
+    let as_bearer = get_with(
+        &gw.url("/app/x"),
+        &headers(&mfa_token)
+            .each_ref()
+            .map(|(n, v)| (*n, v.as_str())),
+    )
+    .await;
+    assert_eq!(as_bearer.status, 401);
+    assert_eq!(refresh(&gw, &mfa_token).await.status, 401);
+
+    // A wrong code, then the next step's code (the confirming code used the current one).
+    let wrong = second_step(&gw, &mfa_token, "123456").await;
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    let next_code = app.code(now() + 30);
+    let done = second_step(&gw, &mfa_token, &next_code).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    let session = Tokens::from_resp(done);
+    assert_eq!(amr(&session.access), ["pwd", "otp", "mfa"]);
+    // Single use: the token, and the code.
+    assert_eq!(second_step(&gw, &mfa_token, &next_code).await.status, 401);
+    let again = password_step(&gw, "ada@example.com").await;
+    let replay = second_step(&gw, again["mfa_token"].as_str().unwrap(), &next_code).await;
+    assert_eq!(replay.status, 401, "a code is accepted once");
+
+    // The upstream is told, and a client cannot pretend.
+    let seen = get_with(
+        &gw.url("/admin/x"),
+        &[
+            ("authorization", &bearer(&session.access)),
+            ("x-auth-mfa", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(seen.status, 200, "{}", seen.text());
+    assert_eq!(up.last().all("x-auth-mfa"), ["true"]);
+    let plain = get_with(
+        &gw.url("/app/x"),
+        &[
+            ("authorization", &bearer(&first.access)),
+            ("x-auth-mfa", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(up.last().all("x-auth-mfa"), ["false"]);
+
+    // A refreshed session keeps its amr.
+    let refreshed = refreshed(&gw, &session.refresh).await;
+    assert_eq!(amr(&refreshed.access), ["pwd", "otp", "mfa"]);
+
+    // A recovery code works once, in any spelling.
+    let step = password_step(&gw, "ada@example.com").await;
+    let token = step["mfa_token"].as_str().unwrap();
+    let spelled = codes[0].to_uppercase().replace('-', " ");
+    let by_code = second_step(&gw, token, &spelled).await;
+    assert_eq!(by_code.status, 200, "{}", by_code.text());
+    let step = password_step(&gw, "ada@example.com").await;
+    let token = step["mfa_token"].as_str().unwrap();
+    assert_eq!(second_step(&gw, token, &codes[0]).await.status, 401);
+    let status = api(&gw, "GET", "/mfa", &first.access, None).await;
+    assert_eq!(status.json()["recovery_codes_left"], 9);
+}
+
+#[tokio::test]
+async fn mfa_routes_refuse_password_sessions_until_a_step_up() {
+    let up = Upstream::start().await;
+    let gw = gateway(&up, "").await;
+    let s = signup(&gw, "bo@example.com", PW).await;
+
+    // Without any factor: 403 for an API client, the second-factor page for a browser.
+    let json_refusal = get_with(
+        &gw.url("/admin/panel"),
+        &[("authorization", &bearer(&s.access))],
+    )
+    .await;
+    assert_eq!(json_refusal.status, 403, "{}", json_refusal.text());
+    assert_eq!(
+        json_refusal.json()["detail"],
+        "Sign in with your second factor to continue"
+    );
+    let browser = get_with(
+        &gw.url("/admin/panel?tab=1"),
+        &[
+            ("authorization", &bearer(&s.access)),
+            ("accept", "text/html"),
+        ],
+    )
+    .await;
+    assert_eq!(browser.status, 303, "{}", browser.text());
+    assert_eq!(
+        browser.header("location").as_deref(),
+        Some("/api/auth/two-factor?next=/admin/panel%3Ftab%3D1")
+    );
+    // Over HTTP/2 too.
+    let (_, h2) = h2_send(
+        &gw,
+        http::Request::get(format!("https://{}/admin/panel", gw.https))
+            .header("authorization", bearer(&s.access))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(h2.status, 403);
+    assert_eq!(up.count(), 0, "nothing reached the upstream");
+
+    // Step-up: a new session with the factor; the old one ends.
+    let (app, _) = enrol(&gw, &s.access).await;
+    assert_eq!(
+        get_with(
+            &gw.url("/admin/panel"),
+            &[("authorization", &bearer(&s.access))]
+        )
+        .await
+        .status,
+        403,
+        "setting up a factor does not make this session a two-factor one"
+    );
+    let wrong = api(
+        &gw,
+        "POST",
+        "/mfa/verify",
+        &s.access,
+        Some(&json!({"code": "999999"})),
+    )
+    .await;
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    let up_step = api(
+        &gw,
+        "POST",
+        "/mfa/verify",
+        &s.access,
+        Some(&json!({"code": app.code(now() + 30)})),
+    )
+    .await;
+    assert_eq!(up_step.status, 200, "{}", up_step.text());
+    let stepped = Tokens::from_resp(up_step);
+    assert_eq!(amr(&stepped.access), ["pwd", "otp", "mfa"]);
+    let ok = get_with(
+        &gw.url("/admin/panel"),
+        &[("authorization", &bearer(&stepped.access))],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        me_status(&gw, &s.access).await,
+        401,
+        "the old session ended"
+    );
+    assert_eq!(refresh(&gw, &s.refresh).await.status, 401);
+}
+
+#[tokio::test]
+async fn required_for_roles_asks_those_users_everywhere() {
+    let up = Upstream::start().await;
+    let gw = gateway(
+        &up,
+        "default_roles: [admin], mfa: {required_for_roles: [admin], issuer: 'Acme Corp'}",
+    )
+    .await;
+    let s = signup(&gw, "root@example.com", PW).await;
+    let r = get_with(&gw.url("/app/x"), &[("authorization", &bearer(&s.access))]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let setup = api(&gw, "POST", "/mfa/totp/setup", &s.access, Some(&json!({}))).await;
+    let uri = setup.json()["otpauth_uri"].as_str().unwrap().to_owned();
+    assert!(
+        uri.starts_with("otpauth://totp/Acme%20Corp:root%40example.com?"),
+        "{uri}"
+    );
+    assert!(uri.contains("issuer=Acme%20Corp"), "{uri}");
+}
+
+#[tokio::test]
+async fn wrong_codes_are_regulated_like_wrong_passwords() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&auth_config(
+        "",
+        &format!(
+            "rate_limits: {{login_per_ip: 'off', login_per_account: 'off'}}\n\
+             regulation: {{max_retries: 3}}\n\
+             routes:\n  - {{path: /app, upstream: '{}', auth: required}}\n",
+            up.url()
+        ),
+    ))
+    .await;
+    let s = signup(&gw, "cy@example.com", PW).await;
+    let (app, _) = enrol(&gw, &s.access).await;
+    let step = password_step(&gw, "cy@example.com").await;
+    let token = step["mfa_token"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(second_step(&gw, token, "000001").await.status);
+    }
+    assert!(
+        statuses.contains(&429),
+        "no ban after wrong codes: {statuses:?}"
+    );
+    // Banned: even the right code is refused now.
+    let right = second_step(&gw, token, &app.code(now() + 30)).await;
+    assert_eq!(right.status, 429, "{}", right.text());
+}
+
+#[tokio::test]
+async fn removing_the_app_needs_the_password_and_a_code_or_the_admin() {
+    let up = Upstream::start().await;
+    let gw = gateway(&up, "").await;
+    let s = signup(&gw, "di@example.com", PW).await;
+    let (app, codes) = enrol(&gw, &s.access).await;
+    let remove = |password: &str, code: &str| json!({"password": password, "code": code});
+    let r = api(
+        &gw,
+        "DELETE",
+        "/mfa/totp",
+        &s.access,
+        Some(&remove("wrong password 1", &codes[1])),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = api(
+        &gw,
+        "DELETE",
+        "/mfa/totp",
+        &s.access,
+        Some(&remove(PW, "000000")),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = api(
+        &gw,
+        "DELETE",
+        "/mfa/totp",
+        &s.access,
+        Some(&remove(PW, &codes[1])),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let step = password_step(&gw, "di@example.com").await;
+    assert!(step["access_token"].is_string(), "one step again: {step}");
+
+    // Set up again; the admin's reset removes it and ends the sessions.
+    let again = Tokens::from_resp(
+        post_json(
+            &gw.url("/api/auth/login"),
+            &json!({"email": "di@example.com", "password": PW}),
+            &[],
+        )
+        .await,
+    );
+    let _ = app;
+    enrol(&gw, &again.access).await;
+    let shown = cli(
+        &gw.path("gateway.yaml"),
+        &["user", "show", "di@example.com"],
+        "",
+    )
+    .await;
+    assert!(
+        shown
+            .stdout
+            .contains("second factor:   authenticator app, 10 recovery codes left"),
+        "{shown:?}"
+    );
+    let out = cli(
+        &gw.path("gateway.yaml"),
+        &["user", "reset-mfa", "di@example.com"],
+        "",
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let shown = cli(
+        &gw.path("gateway.yaml"),
+        &["user", "show", "di@example.com"],
+        "",
+    )
+    .await;
+    assert!(shown.stdout.contains("second factor:   none"), "{shown:?}");
+    wait_until("the reset ends the session", || true).await;
+    let step = password_step(&gw, "di@example.com").await;
+    assert!(step["access_token"].is_string(), "{step}");
+}
