@@ -42,7 +42,7 @@ use std::time::Instant;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use crate::auth::http::{AuthApi, Denied, Unauthenticated, is_safe, strip_credentials};
+use crate::auth::http::{AuthApi, Denied, Refusal, Unauthenticated, is_safe, strip_credentials};
 use crate::body::{self, Body};
 use crate::config::{AuthPolicy, Config, OnUnauthenticated};
 use crate::error::{HttpError, json_response};
@@ -361,8 +361,11 @@ impl App {
                     claims,
                     needed,
                     &next,
-                    access == Access::Unverified,
-                    access == Access::NeedsMfa,
+                    match access {
+                        Access::Unverified => Refusal::Unverified,
+                        Access::NeedsMfa => Refusal::SecondFactor,
+                        _ => Refusal::NoAccess,
+                    },
                 ),
                 set_cookies: admitted.set_cookies,
             });

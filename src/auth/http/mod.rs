@@ -39,3 +39,4 @@ pub use admission::{
 };
 pub use api::AuthApi;
 pub use endpoints::{ENDPOINTS, JWKS_PATH};
+pub use pages::Refusal;

@@ -59,6 +59,17 @@ struct View<'a> {
     signed_in: Option<(&'a str, &'a str)>,
 }
 
+/// Why a signed-in user is refused a route, as its 403 tells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Roles, or another user's path.
+    NoAccess,
+    /// The address is not verified (the page offers the link again).
+    Unverified,
+    /// The session lacks a second factor (a browser goes to the second-factor page).
+    SecondFactor,
+}
+
 impl AuthApi {
     /// `GET {prefix}/login|signup|logout`.
     pub(super) async fn page(
@@ -306,8 +317,7 @@ impl AuthApi {
         claims: &crate::auth::token::AccessClaims,
         roles: &[String],
         next: &str,
-        unverified: bool,
-        needs_mfa: bool,
+        why: Refusal,
     ) -> HttpError {
         let csrf = cookies::get(
             headers,
@@ -325,8 +335,9 @@ impl AuthApi {
             sign_out: format!("{}/logout", self.prefix()),
             csrf,
             next: safe_next(next).to_owned(),
-            verify: unverified.then(|| format!("{}/request-verification", self.prefix())),
-            mfa: needs_mfa.then(|| {
+            verify: (why == Refusal::Unverified)
+                .then(|| format!("{}/request-verification", self.prefix())),
+            mfa: (why == Refusal::SecondFactor).then(|| {
                 format!(
                     "{}/two-factor?next={}",
                     self.prefix(),
