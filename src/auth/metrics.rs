@@ -1,5 +1,6 @@
 //! The auth service's own metrics, read at scrape time from the counters it keeps anyway:
 //! `logins_total{result}`, `refreshes_total`, `refresh_reuse_detected_total`,
+//! `mfa_enrolled_total`, `mfa_code_failures_total`,
 //! `store_sync_age_seconds`, `hashing_in_flight`, `hashing_completed_total`,
 //! `hashing_refused_total`. Auth registers them with [`Metrics::attach`], so the metrics module
 //! needs nothing from auth.
@@ -38,7 +39,7 @@ impl Collector for ServiceMetrics {
         {
             let mut family = enc.encode_descriptor(
                 "logins",
-                "Password logins, by result",
+                "Completed logins (password, and second factor where the user has one), by result",
                 None,
                 MetricType::Counter,
             )?;
@@ -62,6 +63,18 @@ impl Collector for ServiceMetrics {
             "refresh_reuse_detected",
             "Rotated refresh tokens presented again (the session was ended)",
             load(&c.reuse_detected),
+        )?;
+        counter(
+            &mut enc,
+            "mfa_enrolled",
+            "Authenticator apps set up",
+            load(&c.mfa_enrolled),
+        )?;
+        counter(
+            &mut enc,
+            "mfa_code_failures",
+            "Second-factor codes refused (sign-in, step-up, setup, removal)",
+            load(&c.mfa_failed),
         )?;
         gauge(
             &mut enc,

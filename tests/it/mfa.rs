@@ -230,6 +230,23 @@ async fn an_authenticator_app_makes_login_a_two_step_affair() {
     assert_eq!(second_step(&gw, token, &codes[0]).await.status, 401);
     let status = api(&gw, "GET", "/mfa", &first.access, None).await;
     assert_eq!(status.json()["recovery_codes_left"], 9);
+
+    // Counted: one enrolment; the wrong confirm code, the wrong login code, the replays.
+    let metrics = get(&format!("http://{}/metrics", gw.admin))
+        .await
+        .unwrap()
+        .text();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(value("gateway_mfa_enrolled_total"), 1.0);
+    assert_eq!(value("gateway_mfa_code_failures_total"), 4.0);
+    assert_eq!(value("gateway_logins_total{result=\"ok\"}"), 2.0);
 }
 
 #[tokio::test]
@@ -447,4 +464,121 @@ async fn removing_the_app_needs_the_password_and_a_code_or_the_admin() {
     wait_until("the reset ends the session", || true).await;
     let step = password_step(&gw, "di@example.com").await;
     assert!(step["access_token"].is_string(), "{step}");
+}
+
+/// The value of `name="field" value="..."` in a page (HTML-escaped values are not expected).
+fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} field in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// The hosted pages, by form: set up the app from the second-factor page, sign in with the
+/// second screen, and be sent back to an `mfa: required` page.
+#[tokio::test]
+async fn the_hosted_pages_set_up_and_use_the_app() {
+    use crate::account::post_form;
+    let up = Upstream::start().await;
+    let gw = gateway(&up, "").await;
+    let me = signup(&gw, "eve@example.com", PW).await;
+    let jar = cookie_header(&[
+        ("gw_access", &me.cookie("gw_access")),
+        ("gw_csrf", &me.cookie("gw_csrf")),
+    ]);
+    let csrf = me.cookie("gw_csrf");
+    let page = gw.url("/api/auth/two-factor");
+
+    // A browser at an mfa route goes to the second-factor page, which offers the setup.
+    let r = get_with(
+        &gw.url("/admin/x"),
+        &[("cookie", &jar), ("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let to = r.header("location").unwrap();
+    let r = get_with(&gw.url(&to), &[("cookie", &jar)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("Set up an authenticator app"),
+        "{}",
+        r.text()
+    );
+    let account = get_with(&gw.url("/api/auth/account"), &[("cookie", &jar)]).await;
+    assert!(account.text().contains("Two-factor sign-in</h2><p>Off."));
+
+    // Setup: a page with the QR code and the key; without the CSRF field, refused.
+    let r = post_form(&page, "op=setup&next=/admin/x", &[("cookie", &jar)]).await;
+    assert_eq!(r.status, 403);
+    let r = post_form(
+        &page,
+        &format!("op=setup&next=/admin/x&csrf={csrf}"),
+        &[("cookie", &jar)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains("<svg"), "{html}");
+    let key = html
+        .split("Key: <code>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap()
+        .to_owned();
+    let app = App(totp::TotpSecret::from_bytes(base32_decode(&key)).unwrap());
+    let r = post_form(
+        &page,
+        &format!(
+            "op=confirm&next=/admin/x&csrf={csrf}&code={}",
+            app.code(now())
+        ),
+        &[("cookie", &jar)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().matches("<li><code>").count(), 10, "{}", r.text());
+
+    // Sign in by form: the second screen, then the page asked for, with a two-factor session.
+    let r = post_form(
+        &gw.url("/api/auth/login"),
+        &format!(
+            "email=eve%40example.com&password={}&next=/admin/x",
+            PW.replace(' ', "+")
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    assert!(set_cookies(&r).is_empty(), "no session before the code");
+    let token = field(&html, "mfa_token");
+    let r = post_form(
+        &gw.url("/api/auth/login/mfa"),
+        &format!("mfa_token={token}&next=/admin/x&code=000000"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("Invalid code"));
+    let r = post_form(
+        &gw.url("/api/auth/login/mfa"),
+        &format!(
+            "mfa_token={token}&next=/admin/x&code={}",
+            app.code(now() + 30)
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location").as_deref(), Some("/admin/x"));
+    let signed_in = Tokens {
+        access: set_cookie(&r, "gw_access").value,
+        refresh: String::new(),
+        resp: r,
+    };
+    let jar = cookie_header(&[("gw_access", &signed_in.access)]);
+    let r = get_with(&gw.url("/admin/x"), &[("cookie", &jar)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.last().all("x-auth-mfa"), ["true"]);
 }

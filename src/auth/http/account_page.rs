@@ -1,5 +1,6 @@
 //! The hosted account page, `GET {prefix}/account`: who is signed in, their live sessions with
-//! a "Sign out" button for each, and a form to change the password. Like the other hosted
+//! a "Sign out" button for each, whether two-factor sign-in is on (with a link to the
+//! second-factor page), and a form to change the password. Like the other hosted
 //! pages: plain HTML forms, no script, no external asset; the forms post back to
 //! `POST {prefix}/account` with the session's CSRF token as a hidden field, and are refused
 //! cross-site and cross-origin. A visitor who is not signed in is sent to the sign-in page,
@@ -173,6 +174,7 @@ impl AuthApi {
         note: Option<Note<'_>>,
     ) -> Result<Response<Body>, HttpError> {
         let sessions = self.service().sessions(&session.claims).await?;
+        let mfa = self.service().mfa_status(&session.claims).await?;
         let prefix = self.prefix();
         let csrf = cookies::get(
             headers,
@@ -200,6 +202,8 @@ impl AuthApi {
              <body><main><h1>Your account</h1>{note}\
              <p>Signed in as <strong>{email}</strong>. <a href=\"{prefix}/logout\">Sign out</a></p>\
              <h2>Sessions</h2><ul class=\"sessions\">{rows}</ul>\
+             <h2>Two-factor sign-in</h2><p>{two_factor} \
+             <a href=\"{prefix}/two-factor?next={prefix}/account\">{manage}</a></p>\
              <h2>Change password</h2>\
              <form method=\"post\" action=\"{prefix}/account\" novalidate>\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
@@ -213,6 +217,12 @@ impl AuthApi {
              <button type=\"submit\">Change password</button></form>\
              </main></body></html>",
             email = escape_html(&session.claims.email),
+            two_factor = if mfa.totp {
+                "On: an authenticator app."
+            } else {
+                "Off."
+            },
+            manage = if mfa.totp { "Manage" } else { "Set up" },
         );
         let mut resp = Response::new(body::full(Bytes::from(page)));
         *resp.status_mut() = status;

@@ -189,7 +189,8 @@ impl AuthService {
             tracing::info!(target: "audit", event = "login_failed", reason = "mfa_token_used", user_id = %user.id);
             return Err(AuthError::MfaExpired);
         }
-        audit_code(&user.id, used, "login_mfa");
+        audit_code(&user.id, used, "login");
+        bump(&self.inner.counters.logins_ok);
         self.drop_reset_links(&user.id).await;
         self.start_session(&user, client, SignIn::PasswordAndCode)
             .await
@@ -339,6 +340,7 @@ impl AuthService {
                     .collect())
             }
             Confirm::WrongCode => {
+                bump(&self.inner.counters.mfa_failed);
                 tracing::info!(target: "audit", event = "totp_setup_failed", reason = "bad_code", user_id = %user.id);
                 Err(AuthError::WrongCode)
             }
