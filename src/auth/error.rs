@@ -41,6 +41,9 @@ pub enum AuthError {
     /// The `mfa_token` of a sign-in is unknown, used, expired, or the account changed since.
     #[error("This sign-in has expired; please sign in again")]
     MfaExpired,
+    /// A passkey's answer did not check out (or names no passkey of this site).
+    #[error("The passkey was not accepted")]
+    PasskeyRefused,
     /// The second-factor state does not allow the request (already set up, nothing pending,
     /// no factor to check).
     #[error("{0}")]
@@ -101,6 +104,7 @@ impl From<&AuthError> for HttpError {
                 HttpError::Unauthorized("This sign-in has expired; please sign in again")
             }
             A::MfaState(why) => HttpError::Conflict((*why).to_owned()),
+            A::PasskeyRefused => HttpError::Forbidden("The passkey was not accepted"),
             A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
             A::Unavailable(_) => HttpError::Unavailable("Service temporarily unavailable"),
             A::Internal(cause) => HttpError::Internal(cause.clone()),

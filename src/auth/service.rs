@@ -604,11 +604,13 @@ pub(crate) fn clean_name(name: &str) -> Option<String> {
 mod account;
 mod maintenance;
 mod mfa;
+mod passkeys;
 mod recovery;
 mod verification;
 
 pub use account::SessionView;
 pub use mfa::{Challenge, Login, MfaStatus, TotpSetup};
+pub use passkeys::{AddedPasskey, PasskeyView};
 pub use recovery::ResetLink;
 pub use sessions::SignIn;
 mod sessions;

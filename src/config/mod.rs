@@ -308,6 +308,21 @@ pub struct AuthSettings {
     /// Send upstreams a signed JWT naming the user.
     pub assertion: Option<AssertionSettings>,
     pub mfa: MfaSettings,
+    /// Passkeys; `None` when off (no `auth.webauthn.origin` and no `email.public_url`, or
+    /// `enabled: false`).
+    pub webauthn: Option<WebauthnSettings>,
+}
+
+/// `auth.webauthn`: where passkeys are used. Never taken from a request's Host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebauthnSettings {
+    /// `scheme://host[:port]`, no path.
+    pub origin: String,
+    /// The relying party id: the origin's host or a registrable suffix of it.
+    pub rp_id: String,
+    pub rp_name: String,
+    /// Passkeys sign in on their own (the sign-in page offers "Sign in with a passkey").
+    pub passwordless: bool,
 }
 
 /// `auth.mfa`: second factors.

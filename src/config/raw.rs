@@ -234,6 +234,23 @@ pub struct RawAuth {
     pub assertion: Option<RawAssertion>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub mfa: RawMfa,
+    pub webauthn: Option<RawWebauthn>,
+}
+
+/// `auth.webauthn`: passkeys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebauthn {
+    /// The origin browsers show the sign-in pages at (default: that of `email.public_url`).
+    pub origin: Option<Sp<String>>,
+    /// The relying party id (default: the origin's host).
+    pub rp_id: Option<Sp<String>>,
+    /// The name authenticators show (default: `auth.mfa.issuer`).
+    pub rp_name: Option<Sp<String>>,
+    /// Passkeys also sign in without a password.
+    pub passwordless: Option<Sp<bool>>,
+    /// `false` turns passkeys off even with `email.public_url`.
+    pub enabled: Option<Sp<bool>>,
 }
 
 /// `auth.mfa`: second factors.

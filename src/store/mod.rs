@@ -36,9 +36,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    CHANGE_RETENTION, Change, Factors, JtiRange, OneTimeToken, RawWrite, RefreshRecord,
-    RefreshState, Regulation, Rotation, SessionInfo, Snapshot, StoreError, SweepStats, TokenHash,
-    TokenKind, TotpFactor, USER_AGENT_MAX_CHARS, User, UserFlags,
+    CHANGE_RETENTION, Change, Factors, JtiRange, OneTimeToken, PasskeyRecord, RawWrite,
+    RefreshRecord, RefreshState, Regulation, Rotation, SessionInfo, Snapshot, StoreError,
+    SweepStats, TokenHash, TokenKind, TotpFactor, USER_AGENT_MAX_CHARS, User, UserFlags,
 };
 
 use crate::config::StoreSettings;

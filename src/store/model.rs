@@ -194,6 +194,9 @@ pub enum TokenKind {
     ResetPassword,
     /// The `mfa_token` between a login's password step and its second factor.
     MfaLogin,
+    /// A WebAuthn ceremony in progress (its state travels sealed with the client; this makes it
+    /// single use).
+    Passkey,
 }
 
 impl TokenKind {
@@ -203,6 +206,7 @@ impl TokenKind {
             TokenKind::VerifyEmail => "verify_email",
             TokenKind::ResetPassword => "reset_password",
             TokenKind::MfaLogin => "mfa_login",
+            TokenKind::Passkey => "passkey",
         }
     }
 
@@ -211,6 +215,7 @@ impl TokenKind {
             "verify_email" => Some(TokenKind::VerifyEmail),
             "reset_password" => Some(TokenKind::ResetPassword),
             "mfa_login" => Some(TokenKind::MfaLogin),
+            "passkey" => Some(TokenKind::Passkey),
             _ => None,
         }
     }
@@ -299,18 +304,38 @@ pub struct Factors {
     /// SHA-256 hashes of the recovery codes not used yet.
     #[serde(default)]
     pub recovery_codes: Vec<[u8; 32]>,
+    /// Registered passkeys (WebAuthn credentials).
+    #[serde(default)]
+    pub passkeys: Vec<PasskeyRecord>,
+}
+
+/// One registered passkey: what the user sees (name, dates) and the credential as the WebAuthn
+/// library keeps it (public key, counter...; no secret, but sealed with the rest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasskeyRecord {
+    /// The credential id, base64url: how the user names it to remove it.
+    pub id: String,
+    pub name: String,
+    pub created_at: u64,
+    #[serde(default)]
+    pub last_used_at: Option<u64>,
+    /// The library's credential record (`webauthn_rs::prelude::Passkey`), as JSON.
+    pub credential: serde_json::Value,
 }
 
 impl Factors {
     /// Whether the user has a second factor to sign in with (recovery codes alone are a way
     /// back in, not a factor: they exist only alongside one).
     pub fn any(&self) -> bool {
-        self.totp.is_some()
+        self.totp.is_some() || !self.passkeys.is_empty()
     }
 
     /// Nothing worth storing: no factor, nothing pending, no codes.
     pub fn is_empty(&self) -> bool {
-        self.totp.is_none() && self.pending_totp.is_none() && self.recovery_codes.is_empty()
+        self.totp.is_none()
+            && self.pending_totp.is_none()
+            && self.recovery_codes.is_empty()
+            && self.passkeys.is_empty()
     }
 }
 
@@ -329,6 +354,7 @@ impl std::fmt::Debug for Factors {
             .field("totp", &self.totp)
             .field("pending_totp", &self.pending_totp)
             .field("recovery_codes", &self.recovery_codes.len())
+            .field("passkeys", &self.passkeys.len())
             .finish()
     }
 }

@@ -159,7 +159,7 @@ async fn an_authenticator_app_makes_login_a_two_step_affair() {
     let status = api(&gw, "GET", "/mfa", &first.access, None).await;
     assert_eq!(
         status.json(),
-        json!({"totp": true, "recovery_codes_left": 10, "session_mfa": false})
+        json!({"totp": true, "passkeys": 0, "recovery_codes_left": 10, "session_mfa": false})
     );
 
     // The password alone gives no session.
@@ -581,4 +581,197 @@ async fn the_hosted_pages_set_up_and_use_the_app() {
     let r = get_with(&gw.url("/admin/x"), &[("cookie", &jar)]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.last().all("x-auth-mfa"), ["true"]);
+}
+
+// ---- Passkeys (the ceremonies themselves run in Chromium: tests/browser/passkeys.mjs) ----
+
+async fn passkey_gateway(up: &Upstream, webauthn: &str) -> Gateway {
+    gateway(up, &format!("webauthn: {{{webauthn}}}")).await
+}
+
+#[tokio::test]
+async fn passkey_endpoints_exist_only_when_configured() {
+    let up = Upstream::start().await;
+    let off = gateway(&up, "").await;
+    let s = signup(&off, "pk0@example.com", PW).await;
+    for (method, path) in [
+        ("POST", "/mfa/webauthn/register/start"),
+        ("GET", "/mfa/webauthn"),
+        ("POST", "/passkey/start"),
+    ] {
+        let r = api(&off, method, path, &s.access, Some(&json!({}))).await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+    }
+    let page = get_with(&off.url("/api/auth/login"), &[]).await;
+    assert!(!page.text().contains("data-passkey"), "{}", page.text());
+
+    // On, without passwordless: second factor only.
+    let on = passkey_gateway(&up, "origin: 'https://login.example.com'").await;
+    let s = signup(&on, "pk1@example.com", PW).await;
+    let started = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/register/start",
+        &s.access,
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(started.status, 200, "{}", started.text());
+    let v = started.json();
+    assert_eq!(v["publicKey"]["rp"]["id"], "login.example.com");
+    assert_eq!(v["publicKey"]["user"]["name"], "pk1@example.com");
+    assert_eq!(
+        v["publicKey"]["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    assert!(v["state"].as_str().unwrap().len() > 40);
+    assert_eq!(started.header("cache-control").as_deref(), Some("no-store"));
+    let r = post_json(&on.url("/api/auth/passkey/start"), &json!({}), &[]).await;
+    assert_eq!(r.status, 404, "passwordless is off");
+    let page = get_with(&on.url("/api/auth/login"), &[]).await;
+    assert!(!page.text().contains("data-passkey"));
+
+    // A bad answer is refused, and its state is then used up.
+    let state = v["state"].as_str().unwrap();
+    let bogus = json!({"id": "AAAA", "rawId": "AAAA", "type": "public-key", "extensions": {},
+        "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"}});
+    let r = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/register/finish",
+        &s.access,
+        Some(&json!({"state": state, "credential": bogus})),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/register/finish",
+        &s.access,
+        Some(&json!({"state": state, "credential": bogus})),
+    )
+    .await;
+    assert_eq!(r.status, 409, "a state is answered once: {}", r.text());
+    // Another user's state, or a forged one: refused before any check (and not used up).
+    let other = signup(&on, "pk2@example.com", PW).await;
+    let theirs = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/register/start",
+        &other.access,
+        Some(&json!({})),
+    )
+    .await;
+    let r = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/register/finish",
+        &s.access,
+        Some(&json!({"state": theirs.json()["state"], "credential": bogus})),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/register/finish",
+        &other.access,
+        Some(&json!({"state": theirs.json()["state"], "credential": bogus})),
+    )
+    .await;
+    assert_eq!(r.status, 403, "still usable by its owner: {}", r.text());
+    let r = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/register/finish",
+        &s.access,
+        Some(&json!({"state": "forged", "credential": bogus})),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let listed = api(&on, "GET", "/mfa/webauthn", &s.access, None).await;
+    assert_eq!(listed.json(), json!({"passkeys": []}));
+    // No passkey yet: nothing to verify with.
+    let r = api(
+        &on,
+        "POST",
+        "/mfa/webauthn/challenge",
+        &s.access,
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+
+    // Passwordless: the sign-in page offers it, with the script its CSP allows.
+    let pl = passkey_gateway(
+        &up,
+        "origin: 'https://login.example.com', passwordless: true",
+    )
+    .await;
+    let r = post_json(&pl.url("/api/auth/passkey/start"), &json!({}), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["publicKey"]["rpId"], "login.example.com");
+    let page = get_with(&pl.url("/api/auth/login"), &[]).await;
+    assert!(
+        page.text().contains("data-passkey=\"sign-in\""),
+        "{}",
+        page.text()
+    );
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let js = get_with(&pl.url("/api/auth/webauthn.js"), &[]).await;
+    assert_eq!(js.status, 200);
+    assert!(js.text().contains("navigator.credentials"));
+}
+
+#[test]
+fn webauthn_settings_are_checked() {
+    let load = |auth: &str| {
+        gateway::config::from_str(
+            &format!("version: 1\nauth:\n  webauthn: {auth}\n"),
+            "gateway.yaml",
+            std::path::Path::new("."),
+            &|_| None,
+        )
+    };
+    let ok = load("{origin: 'https://login.example.com', rp_id: example.com, passwordless: true}")
+        .unwrap();
+    let w = ok.auth.webauthn.unwrap();
+    assert_eq!((w.rp_id.as_str(), w.passwordless), ("example.com", true));
+    assert_eq!(w.rp_name, "Gateway");
+    for (bad, says) in [
+        ("{origin: 'http://login.example.com'}", "https"),
+        ("{origin: 'https://login.example.com/path'}", "no path"),
+        ("{origin: 'https://127.0.0.1:8443'}", "IP address"),
+        (
+            "{origin: 'https://login.example.com', rp_id: other.com}",
+            "domain it is under",
+        ),
+        (
+            "{origin: 'https://login.example.com', colour: red}",
+            "colour",
+        ),
+    ] {
+        let e = load(bad).unwrap_err().to_string();
+        assert!(
+            e.contains(says) && (e.contains("gateway.yaml:3:") || e.contains("line 3")),
+            "{bad}: {e}"
+        );
+    }
+    // Localhost may be plain http (development); no origin and no email: off.
+    assert!(
+        load("{origin: 'http://localhost:8080'}")
+            .unwrap()
+            .auth
+            .webauthn
+            .is_some()
+    );
+    assert!(
+        load("{passwordless: true}")
+            .unwrap()
+            .auth
+            .webauthn
+            .is_none()
+    );
 }

@@ -39,6 +39,8 @@ pub struct AuthApi {
     background: Arc<tokio::sync::Semaphore>,
     /// The name authenticator apps show (`auth.mfa.issuer`).
     mfa_issuer: String,
+    /// Passkeys; `None` when `auth.webauthn` is off (their endpoints answer 404).
+    passkeys: Option<Arc<crate::auth::mfa::passkey::RelyingParty>>,
 }
 
 impl AuthApi {
@@ -55,6 +57,15 @@ impl AuthApi {
             link_ttls: config.email.as_ref().map(|e| (e.reset_ttl, e.verify_ttl)),
             background: super::recovery::background_permits(),
             mfa_issuer: config.auth.mfa.issuer.clone(),
+            passkeys: config.auth.webauthn.as_ref().and_then(|w| {
+                match crate::auth::mfa::passkey::RelyingParty::new(w, &csrf_key) {
+                    Ok(rp) => Some(Arc::new(rp)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "passkeys are off: the WebAuthn settings were refused");
+                        None
+                    }
+                }
+            }),
             csrf: Csrf::new(csrf_key),
             prefix: config.auth.prefix.clone(),
             tokens_in_body: config.auth.tokens_in_body,
@@ -122,6 +133,27 @@ impl AuthApi {
     /// The account mailer, when `email:` is configured.
     pub(super) fn mfa_issuer(&self) -> &str {
         &self.mfa_issuer
+    }
+
+    /// The relying party, or 404 when passkeys are off.
+    pub(super) fn passkeys(
+        &self,
+    ) -> Result<&crate::auth::mfa::passkey::RelyingParty, crate::error::HttpError> {
+        self.passkeys
+            .as_deref()
+            .ok_or(crate::error::HttpError::NotFound)
+    }
+
+    /// Whether passkeys are on.
+    pub(super) fn has_passkeys(&self) -> bool {
+        self.passkeys.is_some()
+    }
+
+    /// Whether passkeys also sign in without a password.
+    pub(super) fn passwordless(&self) -> bool {
+        self.passkeys
+            .as_ref()
+            .is_some_and(|rp| rp.settings().passwordless)
     }
 
     pub(super) fn mailer(&self) -> Option<&crate::mail::Mailer> {

@@ -14,12 +14,16 @@ use crate::body::{self, Body};
 pub const CLIENT_JS: &str = include_str!("browser_client/client.js");
 /// Its TypeScript declarations.
 pub const CLIENT_DTS: &str = include_str!("browser_client/client.d.ts");
+/// The passkey buttons of the hosted pages (a classic script, not a module).
+pub const WEBAUTHN_JS: &str = include_str!("browser_client/webauthn.js");
 
-/// One of the two files, by its path under the prefix (`/client.js`, `/client.d.ts`).
+/// One of the files, by its path under the prefix (`/client.js`, `/client.d.ts`, and
+/// `/webauthn.js`, the hosted pages' passkey script).
 pub(super) fn asset(action: &str) -> Option<Response<Body>> {
     let (text, content_type) = match action {
         "/client.js" => (CLIENT_JS, "text/javascript; charset=utf-8"),
         "/client.d.ts" => (CLIENT_DTS, "application/typescript; charset=utf-8"),
+        "/webauthn.js" => (WEBAUTHN_JS, "text/javascript; charset=utf-8"),
         _ => return None,
     };
     let mut resp = Response::new(body::full(Bytes::from_static(text.as_bytes())));

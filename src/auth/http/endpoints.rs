@@ -83,6 +83,17 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("DELETE", "/mfa/totp"),
     ("POST", "/mfa/recovery-codes"),
     ("POST", "/mfa/verify"),
+    ("POST", "/mfa/webauthn/register/start"),
+    ("POST", "/mfa/webauthn/register/finish"),
+    ("GET", "/mfa/webauthn"),
+    ("HEAD", "/mfa/webauthn"),
+    ("DELETE", "/mfa/webauthn/{id}"),
+    ("POST", "/mfa/webauthn/challenge"),
+    ("POST", "/login/webauthn"),
+    ("POST", "/passkey/start"),
+    ("POST", "/passkey/finish"),
+    ("GET", "/webauthn.js"),
+    ("HEAD", "/webauthn.js"),
     ("GET", "/two-factor"),
     ("HEAD", "/two-factor"),
     ("POST", "/two-factor"),
@@ -130,6 +141,24 @@ impl AuthApi {
                 &Method::POST,
             )
             | ("/mfa/totp", &Method::DELETE) => self.mfa_api(action, req, tls, client_ip).await,
+            (
+                "/mfa/webauthn/register/start"
+                | "/mfa/webauthn/register/finish"
+                | "/mfa/webauthn/challenge"
+                | "/login/webauthn"
+                | "/passkey/start"
+                | "/passkey/finish",
+                &Method::POST,
+            )
+            | ("/mfa/webauthn", &Method::GET | &Method::HEAD) => {
+                self.passkey_api(action, req, tls, client_ip).await
+            }
+            (other, &Method::DELETE) if super::passkeys::passkey_id(other).is_some() => {
+                self.passkey_api(action, req, tls, client_ip).await
+            }
+            ("/webauthn.js", &Method::GET | &Method::HEAD) => {
+                super::browser_client::asset(action).ok_or(HttpError::NotFound)
+            }
             ("/two-factor", &Method::GET | &Method::HEAD) => self.two_factor_page(&req, tls).await,
             ("/two-factor", &Method::POST) => self.two_factor_post(req, tls, client_ip).await,
             ("/refresh", &Method::POST) => {
@@ -174,14 +203,25 @@ impl AuthApi {
                 | "/mfa/totp/setup"
                 | "/mfa/totp/confirm"
                 | "/mfa/recovery-codes"
-                | "/mfa/verify",
+                | "/mfa/verify"
+                | "/mfa/webauthn/register/start"
+                | "/mfa/webauthn/register/finish"
+                | "/mfa/webauthn/challenge"
+                | "/login/webauthn"
+                | "/passkey/start"
+                | "/passkey/finish",
                 _,
             ) => Err(HttpError::MethodNotAllowed("POST")),
+            (other, _) if super::passkeys::passkey_id(other).is_some() => {
+                Err(HttpError::MethodNotAllowed("DELETE"))
+            }
             ("/two-factor", _) => Err(HttpError::MethodNotAllowed("GET, HEAD, POST")),
             ("/mfa/totp", _) => Err(HttpError::MethodNotAllowed("DELETE")),
-            ("/sessions" | "/mfa", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+            ("/sessions" | "/mfa" | "/mfa/webauthn", _) => {
+                Err(HttpError::MethodNotAllowed("GET, HEAD"))
+            }
             (other, _) if session_id(other).is_some() => Err(HttpError::MethodNotAllowed("DELETE")),
-            ("/me" | "/client.js" | "/client.d.ts", _) => {
+            ("/me" | "/client.js" | "/client.d.ts" | "/webauthn.js", _) => {
                 Err(HttpError::MethodNotAllowed("GET, HEAD"))
             }
             _ => Err(HttpError::NotFound),

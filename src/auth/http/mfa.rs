@@ -42,10 +42,36 @@ use crate::error::{HttpError, escape_html, json_response};
 use crate::ratelimit::Action;
 use crate::secret::SecretString;
 
+/// The second step of a login: a code, or a passkey's answer (`state` and `credential`).
 #[derive(Deserialize)]
 struct MfaLogin {
     mfa_token: String,
-    code: String,
+    #[serde(flatten)]
+    proof: Proof,
+}
+
+/// A second factor: `code` (from the app, or a recovery code), or a passkey's answer.
+#[derive(Deserialize)]
+struct Proof {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    credential: Option<serde_json::Value>,
+}
+
+impl Proof {
+    /// The passkey answer, if this is one.
+    fn passkey(&self) -> Option<(&str, &serde_json::Value)> {
+        Some((self.state.as_deref()?, self.credential.as_ref()?))
+    }
+
+    fn code(&self) -> Result<&str, HttpError> {
+        self.code.as_deref().ok_or_else(|| {
+            HttpError::Unprocessable("Give a code, or a passkey's state and credential".into())
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -86,17 +112,25 @@ impl AuthApi {
         let form = is_form(req.headers());
         let headers = req.headers().clone();
         let client = super::account::client_of(&headers, client_ip);
-        let (token, code, next) = if form {
+        let (token, proof, next) = if form {
             let fields = self.read_form(req, tls).await?;
+            let proof = Proof {
+                code: Some(form_value(&fields, "code").unwrap_or_default()),
+                state: None,
+                credential: None,
+            };
             (
                 form_value(&fields, "mfa_token").unwrap_or_default(),
-                form_value(&fields, "code").unwrap_or_default(),
+                proof,
                 Some(form_value(&fields, "next").unwrap_or_else(|| "/".into())),
             )
         } else {
             let body: MfaLogin = read_json(req, self.body_limit()).await?;
-            (body.mfa_token, body.code, None)
+            (body.mfa_token, body.proof, None)
         };
+        if proof.passkey().is_none() {
+            proof.code()?;
+        }
         let token = SecretString::new(token);
         // The account the token stands for, so that wrong codes count against it.
         let account = self.service().pending_login(&token).await?;
@@ -112,17 +146,28 @@ impl AuthApi {
                         &token,
                         next,
                         Some("Too many attempts; please wait a little and try again"),
+                        self.has_passkeys(),
                     ),
                     &e,
                 )),
                 None => Err(e),
             };
         }
-        let result = self
-            .service()
-            .login_mfa(&token, &code, client)
-            .instrument(tracing::info_span!("login_mfa", %client_ip))
-            .await;
+        let result = match proof.passkey() {
+            Some((state, credential)) => {
+                let rp = self.passkeys()?;
+                self.service()
+                    .login_passkey_finish(rp, &token, state, credential, client)
+                    .instrument(tracing::info_span!("login_mfa", %client_ip, passkey = true))
+                    .await
+            }
+            None => {
+                self.service()
+                    .login_mfa(&token, proof.code()?, client)
+                    .instrument(tracing::info_span!("login_mfa", %client_ip))
+                    .await
+            }
+        };
         if let Some(email) = &account {
             self.record_login(email, client_ip, &result).await;
         }
@@ -144,6 +189,7 @@ impl AuthApi {
                     &token,
                     &next,
                     Some(&message(&e)),
+                    self.has_passkeys(),
                 ))
             }
         }
@@ -217,10 +263,21 @@ impl AuthApi {
                 Ok(codes_response(&result?))
             }
             "/mfa/verify" => {
-                let body: Code = read_json(req, self.body_limit()).await?;
+                let body: Proof = read_json(req, self.body_limit()).await?;
+                if body.passkey().is_none() {
+                    body.code()?;
+                }
                 self.throttle(Action::Login, client_ip, Some(&email))
                     .await?;
-                let result = self.service().step_up(claims, &body.code, client).await;
+                let result = match body.passkey() {
+                    Some((state, credential)) => {
+                        let rp = self.passkeys()?;
+                        self.service()
+                            .step_up_passkey(rp, claims, state, credential, client)
+                            .await
+                    }
+                    None => self.service().step_up(claims, body.code()?, client).await,
+                };
                 self.record_code(&email, client_ip, &result).await;
                 Ok(self.issued_response(StatusCode::OK, &result?, tls))
             }
@@ -252,8 +309,9 @@ impl AuthApi {
     }
 
     /// `POST {prefix}/two-factor`: `op` is `setup`, `confirm` (with `code`), `verify` (with
-    /// `code`), `remove` (with `password` and `code`) or `codes` (with `code`); all with
-    /// `csrf` and `next`.
+    /// `code`), `remove` (with `password` and `code`), `remove-passkey` (with `passkey`,
+    /// `password` and, unless the session has a second factor, `code`) or `codes` (with
+    /// `code`); all with `csrf` and `next`.
     pub(super) async fn two_factor_post(
         &self,
         req: Request<Body>,
@@ -266,7 +324,7 @@ impl AuthApi {
         let op = form_value(&fields, "op").unwrap_or_default();
         if !matches!(
             op.as_str(),
-            "setup" | "confirm" | "verify" | "remove" | "codes"
+            "setup" | "confirm" | "verify" | "remove" | "remove-passkey" | "codes"
         ) {
             return Err(HttpError::BadRequest("Unknown action".into()));
         }
@@ -365,6 +423,27 @@ impl AuthApi {
                 self.render_two_factor(status, &headers, tls, &session, &next, Some(&note))
                     .await
             }
+            "remove-passkey" => {
+                let password =
+                    SecretString::new(form_value(&fields, "password").unwrap_or_default());
+                let id = form_value(&fields, "passkey").unwrap_or_default();
+                let code = Some(code.as_str()).filter(|c| !c.trim().is_empty());
+                let result = self
+                    .service()
+                    .passkey_remove(claims, &id, &password, code)
+                    .await;
+                if result.is_err() {
+                    self.record_login(&email, client_ip, &result).await;
+                }
+                pace(&result).await;
+                let (status, note) = match &result {
+                    Ok(true) => (StatusCode::OK, "The passkey was removed.".to_owned()),
+                    Ok(false) => (StatusCode::NOT_FOUND, "No such passkey.".to_owned()),
+                    Err(e) => (HttpError::from(e).status(), message(e)),
+                };
+                self.render_two_factor(status, &headers, tls, &session, &next, Some(&note))
+                    .await
+            }
             _ => {
                 let result = self.service().new_recovery_codes(claims, &code).await;
                 self.record_code(&email, client_ip, &result).await;
@@ -432,51 +511,131 @@ impl AuthApi {
              <input type=\"hidden\" name=\"next\" value=\"{}\">",
             escape_html(next)
         );
-        let code_field = "<label for=\"code\">Code from your authenticator app, or a recovery code</label>\
-             <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"text\" required>";
-        let body = if !state.totp {
-            format!(
-                "<p>Protect your account with a second factor: an authenticator app (Google \
-                 Authenticator, 1Password, Aegis...) gives a new six-digit code every 30 \
-                 seconds.</p>\
-                 <form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
-                 <input type=\"hidden\" name=\"op\" value=\"setup\">\
-                 <button type=\"submit\">Set up an authenticator app</button></form>"
-            )
-        } else {
-            let verify = if session.claims.mfa() {
-                format!(
+        let email = escape_html(&session.claims.email);
+        let passkeys_on = self.has_passkeys();
+        let raw_csrf = cookies::get(
+            headers,
+            cookies::names(tls, self.transparent_refresh()).csrf,
+        )
+        .unwrap_or("")
+        .to_owned();
+        let mut body = String::new();
+        // 1. This session: proved a factor, or prove one now.
+        if state.any() {
+            if session.claims.mfa() {
+                body.push_str(&format!(
                     "<p class=\"done\" role=\"status\">This session is signed in with your \
                      second factor.</p><p><a href=\"{}\">Continue</a></p>",
                     escape_html(next)
-                )
+                ));
             } else {
-                format!(
+                body.push_str(&format!(
                     "<form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
-                     <input type=\"hidden\" name=\"op\" value=\"verify\">{code_field}\
+                     <input type=\"hidden\" name=\"op\" value=\"verify\">\
+                     <label for=\"code\">Code from your authenticator app, or a recovery code</label>\
+                     <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" required>\
                      <button type=\"submit\">Continue</button></form>"
-                )
-            };
-            format!(
-                "{verify}<h2>Recovery codes</h2><p>{left} unused recovery codes left.</p>\
-                 <form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
-                 <input type=\"hidden\" name=\"op\" value=\"codes\">\
-                 <label for=\"codes_code\">Current code</label>\
-                 <input id=\"codes_code\" name=\"code\" autocomplete=\"one-time-code\" required>\
-                 <button type=\"submit\">Make new recovery codes</button></form>\
-                 <h2>Remove the authenticator app</h2>\
-                 <form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
+                ));
+                if passkeys_on && state.passkeys > 0 {
+                    body.push_str(&super::passkeys::button(
+                        prefix,
+                        "verify",
+                        "Use a passkey",
+                        &[("csrf", &raw_csrf), ("next", next)],
+                    ));
+                }
+            }
+        } else {
+            body.push_str(
+                "<p>Protect your account with a second factor: an authenticator app (Google \
+                 Authenticator, 1Password, Aegis...) that shows a new six-digit code every 30 \
+                 seconds, or a passkey (this device's screen lock, or a security key).</p>",
+            );
+        }
+        // 2. The authenticator app.
+        body.push_str("<h2>Authenticator app</h2>");
+        if state.totp {
+            body.push_str(&format!(
+                "<p>On.</p><form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
                  <input type=\"hidden\" name=\"op\" value=\"remove\">\
                  <input type=\"text\" name=\"username\" autocomplete=\"username\" value=\"{email}\" hidden>\
                  <label for=\"remove_password\">Password</label>\
                  <input id=\"remove_password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
                  <label for=\"remove_code\">Current code</label>\
                  <input id=\"remove_code\" name=\"code\" autocomplete=\"one-time-code\" required>\
-                 <button type=\"submit\">Remove</button></form>",
+                 <button type=\"submit\">Remove the app</button></form>"
+            ));
+        } else {
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
+                 <input type=\"hidden\" name=\"op\" value=\"setup\">\
+                 <button type=\"submit\">Set up an authenticator app</button></form>"
+            ));
+        }
+        // 3. Passkeys.
+        if passkeys_on {
+            body.push_str("<h2>Passkeys</h2>");
+            let list = self.service().passkeys(&session.claims).await?;
+            if !list.is_empty() {
+                let code_hint = if session.claims.mfa() {
+                    ""
+                } else {
+                    "<label>Current code <input name=\"code\" autocomplete=\"one-time-code\"></label>"
+                };
+                body.push_str("<ul class=\"sessions\">");
+                for p in &list {
+                    body.push_str(&format!(
+                        "<li><span>{name}</span><br><span class=\"hint\">Added {created}{used}</span>\
+                         <form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
+                         <input type=\"hidden\" name=\"op\" value=\"remove-passkey\">\
+                         <input type=\"hidden\" name=\"passkey\" value=\"{id}\">\
+                         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+                         {code_hint}<button type=\"submit\">Remove</button></form></li>",
+                        name = escape_html(&p.name),
+                        created = escape_html(&p.created_at),
+                        used = p
+                            .last_used_at
+                            .as_deref()
+                            .map(|u| format!(", last used {}", escape_html(u)))
+                            .unwrap_or_default(),
+                        id = escape_html(&p.id),
+                    ));
+                }
+                body.push_str("</ul>");
+            }
+            body.push_str(
+                "<label for=\"passkey_name\">Name for a new passkey</label>\
+                 <input id=\"passkey_name\" maxlength=\"64\" placeholder=\"This laptop\">",
+            );
+            body.push_str(&super::passkeys::button(
+                prefix,
+                "register",
+                "Add a passkey",
+                &[
+                    ("csrf", &raw_csrf),
+                    ("next", next),
+                    ("name-field", "passkey_name"),
+                ],
+            ));
+            body.push_str(
+                "<div id=\"passkey-codes\" hidden><p class=\"done\" role=\"status\">Two-factor \
+                 sign-in is on. Keep these recovery codes somewhere safe: each signs you in once \
+                 if you lose your devices. They are shown only now.</p><ul class=\"codes\"></ul>\
+                 <p><a href=\"\" data-reload>Done</a></p></div>",
+            );
+        }
+        // 4. Recovery codes.
+        if state.any() {
+            body.push_str(&format!(
+                "<h2>Recovery codes</h2><p>{left} unused recovery codes left.</p>\
+                 <form method=\"post\" action=\"{prefix}/two-factor\">{hidden}\
+                 <input type=\"hidden\" name=\"op\" value=\"codes\">\
+                 <label for=\"codes_code\">Current code</label>\
+                 <input id=\"codes_code\" name=\"code\" autocomplete=\"one-time-code\" required>\
+                 <button type=\"submit\">Make new recovery codes</button></form>",
                 left = state.recovery_codes_left,
-                email = escape_html(&session.claims.email),
-            )
-        };
+            ));
+        }
         let note = note.map_or_else(String::new, |n| {
             let class = if status.is_success() { "done" } else { "error" };
             format!(
@@ -484,12 +643,16 @@ impl AuthApi {
                 escape_html(n)
             )
         });
-        Ok(page(
+        let mut resp = page(
             status,
             "Two-factor sign-in",
             None,
             &format!("{note}{body}<p><a href=\"{prefix}/account\">Your account</a></p>"),
-        ))
+        );
+        if passkeys_on {
+            super::passkeys::allow_script(resp.headers_mut());
+        }
+        Ok(resp)
     }
 }
 
@@ -500,7 +663,18 @@ pub(super) fn second_screen(
     token: &SecretString,
     next: &str,
     error: Option<&str>,
+    passkey: bool,
 ) -> Response<Body> {
+    let passkey_button = if passkey {
+        super::passkeys::button(
+            prefix,
+            "login",
+            "Use a passkey",
+            &[("mfa-token", token.expose()), ("next", safe_next(next))],
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
         "<form method=\"post\" action=\"{prefix}/login/mfa\" novalidate>\
          <input type=\"hidden\" name=\"mfa_token\" value=\"{token}\">\
@@ -508,13 +682,17 @@ pub(super) fn second_screen(
          <label for=\"code\">Code from your authenticator app</label>\
          <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" autofocus required>\
          <p class=\"hint\">Lost your device? Enter one of your recovery codes instead.</p>\
-         <button type=\"submit\">Sign in</button></form>\
+         <button type=\"submit\">Sign in</button></form>{passkey_button}\
          <p><a href=\"{prefix}/login?next={next_q}\">Start again</a></p>",
         token = escape_html(token.expose()),
         next = escape_html(safe_next(next)),
         next_q = percent_encode(safe_next(next)),
     );
-    page(status, "Two-factor sign-in", error, &body)
+    let mut resp = page(status, "Two-factor sign-in", error, &body);
+    if passkey {
+        super::passkeys::allow_script(resp.headers_mut());
+    }
+    resp
 }
 
 /// The page showing a new secret: its QR code, the secret as text, and the confirm form.
@@ -578,6 +756,7 @@ fn codes_response(codes: &[SecretString]) -> Response<Body> {
 fn status_json(status: &MfaStatus, session: &Session) -> serde_json::Value {
     serde_json::json!({
         "totp": status.totp,
+        "passkeys": status.passkeys,
         "recovery_codes_left": status.recovery_codes_left,
         "session_mfa": session.claims.mfa(),
     })

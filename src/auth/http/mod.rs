@@ -11,6 +11,7 @@
 //! - `throttle`: rate limits and login regulation in front of password and token work.
 //! - `pages`: the hosted sign-in, sign-up and sign-out pages, and the 403 page's offer.
 //! - `mfa`: second factors: the login's second step, enrolment, step-up, the hosted page.
+//! - `passkeys`: WebAuthn registration, assertion and passwordless sign-in.
 //! - [`form`]: form decoding, percent-encoding and same-origin `next` paths.
 //! - [`cookies`]: session cookies and signed double-submit CSRF tokens.
 //! - `browser_client`: the browser client module for single-page apps (`client.js`,
@@ -29,6 +30,7 @@ pub mod form;
 pub(crate) mod identity;
 mod mfa;
 mod pages;
+mod passkeys;
 mod recovery;
 pub(crate) mod throttle;
 mod verification;

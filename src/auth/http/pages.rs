@@ -191,6 +191,7 @@ impl AuthApi {
                             &challenge.mfa_token,
                             next,
                             None,
+                            self.has_passkeys() && challenge.methods.contains(&"webauthn"),
                         ));
                     }
                     Ok(Login::Session(issued)) => Ok(*issued),
@@ -420,9 +421,19 @@ impl AuthApi {
                      <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\">\
                      <label for=\"password\">Password</label>\
                      <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-                     <button type=\"submit\">Sign in</button></form>{forgot}\
+                     <button type=\"submit\">Sign in</button></form>{passkey}{forgot}\
                      <p>No account? <a href=\"{prefix}/signup?next={next_q}\">Sign up</a></p>",
                     email = escape_html(v.email),
+                    passkey = if self.passwordless() {
+                        super::passkeys::button(
+                            prefix,
+                            "sign-in",
+                            "Sign in with a passkey",
+                            &[("next", safe_next(v.next))],
+                        )
+                    } else {
+                        String::new()
+                    },
                     forgot = if self.mailer().is_some() {
                         format!("<p><a href=\"{prefix}/forgot-password\">Forgot password?</a></p>")
                     } else {
@@ -476,6 +487,9 @@ impl AuthApi {
         let mut resp = Response::new(body::full(Bytes::from(page)));
         *resp.status_mut() = status;
         html_headers(resp.headers_mut());
+        if v.form == Form::Login && self.passwordless() {
+            super::passkeys::allow_script(resp.headers_mut());
+        }
         resp
     }
 }

@@ -80,7 +80,8 @@ impl AuthApi {
                 AuthError::InvalidCredentials
                 | AuthError::WrongPassword
                 | AuthError::InvalidCode
-                | AuthError::WrongCode,
+                | AuthError::WrongCode
+                | AuthError::PasskeyRefused,
             ) => true,
             Err(_) => return,
         };

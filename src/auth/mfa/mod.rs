@@ -5,6 +5,8 @@
 //! - [`totp`]: RFC 6238 codes from an authenticator app, with the enrolment data the app reads
 //!   (`otpauth://` URI, QR code, base32 secret) and a verifier that refuses replays.
 //! - [`recovery`]: single-use codes, shown once at enrolment, for when the device is lost.
+//! - [`passkey`]: WebAuthn ceremonies over `webauthn-rs`, with their state sealed so any
+//!   replica can finish what another started.
 //!
 //! Everything here is a pure function of its arguments (the current time included), so the
 //! rules are unit-tested against published vectors and the store and endpoints built on top
@@ -16,7 +18,9 @@
 //! - update `last_used_step` atomically with accepting the code, or two concurrent requests
 //!   could both spend the same code.
 //!
-//! Imports only [`crate::secret`]; nothing in the crate is below it.
+//! `totp` and `recovery` import only [`crate::secret`]; `passkey` also the settings it is built
+//! from ([`crate::config`]) and the AEAD of [`crate::store::seal`].
 
+pub mod passkey;
 pub mod recovery;
 pub mod totp;

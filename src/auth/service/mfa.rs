@@ -81,12 +81,20 @@ impl std::fmt::Debug for TotpSetup {
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct MfaStatus {
     pub totp: bool,
+    pub passkeys: usize,
     pub recovery_codes_left: usize,
+}
+
+impl MfaStatus {
+    /// The user has a factor to sign in with.
+    pub fn any(&self) -> bool {
+        self.totp || self.passkeys > 0
+    }
 }
 
 /// Which kind of code was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Used {
+pub(super) enum Used {
     Totp,
     Recovery { left: usize },
 }
@@ -152,28 +160,9 @@ impl AuthService {
         code: &str,
         client: Client,
     ) -> Result<Issued, AuthError> {
-        if !refresh_token::well_formed(mfa_token.expose()) {
-            return Err(AuthError::MfaExpired);
-        }
+        let user = self.pending_user(mfa_token).await?;
         let now = self.inner.clock.unix();
         let hash = refresh_token::hash(mfa_token.expose());
-        let user = self
-            .blocking(move |s| {
-                let Some(pending) = s.peek_one_time(&hash, TokenKind::MfaLogin, now)? else {
-                    return Ok(None);
-                };
-                let user = s.user_by_id(&pending.user_id)?;
-                // The account as it was at the password step: same address, enabled, and not
-                // changed since (a password change or reset bumps `updated_at`).
-                Ok(user.filter(|u| {
-                    !u.disabled && u.email == pending.email && u.updated_at <= pending.created_at
-                }))
-            })
-            .await?;
-        let Some(user) = user else {
-            tracing::info!(target: "audit", event = "login_failed", reason = "mfa_token");
-            return Err(AuthError::MfaExpired);
-        };
         let used = match self.check_code(&user.id, code).await? {
             Some(used) => used,
             None => {
@@ -196,6 +185,32 @@ impl AuthService {
             .await
     }
 
+    /// The account an `mfa_token` stands for, as it was at the password step: same address,
+    /// enabled, and not changed since (a password change or reset bumps `updated_at`).
+    /// [`AuthError::MfaExpired`] otherwise.
+    pub(super) async fn pending_user(&self, mfa_token: &SecretString) -> Result<User, AuthError> {
+        if !refresh_token::well_formed(mfa_token.expose()) {
+            return Err(AuthError::MfaExpired);
+        }
+        let now = self.inner.clock.unix();
+        let hash = refresh_token::hash(mfa_token.expose());
+        let user = self
+            .blocking(move |s| {
+                let Some(pending) = s.peek_one_time(&hash, TokenKind::MfaLogin, now)? else {
+                    return Ok(None);
+                };
+                let user = s.user_by_id(&pending.user_id)?;
+                Ok(user.filter(|u| {
+                    !u.disabled && u.email == pending.email && u.updated_at <= pending.created_at
+                }))
+            })
+            .await?;
+        user.ok_or_else(|| {
+            tracing::info!(target: "audit", event = "login_failed", reason = "mfa_token");
+            AuthError::MfaExpired
+        })
+    }
+
     /// Proves a second factor for a signed-in session: a new session whose tokens carry `mfa`
     /// replaces the current one (ended at once).
     #[tracing::instrument(skip_all)]
@@ -206,7 +221,7 @@ impl AuthService {
         client: Client,
     ) -> Result<Issued, AuthError> {
         let user = self.live_user(&claims.sub).await?;
-        if !self.status(&user.id).await?.totp {
+        if !self.status(&user.id).await?.any() {
             return Err(AuthError::MfaState("Set up a second factor first"));
         }
         let used = self.check_code(&user.id, code).await?.ok_or_else(|| {
@@ -214,9 +229,19 @@ impl AuthService {
             AuthError::WrongCode
         })?;
         audit_code(&user.id, used, "step_up");
-        let issued = self
-            .start_session(&user, client, SignIn::PasswordAndCode)
-            .await?;
+        self.replace_session(&user, claims, client, SignIn::PasswordAndCode)
+            .await
+    }
+
+    /// A new session for `user` signed in `how`, replacing (ending) the one of `claims`.
+    pub(super) async fn replace_session(
+        &self,
+        user: &User,
+        claims: &AccessClaims,
+        client: Client,
+        how: SignIn,
+    ) -> Result<Issued, AuthError> {
+        let issued = self.start_session(user, client, how).await?;
         let (id, family, now) = (user.id.clone(), claims.sid.clone(), self.inner.clock.unix());
         self.blocking(move |s| Ok(s.end_session(&id, &family, now)?))
             .await?;
@@ -238,6 +263,7 @@ impl AuthService {
         let f = self.blocking(move |s| Ok(s.factors_of(&id)?)).await?;
         Ok(MfaStatus {
             totp: f.totp.is_some(),
+            passkeys: f.passkeys.len(),
             recovery_codes_left: f.recovery_codes.len(),
         })
     }
@@ -382,7 +408,14 @@ impl AuthService {
         }
         let id = user.id.clone();
         self.blocking(move |s| {
-            s.update_factors(&id, |f| *f = Factors::default())?;
+            s.update_factors(&id, |f| {
+                f.totp = None;
+                f.pending_totp = None;
+                if !f.any() {
+                    // No factor left: the codes that stood in for one go too.
+                    f.recovery_codes.clear();
+                }
+            })?;
             Ok(())
         })
         .await?;
@@ -399,7 +432,7 @@ impl AuthService {
         code: &str,
     ) -> Result<Vec<SecretString>, AuthError> {
         let user = self.live_user(&claims.sub).await?;
-        if !self.status(&user.id).await?.totp {
+        if !self.status(&user.id).await?.any() {
             return Err(AuthError::MfaState("Set up a second factor first"));
         }
         if self.check_code(&user.id, code).await?.is_none() {
@@ -426,7 +459,11 @@ impl AuthService {
 
     /// Checks `code` against the user's factors and uses it up: a six-digit code against the
     /// app (its step recorded), anything else as a recovery code (removed). `None`: no match.
-    async fn check_code(&self, user_id: &str, code: &str) -> Result<Option<Used>, AuthError> {
+    pub(super) async fn check_code(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<Option<Used>, AuthError> {
         let now = self.inner.clock.unix();
         let (id, code) = (user_id.to_owned(), code.to_owned());
         let used = self
@@ -440,7 +477,9 @@ impl AuthService {
                         return Some(Used::Totp);
                     }
                     // Recovery codes only stand in for a factor the user has.
-                    f.totp.as_ref()?;
+                    if !f.any() {
+                        return None;
+                    }
                     let index = recovery::matches(&code, &f.recovery_codes)?;
                     f.recovery_codes.remove(index);
                     Some(Used::Recovery {
@@ -479,6 +518,9 @@ fn methods(f: &Factors) -> Vec<&'static str> {
     let mut m = Vec::new();
     if f.totp.is_some() {
         m.push("totp");
+    }
+    if !f.passkeys.is_empty() {
+        m.push("webauthn");
     }
     if !f.recovery_codes.is_empty() {
         m.push("recovery_code");

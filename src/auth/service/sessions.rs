@@ -250,6 +250,10 @@ pub enum SignIn {
     Password,
     /// Password, then an authenticator code or a recovery code.
     PasswordAndCode,
+    /// Password, then a passkey (synced across devices, or bound to one).
+    PasswordAndPasskey { synced: bool },
+    /// A passkey alone (it verified its user: two factors by itself).
+    Passkey { synced: bool },
 }
 
 impl SignIn {
@@ -258,6 +262,16 @@ impl SignIn {
         match self {
             SignIn::Password => vec!["pwd".into()],
             SignIn::PasswordAndCode => vec!["pwd".into(), "otp".into(), "mfa".into()],
+            SignIn::PasswordAndPasskey { synced } => {
+                vec!["pwd".into(), key(synced), "mfa".into()]
+            }
+            SignIn::Passkey { synced } => vec![key(synced), "mfa".into()],
         }
     }
+}
+
+/// RFC 8176: `swk` for a key that can leave its device (a synced passkey), `hwk` for one that
+/// cannot.
+fn key(synced: bool) -> String {
+    if synced { "swk" } else { "hwk" }.to_owned()
 }

@@ -10,7 +10,7 @@ use super::{Ctx, endpoint_path, header_name, role_name, secret_bytes};
 use crate::config::raw::{RawAuth, RawConfig, RawPassword, Sp};
 use crate::config::{
     AssertionSettings, AuthSettings, ConfigError, DEFAULT_HASHING_CPU_PERCENT, IdentityHeaders,
-    MfaSettings, PasswordSettings, Signup, TokenAlgorithm,
+    MfaSettings, PasswordSettings, Signup, TokenAlgorithm, WebauthnSettings,
 };
 use crate::secret::Secret;
 
@@ -67,7 +67,111 @@ pub(super) fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, C
         identity,
         assertion,
         mfa,
+        // Filled in by `webauthn` once the email section (its default origin) is read.
+        webauthn: None,
     })
+}
+
+/// `auth.webauthn`, with `public_url` (`email.public_url`) as the default origin.
+pub(super) fn webauthn(
+    cx: &Ctx,
+    raw: &RawAuth,
+    public_url: Option<&str>,
+    issuer: &str,
+) -> Result<Option<WebauthnSettings>, ConfigError> {
+    let w = raw.webauthn.as_ref();
+    if w.and_then(|w| w.enabled.as_ref()).is_some_and(|e| !e.value) {
+        return Ok(None);
+    }
+    let origin = match w.and_then(|w| w.origin.as_ref()) {
+        Some(v) => {
+            let origin = web_origin(&v.value).ok_or_else(|| {
+                cx.err(
+                    v,
+                    "auth.webauthn.origin",
+                    "must be scheme://host[:port] with https (http only for localhost)",
+                )
+            })?;
+            if origin.len() != v.value.trim().trim_end_matches('/').len() {
+                return Err(cx.err(v, "auth.webauthn.origin", "an origin has no path"));
+            }
+            origin
+        }
+        None => match public_url.and_then(web_origin) {
+            Some(origin) => origin,
+            None => return Ok(None),
+        },
+    };
+    let host = origin_host(&origin);
+    let rp_id = match w.and_then(|w| w.rp_id.as_ref()) {
+        None => host.to_owned(),
+        Some(v) => {
+            let id = v.value.trim().to_ascii_lowercase();
+            let suffix = host == id || host.ends_with(&format!(".{id}"));
+            if id.is_empty() || !suffix || id.parse::<std::net::IpAddr>().is_ok() {
+                return Err(cx.err(
+                    v,
+                    "auth.webauthn.rp_id",
+                    format!("must be the origin's host {host:?} or a domain it is under"),
+                ));
+            }
+            id
+        }
+    };
+    if rp_id.parse::<std::net::IpAddr>().is_ok() || rp_id.starts_with('[') {
+        // Browsers refuse passkeys on an IP address: an explicit origin is an error; one taken
+        // from email.public_url leaves passkeys off.
+        return match w.and_then(|w| w.origin.as_ref()) {
+            Some(v) => Err(cx.err(
+                v,
+                "auth.webauthn.origin",
+                "browsers refuse passkeys on an IP address; use a host name",
+            )),
+            None => Ok(None),
+        };
+    }
+    let rp_name = match w.and_then(|w| w.rp_name.as_ref()) {
+        None => issuer.to_owned(),
+        Some(_) => text(
+            cx,
+            &w.and_then(|w| w.rp_name.clone()),
+            "auth.webauthn.rp_name",
+            issuer,
+        )?,
+    };
+    Ok(Some(WebauthnSettings {
+        origin,
+        rp_id,
+        rp_name,
+        passwordless: w
+            .and_then(|w| w.passwordless.as_ref())
+            .is_some_and(|p| p.value),
+    }))
+}
+
+/// The origin (`scheme://host[:port]`, lowercase) of a URL: https, or http on localhost.
+fn web_origin(url: &str) -> Option<String> {
+    let uri: http::Uri = url.trim().parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let authority = uri.authority()?;
+    let host = authority.host().to_ascii_lowercase();
+    let local = host == "localhost" || host.ends_with(".localhost");
+    if !(scheme == "https" || scheme == "http" && local) || authority.as_str().contains('@') {
+        return None;
+    }
+    Some(match authority.port_u16() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+/// The host of an origin from [`web_origin`].
+fn origin_host(origin: &str) -> &str {
+    let rest = origin.split_once("://").map_or(origin, |(_, r)| r);
+    match rest.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => rest,
+    }
 }
 
 /// `auth.mfa`: the issuer name authenticator apps show, and the roles that need a second

@@ -272,6 +272,13 @@ pub(super) fn validate(
         Some(e) => Some(email::validate_email(&cx, e)?),
         None => None,
     };
+    let mut auth = auth;
+    auth.webauthn = auth::webauthn(
+        &cx,
+        &raw.auth,
+        email.as_ref().map(|e| e.public_url.as_str()),
+        &auth.mfa.issuer,
+    )?;
     if email.is_none() {
         // Without mail nobody could verify an address: such a route would let no one in.
         let unverifiable = "needs the email section: without it no address can be verified";
