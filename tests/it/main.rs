@@ -39,6 +39,7 @@ mod rolling;
 mod secrets_at_rest;
 mod server;
 mod smtp;
+mod stale_cookies;
 mod store;
 mod store_lifecycle;
 mod tls;
