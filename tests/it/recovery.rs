@@ -8,6 +8,8 @@ use crate::util::*;
 
 const PW: &str = "correct horse battery staple";
 const NEW_PW: &str = "brand new passphrase 7";
+/// What the sign-in page says after a reset by the hosted form.
+const CHANGED: &str = "Your password has been changed. Sign in with the new one.";
 
 async fn gateway(sink: &SmtpSink, up: &Upstream) -> Gateway {
     Gateway::start(&config(
@@ -222,8 +224,43 @@ async fn the_hosted_pages_reset_a_password_by_form() {
     .await
     .unwrap();
     assert_eq!(r.status, 303, "{}", r.text());
-    assert_eq!(r.header("location").as_deref(), Some("/api/auth/login"));
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/api/auth/login?done=reset")
+    );
+    // The sign-in page says so, as the pages say that something went well.
+    let page = get_with(&gw.url("/api/auth/login?done=reset"), &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text()
+            .contains(&format!("<p class=\"done\" role=\"status\">{CHANGED}</p>")),
+        "{}",
+        page.text()
+    );
     login(&gw, "form@example.com", NEW_PW).await;
+}
+
+/// The notice after a reset is chosen by name, and its text is never the URL's.
+#[tokio::test]
+async fn the_sign_in_page_shows_only_its_own_notices() {
+    let gw = Gateway::start(&auth_config("", "")).await;
+    for query in [
+        "",
+        "?done=",
+        "?done=RESET",
+        "?done=password",
+        "?done=%3Cb%3Eowned%3C%2Fb%3E",
+        "?reset=1&notice=owned",
+    ] {
+        let page = get_with(&gw.url(&format!("/api/auth/login{query}")), &[]).await;
+        assert_eq!(page.status, 200, "{query}");
+        let text = page.text();
+        assert!(!text.contains("role=\"status\""), "{query}: {text}");
+        assert!(!text.contains("owned"), "{query}: {text}");
+    }
+    // Only the sign-in page has it.
+    let page = get_with(&gw.url("/api/auth/signup?done=reset"), &[]).await;
+    assert!(!page.text().contains(CHANGED), "{}", page.text());
 }
 
 /// Without `email:` the reset endpoints do not exist, and the sign-in page does not offer them.

@@ -52,6 +52,8 @@ struct View<'a> {
     form: Form,
     next: &'a str,
     error: Option<&'a str>,
+    /// A notice that something went well (`role="status"`), above the form.
+    notice: Option<&'static str>,
     email: &'a str,
     name: &'a str,
     /// For the sign-out page: who is signed in and the CSRF token.
@@ -72,6 +74,13 @@ impl AuthApi {
         let query = form_decode(req.uri().query().unwrap_or(""));
         let next = form_value(&query, "next").unwrap_or_else(|| "/".to_owned());
         let next = safe_next(&next);
+        // Where another page sent the browser, a fixed notice by name: never the URL's text.
+        let notice = match form_value(&query, "done").as_deref() {
+            Some("reset") if form == Form::Login => {
+                Some("Your password has been changed. Sign in with the new one.")
+            }
+            _ => None,
+        };
         let csrf = cookies::get(
             req.headers(),
             cookies::names(tls, self.transparent_refresh()).csrf,
@@ -105,6 +114,7 @@ impl AuthApi {
                 form,
                 next,
                 error: None,
+                notice,
                 email: "",
                 name: "",
                 signed_in,
@@ -147,6 +157,7 @@ impl AuthApi {
                     form,
                     next,
                     error: Some(message),
+                    notice: None,
                     email: &email,
                     name: &name,
                     signed_in: None,
@@ -211,6 +222,7 @@ impl AuthApi {
                         form,
                         next,
                         error: Some(&message),
+                        notice: None,
                         email: &email,
                         name: &name,
                         signed_in: None,
@@ -377,6 +389,9 @@ impl AuthApi {
         let error = v.error.map_or_else(String::new, |e| {
             format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e))
         });
+        let notice = v.notice.map_or_else(String::new, |n| {
+            format!("<p class=\"done\" role=\"status\">{}</p>", escape_html(n))
+        });
         let (title, body) = match v.form {
             Form::Login => (
                 "Sign in",
@@ -437,7 +452,7 @@ impl AuthApi {
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <title>{title}</title><style>{STYLE}</style></head>\
-             <body><main><h1>{title}</h1>{error}{body}</main></body></html>"
+             <body><main><h1>{title}</h1>{error}{notice}{body}</main></body></html>"
         );
         let mut resp = Response::new(body::full(Bytes::from(page)));
         *resp.status_mut() = status;

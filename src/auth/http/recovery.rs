@@ -8,8 +8,8 @@
 //! - `GET {prefix}/reset-password?token=...`: a page with a new-password form (a GET never
 //!   uses the token: mail scanners follow links).
 //! - `POST {prefix}/reset-password` `{token, password}` (JSON or the form): sets the password
-//!   ([`crate::auth::service`] says what else happens); `200`, or `303` to the sign-in page from
-//!   the form. An unusable link is `404`.
+//!   ([`crate::auth::service`] says what else happens); `200`, or from the form `303` to the
+//!   sign-in page, which then says the password was changed. An unusable link is `404`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -181,7 +181,8 @@ impl AuthApi {
                 StatusCode::OK,
                 &serde_json::json!({ "detail": "Password changed; sign in with the new one" }),
             )),
-            (Ok(()), true) => Ok(redirect(&format!("{}/login", self.prefix()))),
+            // The sign-in page says the password was changed.
+            (Ok(()), true) => Ok(redirect(&format!("{}/login?done=reset", self.prefix()))),
             (Err(e), false) => Err(HttpError::from(&e)),
             (Err(AuthError::InvalidLink), true) => Ok(self.link_refused()),
             (Err(e), true) => {
