@@ -325,3 +325,139 @@ async fn a_reload_changes_the_mail_settings_or_turns_them_off() {
     assert_eq!(forgot(&gw, "rel@example.com").await.status, 404);
     login(&gw, "rel@example.com", NEW_PW).await;
 }
+
+/// A form post of `body` to `path`.
+async fn post_form(gw: &Gateway, path: &str, body: &str) -> Resp {
+    send(
+        req("POST", &gw.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The sign-in page's `next` goes to the forgot page and back, and through a reset page opened
+/// with it to the sign-in page after the reset; only a same-origin path, escaped and encoded.
+#[tokio::test]
+async fn next_survives_the_way_through_a_forgotten_password() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = gateway(&sink, &up).await;
+    signed_up(&gw, &sink, "next@example.com").await;
+    const ENCODED: &str = "/app/page%3Fx%3D1%26y%3D2";
+    const NEXT: &str = "/app/page?x=1&amp;y=2";
+
+    let login = get_with(&gw.url(&format!("/api/auth/login?next={ENCODED}")), &[]).await;
+    let forgot_link = format!("href=\"/api/auth/forgot-password?next={ENCODED}\"");
+    assert!(login.text().contains(&forgot_link), "{}", login.text());
+
+    let forgot = get_with(
+        &gw.url(&format!("/api/auth/forgot-password?next={ENCODED}")),
+        &[],
+    )
+    .await;
+    assert_eq!(forgot.status, 200);
+    let back = format!("<a href=\"/api/auth/login?next={ENCODED}\">Back to sign in</a>");
+    let field = format!("<input type=\"hidden\" name=\"next\" value=\"{NEXT}\">");
+    for part in [&back, &field] {
+        assert!(
+            forgot.text().contains(part.as_str()),
+            "{part}: {}",
+            forgot.text()
+        );
+    }
+    let sent = post_form(
+        &gw,
+        "/api/auth/forgot-password",
+        &format!("email=next%40example.com&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    assert!(sent.text().contains(&back), "{}", sent.text());
+    let token = token_in(
+        &sink
+            .wait_for_message(Duration::from_secs(10))
+            .await
+            .text
+            .unwrap(),
+    );
+
+    // The mailed link has no `next`; a reset page opened with one carries it to sign-in.
+    let page = get_with(
+        &gw.url(&format!(
+            "/api/auth/reset-password?token={token}&next={ENCODED}"
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(&field), "{}", page.text());
+    let weak = post_form(
+        &gw,
+        "/api/auth/reset-password",
+        &format!("token={token}&password=short&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(weak.status, 422, "{}", weak.text());
+    assert!(weak.text().contains(&field), "{}", weak.text());
+    let r = post_form(
+        &gw,
+        "/api/auth/reset-password",
+        &format!("token={token}&password=brand+new+passphrase+7&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let location = format!("/api/auth/login?done=reset&next={ENCODED}");
+    assert_eq!(r.header("location"), Some(location.clone()));
+    let page = get_with(&gw.url(&location), &[]).await;
+    assert!(page.text().contains(CHANGED), "{}", page.text());
+    assert!(page.text().contains(&field), "{}", page.text());
+    let used = post_form(
+        &gw,
+        "/api/auth/reset-password",
+        &format!("token={token}&password=brand+new+passphrase+8&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(used.status, 404, "{}", used.text());
+    let again = format!("href=\"/api/auth/forgot-password?next={ENCODED}\"");
+    assert!(used.text().contains(&again), "{}", used.text());
+
+    // Anything but a same-origin path is dropped; what passes is escaped and encoded.
+    for hostile in ["//evil.test", "https%3A%2F%2Fevil.test", "%2F%2Fevil.test"] {
+        for path in ["/api/auth/login", "/api/auth/forgot-password"] {
+            let page = get_with(&gw.url(&format!("{path}?next={hostile}")), &[]).await;
+            let text = page.text();
+            assert!(!text.contains("evil.test"), "{path}?next={hostile}: {text}");
+        }
+        let sent = post_form(
+            &gw,
+            "/api/auth/forgot-password",
+            &format!("email=next%40example.com&next={hostile}"),
+        )
+        .await;
+        assert!(!sent.text().contains("evil.test"), "{}", sent.text());
+        assert!(
+            sent.text().contains("<a href=\"/api/auth/login\">"),
+            "{}",
+            sent.text()
+        );
+    }
+    let quoted = "/%22%3E%3Cscript%3Ex%3C%2Fscript%3E";
+    let page = get_with(
+        &gw.url(&format!("/api/auth/forgot-password?next={quoted}")),
+        &[],
+    )
+    .await;
+    let text = page.text();
+    assert!(!text.contains("<script>"), "{text}");
+    assert!(
+        text.contains("value=\"/&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""),
+        "{text}"
+    );
+}

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::admission::refuse_cross_site;
 use super::api::AuthApi;
 use super::cookies;
-use super::form::{form_decode, form_value, percent_encode, safe_next};
+use super::form::{form_decode, form_value, percent_encode, safe_next, with_next};
 use crate::auth::error::AuthError;
 use crate::body::{self, Body};
 use crate::error::{HttpError, NoAccess, PAGE_STYLE as STYLE, escape_html, html_headers};
@@ -405,7 +405,10 @@ impl AuthApi {
                      <p>No account? <a href=\"{prefix}/signup?next={next_q}\">Sign up</a></p>",
                     email = escape_html(v.email),
                     forgot = if self.mailer().is_some() {
-                        format!("<p><a href=\"{prefix}/forgot-password\">Forgot password?</a></p>")
+                        format!(
+                            "<p><a href=\"{}\">Forgot password?</a></p>",
+                            escape_html(&with_next(&format!("{prefix}/forgot-password"), v.next))
+                        )
                     } else {
                         String::new()
                     },
