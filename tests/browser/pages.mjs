@@ -3,9 +3,9 @@
 // Starts the gateway binary ($GATEWAY_BIN, default target/debug/gateway) on a free loopback port
 // with a throwaway config and store, then drives Debian's Chromium (/usr/bin/chromium, or
 // $CHROMIUM_BIN) through playwright-core: redirect to login, sign up, silent refresh after the
-// access cookie is gone, sign out, wrong password, security headers, no CSP violations; Back after
-// sign-out does not show protected pages from the browser's cache (an upstream without cache
-// headers); the 403 page of a route offers another account.
+// access cookie is gone, sign out (a revoked session's cookies deleted), wrong password, security
+// headers, no CSP violations; Back after sign-out does not show protected pages from the browser's
+// cache (an upstream without cache headers); the 403 page of a route offers another account.
 //
 //   npm ci --prefix tests/browser && cargo build && node tests/browser/pages.mjs
 //
@@ -242,6 +242,12 @@ async function main() {
     await context.addCookies([{ ...c.gw_refresh }, { ...c.gw_csrf }]);
     await page.goto(`${base}/dashboard`);
     assert(new URL(page.url()).pathname === loginPath, `the old refresh cookie still works: landed on ${page.url()}`);
+  });
+
+  await step("the redirect to sign-in deleted the dead session's cookies", async () => {
+    const c = await cookieMap();
+    const left = ["gw_access", "gw_refresh", "gw_csrf"].filter((n) => c[n]);
+    assert(left.length === 0, `cookies left: ${left}`);
   });
 
   // 7. Back after sign-out: an upstream that sets no cache headers must not have its pages kept

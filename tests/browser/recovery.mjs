@@ -4,13 +4,14 @@
 // binary ($GATEWAY_BIN, default target/debug/gateway) on a free loopback port with a throwaway
 // config and store whose `email:` section delivers to the sink (public_url = the gateway's own
 // base URL), and drives Debian's Chromium (/usr/bin/chromium, or $CHROMIUM_BIN) through
-// playwright-core: sign up on the hosted page; 'Forgot password?' on the sign-in page, the
-// neutral answer; the mail (addressed to the user, the link under public_url, in both parts); the
-// page behind the link (headers, the account it is for, a weak password refused without using the
-// link), a new password set by the form; the session from before the reset ended; the old
-// password refused and the new one reaching a protected upstream page; the link refused when
-// opened again; an unknown address answered with the same page and no mail; no console errors or
-// CSP violations in any page.
+// playwright-core: sign up on the hosted page; 'Forgot password?' on the sign-in page (keeping
+// `next` there and back), the neutral answer; the mail (addressed to the user, the link under
+// public_url, in both parts); the page behind the link (headers, the account it is for, a weak
+// password refused without using the link), a new password set by the form and the sign-in page
+// saying so; the session from before the reset ended, its cookies deleted on the way to the
+// sign-in page; the old password refused and the new one reaching a protected upstream page; the
+// link refused when opened again; an unknown address answered with the same page and no mail; no
+// console errors or CSP violations in any page.
 //
 //   npm ci --prefix tests/browser && cargo build && node tests/browser/recovery.mjs
 //
@@ -175,6 +176,15 @@ async function main() {
     await page.getByRole("heading", { name: "Forgot your password?" }).waitFor();
   });
 
+  await step("the forgot-password page keeps next=/app/one and 'Back to sign in' returns it", async () => {
+    const next = new URL(page.url()).searchParams.get("next");
+    assert(next === "/app/one", `next is ${next} in ${page.url()}`);
+    await page.getByRole("link", { name: "Back to sign in" }).click();
+    await page.waitForURL((u) => u.pathname === loginPath);
+    const back = new URL(page.url()).searchParams.get("next");
+    assert(back === "/app/one", `next is ${back} in ${page.url()}`);
+  });
+
   await step("forgot-password page: CSP, X-Frame-Options, no-store, styled", async () => {
     const resp = await page.goto(`${base}${forgotPath}`);
     assert(resp.status() === 200, `status ${resp.status()}`);
@@ -269,6 +279,12 @@ async function main() {
     assert((await page.getByRole("alert").count()) === 0, `an error is shown: ${await page.locator("main").innerText()}`);
   });
 
+  await step("the sign-in page says the password has been changed (role=status)", async () => {
+    const status = (await page.getByRole("status").innerText()).trim();
+    const want = "Your password has been changed. Sign in with the new one.";
+    assert(status === want, `the page says ${JSON.stringify(status)}`);
+  });
+
   // 5. The reset ended every session; the old password is gone, the new one works.
   await step("the session from before the reset is ended: its cookies lead to the sign-in page", async () => {
     await context.addCookies(oldSession);
@@ -277,6 +293,11 @@ async function main() {
     assert(url.pathname === loginPath, `the old session still works: landed on ${page.url()}`);
     assert(url.searchParams.get("next") === "/app/one", `next is ${url.searchParams.get("next")}`);
     assert(!(await page.locator("body").innerText()).includes("secret of page one"), "the upstream page is shown");
+  });
+
+  await step("the redirect to sign-in deleted the ended session's cookies", async () => {
+    const left = (await context.cookies()).filter((c) => c.name.startsWith("gw_")).map((c) => c.name);
+    assert(left.length === 0, `cookies left: ${left}`);
   });
 
   await step("the old password is refused (401, role=alert)", async () => {
