@@ -317,7 +317,7 @@ impl App {
         let admitted = match self.auth.admit(req, conn.tls).await {
             Ok(a) => a,
             Err(Denied::Refused(e)) => return Err(e),
-            Err(Denied::Unauthenticated(why)) => {
+            Err(Denied::Unauthenticated { why, stale_cookies }) => {
                 let outcome = match why {
                     Unauthenticated::Missing => AuthOutcome::Missing,
                     Unauthenticated::Rejected("expired") => AuthOutcome::Expired,
@@ -337,7 +337,11 @@ impl App {
                     .uri()
                     .query()
                     .map_or_else(|| path.to_owned(), |q| format!("{path}?{q}"));
-                return Ok(Gate::Unauthenticated { redirect, next });
+                return Ok(Gate::Unauthenticated {
+                    redirect,
+                    next,
+                    stale_cookies,
+                });
             }
         };
         let claims = &admitted.session.claims;
@@ -414,8 +418,9 @@ impl App {
             Gate::Unauthenticated {
                 redirect: true,
                 next,
+                stale_cookies,
             } => {
-                return Ok(self.auth.login_redirect(&next));
+                return Ok(self.auth.login_redirect(&next, stale_cookies, conn.tls));
             }
             Gate::Unauthenticated { .. } => {
                 return Err(HttpError::Unauthorized("Not authenticated"));
@@ -553,8 +558,13 @@ enum Gate {
         set_cookies: Vec<HeaderValue>,
         via_cookie: Option<bool>,
     },
-    /// No valid credentials: redirect a browser to the login page (with `next`), or 401.
-    Unauthenticated { redirect: bool, next: String },
+    /// No valid credentials: redirect a browser to the login page (with `next`, deleting the
+    /// session cookies when `stale_cookies`), or 401.
+    Unauthenticated {
+        redirect: bool,
+        next: String,
+        stale_cookies: bool,
+    },
     /// Authenticated but refused (a role or owner check, CSRF): answer `error`, with the
     /// `Set-Cookie`s of a transparent refresh that happened on the way.
     Refused {

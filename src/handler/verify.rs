@@ -167,11 +167,17 @@ impl App {
                 }
                 Ok(resp)
             }
-            Gate::Unauthenticated { redirect, next } => {
+            Gate::Unauthenticated {
+                redirect,
+                next,
+                stale_cookies,
+            } => {
                 if redirect && nginx {
                     // nginx cannot follow a redirect from auth_request; it sends the browser to
                     // this location itself, with `next` already encoded.
-                    let login = self.auth.login_redirect(&next);
+                    // auth_request keeps the answer's other headers (cookies too) from the
+                    // browser.
+                    let login = self.auth.login_redirect(&next, false, conn.tls);
                     let mut resp = HttpError::Unauthorized("Not authenticated").response(false);
                     if let Some(loc) = login.headers().get(header::LOCATION) {
                         resp.headers_mut().insert(LOGIN_LOCATION, loc.clone());
@@ -179,7 +185,7 @@ impl App {
                     return Ok(resp);
                 }
                 if redirect && !nginx {
-                    let mut resp = self.auth.login_redirect(&next);
+                    let mut resp = self.auth.login_redirect(&next, stale_cookies, conn.tls);
                     *resp.status_mut() = StatusCode::FOUND;
                     if let (Some(host), Some(loc)) = (
                         raw_host.as_deref(),

@@ -14,111 +14,19 @@
 // (the gateway's log is printed then). The gateway, the upstream and the browser are always
 // stopped, and the whole run is bounded by $BROWSER_TEST_TIMEOUT_MS (default 60 s).
 
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import fs from "node:fs";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
-import http from "node:http";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "..", "..");
-const GATEWAY_BIN = path.resolve(repo, process.env.GATEWAY_BIN || "target/debug/gateway");
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const OVERALL_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60_000);
-const STEP_TIMEOUT_MS = 10_000;
-
-const started = Date.now();
-let passed = 0;
-let gateway = null;
-let upstream = null;
-let gatewayLog = "";
-let context = null;
-let tmp = null;
-let finished = false;
-
-class CheckFailed extends Error {}
-
-function check(name, ok, detail = "") {
-  if (!ok) {
-    throw new CheckFailed(`${name}${detail ? `: ${detail}` : ""}`);
-  }
-  passed += 1;
-  console.log(`ok ${passed} - ${name}`);
-}
-
-/** Runs `body` as one named check: any exception inside fails it with that name. */
-async function step(name, body) {
-  try {
-    const detail = await body();
-    check(name, true);
-    return detail;
-  } catch (e) {
-    if (e instanceof CheckFailed) throw e;
-    throw new CheckFailed(`${name}: ${e && e.message ? e.message.split("\n")[0] : e}`);
-  }
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-async function cleanup() {
-  if (context) {
-    const c = context;
-    context = null;
-    await Promise.race([c.close().catch(() => {}), sleep(5_000)]);
-  }
-  if (gateway && gateway.exitCode === null && gateway.signalCode === null) {
-    const g = gateway;
-    g.kill("SIGTERM");
-    const exited = await Promise.race([
-      new Promise((r) => g.once("exit", () => r(true))),
-      sleep(3_000).then(() => false),
-    ]);
-    if (!exited) g.kill("SIGKILL");
-  }
-  if (upstream) {
-    const u = upstream;
-    upstream = null;
-    u.closeAllConnections();
-    await new Promise((r) => u.close(() => r()));
-  }
-  if (tmp) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    tmp = null;
-  }
-}
-
-async function fail(message) {
-  if (finished) return;
-  finished = true;
-  console.error(`\nFAILED: ${message}`);
-  if (gatewayLog.trim()) {
-    console.error("--- gateway log (last 60 lines) ---");
-    console.error(gatewayLog.trimEnd().split("\n").slice(-60).join("\n"));
-  }
-  await cleanup();
-  console.log(`${passed} passed, 1 failed`);
-  process.exit(1);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import {
+  assert,
+  cookieMap,
+  gatewayOutput,
+  launchChromium,
+  run,
+  sleep,
+  startGateway,
+  startUpstream,
+  step,
+  tempDir,
+} from "./harness.mjs";
 
 // ---- the upstream: a page that imports the module, and an echoing JSON endpoint ----
 
@@ -149,9 +57,8 @@ const PAGE = `<!doctype html>
 </html>
 `;
 
-async function startUpstream() {
-  const port = await freePort();
-  upstream = http.createServer((req, res) => {
+async function startClientUpstream() {
+  const port = await startUpstream((req, res) => {
     let body = "";
     req.setEncoding("utf8");
     req.on("data", (d) => (body += d));
@@ -174,119 +81,41 @@ async function startUpstream() {
       res.end(PAGE);
     });
   });
-  await new Promise((resolve, reject) => {
-    upstream.once("error", reject);
-    upstream.listen(port, "127.0.0.1", resolve);
-  });
   return `http://127.0.0.1:${port}`;
 }
 
-async function startGateway(upstreamUrl) {
-  assert(fs.existsSync(GATEWAY_BIN), `gateway binary not found at ${GATEWAY_BIN} (run cargo build or set GATEWAY_BIN)`);
-  const port = await freePort();
-  const config = path.join(tmp, "gateway.yaml");
-  fs.writeFileSync(
-    config,
-    [
-      "version: 1",
-      "listen:",
-      `  http: 127.0.0.1:${port}`,
-      "  https: null",
-      "admin:",
-      "  listen: null",
-      "log:",
-      "  level: info",
-      "store:",
-      "  redb:",
-      `    path: ${JSON.stringify(path.join(tmp, "store", "gateway.redb"))}`,
-      "auth:",
-      // The module, not the gateway, must recover from the expired access cookie.
-      "  transparent_refresh: false",
-      "  password:",
-      "    memory_kib: 1024",
-      "    iterations: 1",
-      "routes:",
-      "  - name: data",
-      "    path: /app/data",
-      `    upstream: ${JSON.stringify(upstreamUrl)}`,
-      "    auth: required",
-      "  - name: page",
-      "    path: /app",
-      `    upstream: ${JSON.stringify(upstreamUrl)}`,
-      "    auth: public",
-      "",
-    ].join("\n"),
-  );
-  gateway = spawn(GATEWAY_BIN, ["--config", config, "serve"], {
-    cwd: tmp,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", NO_COLOR: "1" },
-  });
-  const collect = (d) => {
-    gatewayLog += d.toString();
-  };
-  gateway.stdout.on("data", collect);
-  gateway.stderr.on("data", collect);
-  gateway.on("exit", (code, signal) => {
-    gatewayLog += `\n[gateway exited: code ${code}, signal ${signal}]\n`;
-  });
-
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (gateway.exitCode !== null || gateway.signalCode !== null) {
-      throw new Error(`gateway exited during start-up (code ${gateway.exitCode})`);
-    }
-    try {
-      const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) });
-      if (r.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error("gateway did not answer /healthz within 15 s");
-    await sleep(100);
-  }
-  return base;
+function startClientGateway(upstreamUrl) {
+  return startGateway(() => [
+    "auth:",
+    // The module, not the gateway, must recover from the expired access cookie.
+    "  transparent_refresh: false",
+    "  password:",
+    "    memory_kib: 1024",
+    "    iterations: 1",
+    "routes:",
+    "  - name: data",
+    "    path: /app/data",
+    `    upstream: ${JSON.stringify(upstreamUrl)}`,
+    "    auth: required",
+    "  - name: page",
+    "    path: /app",
+    `    upstream: ${JSON.stringify(upstreamUrl)}`,
+    "    auth: public",
+  ]);
 }
 
 /** How many refresh requests the gateway's access log has seen so far. */
 function refreshesInLog() {
-  return gatewayLog
+  return gatewayOutput()
     .split("\n")
     .filter((l) => /\baccess\b/.test(l) && /method=POST/.test(l) && /path=\/api\/auth\/refresh\b/.test(l)).length;
 }
 
-async function cookieMap() {
-  const all = await context.cookies();
-  return Object.fromEntries(all.map((c) => [c.name, c]));
-}
-
 async function main() {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gateway-client-"));
-  const upstreamUrl = await step("Node upstream starts", startUpstream);
-  const base = await step("gateway starts and answers /healthz", () => startGateway(upstreamUrl));
-
-  await step(`headless Chromium (${CHROMIUM_BIN}) starts`, async () => {
-    assert(fs.existsSync(CHROMIUM_BIN), `Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
-    context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
-      executablePath: CHROMIUM_BIN,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      timeout: 20_000,
-    });
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
-  const page = context.pages()[0] || (await context.newPage());
+  tempDir("gateway-client-");
+  const upstreamUrl = await step("Node upstream starts", startClientUpstream);
+  const base = await step("gateway starts and answers /healthz", () => startClientGateway(upstreamUrl));
+  const { context, page } = await launchChromium();
 
   // Uncaught errors fail the run; of the console errors, only the browser's notes about the
   // 401/403/409 answers the checks provoke on purpose are expected.
@@ -494,22 +323,6 @@ async function main() {
   await step("no unexpected console errors or uncaught exceptions", async () => {
     assert(consoleErrors.length === 0, consoleErrors.join(" | "));
   });
-
-  await cleanup();
-  finished = true;
-  console.log(`(${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  console.log(`${passed} passed, 0 failed`);
 }
 
-const timer = setTimeout(() => {
-  fail(`overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
-}, OVERALL_TIMEOUT_MS);
-
-for (const sig of ["SIGINT", "SIGTERM"]) {
-  process.on(sig, () => fail(`interrupted by ${sig}`));
-}
-
-main().then(
-  () => process.exit(0),
-  (e) => fail(e instanceof CheckFailed ? e.message : (e && e.stack) || String(e)),
-);
+run(main);

@@ -3,9 +3,9 @@
 // Starts the gateway binary ($GATEWAY_BIN, default target/debug/gateway) on a free loopback port
 // with a throwaway config and store, then drives Debian's Chromium (/usr/bin/chromium, or
 // $CHROMIUM_BIN) through playwright-core: redirect to login, sign up, silent refresh after the
-// access cookie is gone, sign out, wrong password, security headers, no CSP violations; Back after
-// sign-out does not show protected pages from the browser's cache (an upstream without cache
-// headers); the 403 page of a route offers another account.
+// access cookie is gone, sign out (a revoked session's cookies deleted), wrong password, security
+// headers, no CSP violations; Back after sign-out does not show protected pages from the browser's
+// cache (an upstream without cache headers); the 403 page of a route offers another account.
 //
 //   npm ci --prefix tests/browser && cargo build && node tests/browser/pages.mjs
 //
@@ -15,123 +15,25 @@
 // goes to $SCREENSHOT (default /tmp/gateway-login.png), one of the 403 page to $SCREENSHOT_403
 // (default /tmp/gateway-403.png).
 
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { assert, cookieMap, launchChromium, run, startGateway, startUpstream, step, tempDir } from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "..", "..");
-const GATEWAY_BIN = path.resolve(repo, process.env.GATEWAY_BIN || "target/debug/gateway");
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const OVERALL_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60_000);
 const SCREENSHOT = process.env.SCREENSHOT || path.join(os.tmpdir(), "gateway-login.png");
 const SCREENSHOT_403 = process.env.SCREENSHOT_403 || path.join(os.tmpdir(), "gateway-403.png");
-const STEP_TIMEOUT_MS = 10_000;
-
-const started = Date.now();
-let passed = 0;
-let gateway = null;
-let upstream = null;
-let gatewayLog = "";
-let context = null;
-let tmp = null;
-let finished = false;
-
-class CheckFailed extends Error {}
-
-function check(name, ok, detail = "") {
-  if (!ok) {
-    throw new CheckFailed(`${name}${detail ? `: ${detail}` : ""}`);
-  }
-  passed += 1;
-  console.log(`ok ${passed} - ${name}`);
-}
-
-/** Runs `body` as one named check: any exception inside fails it with that name. */
-async function step(name, body) {
-  try {
-    const detail = await body();
-    check(name, true);
-    return detail;
-  } catch (e) {
-    if (e instanceof CheckFailed) throw e;
-    throw new CheckFailed(`${name}: ${e && e.message ? e.message.split("\n")[0] : e}`);
-  }
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-async function cleanup() {
-  if (context) {
-    const c = context;
-    context = null;
-    await Promise.race([c.close().catch(() => {}), sleep(5_000)]);
-  }
-  if (gateway && gateway.exitCode === null && gateway.signalCode === null) {
-    const g = gateway;
-    g.kill("SIGTERM");
-    const exited = await Promise.race([
-      new Promise((r) => g.once("exit", () => r(true))),
-      sleep(3_000).then(() => false),
-    ]);
-    if (!exited) g.kill("SIGKILL");
-  }
-  if (upstream) {
-    upstream.closeAllConnections();
-    upstream.close();
-    upstream = null;
-  }
-  if (tmp) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    tmp = null;
-  }
-}
-
-async function fail(message) {
-  if (finished) return;
-  finished = true;
-  console.error(`\nFAILED: ${message}`);
-  if (gatewayLog.trim()) {
-    console.error("--- gateway log (last 60 lines) ---");
-    console.error(gatewayLog.trimEnd().split("\n").slice(-60).join("\n"));
-  }
-  await cleanup();
-  console.log(`${passed} passed, 1 failed`);
-  process.exit(1);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * An app with no auth code and no cache headers at all (what most apps behind the gateway look
  * like): /app/one and /app/two, linked to each other. Returns its port.
  */
-function startUpstream() {
+function startPagesUpstream() {
   const pages = {
     "/app/one": ["Page one", "secret of page one", "/app/two", "Page two"],
     "/app/two": ["Page two", "secret of page two", "/app/one", "Page one"],
   };
-  upstream = http.createServer((req, res) => {
+  return startUpstream((req, res) => {
     const p = pages[new URL(req.url, "http://x").pathname];
     if (!p) {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found");
@@ -144,91 +46,34 @@ function startUpstream() {
         `<h1>${title}</h1><p>${secret}</p><a href="${link}">${linkText}</a></body></html>`,
     );
   });
-  return new Promise((resolve, reject) => {
-    upstream.on("error", reject);
-    upstream.listen(0, "127.0.0.1", () => resolve(upstream.address().port));
-  });
 }
 
-async function startGateway() {
-  assert(fs.existsSync(GATEWAY_BIN), `gateway binary not found at ${GATEWAY_BIN} (run cargo build or set GATEWAY_BIN)`);
-  const upstreamPort = await startUpstream();
-  const port = await freePort();
-  const config = path.join(tmp, "gateway.yaml");
-  fs.writeFileSync(
-    config,
-    [
-      "version: 1",
-      "listen:",
-      `  http: 127.0.0.1:${port}`,
-      "  https: null",
-      "admin:",
-      "  listen: null",
-      "log:",
-      "  level: info",
-      "store:",
-      "  redb:",
-      `    path: ${JSON.stringify(path.join(tmp, "store", "gateway.redb"))}`,
-      "auth:",
-      "  password:",
-      "    memory_kib: 1024",
-      "    iterations: 1",
-      "routes:",
-      "  - name: public",
-      "    path: /public",
-      "    upstream: builtin:whoami",
-      "    auth: public",
-      "  - name: pages",
-      "    path: /app",
-      `    upstream: http://127.0.0.1:${upstreamPort}`,
-      "    auth: required",
-      "  - name: admin",
-      "    path: /admin",
-      "    upstream: builtin:whoami",
-      "    auth: required",
-      "    roles: [admin]",
-      "  - name: app",
-      "    path: /",
-      "    upstream: builtin:whoami",
-      "    auth: required",
-      "",
-    ].join("\n"),
-  );
-  gateway = spawn(GATEWAY_BIN, ["--config", config, "serve"], {
-    cwd: tmp,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", NO_COLOR: "1" },
-  });
-  const collect = (d) => {
-    gatewayLog += d.toString();
-  };
-  gateway.stdout.on("data", collect);
-  gateway.stderr.on("data", collect);
-  gateway.on("exit", (code, signal) => {
-    gatewayLog += `\n[gateway exited: code ${code}, signal ${signal}]\n`;
-  });
-
-  const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (gateway.exitCode !== null || gateway.signalCode !== null) {
-      throw new Error(`gateway exited during start-up (code ${gateway.exitCode})`);
-    }
-    try {
-      const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) });
-      if (r.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error("gateway did not answer /healthz within 15 s");
-    await sleep(100);
-  }
-  return base;
-}
-
-async function cookieMap() {
-  const all = await context.cookies();
-  return Object.fromEntries(all.map((c) => [c.name, c]));
+async function startPagesGateway() {
+  const upstreamPort = await startPagesUpstream();
+  return startGateway(() => [
+    "auth:",
+    "  password:",
+    "    memory_kib: 1024",
+    "    iterations: 1",
+    "routes:",
+    "  - name: public",
+    "    path: /public",
+    "    upstream: builtin:whoami",
+    "    auth: public",
+    "  - name: pages",
+    "    path: /app",
+    `    upstream: http://127.0.0.1:${upstreamPort}`,
+    "    auth: required",
+    "  - name: admin",
+    "    path: /admin",
+    "    upstream: builtin:whoami",
+    "    auth: required",
+    "    roles: [admin]",
+    "  - name: app",
+    "    path: /",
+    "    upstream: builtin:whoami",
+    "    auth: required",
+  ]);
 }
 
 /** The text of the whoami table row for header `name`, or null. */
@@ -239,31 +84,9 @@ async function whoamiRow(page, name) {
 }
 
 async function main() {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gateway-browser-"));
-  const base = await step("gateway starts and answers /healthz", startGateway);
-
-  await step(`headless Chromium (${CHROMIUM_BIN}) starts`, async () => {
-    assert(fs.existsSync(CHROMIUM_BIN), `Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
-    context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
-      executablePath: CHROMIUM_BIN,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      viewport: { width: 800, height: 640 },
-      timeout: 20_000,
-    });
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
-  const page = context.pages()[0] || (await context.newPage());
+  tempDir("gateway-browser-");
+  const base = await step("gateway starts and answers /healthz", startPagesGateway);
+  const { context, page } = await launchChromium({ viewport: { width: 800, height: 640 } });
   const loginPath = "/api/auth/login";
 
   // Anything the page logs as an error (CSP violations among them) fails the run at the end.
@@ -421,6 +244,12 @@ async function main() {
     assert(new URL(page.url()).pathname === loginPath, `the old refresh cookie still works: landed on ${page.url()}`);
   });
 
+  await step("the redirect to sign-in deleted the dead session's cookies", async () => {
+    const c = await cookieMap();
+    const left = ["gw_access", "gw_refresh", "gw_csrf"].filter((n) => c[n]);
+    assert(left.length === 0, `cookies left: ${left}`);
+  });
+
   // 7. Back after sign-out: an upstream that sets no cache headers must not have its pages kept
   // by the browser (the gateway adds Cache-Control: private, no-store).
   await step("sign in, open two pages of an app without cache headers", async () => {
@@ -491,22 +320,6 @@ async function main() {
   await step("no console errors or CSP violations in any page", async () => {
     assert(consoleErrors.length === 0, consoleErrors.join(" | "));
   });
-
-  await cleanup();
-  finished = true;
-  console.log(`(${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  console.log(`${passed} passed, 0 failed`);
 }
 
-const timer = setTimeout(() => {
-  fail(`overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
-}, OVERALL_TIMEOUT_MS);
-
-for (const sig of ["SIGINT", "SIGTERM"]) {
-  process.on(sig, () => fail(`interrupted by ${sig}`));
-}
-
-main().then(
-  () => process.exit(0),
-  (e) => fail(e instanceof CheckFailed ? e.message : (e && e.stack) || String(e)),
-);
+run(main);

@@ -4,13 +4,14 @@
 // binary ($GATEWAY_BIN, default target/debug/gateway) on a free loopback port with a throwaway
 // config and store whose `email:` section delivers to the sink (public_url = the gateway's own
 // base URL), and drives Debian's Chromium (/usr/bin/chromium, or $CHROMIUM_BIN) through
-// playwright-core: sign up on the hosted page; 'Forgot password?' on the sign-in page, the
-// neutral answer; the mail (addressed to the user, the link under public_url, in both parts); the
-// page behind the link (headers, the account it is for, a weak password refused without using the
-// link), a new password set by the form; the session from before the reset ended; the old
-// password refused and the new one reaching a protected upstream page; the link refused when
-// opened again; an unknown address answered with the same page and no mail; no console errors or
-// CSP violations in any page.
+// playwright-core: sign up on the hosted page; 'Forgot password?' on the sign-in page (keeping
+// `next` there and back), the neutral answer; the mail (addressed to the user, the link under
+// public_url, in both parts); the page behind the link (headers, the account it is for, a weak
+// password refused without using the link), a new password set by the form and the sign-in page
+// saying so; the session from before the reset ended, its cookies deleted on the way to the
+// sign-in page; the old password refused and the new one reaching a protected upstream page; the
+// link refused when opened again; an unknown address answered with the same page and no mail; no
+// console errors or CSP violations in any page.
 //
 //   npm ci --prefix tests/browser && cargo build && node tests/browser/recovery.mjs
 //
@@ -18,134 +19,30 @@
 // (the gateway's log is printed then). The gateway, the sink, the upstream and the browser are
 // always stopped, and the whole run is bounded by $BROWSER_TEST_TIMEOUT_MS (default 60 s).
 
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import fs from "node:fs";
-import http from "node:http";
-import net from "node:net";
-import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import {
+  assert,
+  launchChromium,
+  mailFiles,
+  run,
+  sleep,
+  startGateway,
+  startSink,
+  startUpstream,
+  step,
+  tempDir,
+  waitForMail,
+} from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "..", "..");
-const GATEWAY_BIN = path.resolve(repo, process.env.GATEWAY_BIN || "target/debug/gateway");
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const SINK = path.join(repo, "tests", "smtp", "sink.py");
-const OVERALL_TIMEOUT_MS = Number(process.env.BROWSER_TEST_TIMEOUT_MS || 60_000);
-const STEP_TIMEOUT_MS = 10_000;
-const MAIL_TIMEOUT_MS = 10_000;
 // How long to wait for a mail that must not come.
 const NO_MAIL_WAIT_MS = 1_500;
 // The display name of `email.from`: the {{app}} of the mail templates.
 const APP = "Recovery Test";
 
-const started = Date.now();
-let passed = 0;
-let gateway = null;
-let sink = null;
-let upstream = null;
-let gatewayLog = "";
-let sinkLog = "";
-let context = null;
-let tmp = null;
-let finished = false;
-
-class CheckFailed extends Error {}
-
-function check(name, ok, detail = "") {
-  if (!ok) {
-    throw new CheckFailed(`${name}${detail ? `: ${detail}` : ""}`);
-  }
-  passed += 1;
-  console.log(`ok ${passed} - ${name}`);
-}
-
-/** Runs `body` as one named check: any exception inside fails it with that name. */
-async function step(name, body) {
-  try {
-    const detail = await body();
-    check(name, true);
-    return detail;
-  } catch (e) {
-    if (e instanceof CheckFailed) throw e;
-    throw new CheckFailed(`${name}: ${e && e.message ? e.message.split("\n")[0] : e}`);
-  }
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-/** Stops a child process: SIGTERM, then SIGKILL if it is still there after 3 s. */
-async function stop(child) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  child.kill("SIGTERM");
-  const exited = await Promise.race([
-    new Promise((r) => child.once("exit", () => r(true))),
-    sleep(3_000).then(() => false),
-  ]);
-  if (!exited) child.kill("SIGKILL");
-}
-
-async function cleanup() {
-  if (context) {
-    const c = context;
-    context = null;
-    await Promise.race([c.close().catch(() => {}), sleep(5_000)]);
-  }
-  const g = gateway;
-  const s = sink;
-  gateway = null;
-  sink = null;
-  await Promise.all([stop(g), stop(s)]);
-  if (upstream) {
-    upstream.closeAllConnections();
-    upstream.close();
-    upstream = null;
-  }
-  if (tmp) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    tmp = null;
-  }
-}
-
-async function fail(message) {
-  if (finished) return;
-  finished = true;
-  console.error(`\nFAILED: ${message}`);
-  if (gatewayLog.trim()) {
-    console.error("--- gateway log (last 60 lines) ---");
-    console.error(gatewayLog.trimEnd().split("\n").slice(-60).join("\n"));
-  }
-  if (sinkLog.trim()) {
-    console.error("--- SMTP sink log ---");
-    console.error(sinkLog.trimEnd().split("\n").slice(-20).join("\n"));
-  }
-  await cleanup();
-  console.log(`${passed} passed, 1 failed`);
-  process.exit(1);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 /** A plain app behind the gateway (no auth code of its own): /app/one. Returns its port. */
-function startUpstream() {
-  upstream = http.createServer((req, res) => {
+function startRecoveryUpstream() {
+  return startUpstream((req, res) => {
     if (new URL(req.url, "http://x").pathname !== "/app/one") {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found");
       return;
@@ -156,127 +53,31 @@ function startUpstream() {
         "<h1>Page one</h1><p>secret of page one</p></body></html>",
     );
   });
-  return new Promise((resolve, reject) => {
-    upstream.on("error", reject);
-    upstream.listen(0, "127.0.0.1", () => resolve(upstream.address().port));
-  });
 }
 
-/** Starts tests/smtp/sink.py writing into `dir`; returns the port it printed. */
-async function startSink(dir) {
-  fs.mkdirSync(dir, { recursive: true });
-  sink = spawn("python3", [SINK, dir], { stdio: ["ignore", "pipe", "pipe"] });
-  sink.stderr.on("data", (d) => {
-    sinkLog += d.toString();
-  });
-  const exited = new Promise((_, reject) =>
-    sink.once("exit", (code) =>
-      reject(new Error(`the sink exited (code ${code}): ${sinkLog.trim() || "no output"} (is aiosmtpd installed?)`)),
-    ),
-  );
-  const firstLine = new Promise((resolve) => {
-    readline.createInterface({ input: sink.stdout }).once("line", resolve);
-  });
-  const timeout = sleep(10_000).then(() => {
-    throw new Error("the sink printed no port within 10 s");
-  });
-  const line = await Promise.race([firstLine, exited, timeout]);
-  exited.catch(() => {});
-  const port = Number(line.trim());
-  assert(Number.isInteger(port) && port > 0, `the sink printed ${JSON.stringify(line)}, not its port`);
-  return port;
-}
-
-/** The messages the sink has stored so far, in order (file names n.json). */
-function mailFiles(dir) {
-  return fs
-    .readdirSync(dir)
-    .filter((f) => /^\d+\.json$/.test(f))
-    .sort((a, b) => parseInt(a, 10) - parseInt(b, 10));
-}
-
-/** Waits for message number `n` (0-based) in the sink's directory and returns it parsed. */
-async function waitForMail(dir, n, timeoutMs = MAIL_TIMEOUT_MS) {
-  const file = path.join(dir, `${n}.json`);
-  const deadline = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    if (Date.now() > deadline) throw new Error(`no message #${n} reached the SMTP sink within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-  return JSON.parse(fs.readFileSync(file, "utf8"));
-}
-
-async function startGateway(smtpPort) {
-  assert(fs.existsSync(GATEWAY_BIN), `gateway binary not found at ${GATEWAY_BIN} (run cargo build or set GATEWAY_BIN)`);
-  const upstreamPort = await startUpstream();
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const config = path.join(tmp, "gateway.yaml");
-  fs.writeFileSync(
-    config,
-    [
-      "version: 1",
-      "listen:",
-      `  http: 127.0.0.1:${port}`,
-      "  https: null",
-      "admin:",
-      "  listen: null",
-      "log:",
-      "  level: info",
-      "store:",
-      "  redb:",
-      `    path: ${JSON.stringify(path.join(tmp, "store", "gateway.redb"))}`,
-      "auth:",
-      "  password:",
-      "    memory_kib: 1024",
-      "    iterations: 1",
-      "email:",
-      `  smtp_url: smtp://127.0.0.1:${smtpPort}`,
-      `  from: ${JSON.stringify(`${APP} <no-reply@recovery.test>`)}`,
-      `  public_url: ${base}`,
-      "  send_timeout: 5s",
-      "  reset_ttl: 30m",
-      "routes:",
-      "  - name: pages",
-      "    path: /app",
-      `    upstream: http://127.0.0.1:${upstreamPort}`,
-      "    auth: required",
-      "  - name: home",
-      "    path: /",
-      "    upstream: builtin:whoami",
-      "    auth: required",
-      "",
-    ].join("\n"),
-  );
-  gateway = spawn(GATEWAY_BIN, ["--config", config, "serve"], {
-    cwd: tmp,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "info", NO_COLOR: "1" },
-  });
-  const collect = (d) => {
-    gatewayLog += d.toString();
-  };
-  gateway.stdout.on("data", collect);
-  gateway.stderr.on("data", collect);
-  gateway.on("exit", (code, signal) => {
-    gatewayLog += `\n[gateway exited: code ${code}, signal ${signal}]\n`;
-  });
-
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (gateway.exitCode !== null || gateway.signalCode !== null) {
-      throw new Error(`gateway exited during start-up (code ${gateway.exitCode})`);
-    }
-    try {
-      const r = await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(1_000) });
-      if (r.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error("gateway did not answer /healthz within 15 s");
-    await sleep(100);
-  }
-  return base;
+async function startRecoveryGateway(smtpPort) {
+  const upstreamPort = await startRecoveryUpstream();
+  return startGateway((base) => [
+    "auth:",
+    "  password:",
+    "    memory_kib: 1024",
+    "    iterations: 1",
+    "email:",
+    `  smtp_url: smtp://127.0.0.1:${smtpPort}`,
+    `  from: ${JSON.stringify(`${APP} <no-reply@recovery.test>`)}`,
+    `  public_url: ${base}`,
+    "  send_timeout: 5s",
+    "  reset_ttl: 30m",
+    "routes:",
+    "  - name: pages",
+    "    path: /app",
+    `    upstream: http://127.0.0.1:${upstreamPort}`,
+    "    auth: required",
+    "  - name: home",
+    "    path: /",
+    "    upstream: builtin:whoami",
+    "    auth: required",
+  ]);
 }
 
 // Referrer policies that never send a page's path and query (a reset token) to another origin.
@@ -316,33 +117,11 @@ async function submit(page, button, postPath) {
 }
 
 async function main() {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), "gateway-recovery-"));
+  const tmp = tempDir("gateway-recovery-");
   const mailDir = path.join(tmp, "mail");
   const smtpPort = await step("SMTP sink (tests/smtp/sink.py) starts and prints its port", () => startSink(mailDir));
-  const base = await step("gateway with email: starts and answers /healthz", () => startGateway(smtpPort));
-
-  await step(`headless Chromium (${CHROMIUM_BIN}) starts`, async () => {
-    assert(fs.existsSync(CHROMIUM_BIN), `Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
-    context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
-      executablePath: CHROMIUM_BIN,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      viewport: { width: 800, height: 640 },
-      timeout: 20_000,
-    });
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
-  const page = context.pages()[0] || (await context.newPage());
+  const base = await step("gateway with email: starts and answers /healthz", () => startRecoveryGateway(smtpPort));
+  const { context, page } = await launchChromium({ viewport: { width: 800, height: 640 } });
   const prefix = "/api/auth";
   const loginPath = `${prefix}/login`;
   const forgotPath = `${prefix}/forgot-password`;
@@ -395,6 +174,15 @@ async function main() {
     await page.getByRole("link", { name: "Forgot password?" }).click();
     await page.waitForURL((u) => u.pathname === forgotPath);
     await page.getByRole("heading", { name: "Forgot your password?" }).waitFor();
+  });
+
+  await step("the forgot-password page keeps next=/app/one and 'Back to sign in' returns it", async () => {
+    const next = new URL(page.url()).searchParams.get("next");
+    assert(next === "/app/one", `next is ${next} in ${page.url()}`);
+    await page.getByRole("link", { name: "Back to sign in" }).click();
+    await page.waitForURL((u) => u.pathname === loginPath);
+    const back = new URL(page.url()).searchParams.get("next");
+    assert(back === "/app/one", `next is ${back} in ${page.url()}`);
   });
 
   await step("forgot-password page: CSP, X-Frame-Options, no-store, styled", async () => {
@@ -491,6 +279,12 @@ async function main() {
     assert((await page.getByRole("alert").count()) === 0, `an error is shown: ${await page.locator("main").innerText()}`);
   });
 
+  await step("the sign-in page says the password has been changed (role=status)", async () => {
+    const status = (await page.getByRole("status").innerText()).trim();
+    const want = "Your password has been changed. Sign in with the new one.";
+    assert(status === want, `the page says ${JSON.stringify(status)}`);
+  });
+
   // 5. The reset ended every session; the old password is gone, the new one works.
   await step("the session from before the reset is ended: its cookies lead to the sign-in page", async () => {
     await context.addCookies(oldSession);
@@ -499,6 +293,11 @@ async function main() {
     assert(url.pathname === loginPath, `the old session still works: landed on ${page.url()}`);
     assert(url.searchParams.get("next") === "/app/one", `next is ${url.searchParams.get("next")}`);
     assert(!(await page.locator("body").innerText()).includes("secret of page one"), "the upstream page is shown");
+  });
+
+  await step("the redirect to sign-in deleted the ended session's cookies", async () => {
+    const left = (await context.cookies()).filter((c) => c.name.startsWith("gw_")).map((c) => c.name);
+    assert(left.length === 0, `cookies left: ${left}`);
   });
 
   await step("the old password is refused (401, role=alert)", async () => {
@@ -558,22 +357,6 @@ async function main() {
   await step("no console errors or CSP violations in any page", async () => {
     assert(consoleErrors.length === 0, consoleErrors.join(" | "));
   });
-
-  await cleanup();
-  finished = true;
-  console.log(`(${((Date.now() - started) / 1000).toFixed(1)} s)`);
-  console.log(`${passed} passed, 0 failed`);
 }
 
-const timer = setTimeout(() => {
-  fail(`overall timeout of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
-}, OVERALL_TIMEOUT_MS);
-
-for (const sig of ["SIGINT", "SIGTERM"]) {
-  process.on(sig, () => fail(`interrupted by ${sig}`));
-}
-
-main().then(
-  () => process.exit(0),
-  (e) => fail(e instanceof CheckFailed ? e.message : (e && e.stack) || String(e)),
-);
+run(main);

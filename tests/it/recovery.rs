@@ -8,6 +8,8 @@ use crate::util::*;
 
 const PW: &str = "correct horse battery staple";
 const NEW_PW: &str = "brand new passphrase 7";
+/// What the sign-in page says after a reset by the hosted form.
+const CHANGED: &str = "Your password has been changed. Sign in with the new one.";
 
 async fn gateway(sink: &SmtpSink, up: &Upstream) -> Gateway {
     Gateway::start(&config(
@@ -222,8 +224,43 @@ async fn the_hosted_pages_reset_a_password_by_form() {
     .await
     .unwrap();
     assert_eq!(r.status, 303, "{}", r.text());
-    assert_eq!(r.header("location").as_deref(), Some("/api/auth/login"));
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/api/auth/login?done=reset")
+    );
+    // The sign-in page says so, as the pages say that something went well.
+    let page = get_with(&gw.url("/api/auth/login?done=reset"), &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text()
+            .contains(&format!("<p class=\"done\" role=\"status\">{CHANGED}</p>")),
+        "{}",
+        page.text()
+    );
     login(&gw, "form@example.com", NEW_PW).await;
+}
+
+/// The notice after a reset is chosen by name, and its text is never the URL's.
+#[tokio::test]
+async fn the_sign_in_page_shows_only_its_own_notices() {
+    let gw = Gateway::start(&auth_config("", "")).await;
+    for query in [
+        "",
+        "?done=",
+        "?done=RESET",
+        "?done=password",
+        "?done=%3Cb%3Eowned%3C%2Fb%3E",
+        "?reset=1&notice=owned",
+    ] {
+        let page = get_with(&gw.url(&format!("/api/auth/login{query}")), &[]).await;
+        assert_eq!(page.status, 200, "{query}");
+        let text = page.text();
+        assert!(!text.contains("role=\"status\""), "{query}: {text}");
+        assert!(!text.contains("owned"), "{query}: {text}");
+    }
+    // Only the sign-in page has it.
+    let page = get_with(&gw.url("/api/auth/signup?done=reset"), &[]).await;
+    assert!(!page.text().contains(CHANGED), "{}", page.text());
 }
 
 /// Without `email:` the reset endpoints do not exist, and the sign-in page does not offer them.
@@ -287,4 +324,140 @@ async fn a_reload_changes_the_mail_settings_or_turns_them_off() {
     gw.reload(&without).await.unwrap();
     assert_eq!(forgot(&gw, "rel@example.com").await.status, 404);
     login(&gw, "rel@example.com", NEW_PW).await;
+}
+
+/// A form post of `body` to `path`.
+async fn post_form(gw: &Gateway, path: &str, body: &str) -> Resp {
+    send(
+        req("POST", &gw.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// The sign-in page's `next` goes to the forgot page and back, and through a reset page opened
+/// with it to the sign-in page after the reset; only a same-origin path, escaped and encoded.
+#[tokio::test]
+async fn next_survives_the_way_through_a_forgotten_password() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = gateway(&sink, &up).await;
+    signed_up(&gw, &sink, "next@example.com").await;
+    const ENCODED: &str = "/app/page%3Fx%3D1%26y%3D2";
+    const NEXT: &str = "/app/page?x=1&amp;y=2";
+
+    let login = get_with(&gw.url(&format!("/api/auth/login?next={ENCODED}")), &[]).await;
+    let forgot_link = format!("href=\"/api/auth/forgot-password?next={ENCODED}\"");
+    assert!(login.text().contains(&forgot_link), "{}", login.text());
+
+    let forgot = get_with(
+        &gw.url(&format!("/api/auth/forgot-password?next={ENCODED}")),
+        &[],
+    )
+    .await;
+    assert_eq!(forgot.status, 200);
+    let back = format!("<a href=\"/api/auth/login?next={ENCODED}\">Back to sign in</a>");
+    let field = format!("<input type=\"hidden\" name=\"next\" value=\"{NEXT}\">");
+    for part in [&back, &field] {
+        assert!(
+            forgot.text().contains(part.as_str()),
+            "{part}: {}",
+            forgot.text()
+        );
+    }
+    let sent = post_form(
+        &gw,
+        "/api/auth/forgot-password",
+        &format!("email=next%40example.com&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    assert!(sent.text().contains(&back), "{}", sent.text());
+    let token = token_in(
+        &sink
+            .wait_for_message(Duration::from_secs(10))
+            .await
+            .text
+            .unwrap(),
+    );
+
+    // The mailed link has no `next`; a reset page opened with one carries it to sign-in.
+    let page = get_with(
+        &gw.url(&format!(
+            "/api/auth/reset-password?token={token}&next={ENCODED}"
+        )),
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains(&field), "{}", page.text());
+    let weak = post_form(
+        &gw,
+        "/api/auth/reset-password",
+        &format!("token={token}&password=short&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(weak.status, 422, "{}", weak.text());
+    assert!(weak.text().contains(&field), "{}", weak.text());
+    let r = post_form(
+        &gw,
+        "/api/auth/reset-password",
+        &format!("token={token}&password=brand+new+passphrase+7&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let location = format!("/api/auth/login?done=reset&next={ENCODED}");
+    assert_eq!(r.header("location"), Some(location.clone()));
+    let page = get_with(&gw.url(&location), &[]).await;
+    assert!(page.text().contains(CHANGED), "{}", page.text());
+    assert!(page.text().contains(&field), "{}", page.text());
+    let used = post_form(
+        &gw,
+        "/api/auth/reset-password",
+        &format!("token={token}&password=brand+new+passphrase+8&next={ENCODED}"),
+    )
+    .await;
+    assert_eq!(used.status, 404, "{}", used.text());
+    let again = format!("href=\"/api/auth/forgot-password?next={ENCODED}\"");
+    assert!(used.text().contains(&again), "{}", used.text());
+
+    // Anything but a same-origin path is dropped; what passes is escaped and encoded.
+    for hostile in ["//evil.test", "https%3A%2F%2Fevil.test", "%2F%2Fevil.test"] {
+        for path in ["/api/auth/login", "/api/auth/forgot-password"] {
+            let page = get_with(&gw.url(&format!("{path}?next={hostile}")), &[]).await;
+            let text = page.text();
+            assert!(!text.contains("evil.test"), "{path}?next={hostile}: {text}");
+        }
+        let sent = post_form(
+            &gw,
+            "/api/auth/forgot-password",
+            &format!("email=next%40example.com&next={hostile}"),
+        )
+        .await;
+        assert!(!sent.text().contains("evil.test"), "{}", sent.text());
+        assert!(
+            sent.text().contains("<a href=\"/api/auth/login\">"),
+            "{}",
+            sent.text()
+        );
+    }
+    let quoted = "/%22%3E%3Cscript%3Ex%3C%2Fscript%3E";
+    let page = get_with(
+        &gw.url(&format!("/api/auth/forgot-password?next={quoted}")),
+        &[],
+    )
+    .await;
+    let text = page.text();
+    assert!(!text.contains("<script>"), "{text}");
+    assert!(
+        text.contains("value=\"/&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""),
+        "{text}"
+    );
 }

@@ -8,8 +8,9 @@
 //! grace window yields the same successor.
 //!
 //! Also here: the CSRF rule for cookie-authenticated unsafe requests, where an unauthenticated
-//! browser is sent (`next` is only ever a same-origin path), and which of the gateway's own
-//! credentials are removed before a request is forwarded.
+//! browser is sent (`next` is only ever a same-origin path; the cookies of a session found dead
+//! are deleted on the way, with the same `Set-Cookie`s as signing out), and which of the
+//! gateway's own credentials are removed before a request is forwarded.
 
 use std::sync::Arc;
 
@@ -63,7 +64,12 @@ pub struct Admitted {
 #[derive(Debug)]
 pub enum Denied {
     /// No valid credentials: 401, or a redirect to the login page for browsers.
-    Unauthenticated(Unauthenticated),
+    /// `stale_cookies`: the request's session cookies are known to be dead, so the redirect
+    /// deletes them (see [`AuthApi::admit`] for when that is known).
+    Unauthenticated {
+        why: Unauthenticated,
+        stale_cookies: bool,
+    },
     /// Credentials were present but the request is refused outright (e.g. CSRF).
     Refused(HttpError),
 }
@@ -79,6 +85,15 @@ pub fn is_safe(method: &Method) -> bool {
 impl AuthApi {
     /// Authenticates a request to a protected route, refreshing an expired cookie session when
     /// `transparent_refresh` allows.
+    ///
+    /// A refusal says whether the request's session cookies are dead (`stale_cookies`), which
+    /// is known only when this check has seen the refresh cookie: with transparent refresh, no
+    /// bearer token (it would have been checked instead of the cookies), and either no refresh
+    /// cookie at all (the access or CSRF cookie left over cannot make a session) or a refresh
+    /// cookie the store refuses. Not when the store could not be asked, and never without
+    /// transparent refresh: the refresh cookie then lives under the auth API, out of sight,
+    /// and may well be good (a refused access cookie alone proves nothing: `set-roles` revokes
+    /// access tokens whose session goes on).
     pub(crate) async fn admit(&self, req: &Request<Body>, tls: bool) -> Result<Admitted, Denied> {
         let headers = req.headers();
         if self.service().refuses_tokens() {
@@ -107,23 +122,25 @@ impl AuthApi {
             }
             Err(why) => why,
         };
+        let refused = |stale_cookies| Denied::Unauthenticated {
+            why: first,
+            stale_cookies,
+        };
         // Bearer clients refresh themselves; only cookie sessions are refreshed here.
         if !self.transparent_refresh() || bearer(headers).is_some() {
-            return Err(Denied::Unauthenticated(first));
+            return Err(refused(false));
         }
-        let Some(refresh) = cookies::get(
-            headers,
-            cookies::names(tls, self.transparent_refresh()).refresh,
-        ) else {
-            return Err(Denied::Unauthenticated(first));
+        let names = cookies::names(tls, self.transparent_refresh());
+        let Some(refresh) = cookies::get(headers, names.refresh).filter(|r| !r.is_empty()) else {
+            let left_over = [names.access, names.refresh, names.csrf]
+                .iter()
+                .any(|name| cookies::get(headers, name).is_some());
+            return Err(refused(left_over));
         };
-        if refresh.is_empty() {
-            return Err(Denied::Unauthenticated(first));
-        }
         let refresh = SecretString::new(refresh.to_owned());
         let family = match self.family_of(&refresh).await {
             Ok(f) => f,
-            Err(_) => return Err(Denied::Unauthenticated(first)),
+            Err(e) => return Err(refused(matches!(e, HttpError::Unauthorized(_)))),
         };
         let unsafe_method = !is_safe(req.method());
         if unsafe_method {
@@ -143,7 +160,7 @@ impl AuthApi {
                     csrf_checked: unsafe_method,
                 })
             }
-            Err(_) => Err(Denied::Unauthenticated(first)),
+            Err(e) => Err(refused(matches!(e, AuthError::InvalidRefresh))),
         }
     }
 
@@ -213,8 +230,14 @@ impl AuthApi {
     }
 
     /// The `303` that sends an unauthenticated browser to the login page, remembering where it
-    /// wanted to go.
-    pub(crate) fn login_redirect(&self, path_and_query: &str) -> http::Response<Body> {
+    /// wanted to go. With `stale_cookies` (from [`Denied::Unauthenticated`]) it also deletes
+    /// the session cookies, as signing out does, so the browser stops sending a dead session.
+    pub(crate) fn login_redirect(
+        &self,
+        path_and_query: &str,
+        stale_cookies: bool,
+        tls: bool,
+    ) -> http::Response<Body> {
         let next = safe_next(path_and_query);
         let location = format!("{}/login?next={}", self.prefix(), percent_encode(next));
         let mut resp = http::Response::new(crate::body::empty());
@@ -224,6 +247,9 @@ impl AuthApi {
         }
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if stale_cookies {
+            self.clear_cookies(resp.headers_mut(), tls);
+        }
         resp
     }
 }

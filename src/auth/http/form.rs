@@ -1,6 +1,6 @@
 //! Form and query-string helpers for the hosted pages and redirects: decoding
-//! `application/x-www-form-urlencoded`, percent-encoding a `next` path, and making sure `next`
-//! stays on this origin.
+//! `application/x-www-form-urlencoded`, percent-encoding a `next` path, making sure `next`
+//! stays on this origin, and carrying it from one page's links to the next.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -16,6 +16,23 @@ pub fn safe_next(next: &str) -> &str {
         && !next.chars().any(char::is_control)
         && next.len() <= 2048;
     if ok { next } else { "/" }
+}
+
+/// The `next` of a form or query string, kept only if [`safe_next`] says so (else `/`).
+pub fn next_of(pairs: &[(String, String)]) -> String {
+    form_value(pairs, "next").map_or_else(|| "/".to_owned(), |n| safe_next(&n).to_owned())
+}
+
+/// `target` (a path, perhaps with a query) with `next` added as a query parameter, after
+/// [`safe_next`] and percent-encoded; unchanged when `next` is `/`, where every page goes by
+/// default.
+pub fn with_next(target: &str, next: &str) -> String {
+    let next = safe_next(next);
+    if next == "/" {
+        return target.to_owned();
+    }
+    let sep = if target.contains('?') { '&' } else { '?' };
+    format!("{target}{sep}next={}", percent_encode(next))
 }
 
 /// What [`percent_encode`] leaves as it is: ASCII letters and digits, `-`, `.`, `_`, `~` and `/`.
@@ -72,6 +89,18 @@ mod tests {
         ] {
             assert_eq!(safe_next(bad), "/", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn next_is_carried_only_when_safe_and_not_the_default() {
+        assert_eq!(with_next("/p", "/"), "/p");
+        assert_eq!(with_next("/p", "//evil.test"), "/p");
+        assert_eq!(with_next("/p", "/a b?c=1&d"), "/p?next=/a%20b%3Fc%3D1%26d");
+        assert_eq!(with_next("/p?done=x", "/a"), "/p?done=x&next=/a");
+        let f = form_decode("next=%2F%2Fevil.test");
+        assert_eq!(next_of(&f), "/");
+        assert_eq!(next_of(&form_decode("next=/app%3Fx%3D1")), "/app?x=1");
+        assert_eq!(next_of(&[]), "/");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::admission::refuse_cross_site;
 use super::api::AuthApi;
 use super::cookies;
-use super::form::{form_decode, form_value, percent_encode, safe_next};
+use super::form::{form_decode, form_value, percent_encode, safe_next, with_next};
 use crate::auth::error::AuthError;
 use crate::auth::service::Login;
 use crate::body::{self, Body};
@@ -53,6 +53,8 @@ struct View<'a> {
     form: Form,
     next: &'a str,
     error: Option<&'a str>,
+    /// A notice that something went well (`role="status"`), above the form.
+    notice: Option<&'static str>,
     email: &'a str,
     name: &'a str,
     /// For the sign-out page: who is signed in and the CSRF token.
@@ -84,6 +86,13 @@ impl AuthApi {
         let query = form_decode(req.uri().query().unwrap_or(""));
         let next = form_value(&query, "next").unwrap_or_else(|| "/".to_owned());
         let next = safe_next(&next);
+        // Where another page sent the browser, a fixed notice by name: never the URL's text.
+        let notice = match form_value(&query, "done").as_deref() {
+            Some("reset") if form == Form::Login => {
+                Some("Your password has been changed. Sign in with the new one.")
+            }
+            _ => None,
+        };
         let csrf = cookies::get(
             req.headers(),
             cookies::names(tls, self.transparent_refresh()).csrf,
@@ -117,6 +126,7 @@ impl AuthApi {
                 form,
                 next,
                 error: None,
+                notice,
                 email: "",
                 name: "",
                 signed_in,
@@ -159,6 +169,7 @@ impl AuthApi {
                     form,
                     next,
                     error: Some(message),
+                    notice: None,
                     email: &email,
                     name: &name,
                     signed_in: None,
@@ -238,6 +249,7 @@ impl AuthApi {
                         form,
                         next,
                         error: Some(&message),
+                        notice: None,
                         email: &email,
                         name: &name,
                         signed_in: None,
@@ -412,6 +424,9 @@ impl AuthApi {
         let error = v.error.map_or_else(String::new, |e| {
             format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(e))
         });
+        let notice = v.notice.map_or_else(String::new, |n| {
+            format!("<p class=\"done\" role=\"status\">{}</p>", escape_html(n))
+        });
         let (title, body) = match v.form {
             Form::Login => (
                 "Sign in",
@@ -435,7 +450,10 @@ impl AuthApi {
                         String::new()
                     },
                     forgot = if self.mailer().is_some() {
-                        format!("<p><a href=\"{prefix}/forgot-password\">Forgot password?</a></p>")
+                        format!(
+                            "<p><a href=\"{}\">Forgot password?</a></p>",
+                            escape_html(&with_next(&format!("{prefix}/forgot-password"), v.next))
+                        )
                     } else {
                         String::new()
                     },
@@ -482,7 +500,7 @@ impl AuthApi {
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <title>{title}</title><style>{STYLE}</style></head>\
-             <body><main><h1>{title}</h1>{error}{body}</main></body></html>"
+             <body><main><h1>{title}</h1>{error}{notice}{body}</main></body></html>"
         );
         let mut resp = Response::new(body::full(Bytes::from(page)));
         *resp.status_mut() = status;

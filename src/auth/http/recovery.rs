@@ -8,8 +8,13 @@
 //! - `GET {prefix}/reset-password?token=...`: a page with a new-password form (a GET never
 //!   uses the token: mail scanners follow links).
 //! - `POST {prefix}/reset-password` `{token, password}` (JSON or the form): sets the password
-//!   ([`crate::auth::service`] says what else happens); `200`, or `303` to the sign-in page from
-//!   the form. An unusable link is `404`.
+//!   ([`crate::auth::service`] says what else happens); `200`, or from the form `303` to the
+//!   sign-in page, which then says the password was changed. An unusable link is `404`.
+//!
+//! The pages carry the sign-in page's `next` (only ever a same-origin path,
+//! [`super::form::safe_next`]): "Forgot password?" passes it to the forgot page, whose links
+//! and form take it back to sign-in; the mailed link cannot carry it, but a reset page opened
+//! with `&next=...` passes it on to the sign-in page after the reset.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +28,7 @@ use tokio::sync::Semaphore;
 use super::admission::refuse_cross_site;
 use super::api::AuthApi;
 use super::endpoints::{is_form, read_json};
-use super::form::{form_decode, form_value};
+use super::form::{form_decode, form_value, next_of, safe_next, with_next};
 use super::pages::redirect;
 use crate::auth::error::AuthError;
 use crate::body::{self, Body};
@@ -61,14 +66,15 @@ impl AuthApi {
         if self.mailer().is_none() {
             return Err(HttpError::NotFound);
         }
-        if action == "/forgot-password" {
-            return Ok(self.forgot_page(StatusCode::OK, None, None));
-        }
         let query = form_decode(req.uri().query().unwrap_or(""));
+        let next = next_of(&query);
+        if action == "/forgot-password" {
+            return Ok(self.forgot_page(StatusCode::OK, None, None, &next));
+        }
         let token = SecretString::new(form_value(&query, "token").unwrap_or_default());
         match self.service().reset_target(&token).await? {
-            Some(email) => Ok(self.reset_page(StatusCode::OK, &token, &email, None)),
-            None => Ok(self.link_refused()),
+            Some(email) => Ok(self.reset_page(StatusCode::OK, &token, &email, None, &next)),
+            None => Ok(self.link_refused(&next)),
         }
     }
 
@@ -84,16 +90,19 @@ impl AuthApi {
         };
         refuse_cross_site(req.headers())?;
         let form = is_form(req.headers());
-        let email = if form {
+        // `next`: where the sign-in page was to lead, for the forgot page's way back to it.
+        let (email, next) = if form {
             let fields = self.read_form(req, tls).await?;
+            let next = next_of(&fields);
             match form_value(&fields, "email").filter(|e| !e.is_empty()) {
-                Some(email) => email,
+                Some(email) => (email, next),
                 None => {
                     let message = "Enter the address of your account";
                     return Ok(self.forgot_page(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         Some(message),
                         None,
+                        &next,
                     ));
                 }
             }
@@ -104,14 +113,14 @@ impl AuthApi {
                     "Enter the address of your account".into(),
                 ));
             }
-            email
+            (email, "/".to_owned())
         };
         if let Err(e) = self.throttle(Action::Login, client_ip, Some(&email)).await {
             if !form {
                 return Err(e);
             }
             let message = "Too many attempts; please wait a little and try again";
-            return Ok(self.forgot_page(e.status(), Some(message), None));
+            return Ok(self.forgot_page(e.status(), Some(message), None, &next));
         }
         // Off the request path: the answer leaves before anything about the account is known.
         if let Ok(permit) = Arc::clone(self.background()).try_acquire_owned() {
@@ -141,7 +150,7 @@ impl AuthApi {
             tracing::warn!("reset requests saturated; one dropped");
         }
         if form {
-            return Ok(self.forgot_page(StatusCode::ACCEPTED, None, Some(SENT)));
+            return Ok(self.forgot_page(StatusCode::ACCEPTED, None, Some(SENT), &next));
         }
         Ok(json_response(
             StatusCode::ACCEPTED,
@@ -160,18 +169,20 @@ impl AuthApi {
         }
         refuse_cross_site(req.headers())?;
         let form = is_form(req.headers());
-        let (token, password) = if form {
+        // `next`: where the sign-in page was to lead, when the reset page was opened with it.
+        let (token, password, next) = if form {
             let fields = self.read_form(req, tls).await?;
+            let next = next_of(&fields);
             let (Some(token), Some(password)) = (
                 form_value(&fields, "token").filter(|t| !t.is_empty()),
                 form_value(&fields, "password"),
             ) else {
-                return Ok(self.link_refused());
+                return Ok(self.link_refused(&next));
             };
-            (token, password)
+            (token, password, next)
         } else {
             let body: Reset = read_json(req, self.body_limit()).await?;
-            (body.token, body.password)
+            (body.token, body.password, "/".to_owned())
         };
         let token = SecretString::new(token);
         let password = SecretString::new(password);
@@ -181,9 +192,13 @@ impl AuthApi {
                 StatusCode::OK,
                 &serde_json::json!({ "detail": "Password changed; sign in with the new one" }),
             )),
-            (Ok(()), true) => Ok(redirect(&format!("{}/login", self.prefix()))),
+            // The sign-in page says the password was changed.
+            (Ok(()), true) => Ok(redirect(&with_next(
+                &format!("{}/login?done=reset", self.prefix()),
+                &next,
+            ))),
             (Err(e), false) => Err(HttpError::from(&e)),
-            (Err(AuthError::InvalidLink), true) => Ok(self.link_refused()),
+            (Err(AuthError::InvalidLink), true) => Ok(self.link_refused(&next)),
             (Err(e), true) => {
                 // The page again, with the message (a weak password, a busy server).
                 let email = self
@@ -196,46 +211,53 @@ impl AuthApi {
                     other => other.to_string(),
                 };
                 let status = HttpError::from(&e).status();
-                Ok(self.reset_page(status, &token, &email, Some(&message)))
+                Ok(self.reset_page(status, &token, &email, Some(&message), &next))
             }
         }
     }
 
+    /// The forgot page: the form, or after a post `done`. `next` (from [`next_of`]) is where
+    /// the sign-in page was to lead; its links back carry it, and so does the form.
     fn forgot_page(
         &self,
         status: StatusCode,
         error: Option<&str>,
         done: Option<&str>,
+        next: &str,
     ) -> Response<Body> {
         let prefix = self.prefix();
+        let back = escape_html(&with_next(&format!("{prefix}/login"), next));
         let body = match done {
             Some(done) => format!(
-                "<p class=\"done\" role=\"status\">{}</p><p><a href=\"{prefix}/login\">Back to sign in</a></p>",
+                "<p class=\"done\" role=\"status\">{}</p><p><a href=\"{back}\">Back to sign in</a></p>",
                 escape_html(done)
             ),
             None => format!(
                 "<p>Enter the address of your account and we will send you a link to choose a new password.</p>\
-                 <form method=\"post\" action=\"{prefix}/forgot-password\" novalidate>\
+                 <form method=\"post\" action=\"{prefix}/forgot-password\" novalidate>{next_field}\
                  <label for=\"email\">Email</label>\
                  <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required>\
                  <button type=\"submit\">Send the link</button></form>\
-                 <p><a href=\"{prefix}/login\">Back to sign in</a></p>"
+                 <p><a href=\"{back}\">Back to sign in</a></p>",
+                next_field = next_field(next),
             ),
         };
         page(status, "Forgot your password?", error, &body)
     }
 
+    /// The reset page's form; `next` (from [`next_of`]) goes along to the sign-in page.
     fn reset_page(
         &self,
         status: StatusCode,
         token: &SecretString,
         email: &str,
         error: Option<&str>,
+        next: &str,
     ) -> Response<Body> {
         let prefix = self.prefix();
         let body = format!(
             "<form method=\"post\" action=\"{prefix}/reset-password\" novalidate>\
-             <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <input type=\"hidden\" name=\"token\" value=\"{token}\">{next_field}\
              <input type=\"text\" name=\"username\" autocomplete=\"username\" value=\"{email}\" hidden>\
              <p>For <strong>{email}</strong>.</p>\
              <label for=\"password\">New password</label>\
@@ -244,19 +266,35 @@ impl AuthApi {
              <button type=\"submit\">Set the password</button></form>",
             token = escape_html(token.expose()),
             email = escape_html(email),
+            next_field = next_field(next),
         );
         page(status, "Choose a new password", error, &body)
     }
 
-    fn link_refused(&self) -> Response<Body> {
-        let prefix = self.prefix();
+    fn link_refused(&self, next: &str) -> Response<Body> {
+        let again = escape_html(&with_next(
+            &format!("{}/forgot-password", self.prefix()),
+            next,
+        ));
         page(
             StatusCode::NOT_FOUND,
             "Choose a new password",
             Some("This link is invalid or has expired"),
-            &format!("<p><a href=\"{prefix}/forgot-password\">Ask for a new link</a></p>"),
+            &format!("<p><a href=\"{again}\">Ask for a new link</a></p>"),
         )
     }
+}
+
+/// The hidden form field that carries `next` (checked again by [`safe_next`]); none for `/`.
+fn next_field(next: &str) -> String {
+    let next = safe_next(next);
+    if next == "/" {
+        return String::new();
+    }
+    format!(
+        "<input type=\"hidden\" name=\"next\" value=\"{}\">",
+        escape_html(next)
+    )
 }
 
 pub(super) fn page(
