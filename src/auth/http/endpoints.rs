@@ -511,9 +511,9 @@ mod tests {
 
     async fn api(dir: &tempfile::TempDir) -> AuthApi {
         let config = crate::config::from_str(
-            // E-mail on (to a port nothing listens on: nothing is sent here), so that the
-            // endpoints that need it are routed.
-            "version: 1\nauth: {password: {memory_kib: 1024, iterations: 1}}\n\
+            // E-mail on (to a port nothing listens on: nothing is sent here) and passkeys with
+            // passwordless sign-in, so that the endpoints that need them are routed.
+            "version: 1\nauth: {password: {memory_kib: 1024, iterations: 1}, webauthn: {passwordless: true}}\n\
              email: {smtp_url: 'smtp://127.0.0.1:9', from: 'a@example.com', public_url: 'https://x.example'}\n",
             "test.yaml",
             dir.path(),
