@@ -509,13 +509,23 @@ fn describe(u: &User) -> String {
 
 /// The `user show` lines about second factors.
 fn describe_factors(f: &crate::store::Factors) -> String {
-    let second = if f.totp.is_some() {
+    let mut kinds = Vec::new();
+    if f.totp.is_some() {
+        kinds.push("authenticator app".to_owned());
+    }
+    match f.passkeys.len() {
+        0 => {}
+        1 => kinds.push("1 passkey".to_owned()),
+        n => kinds.push(format!("{n} passkeys")),
+    }
+    let second = if kinds.is_empty() {
+        "none".to_owned()
+    } else {
         format!(
-            "authenticator app, {} recovery codes left",
+            "{}, {} recovery codes left",
+            kinds.join(", "),
             f.recovery_codes.len()
         )
-    } else {
-        "none".to_owned()
     };
     format!("second factor:   {second}")
 }
