@@ -355,6 +355,22 @@ async fn required_for_roles_asks_those_users_everywhere() {
         "{uri}"
     );
     assert!(uri.contains("issuer=Acme%20Corp"), "{uri}");
+
+    // Signing in on the hosted page sends such a user to set a factor up first.
+    let r = crate::account::post_form(
+        &gw.url("/api/auth/login"),
+        &format!(
+            "email=root%40example.com&password={}&next=/app/x",
+            PW.replace(' ', "+")
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/api/auth/two-factor?next=/app/x")
+    );
 }
 
 #[tokio::test]

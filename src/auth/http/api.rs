@@ -39,6 +39,8 @@ pub struct AuthApi {
     background: Arc<tokio::sync::Semaphore>,
     /// The name authenticator apps show (`auth.mfa.issuer`).
     mfa_issuer: String,
+    /// Roles that need a second factor (`auth.mfa.required_for_roles`).
+    mfa_roles: Vec<String>,
     /// Passkeys; `None` when `auth.webauthn` is off (their endpoints answer 404).
     passkeys: Option<Arc<crate::auth::mfa::passkey::RelyingParty>>,
 }
@@ -57,6 +59,7 @@ impl AuthApi {
             link_ttls: config.email.as_ref().map(|e| (e.reset_ttl, e.verify_ttl)),
             background: super::recovery::background_permits(),
             mfa_issuer: config.auth.mfa.issuer.clone(),
+            mfa_roles: config.auth.mfa.required_for_roles.clone(),
             passkeys: config.auth.webauthn.as_ref().and_then(|w| {
                 match crate::auth::mfa::passkey::RelyingParty::new(w, &csrf_key) {
                     Ok(rp) => Some(Arc::new(rp)),
@@ -133,6 +136,10 @@ impl AuthApi {
     /// The account mailer, when `email:` is configured.
     pub(super) fn mfa_issuer(&self) -> &str {
         &self.mfa_issuer
+    }
+
+    pub(super) fn mfa_roles(&self) -> &[String] {
+        &self.mfa_roles
     }
 
     /// The relying party, or 404 when passkeys are off.

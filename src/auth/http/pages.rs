@@ -231,7 +231,22 @@ impl AuthApi {
         super::throttle::pace(&result).await;
         match result {
             Ok(issued) => {
-                let mut resp = redirect(next);
+                // A role that needs a second factor, and none yet: set one up first.
+                let enrol = !issued.claims.mfa()
+                    && issued
+                        .claims
+                        .roles
+                        .iter()
+                        .any(|r| self.mfa_roles().contains(r));
+                let mut resp = if enrol {
+                    redirect(&format!(
+                        "{}/two-factor?next={}",
+                        self.prefix(),
+                        percent_encode(safe_next(next))
+                    ))
+                } else {
+                    redirect(next)
+                };
                 for c in self.session_cookies(&issued, tls) {
                     resp.headers_mut().append(header::SET_COOKIE, c);
                 }
