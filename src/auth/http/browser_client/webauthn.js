@@ -135,6 +135,10 @@
   function wire() {
     const error = document.getElementById("passkey-error");
     for (const el of document.querySelectorAll("[data-passkey]")) {
+      // A page with two buttons loads this script twice: each button is wired once, or one
+      // click would start two ceremonies.
+      if (el.dataset.passkeyWired) continue;
+      el.dataset.passkeyWired = "1";
       const action = actions[el.dataset.passkey];
       if (!action || !window.PublicKeyCredential) {
         el.hidden = true;
