@@ -296,6 +296,21 @@ export async function waitForMail(dir, n, timeoutMs = MAIL_TIMEOUT_MS) {
 // ---- the browser ----
 
 /**
+ * The command-line flags launchChromium gives Chromium; a script that needs more passes
+ * `args: [...CHROMIUM_ARGS, ...]` in its options.
+ */
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/**
  * The check that headless Chromium starts (a persistent context with a profile in the run's
  * directory; `options` adds playwright launch options such as `viewport`), with the step
  * timeouts set. Returns the context and its first page.
@@ -306,16 +321,7 @@ export async function launchChromium(options = {}) {
     context = await chromium.launchPersistentContext(path.join(tmp, "profile"), {
       executablePath: CHROMIUM_BIN,
       headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
+      args: CHROMIUM_ARGS,
       ...options,
       timeout: 20_000,
     });
@@ -330,4 +336,21 @@ export async function launchChromium(options = {}) {
 export async function cookieMap() {
   const all = await context.cookies();
   return Object.fromEntries(all.map((c) => [c.name, c]));
+}
+
+/** The payload of the browser session's access token (the gw_access cookie, a JWT). */
+export async function accessClaims() {
+  const c = await cookieMap();
+  assert(c.gw_access && c.gw_access.value, `no gw_access cookie (have ${Object.keys(c)})`);
+  const payload = c.gw_access.value.split(".")[1];
+  return JSON.parse(Buffer.from(payload, "base64url").toString("utf8"));
+}
+
+/** Signs out with the hosted page (`{prefix}/logout`, "Sign out"); no access cookie left. */
+export async function signOut(page, base, prefix = "/api/auth") {
+  await page.goto(`${base}${prefix}/logout`);
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL((u) => u.pathname === `${prefix}/login`);
+  const c = await cookieMap();
+  assert(!(c.gw_access && c.gw_access.value), "gw_access left after sign-out");
 }
