@@ -292,7 +292,7 @@ async fn mfa_routes_refuse_password_sessions_until_a_step_up() {
     assert_eq!(up.count(), 0, "nothing reached the upstream");
 
     // Step-up: a new session with the factor; the old one ends.
-    let (app, _) = enrol(&gw, &s.access).await;
+    let (app, codes) = enrol(&gw, &s.access).await;
     assert_eq!(
         get_with(
             &gw.url("/admin/panel"),
@@ -335,6 +335,26 @@ async fn mfa_routes_refuse_password_sessions_until_a_step_up() {
         "the old session ended"
     );
     assert_eq!(refresh(&gw, &s.refresh).await.status, 401);
+
+    // Two step-ups sent at once from one session, each with a good code: one new session,
+    // the other refused (the session it would replace has just ended).
+    let again = login_with_code(&gw, "bo@example.com", &codes[0]).await;
+    let (first, second) = (json!({"code": codes[1]}), json!({"code": codes[2]}));
+    let (a, b) = tokio::join!(
+        api(&gw, "POST", "/mfa/verify", &again.access, Some(&first)),
+        api(&gw, "POST", "/mfa/verify", &again.access, Some(&second)),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401], "{} / {}", a.text(), b.text());
+}
+
+/// Signs in with the password and then `code`.
+async fn login_with_code(gw: &Gateway, email: &str, code: &str) -> Tokens {
+    let step = password_step(gw, email).await;
+    let r = second_step(gw, step["mfa_token"].as_str().unwrap(), code).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    Tokens::from_resp(r)
 }
 
 #[tokio::test]

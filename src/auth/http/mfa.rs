@@ -538,7 +538,6 @@ impl AuthApi {
                 ));
                 if passkeys_on && state.passkeys > 0 {
                     body.push_str(&super::passkeys::button(
-                        prefix,
                         "verify",
                         "Use a passkey",
                         &[("csrf", &raw_csrf), ("next", next)],
@@ -608,7 +607,6 @@ impl AuthApi {
                  <input id=\"passkey_name\" maxlength=\"64\" placeholder=\"This laptop\">",
             );
             body.push_str(&super::passkeys::button(
-                prefix,
                 "register",
                 "Add a passkey",
                 &[
@@ -617,6 +615,7 @@ impl AuthApi {
                     ("name-field", "passkey_name"),
                 ],
             ));
+            body.push_str(&super::passkeys::support(prefix));
             body.push_str(
                 "<div id=\"passkey-codes\" hidden><p class=\"done\" role=\"status\">Two-factor \
                  sign-in is on. Keep these recovery codes somewhere safe: each signs you in once \
@@ -667,11 +666,10 @@ pub(super) fn second_screen(
 ) -> Response<Body> {
     let passkey_button = if passkey {
         super::passkeys::button(
-            prefix,
             "login",
             "Use a passkey",
             &[("mfa-token", token.expose()), ("next", safe_next(next))],
-        )
+        ) + &super::passkeys::support(prefix)
     } else {
         String::new()
     };

@@ -456,11 +456,10 @@ impl AuthApi {
                     email = escape_html(v.email),
                     passkey = if self.passwordless() {
                         super::passkeys::button(
-                            prefix,
                             "sign-in",
                             "Sign in with a passkey",
                             &[("next", safe_next(v.next))],
-                        )
+                        ) + &super::passkeys::support(prefix)
                     } else {
                         String::new()
                     },

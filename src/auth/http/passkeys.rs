@@ -200,17 +200,21 @@ fn no_store(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
-/// A passkey button for a hosted page (hidden until `webauthn.js` finds the browser able),
-/// the line its errors go to, and the script. `data` are the button's `data-*` attributes
-/// (names without the prefix; values are escaped here).
-pub(super) fn button(prefix: &str, action: &str, label: &str, data: &[(&str, &str)]) -> String {
+/// A passkey button for a hosted page, hidden until `webauthn.js` finds the browser able.
+/// `data` are its `data-*` attributes (names without the prefix; values are escaped here).
+/// A page with passkey buttons also needs [`support`] once.
+pub(super) fn button(action: &str, label: &str, data: &[(&str, &str)]) -> String {
     let attrs: String = data
         .iter()
         .map(|(name, value)| format!(" data-{name}=\"{}\"", crate::error::escape_html(value)))
         .collect();
+    format!("<button type=\"button\" data-passkey=\"{action}\"{attrs} hidden>{label}</button>")
+}
+
+/// What a page with passkey buttons needs once: the line their errors go to, and the script.
+pub(super) fn support(prefix: &str) -> String {
     format!(
         "<p id=\"passkey-error\" class=\"error\" role=\"alert\" hidden></p>\
-         <button type=\"button\" data-passkey=\"{action}\"{attrs} hidden>{label}</button>\
          <script src=\"{prefix}/webauthn.js\" defer></script>"
     )
 }

@@ -241,16 +241,22 @@ impl AuthService {
         client: Client,
         how: SignIn,
     ) -> Result<Issued, AuthError> {
-        let issued = self.start_session(user, client, how).await?;
+        // The old session ends first, and only one caller can end it: of two step-ups sent at
+        // once from one session, one gets the new session and the other is refused.
         let (id, family, now) = (user.id.clone(), claims.sid.clone(), self.inner.clock.unix());
-        self.blocking(move |s| Ok(s.end_session(&id, &family, now)?))
+        let ended = self
+            .blocking(move |s| Ok(s.end_session(&id, &family, now)?))
             .await?;
         // Any access token of the old session was issued by now, so expires before this.
         let horizon = now
             .saturating_add(self.inner.settings.access_ttl.as_secs())
             .saturating_add(ACCESS_LEEWAY_SECS);
         self.write_revocations(|r| r.revoke_family(&claims.sid, horizon))?;
-        Ok(issued)
+        if !ended {
+            tracing::info!(target: "audit", event = "step_up_failed", reason = "session_ended", user_id = %user.id);
+            return Err(AuthError::NotAuthenticated("revoked"));
+        }
+        self.start_session(user, client, how).await
     }
 
     /// The user's second-factor state.
