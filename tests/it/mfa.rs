@@ -218,6 +218,29 @@ async fn an_authenticator_app_makes_login_a_two_step_affair() {
     // A refreshed session keeps its amr.
     let refreshed = refreshed(&gw, &session.refresh).await;
     assert_eq!(amr(&refreshed.access), ["pwd", "otp", "mfa"]);
+    // So does the session a password change starts (it is signed in as the one that changed).
+    let changed = api(
+        &gw,
+        "POST",
+        "/change-password",
+        &refreshed.access,
+        Some(&json!({"current_password": PW, "new_password": "another long passphrase"})),
+    )
+    .await;
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert_eq!(
+        amr(changed.json()["access_token"].as_str().unwrap()),
+        ["pwd", "otp", "mfa"]
+    );
+    let changed_back = api(
+        &gw,
+        "POST",
+        "/change-password",
+        &changed.json()["access_token"].as_str().unwrap().to_owned(),
+        Some(&json!({"current_password": "another long passphrase", "new_password": PW})),
+    )
+    .await;
+    assert_eq!(changed_back.status, 200, "{}", changed_back.text());
 
     // A recovery code works once, in any spelling.
     let step = password_step(&gw, "ada@example.com").await;
@@ -228,7 +251,11 @@ async fn an_authenticator_app_makes_login_a_two_step_affair() {
     let step = password_step(&gw, "ada@example.com").await;
     let token = step["mfa_token"].as_str().unwrap();
     assert_eq!(second_step(&gw, token, &codes[0]).await.status, 401);
-    let status = api(&gw, "GET", "/mfa", &first.access, None).await;
+    let latest = changed_back.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = api(&gw, "GET", "/mfa", &latest, None).await;
     assert_eq!(status.json()["recovery_codes_left"], 9);
 
     // Counted: one enrolment; the wrong confirm code, the wrong login code, the replays.

@@ -77,12 +77,14 @@ TOML
 
 started=$(date +%s)
 status=0
+# One worker: with two, Debian's Python 3.11 crashes now and then inside the parser when two
+# threads parse at once (python/cpython#106905), failing the run for nothing in the gateway.
 # From the temporary directory: schemathesis keeps a cache of past failures in the working
 # directory, and a run must depend on this document and this server only.
 repo="$PWD"
 (cd "$tmp" && SCHEMATHESIS_HOOKS="$repo/tests/schemathesis/hooks.py" st \
   --config-file "$tmp/schemathesis.toml" run "$repo/docs/openapi.yaml" --url "$base" \
-  --checks all --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 \
+  --checks all --max-examples "$EXAMPLES" --seed "$SEED" --workers 1 \
   --generation-database none --no-color --report-dir "$tmp/report") || status=$?
 echo "schemathesis: $(($(date +%s) - started)) s"
 if [ "$status" -ne 0 ]; then

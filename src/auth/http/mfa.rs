@@ -247,7 +247,7 @@ impl AuthApi {
                     .service()
                     .totp_remove(claims, &password, &body.code)
                     .await;
-                self.record_login(&email, client_ip, &result).await;
+                self.record_code(&email, client_ip, &result).await;
                 pace(&result).await;
                 result?;
                 let mut resp = Response::new(crate::body::empty());
@@ -285,9 +285,14 @@ impl AuthApi {
         }
     }
 
-    /// Counts a wrong code against the account (a right one is not a login: it does not
-    /// clear the failures).
-    async fn record_code<T>(&self, email: &str, client_ip: IpAddr, result: &Result<T, AuthError>) {
+    /// Counts a wrong code (or password) against the account; a right one is not a login: it
+    /// does not clear the failures.
+    pub(super) async fn record_code<T>(
+        &self,
+        email: &str,
+        client_ip: IpAddr,
+        result: &Result<T, AuthError>,
+    ) {
         if result.is_err() {
             self.record_login(email, client_ip, result).await;
         }
@@ -411,7 +416,7 @@ impl AuthApi {
                 let password =
                     SecretString::new(form_value(&fields, "password").unwrap_or_default());
                 let result = self.service().totp_remove(claims, &password, &code).await;
-                self.record_login(&email, client_ip, &result).await;
+                self.record_code(&email, client_ip, &result).await;
                 pace(&result).await;
                 let (status, note) = match &result {
                     Ok(()) => (

@@ -16,8 +16,9 @@
 //! - `POST {prefix}/passkey/start` and `POST {prefix}/passkey/finish` `{state, credential}`:
 //!   sign in without a password (only with `auth.webauthn.passwordless`).
 //!
-//! Signed-in calls follow the usual rules (bearer, or cookie with the CSRF header). Every
-//! `finish` is throttled and regulated like a login on the account concerned.
+//! Signed-in calls follow the usual rules (bearer, or cookie with the CSRF header). Every call
+//! that stores a ceremony or checks one is throttled like a login (per address, and per account
+//! where one is known); refused answers count against the account like wrong passwords.
 
 use std::net::IpAddr;
 
@@ -117,6 +118,9 @@ impl AuthApi {
             "/login/webauthn" => {
                 let body: PendingLogin = read_json(req, self.body_limit()).await?;
                 let token = SecretString::new(body.mfa_token);
+                let account = self.service().pending_login(&token).await?;
+                self.throttle(Action::Login, client_ip, account.as_deref())
+                    .await?;
                 let started = self.service().login_passkey_start(rp, &token).await?;
                 Ok(started_response(&started))
             }
@@ -124,6 +128,9 @@ impl AuthApi {
                 let session = self.signed_in(req.headers(), tls, true)?;
                 let claims = &session.claims;
                 let email = claims.email.clone();
+                // Each call stores a one-time token or checks a ceremony: limited like a login.
+                self.throttle(Action::Login, client_ip, Some(&email))
+                    .await?;
                 match (action, req.method().clone()) {
                     ("/mfa/webauthn/register/start", http::Method::POST) => {
                         let started = self.service().passkey_register_start(rp, claims).await?;
@@ -131,7 +138,7 @@ impl AuthApi {
                     }
                     ("/mfa/webauthn/register/finish", http::Method::POST) => {
                         let body: Finish = read_json(req, self.body_limit()).await?;
-                        let added = self
+                        let result = self
                             .service()
                             .passkey_register_finish(
                                 rp,
@@ -140,7 +147,9 @@ impl AuthApi {
                                 &body.credential,
                                 body.name.as_deref(),
                             )
-                            .await?;
+                            .await;
+                        self.record_code(&email, client_ip, &result).await;
+                        let added = result?;
                         let codes = added.recovery_codes.as_ref().map(|codes| {
                             codes
                                 .iter()
@@ -160,16 +169,12 @@ impl AuthApi {
                     (other, http::Method::DELETE) => {
                         let id = passkey_id(other).ok_or(HttpError::NotFound)?.to_owned();
                         let body: Remove = read_json(req, self.body_limit()).await?;
-                        self.throttle(Action::Login, client_ip, Some(&email))
-                            .await?;
                         let password = SecretString::new(body.password);
                         let result = self
                             .service()
                             .passkey_remove(claims, &id, &password, body.code.as_deref())
                             .await;
-                        if result.is_err() {
-                            self.record_login(&email, client_ip, &result).await;
-                        }
+                        self.record_code(&email, client_ip, &result).await;
                         pace(&result).await;
                         if !result? {
                             return Err(HttpError::NotFound);

@@ -99,10 +99,10 @@ impl AuthService {
         self.drop_reset_links(&updated.id).await;
         tracing::info!(target: "audit", event = "change_password", user_id = %updated.id, session_version = updated.session_version);
         // The new session was signed in as the one that changed the password was.
-        let how = if claims.mfa() {
-            super::SignIn::PasswordAndCode
-        } else {
+        let how = if claims.amr.is_empty() {
             super::SignIn::Password
+        } else {
+            super::SignIn::Like(claims.amr.clone())
         };
         self.start_session(&updated, client, how).await
     }

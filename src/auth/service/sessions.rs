@@ -244,7 +244,7 @@ impl AuthService {
 }
 
 /// How a session was signed in; fixed for the session's life (its `amr`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignIn {
     /// Email and password (or a password just set).
     Password,
@@ -254,6 +254,8 @@ pub enum SignIn {
     PasswordAndPasskey { synced: bool },
     /// A passkey alone (it verified its user: two factors by itself).
     Passkey { synced: bool },
+    /// As another session was (a password change keeps how the session that did it signed in).
+    Like(Vec<String>),
 }
 
 impl SignIn {
@@ -266,6 +268,7 @@ impl SignIn {
                 vec!["pwd".into(), key(synced), "mfa".into()]
             }
             SignIn::Passkey { synced } => vec![key(synced), "mfa".into()],
+            SignIn::Like(amr) => amr,
         }
     }
 }
