@@ -236,7 +236,7 @@ async fn an_authenticator_app_makes_login_a_two_step_affair() {
         &gw,
         "POST",
         "/change-password",
-        &changed.json()["access_token"].as_str().unwrap().to_owned(),
+        changed.json()["access_token"].as_str().unwrap(),
         Some(&json!({"current_password": "another long passphrase", "new_password": PW})),
     )
     .await;
