@@ -52,16 +52,8 @@ impl AuthService {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::NotAuthenticated("disabled"))?;
-        let verification = self
-            .inner
-            .hasher
-            .verify(current, Some(&user.password_hash))
-            .await
-            .map_err(hash_error)?;
-        if !verification.ok {
-            tracing::info!(target: "audit", event = "change_password_failed", reason = "bad_password", user_id = %user.id);
-            return Err(AuthError::WrongPassword);
-        }
+        self.check_password(&user, current, "change_password_failed")
+            .await?;
         self.inner
             .settings
             .policy

@@ -325,12 +325,7 @@ impl AuthService {
     ) -> Result<Vec<SecretString>, AuthError> {
         let user = self.live_user(&claims.sub).await?;
         let now = self.inner.clock.unix();
-        let codes = recovery::generate();
-        let hashes: Vec<[u8; 32]> = codes
-            .iter()
-            .filter_map(|c| recovery::normalize(c.expose()))
-            .map(|c| recovery::hash(&c))
-            .collect();
+        let (codes, hashes) = fresh_recovery_codes();
         let (id, code) = (user.id.clone(), code.to_owned());
         let outcome = self
             .blocking(move |s| {
@@ -395,16 +390,8 @@ impl AuthService {
         code: &str,
     ) -> Result<(), AuthError> {
         let user = self.live_user(&claims.sub).await?;
-        let verification = self
-            .inner
-            .hasher
-            .verify(password, Some(&user.password_hash))
-            .await
-            .map_err(hash_error)?;
-        if !verification.ok {
-            tracing::info!(target: "audit", event = "totp_remove_failed", reason = "bad_password", user_id = %user.id);
-            return Err(AuthError::WrongPassword);
-        }
+        self.check_password(&user, password, "totp_remove_failed")
+            .await?;
         if !self.status(&user.id).await?.totp {
             return Err(AuthError::MfaState("No authenticator app is set up"));
         }
@@ -444,12 +431,7 @@ impl AuthService {
         if self.check_code(&user.id, code).await?.is_none() {
             return Err(AuthError::WrongCode);
         }
-        let codes = recovery::generate();
-        let hashes: Vec<[u8; 32]> = codes
-            .iter()
-            .filter_map(|c| recovery::normalize(c.expose()))
-            .map(|c| recovery::hash(&c))
-            .collect();
+        let (codes, hashes) = fresh_recovery_codes();
         let id = user.id.clone();
         self.blocking(move |s| {
             s.update_factors(&id, |f| f.recovery_codes = hashes)?;
@@ -501,6 +483,27 @@ impl AuthService {
         Ok(used)
     }
 
+    /// Checks the signed-in user's password before a sensitive change; a wrong one is logged
+    /// as `event` and refused with [`AuthError::WrongPassword`].
+    pub(super) async fn check_password(
+        &self,
+        user: &User,
+        password: &SecretString,
+        event: &'static str,
+    ) -> Result<(), AuthError> {
+        let verification = self
+            .inner
+            .hasher
+            .verify(password, Some(&user.password_hash))
+            .await
+            .map_err(hash_error)?;
+        if !verification.ok {
+            tracing::info!(target: "audit", event, reason = "bad_password", user_id = %user.id);
+            return Err(AuthError::WrongPassword);
+        }
+        Ok(())
+    }
+
     /// The user behind a session, if still enabled.
     async fn live_user(&self, user_id: &str) -> Result<User, AuthError> {
         let id = user_id.to_owned();
@@ -541,4 +544,19 @@ fn audit_code(user_id: &str, used: Used, event: &'static str) {
             tracing::info!(target: "audit", event, user_id = %user_id, method = "recovery_code", recovery_codes_left = left);
         }
     }
+}
+
+/// Ten new recovery codes (to show once) and their hashes (to store).
+pub(super) fn fresh_recovery_codes() -> (Vec<SecretString>, Vec<[u8; 32]>) {
+    let codes = recovery::generate();
+    let hashes = codes
+        .iter()
+        .filter_map(|c| recovery::normalize(c.expose()))
+        .map(|c| recovery::hash(&c))
+        .collect();
+    let codes = codes
+        .into_iter()
+        .map(|c| Secret::new(c.into_inner()))
+        .collect();
+    (codes, hashes)
 }

@@ -16,11 +16,11 @@
 //! - Removing one needs the password and a second factor: the session's own (signed in with
 //!   one) or a code.
 
+use super::mfa::fresh_recovery_codes;
 use super::sessions::SignIn;
-use super::{AuthService, Client, Issued, bump, hash_error};
+use super::{AuthService, Client, Issued, bump};
 use crate::auth::error::AuthError;
 use crate::auth::mfa::passkey::{self, Asserted, PasskeyError, Purpose, RelyingParty, Started};
-use crate::auth::mfa::recovery;
 use crate::auth::refresh_token;
 use crate::auth::token::AccessClaims;
 use crate::secret::{Secret, SecretString};
@@ -96,12 +96,7 @@ impl AuthService {
             .finish_registration(state, &user.id, credential, now)
             .map_err(|e| refused(&user.id, "passkey_register_failed", e))?;
         let name = clean_name(name);
-        let codes = recovery::generate();
-        let hashes: Vec<[u8; 32]> = codes
-            .iter()
-            .filter_map(|c| recovery::normalize(c.expose()))
-            .map(|c| recovery::hash(&c))
-            .collect();
+        let (codes, hashes) = fresh_recovery_codes();
         let record = PasskeyRecord {
             id: registered.credential_id.clone(),
             name,
@@ -161,16 +156,8 @@ impl AuthService {
         code: Option<&str>,
     ) -> Result<bool, AuthError> {
         let user = self.enabled_user(&claims.sub).await?;
-        let verification = self
-            .inner
-            .hasher
-            .verify(password, Some(&user.password_hash))
-            .await
-            .map_err(hash_error)?;
-        if !verification.ok {
-            tracing::info!(target: "audit", event = "passkey_remove_failed", reason = "bad_password", user_id = %user.id);
-            return Err(AuthError::WrongPassword);
-        }
+        self.check_password(&user, password, "passkey_remove_failed")
+            .await?;
         if !claims.mfa() {
             let proved = match code {
                 Some(code) => self.check_code(&user.id, code).await?.is_some(),
