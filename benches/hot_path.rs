@@ -188,6 +188,46 @@ fn route_matching(c: &mut Criterion) {
     c.bench_function("route_match/100_routes/last", |b| {
         b.iter(|| table.find(None, &Method::GET, black_box("/static/app.js")))
     });
+
+    // A large multi-tenant table: 100 hosts with 100 path prefixes each, then a catch-all.
+    // `first` matches the first route; `last` is a request only the catch-all (the last of
+    // 10,000 routes) takes, which a linear scan reaches by trying every route.
+    let mut yaml = String::from("version: 1\nroutes:\n");
+    for i in 0..9_999 {
+        yaml.push_str(&format!(
+            "  - {{name: r{i}, host: app{}.example.com, path: /svc{}/api, upstream: 'http://127.0.0.1:9000'}}\n",
+            i / 100,
+            i % 100
+        ));
+    }
+    yaml.push_str("  - {name: root, path: /, upstream: 'http://127.0.0.1:9000'}\n");
+    let cfg = gateway::config::from_str(&yaml, "bench.yaml", Path::new("."), &|_| None).unwrap();
+    let table = RouteTable::new(&cfg.routes);
+    let hit = table.find(Some("app0.example.com"), &Method::GET, "/svc0/api/users/42");
+    assert_eq!(hit.unwrap().route.index, 0);
+    let hit = table.find(Some("static.example.com"), &Method::GET, "/static/app.js");
+    assert_eq!(hit.unwrap().route.index, 9_999);
+    c.bench_function("route_match/10000_routes/first", |b| {
+        b.iter(|| {
+            table.find(
+                black_box(Some("app0.example.com")),
+                &Method::GET,
+                black_box("/svc0/api/users/42"),
+            )
+        })
+    });
+    c.bench_function("route_match/10000_routes/last", |b| {
+        b.iter(|| {
+            table.find(
+                black_box(Some("static.example.com")),
+                &Method::GET,
+                black_box("/static/app.js"),
+            )
+        })
+    });
+    c.bench_function("route_table_build/10000_routes", |b| {
+        b.iter(|| RouteTable::new(black_box(&cfg.routes)))
+    });
 }
 
 fn request_headers() -> HeaderMap {
