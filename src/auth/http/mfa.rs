@@ -356,40 +356,22 @@ impl AuthApi {
             return Ok(with_retry_after(resp, &e));
         }
         let csrf = csrf_of(&headers, tls, self.transparent_refresh());
-        match op.as_str() {
-            "setup" => {
-                let setup = self.service().totp_setup(claims, self.mfa_issuer()).await;
-                match setup {
-                    Ok(setup) => Ok(setup_page(self.prefix(), &csrf, &next, &setup, None)),
-                    Err(e) => {
-                        self.render_two_factor(
-                            HttpError::from(&e).status(),
-                            &headers,
-                            tls,
-                            &session,
-                            &next,
-                            Some(&message(&e)),
-                        )
-                        .await
-                    }
-                }
-            }
+        // Each action ends on a page of its own, or on the two-factor page with a note.
+        let refused = |e: &AuthError| Then::Note(HttpError::from(e).status(), message(e));
+        let then = match op.as_str() {
+            "setup" => match self.service().totp_setup(claims, self.mfa_issuer()).await {
+                Ok(setup) => Then::Page(setup_page(self.prefix(), &csrf, &next, &setup)),
+                Err(e) => refused(&e),
+            },
             "confirm" => {
                 let result = self.service().totp_confirm(claims, &code).await;
                 self.record_code(&email, client_ip, &result).await;
                 match result {
-                    Ok(codes) => Ok(codes_page(self.prefix(), &codes, &next, true)),
-                    Err(e) => {
-                        self.render_two_factor(
-                            HttpError::from(&e).status(),
-                            &headers,
-                            tls,
-                            &session,
-                            &next,
-                            Some(&format!("{} Start the setup again.", message(&e))),
-                        )
-                        .await
-                    }
+                    Ok(codes) => Then::Page(codes_page(self.prefix(), &codes, &next, true)),
+                    Err(e) => Then::Note(
+                        HttpError::from(&e).status(),
+                        format!("{} Start the setup again.", message(&e)),
+                    ),
                 }
             }
             "verify" => {
@@ -398,18 +380,8 @@ impl AuthApi {
                 self.record_code(&email, client_ip, &result).await;
                 pace(&result).await;
                 match result {
-                    Ok(issued) => Ok(self.signed_in_redirect(&issued, tls, &next)),
-                    Err(e) => {
-                        self.render_two_factor(
-                            HttpError::from(&e).status(),
-                            &headers,
-                            tls,
-                            &session,
-                            &next,
-                            Some(&message(&e)),
-                        )
-                        .await
-                    }
+                    Ok(issued) => Then::Page(self.signed_in_redirect(&issued, tls, &next)),
+                    Err(e) => refused(&e),
                 }
             }
             "remove" => {
@@ -418,15 +390,13 @@ impl AuthApi {
                 let result = self.service().totp_remove(claims, &password, &code).await;
                 self.record_code(&email, client_ip, &result).await;
                 pace(&result).await;
-                let (status, note) = match &result {
-                    Ok(()) => (
+                match &result {
+                    Ok(()) => Then::Note(
                         StatusCode::OK,
                         "The authenticator app was removed.".to_owned(),
                     ),
-                    Err(e) => (HttpError::from(e).status(), message(e)),
-                };
-                self.render_two_factor(status, &headers, tls, &session, &next, Some(&note))
-                    .await
+                    Err(e) => refused(e),
+                }
             }
             "remove-passkey" => {
                 let password =
@@ -437,35 +407,28 @@ impl AuthApi {
                     .service()
                     .passkey_remove(claims, &id, &password, code)
                     .await;
-                if result.is_err() {
-                    self.record_login(&email, client_ip, &result).await;
-                }
+                self.record_code(&email, client_ip, &result).await;
                 pace(&result).await;
-                let (status, note) = match &result {
-                    Ok(true) => (StatusCode::OK, "The passkey was removed.".to_owned()),
-                    Ok(false) => (StatusCode::NOT_FOUND, "No such passkey.".to_owned()),
-                    Err(e) => (HttpError::from(e).status(), message(e)),
-                };
-                self.render_two_factor(status, &headers, tls, &session, &next, Some(&note))
-                    .await
+                match &result {
+                    Ok(true) => Then::Note(StatusCode::OK, "The passkey was removed.".to_owned()),
+                    Ok(false) => Then::Note(StatusCode::NOT_FOUND, "No such passkey.".to_owned()),
+                    Err(e) => refused(e),
+                }
             }
             _ => {
                 let result = self.service().new_recovery_codes(claims, &code).await;
                 self.record_code(&email, client_ip, &result).await;
                 match result {
-                    Ok(codes) => Ok(codes_page(self.prefix(), &codes, &next, false)),
-                    Err(e) => {
-                        self.render_two_factor(
-                            HttpError::from(&e).status(),
-                            &headers,
-                            tls,
-                            &session,
-                            &next,
-                            Some(&message(&e)),
-                        )
-                        .await
-                    }
+                    Ok(codes) => Then::Page(codes_page(self.prefix(), &codes, &next, false)),
+                    Err(e) => refused(&e),
                 }
+            }
+        };
+        match then {
+            Then::Page(resp) => Ok(resp),
+            Then::Note(status, note) => {
+                self.render_two_factor(status, &headers, tls, &session, &next, Some(&note))
+                    .await
             }
         }
     }
@@ -660,6 +623,14 @@ impl AuthApi {
     }
 }
 
+/// Where a two-factor form post ends.
+enum Then {
+    /// A page of its own (the QR code, new recovery codes, a redirect).
+    Page(Response<Body>),
+    /// The two-factor page again, with this note.
+    Note(StatusCode, String),
+}
+
 /// The sign-in form's second screen: the code, with the `mfa_token` carried in the form.
 pub(super) fn second_screen(
     prefix: &str,
@@ -704,7 +675,6 @@ fn setup_page(
     csrf: &str,
     next: &str,
     setup: &crate::auth::service::TotpSetup,
-    error: Option<&str>,
 ) -> Response<Body> {
     let body = format!(
         "<p>Scan this code with your authenticator app, or type the key by hand.</p>\
@@ -721,7 +691,7 @@ fn setup_page(
         secret = escape_html(setup.secret.expose()),
         next = escape_html(safe_next(next)),
     );
-    page(StatusCode::OK, "Set up an authenticator app", error, &body)
+    page(StatusCode::OK, "Set up an authenticator app", None, &body)
 }
 
 /// The page listing new recovery codes (shown once).
