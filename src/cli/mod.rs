@@ -296,6 +296,32 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         Some(email) => say!("email: {}", email.describe())?,
         None => say!("email: off (verification and password reset are off)")?,
     }
+    let mfa = &config.auth.mfa;
+    let roles = if mfa.required_for_roles.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", required for roles [{}]",
+            mfa.required_for_roles.join(",")
+        )
+    };
+    say!(
+        "second factors: authenticator apps (issuer {:?}){roles}",
+        mfa.issuer
+    )?;
+    match &config.auth.webauthn {
+        Some(w) => say!(
+            "passkeys: on (origin {}, rp_id {}, {})",
+            w.origin,
+            w.rp_id,
+            if w.passwordless {
+                "also without a password"
+            } else {
+                "as a second factor"
+            }
+        )?,
+        None => say!("passkeys: off (set auth.webauthn.origin or email.public_url)")?,
+    }
     say!("routes (first match wins):")?;
     let table = RouteTable::new(&config.routes);
     for (i, r) in table.iter().enumerate() {
@@ -303,6 +329,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             AuthPolicy::Public => "public".to_owned(),
             AuthPolicy::Required { roles } if roles.is_empty() => "required".to_owned(),
             AuthPolicy::Required { roles } => format!("required roles=[{}]", roles.join(",")),
+        };
+        let policy = if r.spec.require_mfa {
+            format!("{policy} mfa=required")
+        } else {
+            policy
         };
         say!(
             "  [{i}] {:<20} {} -> {}{} auth={policy} ({})",

@@ -783,6 +783,23 @@ async fn passkey_endpoints_exist_only_when_configured() {
     );
     let csp = page.header("content-security-policy").unwrap();
     assert!(csp.contains("script-src 'self'"), "{csp}");
+    // `gateway check` says so, and names the routes that need a second factor.
+    let out = cli(&pl.path("gateway.yaml"), &["check"], "").await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(
+            "passkeys: on (origin https://login.example.com, rp_id login.example.com, also without a password)"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("/admin") && l.contains("mfa=required")),
+        "{}",
+        out.stdout
+    );
     let js = get_with(&pl.url("/api/auth/webauthn.js"), &[]).await;
     assert_eq!(js.status, 200);
     assert!(js.text().contains("navigator.credentials"));
