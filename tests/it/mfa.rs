@@ -652,6 +652,19 @@ async fn passkey_gateway(up: &Upstream, webauthn: &str) -> Gateway {
     gateway(up, &format!("webauthn: {{{webauthn}}}")).await
 }
 
+/// `POST mfa/webauthn/register/finish` with `state` and `credential`.
+async fn finish(gw: &Gateway, access: &str, state: &Value, credential: &Value) -> Resp {
+    let body = json!({"state": state, "credential": credential});
+    api(
+        gw,
+        "POST",
+        "/mfa/webauthn/register/finish",
+        access,
+        Some(&body),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn passkey_endpoints_exist_only_when_configured() {
     let up = Upstream::start().await;
@@ -695,26 +708,12 @@ async fn passkey_endpoints_exist_only_when_configured() {
     assert!(!page.text().contains("data-passkey"));
 
     // A bad answer is refused, and its state is then used up.
-    let state = v["state"].as_str().unwrap();
+    let state = v["state"].clone();
     let bogus = json!({"id": "AAAA", "rawId": "AAAA", "type": "public-key", "extensions": {},
         "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"}});
-    let r = api(
-        &on,
-        "POST",
-        "/mfa/webauthn/register/finish",
-        &s.access,
-        Some(&json!({"state": state, "credential": bogus})),
-    )
-    .await;
+    let r = finish(&on, &s.access, &state, &bogus).await;
     assert_eq!(r.status, 403, "{}", r.text());
-    let r = api(
-        &on,
-        "POST",
-        "/mfa/webauthn/register/finish",
-        &s.access,
-        Some(&json!({"state": state, "credential": bogus})),
-    )
-    .await;
+    let r = finish(&on, &s.access, &state, &bogus).await;
     assert_eq!(r.status, 409, "a state is answered once: {}", r.text());
     // Another user's state, or a forged one: refused before any check (and not used up).
     let other = signup(&on, "pk2@example.com", PW).await;
@@ -726,32 +725,12 @@ async fn passkey_endpoints_exist_only_when_configured() {
         Some(&json!({})),
     )
     .await;
-    let r = api(
-        &on,
-        "POST",
-        "/mfa/webauthn/register/finish",
-        &s.access,
-        Some(&json!({"state": theirs.json()["state"], "credential": bogus})),
-    )
-    .await;
+    let their_state = theirs.json()["state"].clone();
+    let r = finish(&on, &s.access, &their_state, &bogus).await;
     assert_eq!(r.status, 409, "{}", r.text());
-    let r = api(
-        &on,
-        "POST",
-        "/mfa/webauthn/register/finish",
-        &other.access,
-        Some(&json!({"state": theirs.json()["state"], "credential": bogus})),
-    )
-    .await;
+    let r = finish(&on, &other.access, &their_state, &bogus).await;
     assert_eq!(r.status, 403, "still usable by its owner: {}", r.text());
-    let r = api(
-        &on,
-        "POST",
-        "/mfa/webauthn/register/finish",
-        &s.access,
-        Some(&json!({"state": "forged", "credential": bogus})),
-    )
-    .await;
+    let r = finish(&on, &s.access, &json!("forged"), &bogus).await;
     assert_eq!(r.status, 409, "{}", r.text());
     let listed = api(&on, "GET", "/mfa/webauthn", &s.access, None).await;
     assert_eq!(listed.json(), json!({"passkeys": []}));

@@ -216,6 +216,9 @@ impl AuthApi {
         let client = super::account::client_of(req.headers(), client_ip);
         let claims = &session.claims;
         let email = claims.email.clone();
+        // Every change here checks a code or stores a secret: limited like a login.
+        self.throttle(Action::Login, client_ip, Some(&email))
+            .await?;
         match action {
             "/mfa/totp/setup" => {
                 let setup = self.service().totp_setup(claims, self.mfa_issuer()).await?;
@@ -232,16 +235,12 @@ impl AuthApi {
             }
             "/mfa/totp/confirm" => {
                 let body: Code = read_json(req, self.body_limit()).await?;
-                self.throttle(Action::Login, client_ip, Some(&email))
-                    .await?;
                 let result = self.service().totp_confirm(claims, &body.code).await;
                 self.record_code(&email, client_ip, &result).await;
                 Ok(codes_response(&result?))
             }
             "/mfa/totp" => {
                 let body: Remove = read_json(req, self.body_limit()).await?;
-                self.throttle(Action::Login, client_ip, Some(&email))
-                    .await?;
                 let password = SecretString::new(body.password);
                 let result = self
                     .service()
@@ -256,8 +255,6 @@ impl AuthApi {
             }
             "/mfa/recovery-codes" => {
                 let body: Code = read_json(req, self.body_limit()).await?;
-                self.throttle(Action::Login, client_ip, Some(&email))
-                    .await?;
                 let result = self.service().new_recovery_codes(claims, &body.code).await;
                 self.record_code(&email, client_ip, &result).await;
                 Ok(codes_response(&result?))
@@ -267,8 +264,6 @@ impl AuthApi {
                 if body.passkey().is_none() {
                     body.code()?;
                 }
-                self.throttle(Action::Login, client_ip, Some(&email))
-                    .await?;
                 let result = match body.passkey() {
                     Some((state, credential)) => {
                         let rp = self.passkeys()?;

@@ -80,6 +80,16 @@ impl Fixture {
         Store::open(&self.path()).unwrap()
     }
 
+    /// Logs in with [`PW`] as a user without a second factor: the session.
+    async fn login_session(&self, email: &str) -> Issued {
+        self.svc
+            .login(email, &pw(PW))
+            .await
+            .unwrap()
+            .into_session()
+            .expect("a user without a second factor gets a session")
+    }
+
     async fn signup(&self, email: &str) -> Issued {
         self.svc.signup(email, &pw(PW), Some("Ada")).await.unwrap()
     }
@@ -215,13 +225,7 @@ async fn login_ok_and_failures_look_the_same() {
     let f = Fixture::new().await;
     let signed_up = f.signup("ada@example.org").await;
 
-    let ok = f
-        .svc
-        .login("ADA@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let ok = f.login_session("ADA@example.org").await;
     assert_eq!(ok.user.id, signed_up.user.id);
     assert_ne!(ok.claims.sid, signed_up.claims.sid, "a new session");
     f.auth(&ok).unwrap();
@@ -300,12 +304,7 @@ async fn disabled_user_cannot_log_in_and_live_tokens_die() {
     admin.update_user(&user).unwrap();
     f.svc.poll_changes().await.unwrap();
     assert_invalid_refresh(f.svc.refresh(&issued.refresh_token).await);
-    f.svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    f.login_session("ada@example.org").await;
 }
 
 #[tokio::test]
@@ -346,13 +345,7 @@ async fn refresh_rotates_and_old_token_works_only_within_grace() {
 async fn reuse_after_grace_kills_the_whole_family() {
     let f = Fixture::new().await;
     let first = f.signup("ada@example.org").await;
-    let other_session = f
-        .svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let other_session = f.login_session("ada@example.org").await;
     let second = f.svc.refresh(&first.refresh_token).await.unwrap();
     f.advance(GRACE + 1);
 
@@ -422,13 +415,7 @@ async fn late_tab_follows_the_chain_within_grace() {
 async fn logout_kills_access_and_refresh_immediately() {
     let f = Fixture::new().await;
     let session = f.signup("ada@example.org").await;
-    let other = f
-        .svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let other = f.login_session("ada@example.org").await;
     // A second access token of the same session, as another tab would hold.
     let sibling = f.svc.refresh(&session.refresh_token).await.unwrap();
 
@@ -471,13 +458,7 @@ async fn logout_with_refresh_token_only() {
 async fn logout_all_kills_every_session_of_that_user_only() {
     let f = Fixture::new().await;
     let a1 = f.signup("ada@example.org").await;
-    let a2 = f
-        .svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let a2 = f.login_session("ada@example.org").await;
     let b = f.signup("bob@example.org").await;
 
     f.svc.logout_all(&a1.user.id).await.unwrap();
@@ -488,13 +469,7 @@ async fn logout_all_kills_every_session_of_that_user_only() {
     f.auth(&b).unwrap();
     f.svc.refresh(&b.refresh_token).await.unwrap();
 
-    let fresh = f
-        .svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let fresh = f.login_session("ada@example.org").await;
     assert_eq!(fresh.claims.sv, 1);
     f.auth(&fresh).unwrap();
     f.svc.logout_all("no-such-user").await.unwrap();
@@ -585,13 +560,7 @@ async fn tokens_are_not_interchangeable() {
 async fn data_survives_reopening() {
     let f = Fixture::new().await;
     let issued = f.signup("ada@example.org").await;
-    let revoked = f
-        .svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let revoked = f.login_session("ada@example.org").await;
     f.svc.logout(Some(&revoked.claims), None).await.unwrap();
     let jwks = f.svc.jwks();
     let Fixture { dir, clock, svc } = f;
@@ -776,13 +745,7 @@ fn clean_name_rules() {
 async fn cached_token_is_still_revocation_checked() {
     let f = Fixture::new().await;
     let issued = f.signup("ada@example.org").await;
-    let other = f
-        .svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let other = f.login_session("ada@example.org").await;
     let claims = f.auth(&issued).unwrap();
     f.auth(&other).unwrap();
     assert_eq!(f.svc.verified_cache_len(), 2, "both tokens are cached");
@@ -839,13 +802,7 @@ async fn sessions_are_recorded_at_login_touched_by_refresh_and_ended_by_logout()
     let first = f.signup("ada@example.org").await;
     let started = f.clock.unix();
     f.advance(1);
-    let other = f
-        .svc
-        .login("ada@example.org", &pw(PW))
-        .await
-        .unwrap()
-        .into_session()
-        .unwrap();
+    let other = f.login_session("ada@example.org").await;
     let store = f.svc.store();
     let id = first.user.id.clone();
     let listed = store.sessions_of(&id, f.clock.unix()).unwrap();
