@@ -748,7 +748,8 @@ fn message(e: &AuthError) -> String {
     }
 }
 
-fn no_store(headers: &mut HeaderMap) {
+/// `Cache-Control: no-store`: the answer carries a secret, a token or a one-time state.
+pub(super) fn no_store(headers: &mut HeaderMap) {
     headers.insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),

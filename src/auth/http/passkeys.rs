@@ -198,10 +198,7 @@ fn started_response(started: &Started) -> Response<Body> {
 }
 
 fn no_store(mut resp: Response<Body>) -> Response<Body> {
-    resp.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
+    super::mfa::no_store(resp.headers_mut());
     resp
 }
 
