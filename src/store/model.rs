@@ -20,6 +20,10 @@ pub enum StoreError {
     IdTaken,
     #[error("not found")]
     NotFound,
+    /// [`crate::store::Store::link_identity`]: the provider's account is linked already (to
+    /// this user or another), or the user already has an identity at this provider.
+    #[error("this identity is already linked, or the user has one at this provider")]
+    IdentityTaken,
     /// `import` found users or keys: a gateway has used this store already.
     #[error(
         "the target store is in use (it has users or signing keys); a migration only fills a \
@@ -400,6 +404,72 @@ pub struct Snapshot {
     /// Each user's second factors, as stored (encrypted when the source has a key: the target
     /// needs the same `store.encryption_key`).
     pub factors: Vec<(String, Vec<u8>)>,
+    /// Linked single sign-on identities, as stored (encrypted like the factors).
+    pub identities: Vec<StoredIdentity>,
+}
+
+/// An account at an external identity provider (`sso.providers[].id`) linked to a gateway
+/// user: the provider's `sub` names the same person every time, so a later sign-in there
+/// finds the user. A user has at most one identity per provider. The stored record is
+/// encrypted with `store.encryption_key` when one is configured; `Debug` hides the refresh
+/// token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentity {
+    /// The provider's id in config.
+    pub provider: String,
+    /// The provider's stable `sub`.
+    pub subject: String,
+    pub user_id: String,
+    /// As the provider last gave it (not necessarily verified, nor the user's own email).
+    pub email: Option<String>,
+    pub linked_at: u64,
+    pub last_login_at: u64,
+    /// When the provider's claims were last checked (sign-in, or re-evaluation at a refresh).
+    pub checked_at: u64,
+    /// Groups seen at the last check.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The provider's refresh token, if it issued one. Secret.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for LinkedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkedIdentity")
+            .field("provider", &self.provider)
+            .field("subject", &self.subject)
+            .field("user_id", &self.user_id)
+            .field("email", &self.email)
+            .field("linked_at", &self.linked_at)
+            .field("last_login_at", &self.last_login_at)
+            .field("checked_at", &self.checked_at)
+            .field("groups", &self.groups)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A [`LinkedIdentity`] as a backend keeps it: the keys it is found by in the clear, the record
+/// as the [`crate::store::Store`] layer encoded (and perhaps encrypted) it. `Debug` shows the
+/// value's length only: in the clear it holds the refresh token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredIdentity {
+    pub provider: String,
+    pub subject: String,
+    pub user_id: String,
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredIdentity")
+            .field("provider", &self.provider)
+            .field("subject", &self.subject)
+            .field("user_id", &self.user_id)
+            .field("value", &format_args!("<{} bytes>", self.value.len()))
+            .finish()
+    }
 }
 
 /// Failed-login regulation of one account, as shared by every replica on the store (see
