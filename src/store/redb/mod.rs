@@ -10,6 +10,7 @@
 //! `tables.rs`.
 
 mod factors;
+mod identities;
 mod one_time;
 mod session_info;
 mod sessions;
@@ -32,7 +33,7 @@ use crate::private_file;
 use tables::{CHANGES, Context, META, decode};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Meta key holding the schema version (JSON number).
 const SCHEMA_KEY: &str = "schema_version";
@@ -309,6 +310,7 @@ impl RedbStore {
             }
         }
         snap.factors = factors::all_in(&txn)?;
+        snap.identities = identities::all_in(&txn)?;
         Ok(snap)
     }
 
@@ -359,6 +361,9 @@ impl RedbStore {
         for (user_id, value) in &snap.factors {
             factors::insert_in(&txn, user_id, value)?;
         }
+        for identity in &snap.identities {
+            identities::insert_in(&txn, identity)?;
+        }
         {
             let mut jtis = txn
                 .open_table(tables::REVOKED_JTIS)
@@ -397,6 +402,8 @@ impl RedbStore {
 ///   family gets a session record, so sessions started before the upgrade are listed.
 /// - 2 -> 3: the `factors` table, created empty. The version still changes: a gateway of
 ///   version 2 must refuse the file, or it would sign in users without their second factor.
+/// - 3 -> 4: the `identities` and `user_identities` tables, created empty. A gateway of version
+///   3 must refuse the file: deleting a user, it would leave their linked identities behind.
 fn migrate(txn: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     tracing::info!(from, to = SCHEMA_VERSION, "migrating store schema");
     if from < 2 {
@@ -458,7 +465,7 @@ mod tests {
         assert_eq!(store.get_meta("k").unwrap(), Some(b"v".to_vec()));
         assert_eq!(
             store.get_meta(SCHEMA_KEY).unwrap(),
-            Some(b"3".to_vec()),
+            Some(b"4".to_vec()),
             "schema version recorded"
         );
     }
@@ -468,11 +475,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.redb");
         let store = RedbStore::open(&path).unwrap();
-        store.put_meta(SCHEMA_KEY, b"4").unwrap();
+        store.put_meta(SCHEMA_KEY, b"5").unwrap();
         drop(store);
         match RedbStore::open(&path) {
             Err(StoreError::SchemaTooNew { found, supported }) => {
-                assert_eq!((found, supported), (4, 3));
+                assert_eq!((found, supported), (5, 4));
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
@@ -535,7 +542,7 @@ mod tests {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.get_meta(SCHEMA_KEY).unwrap(), Some(b"3".to_vec()));
+        assert_eq!(store.get_meta(SCHEMA_KEY).unwrap(), Some(b"4".to_vec()));
         let ada = store.user_by_email("ada@x.test").unwrap().unwrap();
         assert!(!ada.email_verified);
         let listed = store.sessions_of("u1", 300).unwrap();

@@ -1,9 +1,10 @@
 //! Table layout of the redb file and the small helpers every store module shares:
 //! JSON encoding, error context, flag rows and the change feed append.
 //!
-//! Layout (schema version 3; version 2 had no `factors`; version 1 had neither the one-time
-//! tokens nor the sessions, and its `User` values no `email_verified`, which reads as false). Keys are `&str` or fixed byte arrays, values JSON bytes
-//! unless noted. The `meta` table's type must never change: `open` reads the schema
+//! Layout (schema version 4; version 3 had no identity tables; version 2 had no `factors`;
+//! version 1 had neither the one-time tokens nor the sessions, and its `User` values no
+//! `email_verified`, which reads as false). Keys are `&str`, tuples of them or fixed byte
+//! arrays, values JSON bytes unless noted. The `meta` table's type must never change: `open` reads the schema
 //! version from it before touching anything else.
 //!
 //! | table              | key                 | value                                   |
@@ -22,9 +23,13 @@
 //! | `user_one_time`    | user id (multimap)  | token hash                              |
 //! | `sessions`         | family              | `SessionInfo`                           |
 //! | `factors`          | user id             | `Factors` JSON, sealed with a store key |
+//! | `identities`       | (provider, subject) | (user id, `LinkedIdentity` JSON, sealed)|
+//! | `user_identities`  | (user id, provider) | subject (`&str`)                        |
 //!
 //! A user's sessions are found through `user_families`, which lists every family of theirs
 //! until it expires.
+//! A user's linked identities through `user_identities`, which holds exactly one entry per
+//! `identities` row; its key is also what keeps a user to one identity per provider.
 
 use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -50,6 +55,10 @@ pub(super) const USER_ONE_TIME: MultimapTableDefinition<&str, &[u8; 32]> =
     MultimapTableDefinition::new("user_one_time");
 pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 pub(super) const FACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("factors");
+pub(super) const IDENTITIES: TableDefinition<(&str, &str), (&str, &[u8])> =
+    TableDefinition::new("identities");
+pub(super) const USER_IDENTITIES: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("user_identities");
 
 /// Creates every table of the current schema (opening a table in a write
 /// transaction creates it).
@@ -72,6 +81,9 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
         .ctx("create table user_one_time")?;
     txn.open_table(SESSIONS).ctx("create table sessions")?;
     txn.open_table(FACTORS).ctx("create table factors")?;
+    txn.open_table(IDENTITIES).ctx("create table identities")?;
+    txn.open_table(USER_IDENTITIES)
+        .ctx("create table user_identities")?;
     Ok(())
 }
 

@@ -135,9 +135,10 @@ impl RedbStore {
         Ok(new)
     }
 
-    /// Deletes a user, their email index entry and their one-time tokens, revokes all their
-    /// refresh families (`at: now`, which ends their sessions), and leaves a flag row `{disabled: true}` so their live
-    /// access tokens die. Returns false if there was no such user.
+    /// Deletes a user, their email index entry, one-time tokens, second factors and linked
+    /// identities, revokes all their refresh families (`at: now`, which ends their sessions),
+    /// and leaves a flag row `{disabled: true}` so their live access tokens die. Returns false
+    /// if there was no such user.
     pub fn delete_user(&self, id: &str, now: u64) -> Result<bool, StoreError> {
         let txn = self.write()?;
         let old: User = {
@@ -168,6 +169,7 @@ impl RedbStore {
         revoke_user_families(&txn, id, now)?;
         one_time::delete_for_in(&txn, id, None)?;
         super::factors::delete_in(&txn, id)?;
+        super::identities::delete_all_in(&txn, id)?;
         append_change(&txn, &Change::UserDeleted { id: id.to_owned() })?;
         commit(txn)?;
         Ok(true)
