@@ -18,11 +18,13 @@
 //!
 //! The code is split like the redb backend: `users`, `sessions` (refresh tokens and
 //! revocations), `session_info` (the sessions a user sees), `one_time` (verification and reset
-//! tokens), `factors` (second factors), `regulation`, `feed` (the change feed and its listener) and `sql` (the query
-//! helpers); `schema` holds the tables and their migrations.
+//! tokens), `factors` (second factors), `identities` (linked single sign-on accounts),
+//! `regulation`, `feed` (the change feed and its listener) and `sql` (the query helpers);
+//! `schema` holds the tables and their migrations.
 
 mod factors;
 mod feed;
+mod identities;
 mod one_time;
 mod regulation;
 mod schema;
@@ -434,6 +436,7 @@ impl PgStore {
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
             snap.factors = factors::all_factors(&txn).await?;
+            snap.identities = identities::all_identities(&txn).await?;
             commit(txn).await?;
             Ok(snap)
         })
@@ -474,6 +477,9 @@ impl PgStore {
             }
             for (user_id, value) in &snap.factors {
                 factors::insert_factors(&txn, user_id, value).await?;
+            }
+            for identity in &snap.identities {
+                identities::insert_identity(&txn, identity).await?;
             }
             for (jti, exp) in &snap.revoked_jtis {
                 execute(

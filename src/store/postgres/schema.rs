@@ -18,19 +18,22 @@
 //! | `gateway_one_time_tokens`    | SHA-256 of each email-verification / reset token (v2)   |
 //! | `gateway_sessions`           | one row per refresh family, for the user's session list (v2) |
 //! | `gateway_factors`            | each user's second factors, one encoded value (v3)      |
+//! | `gateway_identities`         | linked single sign-on identities, one encoded value each (v4) |
 //!
 //! Version 2 added `gateway_users.email_verified` (false for existing users), the one-time
 //! tokens, and the session rows, filled from the refresh tokens already stored so sessions
 //! started before the upgrade are listed too (without user agent or address). Version 3 added
-//! `gateway_factors` and `gateway_refresh_tokens.amr` (empty for existing sessions: password); a version-2 gateway refuses the database from then on, since it would
-//! sign users in without their second factor.
+//! `gateway_factors` and `gateway_refresh_tokens.amr` (empty for existing sessions: password); a
+//! version-2 gateway refuses the database from then on, since it would sign users in without
+//! their second factor. Version 4 added `gateway_identities`, keyed by (provider, subject), one
+//! per provider and user, deleted with their user.
 
 use deadpool_postgres::Transaction;
 
 use super::{StoreError, db_error};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Advisory lock key taken while migrating ("gw-schema").
 const MIGRATION_LOCK: i64 = 0x6777_2d73_6368_656d;
@@ -125,6 +128,16 @@ CREATE TABLE gateway_factors (
     value   bytea NOT NULL
 );
 ALTER TABLE gateway_refresh_tokens ADD COLUMN amr text[] NOT NULL DEFAULT '{}';
+"#,
+    r#"
+CREATE TABLE gateway_identities (
+    provider text NOT NULL,
+    subject  text NOT NULL,
+    user_id  text NOT NULL REFERENCES gateway_users (id) ON DELETE CASCADE,
+    value    bytea NOT NULL,
+    PRIMARY KEY (provider, subject),
+    UNIQUE (user_id, provider)
+);
 "#,
 ];
 

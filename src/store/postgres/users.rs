@@ -157,6 +157,7 @@ impl PgStore {
                 &[&id],
             )
             .await?;
+            // Their linked identities went with the user's row (ON DELETE CASCADE).
             append_change(&txn, &Change::UserDeleted { id: id.to_owned() }).await?;
             commit(txn).await?;
             Ok(true)
