@@ -26,7 +26,11 @@
 //!   revocation's transaction, so whatever ends a family (logout, reuse, "log out
 //!   everywhere", deletion, [`Store::end_session`]) ends the session, and ending a session is
 //!   announced like any revoked family.
+//! - Per-user secrets (second factors, linked identities' provider tokens) are sealed by this
+//!   layer with `store.encryption_key` when one is configured; backends keep opaque bytes and
+//!   delete them with their user in the deletion's transaction.
 
+mod identities;
 mod model;
 pub mod postgres;
 pub mod redb;
@@ -36,9 +40,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use model::{
-    CHANGE_RETENTION, Change, Factors, JtiRange, OneTimeToken, PasskeyRecord, RawWrite,
-    RefreshRecord, RefreshState, Regulation, Rotation, SessionInfo, Snapshot, StoreError,
-    SweepStats, TokenHash, TokenKind, TotpFactor, USER_AGENT_MAX_CHARS, User, UserFlags,
+    CHANGE_RETENTION, Change, Factors, JtiRange, LinkedIdentity, OneTimeToken, PasskeyRecord,
+    RawWrite, RefreshRecord, RefreshState, Regulation, Rotation, SessionInfo, Snapshot, StoreError,
+    StoredIdentity, SweepStats, TokenHash, TokenKind, TotpFactor, USER_AGENT_MAX_CHARS, User,
+    UserFlags,
 };
 
 use crate::config::StoreSettings;
@@ -187,10 +192,10 @@ impl Store {
         Ok(self.unseal(name, stored)?)
     }
 
-    /// Brings the named secrets under `to`: each is decrypted with the configured key (or
-    /// read in the clear) and written back encrypted with `to`, or in the clear when `to` is
-    /// `None`. A value already under `to` is left alone, so an interrupted run can be
-    /// repeated. Each value changes in its own transaction, not announced: running servers keep
+    /// Brings the named secrets, and every user's second factors and linked identities, under
+    /// `to`: each is decrypted with the configured key (or read in the clear) and written back
+    /// encrypted with `to`, or in the clear when `to` is `None`. A value already under `to` is
+    /// left alone, so an interrupted run can be repeated. Each value changes in its own transaction, not announced: running servers keep
     /// the keys they loaded. Returns how many values changed.
     pub fn reseal_secrets(
         &self,
@@ -204,19 +209,12 @@ impl Store {
                 let Some(current) = current else {
                     return Err(StoreError::NotFound);
                 };
-                let already = match (to, seal::sealed_key_id(current)) {
-                    (Some(to), Some(id)) => id == to.id_hex(),
-                    (None, None) => true,
-                    _ => false,
-                };
-                if already {
-                    return Ok(current.to_vec());
-                }
-                let plain = self.unseal(name, current.to_vec())?;
-                did_change = true;
-                match to {
-                    Some(to) => to.seal(name, plain.expose()),
-                    None => Ok(plain.into_inner()),
+                match self.reseal_value(name, current, to)? {
+                    Some(resealed) => {
+                        did_change = true;
+                        Ok(resealed)
+                    }
+                    None => Ok(current.to_vec()),
                 }
             };
             if self.get_meta(name)?.is_none() {
@@ -230,7 +228,30 @@ impl Store {
                 changed += 1;
             }
         }
-        Ok(changed + self.reseal_factors(to)?)
+        Ok(changed + self.reseal_factors(to)? + self.reseal_identities(to)?)
+    }
+
+    /// `current` (stored under `name`) brought under `to`, or in the clear when `to` is `None`;
+    /// `None` if it is there already.
+    fn reseal_value(
+        &self,
+        name: &str,
+        current: &[u8],
+        to: Option<&SealKey>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let already = match (to, seal::sealed_key_id(current)) {
+            (Some(to), Some(id)) => id == to.id_hex(),
+            (None, None) => true,
+            _ => false,
+        };
+        if already {
+            return Ok(None);
+        }
+        let plain = self.unseal(name, current.to_vec())?;
+        Ok(Some(match to {
+            Some(to) => to.seal(name, plain.expose())?,
+            None => plain.into_inner(),
+        }))
     }
 
     /// [`Store::reseal_secrets`] for every user's second factors (their TOTP secrets): each
@@ -247,20 +268,11 @@ impl Store {
                 let Some(current) = current else {
                     return Ok(RawWrite::Keep);
                 };
-                let already = match (to, seal::sealed_key_id(current)) {
-                    (Some(to), Some(id)) => id == to.id_hex(),
-                    (None, None) => true,
-                    _ => false,
-                };
-                if already {
-                    return Ok(RawWrite::Keep);
+                let resealed = self.reseal_value(&name, current, to)?;
+                if resealed.is_some() {
+                    changed += 1;
                 }
-                let plain = self.unseal(&name, current.to_vec())?;
-                changed += 1;
-                Ok(RawWrite::Put(match to {
-                    Some(to) => to.seal(&name, plain.expose())?,
-                    None => plain.into_inner(),
-                }))
+                Ok(resealed.map_or(RawWrite::Keep, RawWrite::Put))
             };
             let done = match &self.backend {
                 Backend::Redb(s) => s.update_factors(&user_id, rewrite),
@@ -275,10 +287,10 @@ impl Store {
         Ok(changed)
     }
 
-    /// Encrypts the named secrets that are still in the clear with the configured key, and
-    /// checks that every encrypted one opens with it (a wrong key fails here, at start-up).
-    /// Without a configured key, it only checks that none is encrypted. Returns how many were
-    /// encrypted now.
+    /// Encrypts the named secrets, second factors and linked identities that are still in the
+    /// clear with the configured key, and checks that every encrypted named secret opens with
+    /// it (a wrong key fails here, at start-up). Without a configured key, it only checks that
+    /// none is encrypted. Returns how many were encrypted now.
     pub fn seal_secrets(&self, names: &[&str]) -> Result<usize, StoreError> {
         for name in names {
             self.get_secret(name)?;
@@ -291,6 +303,7 @@ impl Store {
             for user_id in users {
                 self.factors_of(&user_id)?;
             }
+            self.check_identities()?;
         }
         match &self.seal {
             Some(key) => self.reseal_secrets(names, Some(key)),
@@ -500,9 +513,10 @@ impl Store {
         fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
         /// Looks a user up by normalised email.
         fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
-        /// Deletes a user, their email and their one-time tokens, revokes all their refresh
-        /// families (ending their sessions) and leaves a flag row `{disabled: true}` so their
-        /// live access tokens die. False if there was no such user.
+        /// Deletes a user, their email, one-time tokens, second factors and linked identities,
+        /// revokes all their refresh families (ending their sessions) and leaves a flag row
+        /// `{disabled: true}` so their live access tokens die, in one transaction. False if
+        /// there was no such user.
         fn delete_user(&self, id: &str, now: u64) -> Result<bool, StoreError>;
         /// Every user, in id order.
         fn list_users(&self) -> Result<Vec<User>, StoreError>;
