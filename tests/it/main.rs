@@ -43,6 +43,7 @@ mod smtp;
 mod stale_cookies;
 mod store;
 mod store_factors;
+mod store_identities;
 mod store_lifecycle;
 mod tls;
 mod tty;
