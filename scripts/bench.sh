@@ -2,11 +2,13 @@
 # End-to-end benchmark of the gateway against its peers, and the scenarios of the performance
 # targets (see BENCHMARKS.md for the results and how to read them).
 #
-#   scripts/bench.sh [all|peer|flood|busy|scale|rss|startup|postgres]
+#   scripts/bench.sh [all|table|peer|tls|flood|busy|scale|rss|startup|postgres]
 #
-# Needs nginx, haproxy and wrk; this script installs nothing. On Debian:
-#   apt-get install -y nginx-light haproxy wrk
-# Builds the release binary (and the fill_store example) first. Uses ports 19001-19004.
+# Needs nginx, haproxy and wrk (and h2load, openssl for table and tls); this script installs
+# nothing. On Debian:
+#   apt-get install -y nginx-light haproxy wrk nghttp2-client
+# Builds the release binary (and the examples: fill_store, ws_bench) first. Uses ports 19001-19008 and
+# 19012-19014.
 # Environment: CARGO_TARGET_DIR (default ./target), ROUNDS/SECS/CONNS for the peer run
 # (default 3 rounds of 5 s at 64 connections), FILL_USERS/FILL_JTIS for the scale run (1000000).
 # The postgres run needs Debian's postgresql server binaries (it starts a private cluster on port
@@ -23,7 +25,7 @@ for tool in nginx haproxy wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light haproxy wrk)" >&2; exit 1; }
 done
 
-(cd "$root" && cargo build --release --bin gateway --example fill_store)
+(cd "$root" && cargo build --release --bin gateway --examples)
 bin=$target/release/gateway
 work=$(mktemp -d /tmp/gwbench.XXXX); mkdir -p /tmp/peerbench
 export GATEWAY_BIN=$bin GATEWAY_WORK=$work
@@ -47,9 +49,10 @@ YAML
 }
 export -f gateway_config
 
-# Prints a fresh access token from the gateway on 127.0.0.1:19004 (signs up a new account).
+# token [PORT]: prints a fresh access token from the gateway on 127.0.0.1:PORT (default 19004;
+# signs up a new account).
 token() {
-  curl -sf -X POST http://127.0.0.1:19004/api/auth/signup -H 'content-type: application/json' \
+  curl -sf -X POST "http://127.0.0.1:${1:-19004}/api/auth/signup" -H 'content-type: application/json' \
     -H "x-forwarded-for: 10.$((RANDOM % 250)).$((RANDOM % 250)).$((RANDOM % 250))" \
     -d "{\"email\":\"bench$RANDOM$RANDOM@example.org\",\"password\":\"Quiet-Harbour-Lantern-42\"}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
@@ -290,8 +293,191 @@ print(f"median req/s: redb {redb:.0f}, PostgreSQL {pg:.0f}; PostgreSQL/redb = {p
 PY
 }
 
+# The performance issue's table in one run: every row with the same upstream, side by side with
+# nginx (no auth) and HAProxy (HS256 JWT) from ../shared/peerbench/, rounds alternating between
+# the targets, medians. Rows: HTTP/1.1 GET plain and over TLS (wrk), HTTP/2 GET over TLS (h2load,
+# CONNS/4 connections x 16 streams), POST 4 KiB and 64 KiB (wrk), a cookie-session GET (access +
+# CSRF cookie, no bearer: the browser case; the peers get the same Cookie header, HAProxy its
+# bearer too), 10,000 routes vs the 3-route demo (gateway only), and a WebSocket echo through
+# the gateway vs direct (examples/ws_bench.rs). ROWS="h1 tls h2 post4k post64k cookie routes ws"
+# picks rows. p99 of h2load from its per-request log.
+table() {
+  local rows=${ROWS:-h1 tls h2 post4k post64k cookie routes ws}
+  echo "== issue table ($rounds x ${secs}s, $conns connections; h2: $((conns / 4)) x 16 streams; rows: $rows)"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  local t=/tmp/peerbench/tls
+  mkdir -p $t
+  if [ ! -f $t/cert.pem ]; then # as peerbench-tls.sh makes it
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+      -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout $t/key.pem -out $t/cert.pem 2>/dev/null
+    cat $t/cert.pem $t/key.pem >$t/combined.pem
+  fi
+  export JWT_SECRET=${JWT_SECRET:-peerbench-secret-0123456789abcdef0123456789}
+  upstream
+  nginx -c "$peerbench/nginx.conf" & pids+=($!)
+  nginx -c "$peerbench/nginx-tls.conf" & pids+=($!)
+  haproxy -f "$peerbench/haproxy.cfg" >"$work/haproxy.log" 2>&1 & pids+=($!)
+  haproxy -f "$peerbench/haproxy-tls.cfg" >"$work/haproxy-tls.log" 2>&1 & pids+=($!)
+  "$target/release/examples/ws_bench" echo 127.0.0.1:19006 & pids+=($!)
+  local common="rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}
+auth: {access_ttl: 1h}"
+  # The gateway of most rows: HTTP on 19004, HTTPS on 19014 with the peers' certificate.
+  cat >"$work/table.yaml" <<YAML
+version: 1
+listen: {http: 127.0.0.1:19004, https: 127.0.0.1:19014}
+tls: {cert: $t/cert.pem, key: $t/key.pem}
+log: {level: warn}
+store: {redb: {path: $work/table.redb}}
+$common
+routes:
+  - {name: ws, path: /ws, upstream: 'http://127.0.0.1:19006', auth: required}
+  - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}
+YAML
+  # The routes row: the demo's three routes, and 10,000 (100 hosts x 100 path prefixes, then
+  # the catch-all, which is the one requests to / match), each on a gateway of its own.
+  local routes3="routes:
+  - {name: public, path: /public, upstream: 'http://127.0.0.1:19001', auth: public}
+  - {name: admin, path: /admin, upstream: 'http://127.0.0.1:19001', auth: required, roles: [admin]}
+  - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}"
+  local port
+  for port in 19007 19008; do
+    cat >"$work/routes$port.yaml" <<YAML
+version: 1
+listen: {http: 127.0.0.1:$port, https: null}
+admin: {listen: null}
+log: {level: warn}
+store: {redb: {path: $work/routes$port.redb}}
+$common
+YAML
+  done
+  echo "$routes3" >>"$work/routes19007.yaml"
+  {
+    echo "routes:"
+    local i
+    for i in $(seq 0 9999); do
+      echo "  - {name: r$i, host: app$((i / 100)).example.com, path: /svc$((i % 100))/api, upstream: 'http://127.0.0.1:19001', auth: required}"
+    done
+    echo "  - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}"
+  } >>"$work/routes19008.yaml"
+  start_gateway "$work/table.yaml" "$work/table.log"
+  "$bin" serve --config "$work/routes19007.yaml" >"$work/routes19007.log" 2>&1 & pids+=($!)
+  "$bin" serve --config "$work/routes19008.yaml" >"$work/routes19008.log" 2>&1 & pids+=($!)
+  local ok
+  for _ in $(seq 100); do
+    ok=1
+    for port in 19001 19002 19003 19007 19008; do curl -s -o /dev/null "http://127.0.0.1:$port/" || ok=0; done
+    for port in 19012 19013 19014; do curl -sk -o /dev/null "https://127.0.0.1:$port/" || ok=0; done
+    [ $ok = 1 ] && break; sleep 0.1
+  done
+  [ $ok = 1 ] || { echo "a target did not start" >&2; exit 1; }
+  local hs gw gw3 gw10k
+  hs=$("$peerbench/mkjwt.py" "$JWT_SECRET" bench-user)
+  gw=$(token); gw3=$(token 19007); gw10k=$(token 19008)
+  # The cookie session: the access and CSRF cookies a JSON login sets.
+  local email="cookie$RANDOM@example.org"
+  curl -sf -o /dev/null -X POST http://127.0.0.1:19004/api/auth/signup -H 'content-type: application/json' \
+    -d "{\"email\":\"$email\",\"password\":\"Quiet-Harbour-Lantern-42\"}"
+  local cookie
+  cookie=$(curl -sf -o /dev/null -D - -X POST http://127.0.0.1:19004/api/auth/login -H 'content-type: application/json' \
+    -d "{\"email\":\"$email\",\"password\":\"Quiet-Harbour-Lantern-42\"}" |
+    awk 'tolower($1) == "set-cookie:" && $2 ~ /^gw_(access|csrf)=/ {sub(/;.*/, "", $2); printf "%s%s", sep, $2; sep="; "}')
+  case $cookie in *gw_access=*gw_csrf=*|*gw_csrf=*gw_access=*) ;; *) echo "no session cookies: $cookie" >&2; exit 1 ;; esac
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" http://127.0.0.1:19004/)" = 200 ] ||
+    { echo "the cookie session is refused" >&2; exit 1; }
+  printf 'wrk.method = "POST"\nwrk.body = string.rep("a", 4096)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' >"$work/post4k.lua"
+  printf 'wrk.method = "POST"\nwrk.body = string.rep("a", 65536)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' >"$work/post64k.lua"
+
+  local out="$work/table.results" r row name
+  : >"$out"
+  # one ROW NAME TOKEN URL [wrk args]: appends "ROW NAME REQ/S P99" to the results.
+  one() {
+    local row=$1 name=$2 tok=$3 url=$4; shift 4
+    local auth=(); [ -n "$tok" ] && auth=(-H "Authorization: Bearer $tok")
+    echo "$row $name $(wrk -t1 -c"$conns" -d"${secs}s" --latency "${auth[@]}" "$@" "$url" |
+      awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}')" >>"$out"
+  }
+  h2() { # h2 NAME TOKEN PORT
+    h2load -t1 -c"$((conns / 4))" -m16 -D"$secs" -H "Authorization: Bearer $2" \
+      --log-file="$work/h2.log" "https://127.0.0.1:$3/" >"$work/h2.out" 2>&1
+    local rps p99
+    rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$work/h2.out")
+    p99=$(sort -n -k3,3 "$work/h2.log" | awk '{v[NR]=$3} END {i=int(NR*0.99); if (i<1) i=1; print v[i] "us"}')
+    echo "h2 $1 ${rps:-0} $p99" >>"$out"
+  }
+  for r in $(seq "$rounds"); do
+    echo "round $r, load $(cut -d' ' -f1 /proc/loadavg)"
+    for row in $rows; do
+      case $row in
+        h1) one h1 nginx "" http://127.0.0.1:19002/; one h1 haproxy "$hs" http://127.0.0.1:19003/
+            one h1 gateway "$gw" http://127.0.0.1:19004/ ;;
+        tls) one tls nginx "" https://127.0.0.1:19012/; one tls haproxy "$hs" https://127.0.0.1:19013/
+             one tls gateway "$gw" https://127.0.0.1:19014/ ;;
+        h2) h2 nginx "$hs" 19012; h2 haproxy "$hs" 19013; h2 gateway "$gw" 19014 ;;
+        post4k|post64k)
+            one "$row" nginx "" http://127.0.0.1:19002/ -s "$work/$row.lua"
+            one "$row" haproxy "$hs" http://127.0.0.1:19003/ -s "$work/$row.lua"
+            one "$row" gateway "$gw" http://127.0.0.1:19004/ -s "$work/$row.lua" ;;
+        cookie) one cookie nginx "" http://127.0.0.1:19002/ -H "Cookie: $cookie"
+                one cookie haproxy "$hs" http://127.0.0.1:19003/ -H "Cookie: $cookie"
+                one cookie gateway "" http://127.0.0.1:19004/ -H "Cookie: $cookie" ;;
+        routes) one routes 3-routes "$gw3" http://127.0.0.1:19007/; one routes 10k-routes "$gw10k" http://127.0.0.1:19008/ ;;
+        ws) echo "ws direct $("$target/release/examples/ws_bench" load ws://127.0.0.1:19006/ws "$conns" "$secs" "${WS_BYTES:-128}")us" >>"$out"
+            echo "ws gateway $("$target/release/examples/ws_bench" load ws://127.0.0.1:19004/ws "$conns" "$secs" "${WS_BYTES:-128}" "Authorization: Bearer $gw")us" >>"$out" ;;
+        *) echo "unknown row $row" >&2; exit 2 ;;
+      esac
+    done
+  done
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  python3 - "$out" <<'PY'
+import collections, statistics, sys
+def us(s):
+    for suf, m in (("us", 1), ("ms", 1e3), ("s", 1e6)):
+        if s.endswith(suf): return float(s[:-len(suf)]) * m
+rps, p99 = collections.defaultdict(list), collections.defaultdict(list)
+order = []
+for line in open(sys.argv[1]):
+    row, name, r, p = line.split()
+    if row not in order: order.append(row)
+    rps[row, name].append(float(r)); p99[row, name].append(us(p))
+med = lambda d, k: statistics.median(d[k])
+label = {"h1": "HTTP/1.1 GET, plain", "tls": "HTTP/1.1 GET over TLS", "h2": "HTTP/2 GET over TLS (16 x 16)",
+         "post4k": "HTTP/1.1 POST 4 KiB", "post64k": "HTTP/1.1 POST 64 KiB", "cookie": "cookie-session GET"}
+print("| row | nginx req/s (p99) | HAProxy req/s (p99) | gateway req/s (p99) | gw/nginx | gw/HAProxy | p99 <= nginx |")
+print("|---|---:|---:|---:|---:|---:|---|")
+for row in order:
+    if row not in label: continue
+    g, n, h = (med(rps, (row, x)) for x in ("gateway", "nginx", "haproxy"))
+    gp, np_, hp = (med(p99, (row, x)) / 1e3 for x in ("gateway", "nginx", "haproxy"))
+    print(f"| {label[row]} | {n:,.0f} ({np_:.2f} ms) | {h:,.0f} ({hp:.2f} ms) | {g:,.0f} ({gp:.2f} ms) "
+          f"| {g / n:.2f} | {g / h:.2f} | {'yes' if gp <= np_ else 'no'} |")
+if "routes" in order:
+    a, b = med(rps, ("routes", "3-routes")), med(rps, ("routes", "10k-routes"))
+    print(f"routes: 3-route demo {a:,.0f} req/s (p99 {med(p99, ('routes', '3-routes')) / 1e3:.2f} ms), "
+          f"10,000 routes {b:,.0f} req/s (p99 {med(p99, ('routes', '10k-routes')) / 1e3:.2f} ms): 10k/3 = {b / a:.3f}")
+if "ws" in order:
+    a, b = med(rps, ("ws", "direct")), med(rps, ("ws", "gateway"))
+    pa, pb = med(p99, ("ws", "direct")), med(p99, ("ws", "gateway"))
+    print(f"websocket echo: direct {a:,.0f} msg/s (p99 {pa / 1e3:.2f} ms), through the gateway {b:,.0f} msg/s "
+          f"(p99 {pb / 1e3:.2f} ms): gateway/direct msg/s {b / a:.3f}, p99 x{pb / pa:.2f}")
+print("all rounds:")
+for line in open(sys.argv[1]): print("  " + line.rstrip())
+PY
+  stop_gateway
+}
+
+# The shared TLS peer script as it is (HTTP/1.1 with wrk and HTTP/2 with h2load over TLS, req/s
+# only); `table` measures the same rows with p99.
+peer_tls() {
+  echo "== TLS peer benchmark ($rounds x ${secs}s, $conns connections)"
+  local t=/tmp/peerbench/tls
+  GATEWAY_START="bash -c 'gateway_config $work/tls.yaml $work/tls.redb \"tls: {cert: $t/cert.pem, key: $t/key.pem}\" && sed -i \"s/https: null/https: 127.0.0.1:19014/\" $work/tls.yaml && exec $bin serve --config $work/tls.yaml'" \
+  GATEWAY_TOKEN="token" \
+    "$peerbench/peerbench-tls.sh" "$rounds" "$secs" "$conns"
+}
+
 case $what in
-  all) peer; flood; busy; scale; startup; rss; postgres ;;
-  peer|flood|busy|scale|startup|rss|postgres) "$what" ;;
-  *) echo "usage: $0 [all|peer|flood|busy|scale|startup|rss|postgres]" >&2; exit 2 ;;
+  all) table; peer; flood; busy; scale; startup; rss; postgres ;;
+  table|peer|flood|busy|scale|startup|rss|postgres) "$what" ;;
+  tls) peer_tls ;;
+  *) echo "usage: $0 [all|table|peer|tls|flood|busy|scale|startup|rss|postgres]" >&2; exit 2 ;;
 esac

@@ -10,8 +10,8 @@
 //! answers health checks, normalises the path ([`proxy::path`]), matches a route
 //! ([`proxy::route`]), enforces the route's auth policy, sets the forwarding headers
 //! ([`handler::policy`]) and forwards through [`proxy`], which drops hop-by-hop headers
-//! ([`proxy::headers`]) and streams bodies; bodiless requests to plain-HTTP
-//! upstreams use its own HTTP/1.1 client ([`proxy::http1_client`]). The commonest proxied
+//! ([`proxy::headers`]) and streams bodies; requests to plain-HTTP upstreams
+//! without a body or with a small one use its own HTTP/1.1 client ([`proxy::http1_client`]). The commonest proxied
 //! request (a GET with a bearer token, or to a public route) takes the fast path's planned
 //! forward ([`handler::planned`]), which applies the same rules ([`handler::policy`]) to the raw
 //! head without building a header map. Every error a client sees is

@@ -152,8 +152,8 @@ pub struct UpstreamSettings {
     /// Request headers removed (in any spelling: lowercase, `-` separated here) when the peer
     /// is not a trusted proxy.
     pub strip_request_headers: Vec<String>,
-    /// Bodiless requests to plain-HTTP upstreams go over the gateway's own HTTP/1.1 client
-    /// (`proxy::client`); false sends every request over hyper's client, an escape hatch and
+    /// Requests to plain-HTTP upstreams without a body, or with a small one of known length, go
+    /// over the gateway's own HTTP/1.1 client (`proxy::http1_client`); false sends every request over hyper's client, an escape hatch and
     /// the reference the tests compare the built-in client with.
     pub builtin_client: bool,
 }

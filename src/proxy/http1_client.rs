@@ -1,4 +1,5 @@
-//! The built-in HTTP/1.1 upstream client, for requests without a body to plain-HTTP upstreams:
+//! The built-in HTTP/1.1 upstream client, for requests to plain-HTTP upstreams without a body or
+//! with a small one:
 //! per-worker pools of TCP connections, driven inline by the request's own task. (Not to be
 //! confused with `auth::client`, the browser script the auth API serves.)
 //!
@@ -8,8 +9,9 @@
 //! request's task instead: write the head, read and parse the answer (with the HTTP/1.1 codec,
 //! `crate::http1`), and hand the server a [`Body`] that reads the upstream socket directly and
 //! puts the connection back in the pool when the last byte has been read. BENCHMARKS.md has
-//! what that bought. Requests with a body, upgrades and HTTPS upstreams still go through
-//! hyper's client.
+//! what that bought. Requests with a body of known length up to [`MAX_BODY_BYTES`] are sent the
+//! same way ([`Pools::send_with_body`]); larger or chunked bodies, upgrades and HTTPS upstreams
+//! still go through hyper's client.
 //!
 //! The response framing (decided and decoded by `crate::http1::framing`) follows RFC 9112
 //! section 6.3: no body after HEAD, 1xx, 204 and 304; a chunked body is decoded (the server
@@ -27,10 +29,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::uri::Authority;
 use http::{HeaderMap, Method, Response, StatusCode};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,6 +46,10 @@ use crate::http1::{Invalid, connection};
 const MAX_HEAD_BYTES: usize = 400 * 1024;
 /// How much room a read asks for.
 const READ_SIZE: usize = 16 * 1024;
+/// The largest request body sent over this client ([`Pools::send_with_body`]).
+pub const MAX_BODY_BYTES: u64 = 256 * 1024;
+/// A request body is written out once this much of it is pending.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,9 @@ pub enum ClientError {
     Closed,
     #[error("sent an invalid response: {0}")]
     Invalid(&'static str),
+    /// The client's request body failed (see [`crate::body::ClientBodyError`]).
+    #[error("the request body failed: {0}")]
+    Body(BoxError),
 }
 
 impl From<Invalid> for ClientError {
@@ -212,12 +221,166 @@ impl Pools {
                         worker,
                         key: key.clone(),
                     };
-                    return answer(parsed, buf, stream, home, method == Method::HEAD);
+                    return answer(parsed, buf, stream, home, method == Method::HEAD, false);
                 }
                 // The upstream closed an idle connection just as we used it: try another.
                 Err(Failed::BeforeAnswer(_)) if reused && retry_allowed => continue,
                 Err(Failed::BeforeAnswer(e) | Failed::Other(e)) => return Err(e),
             }
+        }
+    }
+}
+
+impl Pools {
+    /// Sends a request whose body has a known length of at most [`MAX_BODY_BYTES`] (its head,
+    /// with that `Content-Length`, already serialised) and returns the answer. The body is
+    /// written as it arrives from the client: the head and every chunk that is already there go
+    /// out in one write. A request whose body was read is never sent again, so there is no retry
+    /// on a pooled connection found closed (the checkout's liveness check still applies).
+    ///
+    /// The answer is only read once the whole body is written: an upstream that answers early and
+    /// stops reading could make both sides wait, were the body larger than the sockets' buffers;
+    /// [`MAX_BODY_BYTES`] keeps it well below them (larger bodies go through hyper's client,
+    /// which reads and writes at once). An upstream that answers early and closes is heard: a
+    /// failed write is followed by an attempt to read its answer.
+    pub async fn send_with_body(
+        self: &Arc<Self>,
+        worker: usize,
+        key: &Authority,
+        head: Bytes,
+        mut body: Body,
+        len: u64,
+    ) -> Result<Response<Body>, ClientError> {
+        let (mut tcp, buf) = match self.checkout(worker, key) {
+            Some((s, buf)) => (s, buf),
+            None => (self.connect(key).await?, BytesMut::new()),
+        };
+        let mut out = Pending::new(head);
+        let mut sent = 0u64;
+        let mut failed = None;
+        loop {
+            // Every chunk that is already there joins the pending write; the write (vectored:
+            // the chunks are not copied) happens when the body has to be waited for, or is
+            // complete, or the pending bytes are plenty.
+            let next = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx)));
+            let frame = match next.await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if let Err(e) = tcp.write_all_buf(&mut out).await {
+                        failed = Some(e);
+                        break;
+                    }
+                    std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                }
+            };
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(ClientError::Body(e)),
+                Some(Ok(frame)) => {
+                    // Trailers have no place in a Content-Length message: dropped, as hyper's
+                    // client drops them.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    sent += data.len() as u64;
+                    if sent > len {
+                        return Err(ClientError::Body(
+                            crate::body::ClientBodyError::Broken(
+                                "more body than its length".into(),
+                            )
+                            .into(),
+                        ));
+                    }
+                    out.push(data);
+                    if out.remaining() >= WRITE_CHUNK
+                        && let Err(e) = tcp.write_all_buf(&mut out).await
+                    {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if failed.is_none() && sent < len {
+            return Err(ClientError::Body(
+                crate::body::ClientBodyError::Broken("less body than its length".into()).into(),
+            ));
+        }
+        if failed.is_none()
+            && let Err(e) = tcp.write_all_buf(&mut out).await
+        {
+            failed = Some(e);
+        }
+        match (read_answer_head(&mut tcp, buf).await, failed) {
+            (Ok((parsed, buf)), failed) => {
+                let home = Home {
+                    pools: self.clone(),
+                    worker,
+                    key: key.clone(),
+                };
+                answer(parsed, buf, tcp, home, false, failed.is_some())
+            }
+            // No answer after a failed write: the write's error is the news.
+            (Err(_), Some(e)) => Err(ClientError::Io(e)),
+            (Err(Failed::BeforeAnswer(e) | Failed::Other(e)), None) => Err(e),
+        }
+    }
+}
+
+/// The bytes of a request waiting to be written: the head, then body chunks as they came (a
+/// [`Buf`] whose chunks a vectored write takes as they are).
+struct Pending {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Pending {
+    fn new(head: Bytes) -> Self {
+        let remaining = head.len();
+        Pending {
+            chunks: std::collections::VecDeque::from([head]),
+            remaining,
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.remaining += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+}
+
+impl Buf for Pending {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |c| c.as_ref())
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+            *slot = std::io::IoSlice::new(chunk);
+            n += 1;
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
         }
     }
 }
@@ -247,12 +410,21 @@ enum Failed {
 async fn exchange(
     stream: &mut TcpStream,
     head: &[u8],
-    mut buf: BytesMut,
+    buf: BytesMut,
 ) -> Result<(ResponseHead, BytesMut), Failed> {
     stream
         .write_all(head)
         .await
         .map_err(|e| Failed::BeforeAnswer(ClientError::Io(e)))?;
+    read_answer_head(stream, buf).await
+}
+
+/// Reads the final (non-1xx) response head of the request just written. The bytes after it are
+/// returned with it.
+async fn read_answer_head(
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+) -> Result<(ResponseHead, BytesMut), Failed> {
     // The buffer of the connection's previous answer is reused once its bytes are dropped.
     buf.clear();
     buf.reserve(4 * 1024);
@@ -291,13 +463,14 @@ async fn exchange(
 }
 
 /// Builds the response for a parsed head: decides the body's framing and whether the
-/// connection can be reused.
+/// connection can be reused (never when `unfinished`: the request's body was not all sent).
 fn answer(
     parsed: ResponseHead,
     buf: BytesMut,
     stream: TcpStream,
     home: Home,
     head_request: bool,
+    unfinished: bool,
 ) -> Result<Response<Body>, ClientError> {
     let ResponseHead {
         status,
@@ -306,7 +479,7 @@ fn answer(
         mut headers,
     } = parsed;
     let framing = framing::body_framing(status, head_request, http11, &mut headers)?;
-    let reusable = http11 && !close_asked && framing != Framing::Close;
+    let reusable = http11 && !close_asked && framing != Framing::Close && !unfinished;
     let mut body = UpstreamBody {
         stream: Some(stream),
         buf,

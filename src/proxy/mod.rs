@@ -213,9 +213,13 @@ impl Proxy {
         if self.settings.builtin_client
             && client_upgrade.is_none()
             && *scheme == http::uri::Scheme::HTTP
-            && http_body::Body::is_end_stream(req.body())
         {
-            return self.send_bodiless(&req, authority, f.route).await;
+            if http_body::Body::is_end_stream(req.body()) {
+                return self.send_bodiless(&req, authority, f.route).await;
+            }
+            if let Some(len) = small_body(&req) {
+                return self.send_small_body(req, authority, f.route, len).await;
+            }
         }
 
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
@@ -331,6 +335,23 @@ impl Proxy {
         self.send_head(authority, &head, req.method(), route).await
     }
 
+    /// Sends a request with a small body of known length ([`small_body`]) over the built-in
+    /// HTTP/1.1 client.
+    async fn send_small_body(
+        &self,
+        req: Request<Body>,
+        authority: &http::uri::Authority,
+        route: &Route,
+        len: u64,
+    ) -> Result<Response<Body>, HttpError> {
+        let head = bytes::Bytes::from(write::request_head(&req, authority));
+        let worker = WORKER.with(|w| w.get());
+        let sent = self
+            .pools
+            .send_with_body(worker, authority, head, req.into_body(), len);
+        self.upstream_answer(sent, route).await
+    }
+
     /// Sends a serialised head of a request without a body to `authority` (a plain-HTTP
     /// upstream of `route`) over the built-in HTTP/1.1 client: the fast path's planned forward
     /// builds the head itself ([`crate::handler::App::forward_planned`]).
@@ -346,6 +367,15 @@ impl Proxy {
         }
         let worker = WORKER.with(|w| w.get());
         let sent = self.pools.send(worker, authority, head, method);
+        self.upstream_answer(sent, route).await
+    }
+
+    /// The built-in client's answer within the response timeout, or the error it maps to.
+    async fn upstream_answer(
+        &self,
+        sent: impl Future<Output = Result<Response<Body>, http1_client::ClientError>>,
+        route: &Route,
+    ) -> Result<Response<Body>, HttpError> {
         let upstream = &route.spec.upstream;
         match tokio::time::timeout(self.settings.response_timeout, sent).await {
             Err(_) => Err(upstream_error(UpstreamFailure::NoAnswer {
@@ -359,6 +389,21 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The length of a request body the built-in client can send: one that the client framed with a
+/// `Content-Length` (the body knows its exact size; a chunked one does not) of at most
+/// [`http1_client::MAX_BODY_BYTES`].
+fn small_body(req: &Request<Body>) -> Option<u64> {
+    let len = http_body::Body::size_hint(req.body()).exact()?;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (len == declared && len <= http1_client::MAX_BODY_BYTES).then_some(len)
 }
 
 /// Builds an origin-form URI for the whoami upstream.
@@ -466,6 +511,12 @@ pub fn upstream_error(failure: UpstreamFailure<'_>) -> HttpError {
             upstream,
             e: http1_client::ClientError::ConnectTimeout,
         } => connect_timeout(upstream),
+        UpstreamFailure::Http1 {
+            upstream,
+            e: http1_client::ClientError::Body(e),
+        } => HttpError::client_body(e.as_ref()).unwrap_or_else(|| {
+            HttpError::BadGateway(format!("{upstream}: the request body failed: {e}"))
+        }),
         UpstreamFailure::Http1 { upstream, e } => HttpError::BadGateway(format!("{upstream}: {e}")),
         UpstreamFailure::UnaskedUpgrade { upstream } => {
             HttpError::BadGateway(format!("{upstream}: switched protocols unasked"))

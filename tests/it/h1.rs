@@ -126,6 +126,57 @@ async fn a_get_then_a_post_with_content_length_on_one_connection() {
     }
 }
 
+/// Small bodies with a Content-Length go over the built-in client (up to 256 KiB), larger ones
+/// over hyper's: each arrives exact, with its length, and the small ones share one upstream
+/// connection with the bodiless requests around them.
+#[tokio::test]
+async fn small_bodies_go_over_the_pooled_upstream_connection_exact() {
+    let up = RawUpstream::start(|req| {
+        reply(ok(&format!(
+            "{} {} len={}",
+            req.method,
+            req.target,
+            req.body.len()
+        )))
+    })
+    .await;
+    let gw = gateway_to(&up.url(), BUILTIN_CLIENT).await;
+    let mut c = Client::connect(gw.http).await;
+    let sizes = [1, 4096, 65536, 256 * 1024, 256 * 1024 + 1];
+    for (i, size) in sizes.into_iter().enumerate() {
+        let body: Vec<u8> = (0..size).map(|n| b'a' + (n % 26) as u8).collect();
+        let mut request =
+            format!("POST /up{i} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {size}\r\n\r\n")
+                .into_bytes();
+        request.extend_from_slice(&body);
+        c.send(request).await;
+        let r = c.response().await;
+        assert_eq!(r.status, 200, "{size}: {}", r.head);
+        assert_eq!(r.text(), format!("POST /up{i} len={size}"));
+        let seen = up.requests();
+        let last = seen.last().unwrap();
+        assert_eq!(last.body, body, "{size}");
+        assert_eq!(values(&last.headers, "content-length"), [size.to_string()]);
+        assert!(!is_chunked(&last.headers), "{size}");
+        let r = c.get("/after").await;
+        assert_eq!(r.status, 200, "{}", r.head);
+    }
+    c.assert_drained("after the uploads");
+    // The built-in client's requests share one connection; hyper's client has its own pool.
+    let on_first: Vec<_> = up
+        .requests()
+        .iter()
+        .filter(|s| s.conn == 0)
+        .map(|s| s.target.clone())
+        .collect();
+    assert_eq!(
+        on_first,
+        [
+            "/up0", "/after", "/up1", "/after", "/up2", "/after", "/up3", "/after", "/after"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_get_then_a_chunked_post_on_one_connection() {
     let up = RawUpstream::start(echo).await;

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Instruction profile of one kind of proxied request (valgrind's callgrind: instruction counts,
+# repeatable on a shared machine where timings are not). One serving worker, the peers' upstream
+# nginx on 19001, h2load sending a fixed number of requests after a warm-up; only those requests
+# are counted (instrumentation is switched on and off around them).
+#
+#   scripts/callgrind.sh get|post4k|post64k|h2|cookie [REQUESTS]
+#
+# Prints instructions per request and the top frames by inclusive count; the full profile is
+# left in /tmp/gwprof/ for callgrind_annotate. Needs valgrind, nginx, h2load (nghttp2-client).
+# Uses ports 19001, 19004 and 19014 (stop scripts/bench.sh first).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+peerbench=${PEERBENCH:-$root/../shared/peerbench}
+target=${CARGO_TARGET_DIR:-$root/target}
+row=${1:?usage: callgrind.sh get|post4k|post64k|h2|cookie [REQUESTS]}
+n=${2:-20000}
+# The same build as scripts/bench.sh (examples unify the dev-dependencies' features).
+(cd "$root" && cargo build --release --bin gateway --examples)
+bin=$target/release/gateway
+out=/tmp/gwprof; mkdir -p "$out" /tmp/peerbench/tls
+work=$(mktemp -d /tmp/gwprof.XXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+t=/tmp/peerbench/tls
+if [ ! -f $t/cert.pem ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout $t/key.pem -out $t/cert.pem 2>/dev/null
+  cat $t/cert.pem $t/key.pem >$t/combined.pem
+fi
+curl -s -o /dev/null http://127.0.0.1:19001/ || { nginx -c "$peerbench/upstream-nginx.conf" & pids+=($!); }
+cat >"$work/gw.yaml" <<YAML
+version: 1
+listen: {http: 127.0.0.1:19004, https: 127.0.0.1:19014, workers: 1}
+tls: {cert: $t/cert.pem, key: $t/key.pem}
+admin: {listen: null}
+log: {level: warn}
+store: {redb: {path: $work/gw.redb}}
+rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}
+routes:
+  - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}
+YAML
+file=$out/callgrind.$row.out; rm -f "$file" "$file".*
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$file" \
+  "$bin" serve --config "$work/gw.yaml" >"$work/gw.log" 2>&1 & pids+=($!); vg=$!
+for _ in $(seq 600); do curl -sf -o /dev/null http://127.0.0.1:19004/healthz && break; sleep 0.1; done
+email="prof$RANDOM@example.org"
+curl -sf -o /dev/null -X POST http://127.0.0.1:19004/api/auth/signup -H 'content-type: application/json' \
+  -d "{\"email\":\"$email\",\"password\":\"Quiet-Harbour-Lantern-42\"}"
+login=$(curl -sf -D "$work/login.head" -X POST http://127.0.0.1:19004/api/auth/login \
+  -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"Quiet-Harbour-Lantern-42\"}")
+tok=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"])' "$login")
+cookie=$(awk 'tolower($1) == "set-cookie:" && $2 ~ /^gw_(access|csrf)=/ {sub(/;.*/, "", $2); printf "%s%s", sep, $2; sep="; "}' "$work/login.head")
+head -c 4096 /dev/zero | tr '\0' a >"$work/post4k"
+head -c 65536 /dev/zero | tr '\0' a >"$work/post64k"
+load() { # load REQUESTS
+  case $row in
+    get) h2load --h1 -n "$1" -c16 -H "Authorization: Bearer $tok" http://127.0.0.1:19004/ ;;
+    cookie) h2load --h1 -n "$1" -c16 -H "Cookie: $cookie" http://127.0.0.1:19004/ ;;
+    post4k|post64k) h2load --h1 -n "$1" -c16 -d "$work/$row" -H 'content-type: application/octet-stream' \
+      -H "Authorization: Bearer $tok" http://127.0.0.1:19004/ ;;
+    h2) h2load -n "$1" -c4 -m16 -H "Authorization: Bearer $tok" https://127.0.0.1:19014/ ;;
+    *) echo "unknown row $row" >&2; exit 2 ;;
+  esac >"$work/load.out" 2>&1
+  grep -q "succeeded, 0 failed" "$work/load.out" && grep -q "2xx: *$1\b\|$1 2xx" "$work/load.out" ||
+    { echo "the load failed:"; cat "$work/load.out"; exit 1; } >&2
+}
+load 2000 # warm-up: pools, caches, the token's verification
+callgrind_control -i on "$vg" >/dev/null
+load "$n"
+callgrind_control -i off "$vg" >/dev/null
+callgrind_control -d "$vg" >/dev/null
+kill "$vg"; wait "$vg" 2>/dev/null || true
+dump=$(ls "$file".* | sort -V | tail -1) # the dump of the counted requests
+total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$row: $n requests, $total instructions, $((total / n)) per request (profile: $dump)"
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' |
+  head -45 | awk -v n="$n" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); printf "%8d/req  %s\n", c / n, substr($0, index($0, $3))}'
