@@ -61,6 +61,17 @@ pub enum AuthError {
     /// than allowed); answer 503 with `Retry-After`. The reason is for logs.
     #[error("Service temporarily unavailable ({0})")]
     Unavailable(String),
+    /// The identity provider vouched for someone its rules here do not let in (domain,
+    /// group), or gave no email; the message says which.
+    #[error("{0}")]
+    SsoRefused(&'static str),
+    /// The provider's address belongs to an account here, but one side has not verified it:
+    /// linking would hand the account to whoever controls the provider's record.
+    #[error("An account with this email address already exists. Sign in with it, then link the provider on your account page")]
+    SsoLinkRefused,
+    /// A password-only action on a deployment with `auth.password_login: false`.
+    #[error("Password sign-in is turned off; sign in with your organisation's identity provider")]
+    PasswordLoginOff,
     /// Store or key failures; log it, show a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -105,6 +116,11 @@ impl From<&AuthError> for HttpError {
             }
             A::MfaState(why) => HttpError::Conflict((*why).to_owned()),
             A::PasskeyRefused => HttpError::Forbidden("The passkey was not accepted"),
+            A::SsoRefused(why) => HttpError::Forbidden(why),
+            A::SsoLinkRefused => HttpError::Conflict(e.to_string()),
+            A::PasswordLoginOff => HttpError::Forbidden(
+                "Password sign-in is turned off; sign in with your organisation's identity provider",
+            ),
             A::Busy => HttpError::Unavailable("Server busy, try again shortly"),
             A::Unavailable(_) => HttpError::Unavailable("Service temporarily unavailable"),
             A::Internal(cause) => HttpError::Internal(cause.clone()),

@@ -1,6 +1,6 @@
 //! The auth service's own metrics, read at scrape time from the counters it keeps anyway:
 //! `logins_total{result}`, `refreshes_total`, `refresh_reuse_detected_total`,
-//! `mfa_enrolled_total`, `mfa_code_failures_total`,
+//! `mfa_enrolled_total`, `mfa_code_failures_total`, `sso_events_total{provider,outcome}`,
 //! `store_sync_age_seconds`, `hashing_in_flight`, `hashing_completed_total`,
 //! `hashing_refused_total`. Auth registers them with [`Metrics::attach`], so the metrics module
 //! needs nothing from auth.
@@ -76,6 +76,24 @@ impl Collector for ServiceMetrics {
             "Second-factor codes refused (sign-in, step-up, setup, removal)",
             load(&c.mfa_failed),
         )?;
+        {
+            let events: Vec<((String, String), u64)> = c
+                .sso
+                .lock()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default();
+            let mut family = enc.encode_descriptor(
+                "sso_events",
+                "Single sign-on outcomes by provider: ok, linked, re-checks (recheck_ok, recheck_revoked) and refusals (group, email_domain, bad_state, bad_id_token, provider_unreachable...)",
+                None,
+                MetricType::Counter,
+            )?;
+            for ((provider, outcome), v) in &events {
+                let labels = [("provider", provider.as_str()), ("outcome", outcome.as_str())];
+                let labels: &[(&str, &str)] = &labels;
+                ConstCounter::new(*v).encode(family.encode_family(&labels)?)?;
+            }
+        }
         gauge(
             &mut enc,
             "store_sync_age_seconds",

@@ -34,6 +34,7 @@ pub(crate) mod refresh_token;
 pub mod revocation;
 mod rotation;
 pub mod service;
+pub mod sso;
 pub mod token;
 pub(crate) mod verified;
 

@@ -409,6 +409,7 @@ mod tests {
             roles: vec![],
             email_verified: false,
             amr: Vec::new(),
+            idp: None,
             sid: sid.into(),
             sv,
             iat: 0,

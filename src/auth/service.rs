@@ -196,6 +196,9 @@ struct Inner {
     /// Whether the service is stale (set by the maintenance task; logged on each change).
     stale: AtomicBool,
     counters: Counters,
+    /// The single sign-on providers (set by the HTTP layer at start-up and reload), for the
+    /// re-checks of federated sessions at their refreshes.
+    sso: arc_swap::ArcSwapOption<super::sso::Sso>,
 }
 
 /// Running totals of auth events, read by the metrics endpoint.
@@ -209,6 +212,8 @@ pub struct Counters {
     pub mfa_enrolled: std::sync::atomic::AtomicU64,
     /// Second-factor codes refused (at login, step-up, setup and removal).
     pub mfa_failed: std::sync::atomic::AtomicU64,
+    /// Single sign-on outcomes by (provider, outcome): `ok`, `created`... and refusals.
+    pub sso: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 fn bump(c: &std::sync::atomic::AtomicU64) {
@@ -277,6 +282,7 @@ impl AuthService {
                 last_sync: AtomicU64::new(now),
                 stale: AtomicBool::new(false),
                 counters: Counters::default(),
+                sso: arc_swap::ArcSwapOption::empty(),
             }),
         })
     }
@@ -613,6 +619,8 @@ pub use mfa::{Challenge, Login, MfaStatus, TotpSetup};
 pub use passkeys::{AddedPasskey, PasskeyView};
 pub use recovery::ResetLink;
 pub use sessions::SignIn;
+pub use sso::{IdentityView, SsoSignIn};
 mod sessions;
+mod sso;
 #[cfg(test)]
 mod tests;

@@ -151,6 +151,10 @@ pub struct AccessClaims {
     /// existed) counts as a password sign-in.
     #[serde(default)]
     pub amr: Vec<String>,
+    /// The identity provider the session signed in at (`sso.providers[].id`); absent for the
+    /// gateway's own sign-ins. Upstreams are told it (`X-Auth-Provider`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
     /// Session id: the refresh-token family id.
     pub sid: String,
     /// The user's session version at issue; bumping it invalidates all their tokens.
@@ -187,7 +191,7 @@ impl AccessClaims {
 pub struct IdentityValues(std::sync::OnceLock<[Option<http::HeaderValue>; IDENTITY_HEADERS]>);
 
 /// How many identity headers a token's claims make.
-pub const IDENTITY_HEADERS: usize = 6;
+pub const IDENTITY_HEADERS: usize = 7;
 
 impl IdentityValues {
     /// The values, made by `make` the first time.
@@ -230,6 +234,8 @@ pub struct Subject<'a> {
     pub email_verified: bool,
     /// How the session was signed in (RFC 8176 values).
     pub amr: &'a [String],
+    /// The identity provider of a federated session.
+    pub provider: Option<&'a str>,
     /// Session (refresh family) id.
     pub session_id: &'a str,
     /// The user's current session version.
@@ -383,6 +389,7 @@ impl Keys {
             roles: subject.roles.to_vec(),
             email_verified: subject.email_verified,
             amr: subject.amr.to_vec(),
+            idp: subject.provider.map(str::to_owned),
             sid: subject.session_id.to_owned(),
             sv: subject.session_version,
             iat: now,

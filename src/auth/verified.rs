@@ -174,6 +174,7 @@ mod tests {
             roles: vec![],
             email_verified: false,
             amr: Vec::new(),
+            idp: None,
             sid: "f".into(),
             sv: 0,
             iat: 0,

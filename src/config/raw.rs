@@ -52,6 +52,49 @@ pub struct RawConfig {
     /// Absent (or `null`): the gateway sends no e-mail.
     #[serde(default)]
     pub email: Option<RawEmail>,
+    /// Single sign-on with external identity providers.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sso: RawSso,
+}
+
+/// `sso`: sign-in with external OpenID Connect providers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSso {
+    /// Where browsers reach the gateway, for the redirect URIs (default: `email.public_url`).
+    pub public_url: Option<Sp<String>>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub providers: Vec<RawSsoProvider>,
+}
+
+/// One `sso.providers[]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSsoProvider {
+    pub id: Sp<String>,
+    pub display_name: Option<Sp<String>>,
+    /// `oidc` (the default).
+    pub kind: Option<Sp<String>>,
+    pub issuer: Sp<String>,
+    pub client_id: Sp<String>,
+    /// Usually `${VAR}`.
+    pub client_secret: Option<Sp<String>>,
+    pub client_secret_file: Option<Sp<String>>,
+    pub scopes: Option<Vec<Sp<String>>>,
+    pub email_claim: Option<Sp<String>>,
+    pub name_claim: Option<Sp<String>>,
+    pub groups_claim: Option<Sp<String>>,
+    pub create_users: Option<Sp<bool>>,
+    pub allowed_email_domains: Option<Vec<Sp<String>>>,
+    pub allowed_groups: Option<Vec<Sp<String>>>,
+    /// A group (or claim value) -> the gateway roles it gives.
+    pub role_mappings: Option<std::collections::BTreeMap<String, Vec<Sp<String>>>>,
+    pub recheck_interval: Option<Sp<String>>,
+    pub logout_at_provider: Option<Sp<bool>>,
+    pub timeout: Option<Sp<String>>,
+    /// Extra parameters of the authorization request (`access_type: offline`, `hd`...).
+    pub auth_params: Option<std::collections::BTreeMap<String, Sp<String>>>,
+    pub id_token_algorithms: Option<Vec<Sp<String>>>,
 }
 
 /// `email`: how account e-mails (verification, password reset) are sent.
@@ -235,6 +278,8 @@ pub struct RawAuth {
     #[serde(default, deserialize_with = "null_as_default")]
     pub mfa: RawMfa,
     pub webauthn: Option<RawWebauthn>,
+    /// `false`: no password sign-in or sign-up (single sign-on only).
+    pub password_login: Option<Sp<bool>>,
 }
 
 /// `auth.webauthn`: passkeys.
@@ -272,6 +317,7 @@ pub struct RawIdentityHeaders {
     pub roles: Option<Sp<String>>,
     pub email_verified: Option<Sp<String>>,
     pub mfa: Option<Sp<String>>,
+    pub provider: Option<Sp<String>>,
 }
 
 #[derive(Debug, Deserialize)]

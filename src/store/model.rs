@@ -155,6 +155,10 @@ pub struct RefreshRecord {
     /// Empty in records from before schema 3: a password sign-in.
     #[serde(default)]
     pub amr: Vec<String>,
+    /// The identity provider (`sso.providers[].id`) the session signed in at, fixed like `amr`;
+    /// `None` for the gateway's own sign-ins. Its refreshes re-check the user at the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -201,6 +205,9 @@ pub enum TokenKind {
     /// A WebAuthn ceremony in progress (its state travels sealed with the client; this makes it
     /// single use).
     Passkey,
+    /// A sign-in at an identity provider in progress (its state travels sealed in a cookie;
+    /// this makes its callback single use).
+    SsoLogin,
 }
 
 impl TokenKind {
@@ -211,6 +218,7 @@ impl TokenKind {
             TokenKind::ResetPassword => "reset_password",
             TokenKind::MfaLogin => "mfa_login",
             TokenKind::Passkey => "passkey",
+            TokenKind::SsoLogin => "sso_login",
         }
     }
 
@@ -220,6 +228,7 @@ impl TokenKind {
             "reset_password" => Some(TokenKind::ResetPassword),
             "mfa_login" => Some(TokenKind::MfaLogin),
             "passkey" => Some(TokenKind::Passkey),
+            "sso_login" => Some(TokenKind::SsoLogin),
             _ => None,
         }
     }

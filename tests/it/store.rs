@@ -88,6 +88,7 @@ pub(crate) fn refresh(family: &str, user_id: &str, expires: u64) -> RefreshRecor
         family_expires_at: expires,
         state: RefreshState::Active,
         amr: Vec::new(),
+        provider: None,
     }
 }
 

@@ -47,6 +47,16 @@ impl AuthApi {
                 "Password changed. Every other session was signed out.",
             )),
             Some("session") => Some(Note::Done("That session was signed out.")),
+            Some("linked") => Some(Note::Done(
+                "The identity provider is linked: you can sign in with it from now on.",
+            )),
+            Some("unlinked") => Some(Note::Done("The identity provider was unlinked.")),
+            Some("link-refused") => Some(Note::Error(
+                "That identity could not be linked: it belongs to another account here, or this site's rules refuse it.",
+            )),
+            Some("link-failed") => Some(Note::Error(
+                "The identity provider could not be linked; please try again.",
+            )),
             _ => None,
         };
         self.render_account(StatusCode::OK, req.headers(), tls, &session, note)
@@ -67,7 +77,7 @@ impl AuthApi {
         // What is asked is checked first: a malformed post is a 400 whoever sends it.
         if !matches!(
             form_value(&fields, "op").as_deref(),
-            Some("end" | "change-password")
+            Some("end" | "change-password" | "unlink")
         ) {
             return Err(HttpError::BadRequest("Unknown account action".into()));
         }
@@ -93,6 +103,27 @@ impl AuthApi {
                     return Ok(resp);
                 }
                 Ok(redirect(&format!("{page}?done=session")))
+            }
+            Some("unlink") => {
+                let provider = form_value(&fields, "provider").unwrap_or_default();
+                match self
+                    .service()
+                    .unlink_identity(&session.claims.sub, &provider)
+                    .await
+                {
+                    Ok(_) => Ok(redirect(&format!("{page}?done=unlinked"))),
+                    Err(AuthError::MfaState(why)) => {
+                        self.render_account(
+                            StatusCode::CONFLICT,
+                            &headers,
+                            tls,
+                            &session,
+                            Some(Note::Error(why)),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
             Some("change-password") => {
                 let email = session.claims.email.clone();
@@ -175,6 +206,8 @@ impl AuthApi {
     ) -> Result<Response<Body>, HttpError> {
         let sessions = self.service().sessions(&session.claims).await?;
         let mfa = self.service().mfa_status(&session.claims).await?;
+        let has_password = self.service().has_password(&session.claims.sub).await?;
+        let providers = self.providers_section(&session.claims.sub, headers, tls).await?;
         let prefix = self.prefix();
         let csrf = cookies::get(
             headers,
@@ -204,19 +237,26 @@ impl AuthApi {
              <h2>Sessions</h2><ul class=\"sessions\">{rows}</ul>\
              <h2>Two-factor sign-in</h2><p>{two_factor} \
              <a href=\"{prefix}/two-factor?next={prefix}/account\">{manage}</a></p>\
-             <h2>Change password</h2>\
+             {providers}\
+             <h2>{password_title}</h2>\
              <form method=\"post\" action=\"{prefix}/account\" novalidate>\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <input type=\"hidden\" name=\"op\" value=\"change-password\">\
              <input type=\"text\" name=\"username\" autocomplete=\"username\" value=\"{email}\" hidden>\
-             <label for=\"current_password\">Current password</label>\
-             <input id=\"current_password\" name=\"current_password\" type=\"password\" autocomplete=\"current-password\" required>\
+             {current}\
              <label for=\"new_password\">New password</label>\
              <input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" required>\
              <p class=\"hint\">Every other session is signed out.</p>\
-             <button type=\"submit\">Change password</button></form>\
+             <button type=\"submit\">{password_title}</button></form>\
              </main></body></html>",
             email = escape_html(&session.claims.email),
+            password_title = if has_password { "Change password" } else { "Set a password" },
+            current = if has_password {
+                "<label for=\"current_password\">Current password</label>\
+                 <input id=\"current_password\" name=\"current_password\" type=\"password\" autocomplete=\"current-password\" required>"
+            } else {
+                "<p class=\"hint\">Your account signs in with an identity provider and has no password yet.</p>"
+            },
             two_factor = if mfa.totp {
                 "On: an authenticator app."
             } else {
@@ -228,6 +268,56 @@ impl AuthApi {
         *resp.status_mut() = status;
         html_headers(resp.headers_mut());
         Ok(resp)
+    }
+}
+
+impl AuthApi {
+    /// The account page's "Sign-in providers" section: linked providers with an Unlink form,
+    /// the others with a Link form (empty without single sign-on).
+    async fn providers_section(
+        &self,
+        user_id: &str,
+        headers: &HeaderMap,
+        tls: bool,
+    ) -> Result<String, HttpError> {
+        let Some(sso) = self.sso() else {
+            return Ok(String::new());
+        };
+        let prefix = self.prefix();
+        let csrf = escape_html(
+            cookies::get(headers, cookies::names(tls, self.transparent_refresh()).csrf)
+                .unwrap_or(""),
+        );
+        let linked = self.service().identities(user_id).await?;
+        let mut rows = String::new();
+        for p in sso.providers() {
+            let id = escape_html(&p.settings.id);
+            let name = escape_html(&p.settings.display_name);
+            match linked.iter().find(|l| l.provider == p.settings.id) {
+                Some(l) => rows.push_str(&format!(
+                    "<li data-provider=\"{id}\"><span>{name}: linked{as_email}</span>\
+                     <form method=\"post\" action=\"{prefix}/account\">\
+                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <input type=\"hidden\" name=\"op\" value=\"unlink\">\
+                     <input type=\"hidden\" name=\"provider\" value=\"{id}\">\
+                     <button type=\"submit\">Unlink</button></form></li>",
+                    as_email = l
+                        .email
+                        .as_deref()
+                        .map(|e| format!(" as {}", escape_html(e)))
+                        .unwrap_or_default(),
+                )),
+                None => rows.push_str(&format!(
+                    "<li data-provider=\"{id}\"><span>{name}: not linked</span>\
+                     <form method=\"post\" action=\"{prefix}/sso/{id}/link\">\
+                     <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                     <button type=\"submit\">Link</button></form></li>"
+                )),
+            }
+        }
+        Ok(format!(
+            "<h2>Sign-in providers</h2><ul class=\"providers\">{rows}</ul>"
+        ))
     }
 }
 

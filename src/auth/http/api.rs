@@ -43,6 +43,12 @@ pub struct AuthApi {
     mfa_roles: Vec<String>,
     /// Passkeys; `None` when `auth.webauthn` is off (their endpoints answer 404).
     passkeys: Option<Arc<crate::auth::mfa::passkey::RelyingParty>>,
+    /// Single sign-on providers; `None` without `sso.providers` (their endpoints answer 404).
+    sso: Option<Arc<crate::auth::sso::Sso>>,
+    /// Email and password sign-in and sign-up (`auth.password_login`).
+    password_login: bool,
+    /// Where browsers reach the gateway (`sso.public_url`), for redirects back from a provider.
+    public_url: String,
 }
 
 impl AuthApi {
@@ -69,6 +75,19 @@ impl AuthApi {
                     }
                 }
             }),
+            sso: {
+                let sso = match crate::auth::sso::Sso::new(&config.sso, &config.auth.prefix, &csrf_key) {
+                    Ok(sso) => sso.map(Arc::new),
+                    Err(e) => {
+                        tracing::error!(error = %e, detail = e.detail(), "single sign-on is off: the providers could not be set up");
+                        None
+                    }
+                };
+                service.set_sso(sso.clone());
+                sso
+            },
+            password_login: config.auth.password_login,
+            public_url: config.sso.public_url.clone(),
             csrf: Csrf::new(csrf_key),
             prefix: config.auth.prefix.clone(),
             tokens_in_body: config.auth.tokens_in_body,
@@ -93,6 +112,21 @@ impl AuthApi {
     /// The rate limits and login regulation (the server housekeeps them periodically).
     pub(crate) fn limits(&self) -> Arc<Limits> {
         self.limits.clone()
+    }
+
+    /// The single sign-on providers, if any.
+    pub(super) fn sso(&self) -> Option<Arc<crate::auth::sso::Sso>> {
+        self.sso.clone()
+    }
+
+    /// Where browsers reach the gateway, for single sign-on redirects (`sso.public_url`).
+    pub(super) fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Whether email and password sign-in is on (`auth.password_login`).
+    pub(super) fn password_login(&self) -> bool {
+        self.password_login
     }
 
     /// The path prefix of the API (`/api/auth`).

@@ -30,6 +30,7 @@ use super::admission::refuse_cross_site;
 use super::api::AuthApi;
 use super::cookies;
 use super::throttle::pace;
+use crate::auth::error::AuthError;
 use crate::auth::service::{Issued, Login};
 use crate::body::{self, Body};
 use crate::error::{HttpError, json_response};
@@ -97,6 +98,14 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/two-factor"),
     ("HEAD", "/two-factor"),
     ("POST", "/two-factor"),
+    ("GET", "/providers"),
+    ("HEAD", "/providers"),
+    ("GET", "/identities"),
+    ("HEAD", "/identities"),
+    ("DELETE", "/identities/{id}"),
+    ("GET", "/sso/{id}/start"),
+    ("GET", "/sso/{id}/callback"),
+    ("POST", "/sso/{id}/link"),
     ("GET", "/client.js"),
     ("HEAD", "/client.js"),
     ("GET", "/client.d.ts"),
@@ -104,6 +113,15 @@ pub const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", JWKS_PATH),
     ("HEAD", JWKS_PATH),
 ];
+
+/// The password actions `auth.password_login: false` turns off.
+fn password_only(action: &str, method: &Method) -> bool {
+    method == Method::POST
+        && matches!(
+            action,
+            "/login" | "/signup" | "/login/mfa" | "/forgot-password" | "/reset-password" | "/change-password"
+        )
+}
 
 impl AuthApi {
     /// Serves one auth API request. `path` is the normalised path.
@@ -123,7 +141,30 @@ impl AuthApi {
             .trim_end_matches('/');
         let method = req.method().clone();
         let form = is_form(req.headers());
+        if !self.password_login() && password_only(action, &method) {
+            return Err(AuthError::PasswordLoginOff.into());
+        }
+        if let Some((provider, what)) = super::sso::sso_action(action) {
+            let allowed = if what == "link" { "POST" } else { "GET" };
+            return if method.as_str() == allowed {
+                self.sso_endpoint(req, provider, what, tls, client_ip).await
+            } else {
+                Err(HttpError::MethodNotAllowed(if what == "link" { "POST" } else { "GET" }))
+            };
+        }
         match (action, &method) {
+            ("/providers", &Method::GET | &Method::HEAD) => Ok(self.providers_json()),
+            ("/identities", &Method::GET | &Method::HEAD) => {
+                self.identities_api(req, None, tls).await
+            }
+            (other, &Method::DELETE) if super::sso::identity_id(other).is_some() => {
+                let id = super::sso::identity_id(other).unwrap_or_default().to_owned();
+                self.identities_api(req, Some(&id), tls).await
+            }
+            ("/providers" | "/identities", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+            (other, _) if super::sso::identity_id(other).is_some() => {
+                Err(HttpError::MethodNotAllowed("DELETE"))
+            }
             ("/login" | "/signup" | "/logout", &Method::GET | &Method::HEAD) => {
                 Ok(self.page(action, &req, tls).await)
             }

@@ -33,6 +33,7 @@ impl Identity {
                 &headers.roles,
                 &headers.email_verified,
                 &headers.mfa,
+                &headers.provider,
             ]
             .into_iter()
             .chain(assertion.map(|a| &a.header))
@@ -130,7 +131,8 @@ impl AuthApi {
 }
 
 /// The identity header values of some claims (user id, e-mail, name, roles, whether the
-/// address is verified, whether a second factor was used), made once per verified token: control characters are dropped, and a value that still cannot be a header
+/// address is verified, whether a second factor was used, the identity provider of a federated
+/// session), made once per verified token: control characters are dropped, and a value that still cannot be a header
 /// value is left out.
 fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; IDENTITY_HEADERS] {
     c.identity.get_or_init(|| {
@@ -149,6 +151,8 @@ fn identity_values(c: &AccessClaims) -> &[Option<HeaderValue>; IDENTITY_HEADERS]
             value(&c.roles.join(",")),
             Some(flag(c.email_verified)),
             Some(flag(c.mfa())),
+            // Only for a session signed in at an identity provider.
+            c.idp.as_deref().and_then(value),
         ]
     })
 }

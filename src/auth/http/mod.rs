@@ -31,6 +31,7 @@ pub(crate) mod identity;
 mod mfa;
 mod pages;
 mod passkeys;
+mod sso;
 mod recovery;
 pub(crate) mod throttle;
 mod verification;

@@ -329,7 +329,19 @@ impl AuthApi {
             ),
             None => format!("{}/login", self.prefix()),
         };
-        let mut resp = redirect(&login);
+        // A session from an identity provider configured with `logout_at_provider` goes on to
+        // end the provider's session too, which sends the browser back to the sign-in page.
+        let at_provider = match (self.sso(), session.as_ref().and_then(|s| s.claims.idp.clone())) {
+            (Some(sso), Some(idp)) => match sso.provider(&idp) {
+                Some(p) => {
+                    let back = format!("{}{}", self.public_url(), login);
+                    sso.logout_url(p, &back).await
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        let mut resp = redirect(at_provider.as_deref().unwrap_or(&login));
         self.clear_cookies(resp.headers_mut(), tls);
         Ok(resp)
     }
@@ -442,7 +454,29 @@ impl AuthApi {
         let notice = v.notice.map_or_else(String::new, |n| {
             format!("<p class=\"done\" role=\"status\">{}</p>", escape_html(n))
         });
+        let sso = self.sso_buttons(v.next);
         let (title, body) = match v.form {
+            Form::Login if !self.password_login() => (
+                "Sign in",
+                format!(
+                    "{sso}{passkey}",
+                    passkey = if self.passwordless() {
+                        super::passkeys::button(
+                            "sign-in",
+                            "Sign in with a passkey",
+                            &[("next", safe_next(v.next))],
+                        ) + &super::passkeys::support(prefix)
+                    } else {
+                        String::new()
+                    },
+                ),
+            ),
+            Form::Signup if !self.password_login() => (
+                "Create an account",
+                format!(
+                    "<p>Accounts here are made by signing in with your organisation's identity provider.</p>{sso}"
+                ),
+            ),
             Form::Login => (
                 "Sign in",
                 format!(
@@ -451,7 +485,7 @@ impl AuthApi {
                      <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required value=\"{email}\">\
                      <label for=\"password\">Password</label>\
                      <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-                     <button type=\"submit\">Sign in</button></form>{passkey}{forgot}\
+                     <button type=\"submit\">Sign in</button></form>{sso}{passkey}{forgot}\
                      <p>No account? <a href=\"{prefix}/signup?next={next_q}\">Sign up</a></p>",
                     email = escape_html(v.email),
                     passkey = if self.passwordless() {
@@ -484,7 +518,7 @@ impl AuthApi {
                      <label for=\"password\">Password</label>\
                      <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"new-password\" required aria-describedby=\"pw-hint\">\
                      <p id=\"pw-hint\" class=\"hint\">At least 8 characters. Long passphrases are welcome; very common passwords are refused.</p>\
-                     <button type=\"submit\">Create account</button></form>\
+                     <button type=\"submit\">Create account</button></form>{sso}\
                      <p>Already have an account? <a href=\"{prefix}/login?next={next_q}\">Sign in</a></p>",
                     email = escape_html(v.email),
                     name = escape_html(v.name),
@@ -523,6 +557,50 @@ impl AuthApi {
             super::passkeys::allow_script(resp.headers_mut());
         }
         resp
+    }
+}
+
+impl AuthApi {
+    /// "Sign in with {provider}" links, one per single sign-on provider, carrying `next`.
+    fn sso_buttons(&self, next: &str) -> String {
+        let Some(sso) = self.sso() else {
+            return String::new();
+        };
+        let next_q = percent_encode(safe_next(next));
+        let links: String = sso
+            .providers()
+            .iter()
+            .map(|p| {
+                format!(
+                    "<p><a class=\"button sso\" data-provider=\"{id}\" href=\"{prefix}/sso/{id}/start?next={next_q}\">Sign in with {name}</a></p>",
+                    id = escape_html(&p.settings.id),
+                    prefix = self.prefix(),
+                    name = escape_html(&p.settings.display_name),
+                )
+            })
+            .collect();
+        format!("<section class=\"sso\" aria-label=\"Single sign-on\">{links}</section>")
+    }
+
+    /// The sign-in page with an error (single sign-on failures land here).
+    pub(super) fn login_page_with_error(
+        &self,
+        status: StatusCode,
+        message: &str,
+        next: &str,
+    ) -> Response<Body> {
+        self.render(
+            status,
+            &View {
+                form: Form::Login,
+                next: safe_next(next),
+                error: Some(message),
+                notice: None,
+                email: "",
+                name: "",
+                signed_in: None,
+            },
+        )
     }
 }
 

@@ -207,6 +207,8 @@ impl Hasher {
         phc: Option<&str>,
     ) -> Result<Verification, HashError> {
         let parsed = match phc {
+            // No password (an account made by single sign-on): nothing can match.
+            Some("") => None,
             Some(s) => match PasswordHash::new(s) {
                 Ok(hash) => Some(hash),
                 Err(_) => {

@@ -52,8 +52,11 @@ impl AuthService {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::NotAuthenticated("disabled"))?;
-        self.check_password(&user, current, "change_password_failed")
-            .await?;
+        // An account made by single sign-on has no password: its session alone may set one.
+        if !user.password_hash.is_empty() {
+            self.check_password(&user, current, "change_password_failed")
+                .await?;
+        }
         self.inner
             .settings
             .policy
@@ -94,7 +97,10 @@ impl AuthService {
         let how = if claims.amr.is_empty() {
             super::SignIn::Password
         } else {
-            super::SignIn::Like(claims.amr.clone())
+            super::SignIn::Like {
+                amr: claims.amr.clone(),
+                provider: claims.idp.clone(),
+            }
         };
         self.start_session(&updated, client, how).await
     }

@@ -256,6 +256,23 @@ impl AuthService {
             tracing::info!(target: "audit", event = "step_up_failed", reason = "session_ended", user_id = %user.id);
             return Err(AuthError::NotAuthenticated("revoked"));
         }
+        // A session signed in at an identity provider stays federated (its refreshes keep
+        // re-checking the user there): the factor adds to the provider's methods.
+        let how = match &claims.idp {
+            Some(provider) => {
+                let mut amr: Vec<String> = claims.amr.clone();
+                for m in how.amr() {
+                    if m != "pwd" && !amr.contains(&m) {
+                        amr.push(m);
+                    }
+                }
+                SignIn::Federated {
+                    provider: provider.clone(),
+                    amr,
+                }
+            }
+            None => how,
+        };
         self.start_session(user, client, how).await
     }
 

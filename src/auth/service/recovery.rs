@@ -24,8 +24,8 @@ pub struct ResetLink {
 }
 
 impl AuthService {
-    /// For `forgot-password`: a fresh reset token for the account of `email` when it exists and
-    /// is enabled (earlier ones are dropped), else `None`. The caller answers the same either
+    /// For `forgot-password`: a fresh reset token for the account of `email` when it exists, is
+    /// enabled and has a password (earlier ones are dropped), else `None`. The caller answers the same either
     /// way.
     pub async fn start_reset(
         &self,
@@ -41,7 +41,12 @@ impl AuthService {
         let lookup = email.clone();
         let user = self
             .blocking(move |s| {
-                let Some(user) = s.user_by_email(&lookup)?.filter(|u| !u.disabled) else {
+                // An account without a password (single sign-on only) has none to reset: it
+                // signs in at its provider, and sets a password on its account page.
+                let Some(user) = s
+                    .user_by_email(&lookup)?
+                    .filter(|u| !u.disabled && !u.password_hash.is_empty())
+                else {
                     return Ok(None);
                 };
                 s.delete_one_time_for(&user.id, TokenKind::ResetPassword)?;

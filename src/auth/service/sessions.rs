@@ -37,6 +37,14 @@ impl AuthService {
             } => {
                 tracing::info!(target: "audit", event = "refresh", user_id = %user.id, family = %record.family, grace);
                 bump(&self.inner.counters.refreshes);
+                // A session from an identity provider is asked about there again, now and then.
+                let user = match record.provider.clone() {
+                    Some(provider) => {
+                        self.recheck_federated(user, &record, &provider, now)
+                            .await?
+                    }
+                    None => user,
+                };
                 self.issue(&user, &record, token, now)
             }
             RefreshOutcome::Invalid => Err(AuthError::InvalidRefresh),
@@ -138,6 +146,7 @@ impl AuthService {
     ) -> Result<Issued, AuthError> {
         let now = self.inner.clock.unix();
         let token = refresh_token::generate();
+        let provider = how.provider();
         let record = RefreshRecord {
             family: uuid::Uuid::new_v4().to_string(),
             user_id: user.id.clone(),
@@ -145,6 +154,7 @@ impl AuthService {
             family_expires_at: now.saturating_add(self.inner.settings.refresh_ttl.as_secs()),
             state: RefreshState::Active,
             amr: how.amr(),
+            provider,
         };
         let hash = refresh_token::hash(token.expose());
         let stored = record.clone();
@@ -223,6 +233,7 @@ impl AuthService {
             roles: &user.roles,
             email_verified: user.email_verified,
             amr,
+            provider: record.provider.as_deref(),
             session_id: family,
             session_version: user.session_version,
         };
@@ -255,7 +266,12 @@ pub enum SignIn {
     /// A passkey alone (it verified its user: two factors by itself).
     Passkey { synced: bool },
     /// As another session was (a password change keeps how the session that did it signed in).
-    Like(Vec<String>),
+    Like {
+        amr: Vec<String>,
+        provider: Option<String>,
+    },
+    /// At an identity provider (`sso.providers[].id`), which reported `amr` (RFC 8176 values).
+    Federated { provider: String, amr: Vec<String> },
 }
 
 impl SignIn {
@@ -268,7 +284,22 @@ impl SignIn {
                 vec!["pwd".into(), key(synced), "mfa".into()]
             }
             SignIn::Passkey { synced } => vec![key(synced), "mfa".into()],
-            SignIn::Like(amr) => amr,
+            SignIn::Like { amr, .. } => amr,
+            SignIn::Federated { amr, .. } => {
+                let mut out = vec!["fed".to_owned()];
+                out.extend(amr.into_iter().filter(|m| m != "fed"));
+                out.dedup();
+                out
+            }
+        }
+    }
+
+    /// The identity provider of a federated sign-in.
+    fn provider(&self) -> Option<String> {
+        match self {
+            SignIn::Federated { provider, .. } => Some(provider.clone()),
+            SignIn::Like { provider, .. } => provider.clone(),
+            _ => None,
         }
     }
 }

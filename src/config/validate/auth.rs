@@ -69,6 +69,7 @@ pub(super) fn validate_auth(cx: &Ctx, raw: &RawConfig) -> Result<AuthSettings, C
         mfa,
         // Filled in by `webauthn` once the email section (its default origin) is read.
         webauthn: None,
+        password_login: a.password_login.as_ref().is_none_or(|v| v.value),
     })
 }
 
@@ -380,6 +381,11 @@ fn identity_headers(cx: &Ctx, a: &RawAuth) -> Result<IdentityHeaders, ConfigErro
             "x-auth-email-verified",
         )?,
         mfa: pick(&ih.mfa, "auth.identity_headers.mfa", "x-auth-mfa")?,
+        provider: pick(
+            &ih.provider,
+            "auth.identity_headers.provider",
+            "x-auth-provider",
+        )?,
         prefix: prefix_raw,
     };
     // Two values under one name would reach the upstream as one (or as two lines, depending on
@@ -401,6 +407,11 @@ fn identity_headers(cx: &Ctx, a: &RawAuth) -> Result<IdentityHeaders, ConfigErro
             "auth.identity_headers.email_verified",
         ),
         (&identity.mfa, &ih.mfa, "auth.identity_headers.mfa"),
+        (
+            &identity.provider,
+            &ih.provider,
+            "auth.identity_headers.provider",
+        ),
     ];
     for (i, (name, raw, key)) in names.iter().enumerate() {
         if let Some((other, _, other_key)) = names[..i]

@@ -12,6 +12,7 @@ mod limits;
 mod listen;
 mod rate_limits;
 mod routes;
+mod sso;
 mod store;
 mod upstream;
 
@@ -279,6 +280,7 @@ pub(super) fn validate(
         email.as_ref().map(|e| e.public_url.as_str()),
         &auth.mfa.issuer,
     )?;
+    let sso = sso::validate_sso(&cx, &raw, email.as_ref().map(|e| e.public_url.as_str()))?;
     if email.is_none() {
         // Without mail nobody could verify an address: such a route would let no one in.
         let unverifiable = "needs the email section: without it no address can be verified";
@@ -314,6 +316,7 @@ pub(super) fn validate(
         rate_limits,
         routes,
         email,
+        sso,
         env_overrides,
     })
 }

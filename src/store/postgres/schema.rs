@@ -25,7 +25,7 @@
 //! started before the upgrade are listed too (without user agent or address). Version 3 added
 //! `gateway_factors` and `gateway_refresh_tokens.amr` (empty for existing sessions: password); a
 //! version-2 gateway refuses the database from then on, since it would sign users in without
-//! their second factor. Version 4 added `gateway_identities`, keyed by (provider, subject), one
+//! their second factor. Version 4 added `gateway_identities` (and `gateway_refresh_tokens.provider`, the identity provider of a federated session), keyed by (provider, subject), one
 //! per provider and user, deleted with their user.
 
 use deadpool_postgres::Transaction;
@@ -138,6 +138,7 @@ CREATE TABLE gateway_identities (
     PRIMARY KEY (provider, subject),
     UNIQUE (user_id, provider)
 );
+ALTER TABLE gateway_refresh_tokens ADD COLUMN provider text;
 "#,
 ];
 

@@ -186,7 +186,7 @@ impl PgStore {
 }
 
 pub(super) const REFRESH_COLUMNS: &str =
-    "family, user_id, issued_at, family_expires_at, state, state_at, amr";
+    "family, user_id, issued_at, family_expires_at, state, state_at, amr, provider";
 
 pub(super) fn refresh_of(row: &Row) -> Result<RefreshRecord, StoreError> {
     let at = uint(row.get("state_at"));
@@ -203,6 +203,7 @@ pub(super) fn refresh_of(row: &Row) -> Result<RefreshRecord, StoreError> {
         family_expires_at: uint(row.get("family_expires_at")),
         state,
         amr: row.get("amr"),
+        provider: row.get("provider"),
     })
 }
 
@@ -219,8 +220,8 @@ pub(super) async fn insert_refresh(
     let inserted = execute(
         c,
         "INSERT INTO gateway_refresh_tokens
-             (hash, family, user_id, issued_at, family_expires_at, state, state_at, amr)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (hash, family, user_id, issued_at, family_expires_at, state, state_at, amr, provider)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &hash.as_slice(),
             &rec.family,
@@ -230,6 +231,7 @@ pub(super) async fn insert_refresh(
             &state,
             &int(at),
             &rec.amr,
+            &rec.provider,
         ],
     )
     .await;

@@ -269,6 +269,7 @@ mod tests {
             family_expires_at: 1000,
             state: RefreshState::Active,
             amr: Vec::new(),
+            provider: None,
         };
         store.insert_refresh(&[1; 32], &rec).unwrap();
         assert!(store.end_session("u1", "bare", 200).unwrap());

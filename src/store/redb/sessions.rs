@@ -371,6 +371,7 @@ mod tests {
             family_expires_at: exp,
             state: RefreshState::Active,
             amr: Vec::new(),
+            provider: None,
         }
     }
 
