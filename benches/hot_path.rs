@@ -49,6 +49,7 @@ fn issue(keys: &Keys) -> String {
         roles: &roles,
         email_verified: true,
         amr: &[],
+        provider: None,
         session_id: "5e0b2f7a-3c1d-4f7e-8a9b-1d2c3e4f5a6b",
         session_version: 0,
     };
@@ -145,6 +146,7 @@ fn claims(jti: &str) -> AccessClaims {
         roles: subject_roles(),
         email_verified: true,
         amr: Vec::new(),
+        idp: None,
         sid: "5e0b2f7a-3c1d-4f7e-8a9b-1d2c3e4f5a6b".into(),
         sv: 0,
         iat: NOW,

@@ -67,7 +67,9 @@ pub enum AuthError {
     SsoRefused(&'static str),
     /// The provider's address belongs to an account here, but one side has not verified it:
     /// linking would hand the account to whoever controls the provider's record.
-    #[error("An account with this email address already exists. Sign in with it, then link the provider on your account page")]
+    #[error(
+        "An account with this email address already exists. Sign in with it, then link the provider on your account page"
+    )]
     SsoLinkRefused,
     /// A password-only action on a deployment with `auth.password_login: false`.
     #[error("Password sign-in is turned off; sign in with your organisation's identity provider")]

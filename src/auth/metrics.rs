@@ -89,7 +89,10 @@ impl Collector for ServiceMetrics {
                 MetricType::Counter,
             )?;
             for ((provider, outcome), v) in &events {
-                let labels = [("provider", provider.as_str()), ("outcome", outcome.as_str())];
+                let labels = [
+                    ("provider", provider.as_str()),
+                    ("outcome", outcome.as_str()),
+                ];
                 let labels: &[(&str, &str)] = &labels;
                 ConstCounter::new(*v).encode(family.encode_family(&labels)?)?;
             }

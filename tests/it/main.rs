@@ -40,6 +40,7 @@ mod rolling;
 mod secrets_at_rest;
 mod server;
 mod smtp;
+mod sso;
 mod stale_cookies;
 mod store;
 mod store_factors;

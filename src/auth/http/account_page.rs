@@ -207,7 +207,9 @@ impl AuthApi {
         let sessions = self.service().sessions(&session.claims).await?;
         let mfa = self.service().mfa_status(&session.claims).await?;
         let has_password = self.service().has_password(&session.claims.sub).await?;
-        let providers = self.providers_section(&session.claims.sub, headers, tls).await?;
+        let providers = self
+            .providers_section(&session.claims.sub, headers, tls)
+            .await?;
         let prefix = self.prefix();
         let csrf = cookies::get(
             headers,
@@ -250,7 +252,11 @@ impl AuthApi {
              <button type=\"submit\">{password_title}</button></form>\
              </main></body></html>",
             email = escape_html(&session.claims.email),
-            password_title = if has_password { "Change password" } else { "Set a password" },
+            password_title = if has_password {
+                "Change password"
+            } else {
+                "Set a password"
+            },
             current = if has_password {
                 "<label for=\"current_password\">Current password</label>\
                  <input id=\"current_password\" name=\"current_password\" type=\"password\" autocomplete=\"current-password\" required>"
@@ -285,8 +291,11 @@ impl AuthApi {
         };
         let prefix = self.prefix();
         let csrf = escape_html(
-            cookies::get(headers, cookies::names(tls, self.transparent_refresh()).csrf)
-                .unwrap_or(""),
+            cookies::get(
+                headers,
+                cookies::names(tls, self.transparent_refresh()).csrf,
+            )
+            .unwrap_or(""),
         );
         let linked = self.service().identities(user_id).await?;
         let mut rows = String::new();

@@ -119,7 +119,12 @@ fn password_only(action: &str, method: &Method) -> bool {
     method == Method::POST
         && matches!(
             action,
-            "/login" | "/signup" | "/login/mfa" | "/forgot-password" | "/reset-password" | "/change-password"
+            "/login"
+                | "/signup"
+                | "/login/mfa"
+                | "/forgot-password"
+                | "/reset-password"
+                | "/change-password"
         )
 }
 
@@ -149,7 +154,11 @@ impl AuthApi {
             return if method.as_str() == allowed {
                 self.sso_endpoint(req, provider, what, tls, client_ip).await
             } else {
-                Err(HttpError::MethodNotAllowed(if what == "link" { "POST" } else { "GET" }))
+                Err(HttpError::MethodNotAllowed(if what == "link" {
+                    "POST"
+                } else {
+                    "GET"
+                }))
             };
         }
         match (action, &method) {
@@ -158,7 +167,9 @@ impl AuthApi {
                 self.identities_api(req, None, tls).await
             }
             (other, &Method::DELETE) if super::sso::identity_id(other).is_some() => {
-                let id = super::sso::identity_id(other).unwrap_or_default().to_owned();
+                let id = super::sso::identity_id(other)
+                    .unwrap_or_default()
+                    .to_owned();
                 self.identities_api(req, Some(&id), tls).await
             }
             ("/providers" | "/identities", _) => Err(HttpError::MethodNotAllowed("GET, HEAD")),

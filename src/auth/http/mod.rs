@@ -31,8 +31,8 @@ pub(crate) mod identity;
 mod mfa;
 mod pages;
 mod passkeys;
-mod sso;
 mod recovery;
+mod sso;
 pub(crate) mod throttle;
 mod verification;
 

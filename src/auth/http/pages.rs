@@ -331,7 +331,10 @@ impl AuthApi {
         };
         // A session from an identity provider configured with `logout_at_provider` goes on to
         // end the provider's session too, which sends the browser back to the sign-in page.
-        let at_provider = match (self.sso(), session.as_ref().and_then(|s| s.claims.idp.clone())) {
+        let at_provider = match (
+            self.sso(),
+            session.as_ref().and_then(|s| s.claims.idp.clone()),
+        ) {
             (Some(sso), Some(idp)) => match sso.provider(&idp) {
                 Some(p) => {
                     let back = format!("{}{}", self.public_url(), login);

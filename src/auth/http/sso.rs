@@ -74,7 +74,11 @@ impl AuthApi {
                 super::admission::refuse_cross_site(req.headers())?;
                 let headers = req.headers().clone();
                 let Ok(session) = self.authenticate(&headers, tls) else {
-                    return Ok(redirect(&format!("{}/login?next={}", self.prefix(), percent_encode(&format!("{}/account", self.prefix())))));
+                    return Ok(redirect(&format!(
+                        "{}/login?next={}",
+                        self.prefix(),
+                        percent_encode(&format!("{}/account", self.prefix()))
+                    )));
                 };
                 let fields = self.read_form(req, tls).await?;
                 if !self.form_csrf_ok(&headers, tls, &session.claims.sid, &fields) {
@@ -110,7 +114,11 @@ impl AuthApi {
         let linking = link_user.is_some();
         // Each start writes a marker to the store: as bounded as sign-up attempts.
         if let Err(e) = self.throttle(Action::Signup, client_ip, None).await {
-            return Ok(self.sso_failure(e.status(), "Too many attempts; please wait a little and try again", next));
+            return Ok(self.sso_failure(
+                e.status(),
+                "Too many attempts; please wait a little and try again",
+                next,
+            ));
         }
         let now = self.service().clock().unix();
         let started = match sso.start(provider, next, link_user, now).await {
@@ -217,7 +225,8 @@ impl AuthApi {
                 let message = match &e {
                     AuthError::Internal(_) => "Something went wrong; please try again".to_owned(),
                     AuthError::SignupClosed => {
-                        "There is no account here for this identity, and sign-up is closed".to_owned()
+                        "There is no account here for this identity, and sign-up is closed"
+                            .to_owned()
                     }
                     AuthError::InvalidCredentials => "This account is disabled".to_owned(),
                     other => other.to_string(),
@@ -312,7 +321,10 @@ impl AuthApi {
         match provider {
             None => {
                 let list = self.service().identities(&user).await?;
-                Ok(json_response(StatusCode::OK, &serde_json::json!({ "identities": list })))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "identities": list }),
+                ))
             }
             Some(p) => {
                 if self.service().unlink_identity(&user, p).await? {
@@ -331,4 +343,3 @@ impl AuthApi {
         self.login_page_with_error(status, message, next)
     }
 }
-

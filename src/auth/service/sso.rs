@@ -52,7 +52,10 @@ pub struct IdentityView {
 /// How a callback's identity met the store.
 enum Resolved {
     /// A known identity, or an account linked or made just now.
-    User { user: User, how: &'static str },
+    User {
+        user: User,
+        how: &'static str,
+    },
     Linked,
 }
 
@@ -122,7 +125,15 @@ impl AuthService {
         let verified_at_provider = who.email_verified;
         let resolved = self
             .blocking(move |s| {
-                resolve(s, record, link_user, new_user, verified_at_provider, may_create, now)
+                resolve(
+                    s,
+                    record,
+                    link_user,
+                    new_user,
+                    verified_at_provider,
+                    may_create,
+                    now,
+                )
             })
             .await;
         let (user, how) = match resolved {
@@ -278,15 +289,21 @@ impl AuthService {
     ) -> Result<User, AuthError> {
         let sso = self.sso();
         let Some(provider) = sso.as_ref().and_then(|s| s.provider(provider_id)).cloned() else {
-            return self.end_federated(record, provider_id, "provider_removed", now).await;
+            return self
+                .end_federated(record, provider_id, "provider_removed", now)
+                .await;
         };
         let Some(sso) = sso else {
-            return self.end_federated(record, provider_id, "provider_removed", now).await;
+            return self
+                .end_federated(record, provider_id, "provider_removed", now)
+                .await;
         };
         let interval = provider.settings.recheck_interval.as_secs();
         let current = self.linked(&user.id, provider_id).await?;
         let Some(identity) = current else {
-            return self.end_federated(record, provider_id, "unlinked", now).await;
+            return self
+                .end_federated(record, provider_id, "unlinked", now)
+                .await;
         };
         if now < identity.checked_at.saturating_add(interval) {
             return Ok(user);
@@ -295,7 +312,9 @@ impl AuthService {
         let _one_at_a_time = lock.lock().await;
         // Another refresh may have checked while this one waited.
         let Some(identity) = self.linked(&user.id, provider_id).await? else {
-            return self.end_federated(record, provider_id, "unlinked", now).await;
+            return self
+                .end_federated(record, provider_id, "unlinked", now)
+                .await;
         };
         if now < identity.checked_at.saturating_add(interval) {
             return Ok(user);
@@ -331,7 +350,9 @@ impl AuthService {
                     Ok(roles) => roles.into_iter().map(str::to_owned).collect(),
                     Err(why) => {
                         self.count_sso_outcome(provider_id, why.label());
-                        return self.end_federated(record, provider_id, why.label(), now).await;
+                        return self
+                            .end_federated(record, provider_id, why.label(), now)
+                            .await;
                     }
                 };
                 self.count_sso_outcome(provider_id, "recheck_ok");
@@ -354,12 +375,17 @@ impl AuthService {
             }
             Err(e) => {
                 self.count_sso_outcome(provider_id, e.label());
-                if now < identity.checked_at.saturating_add(interval.saturating_mul(2)) {
+                if now
+                    < identity
+                        .checked_at
+                        .saturating_add(interval.saturating_mul(2))
+                {
                     tracing::warn!(provider = provider_id, error = %e, detail = e.detail(), "sso: re-check failed; the session goes on for now");
                     Ok(user)
                 } else {
                     tracing::warn!(provider = provider_id, error = %e, detail = e.detail(), "sso: re-check failed for too long; ending the session");
-                    self.end_federated(record, provider_id, e.label(), now).await
+                    self.end_federated(record, provider_id, e.label(), now)
+                        .await
                 }
             }
         }
@@ -394,7 +420,8 @@ impl AuthService {
     /// Counts a single sign-on outcome for the metrics.
     pub fn count_sso_outcome(&self, provider: &str, outcome: &str) {
         if let Ok(mut map) = self.inner.counters.sso.lock() {
-            *map.entry((provider.to_owned(), outcome.to_owned())).or_insert(0) += 1;
+            *map.entry((provider.to_owned(), outcome.to_owned()))
+                .or_insert(0) += 1;
         }
     }
 }

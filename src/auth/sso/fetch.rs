@@ -31,7 +31,9 @@ pub enum FetchError {
     Connect(String),
     #[error("the provider's answer is larger than {MAX_ANSWER_BYTES} bytes or broke off")]
     Body,
-    #[error("refused to send a request over plain http to {0} (only loopback providers may use http)")]
+    #[error(
+        "refused to send a request over plain http to {0} (only loopback providers may use http)"
+    )]
     Insecure(String),
     #[error("bad request: {0}")]
     Request(String),
@@ -77,9 +79,7 @@ impl Fetcher {
         let uri = request.uri().clone();
         if uri.scheme_str() != Some("https") {
             let host = uri.host().unwrap_or_default();
-            if uri.scheme_str() != Some("http")
-                || !crate::config::is_loopback_host(host)
-            {
+            if uri.scheme_str() != Some("http") || !crate::config::is_loopback_host(host) {
                 return Err(FetchError::Insecure(host.to_owned()));
             }
         }
@@ -148,7 +148,9 @@ mod tests {
     #[tokio::test]
     async fn a_silent_provider_times_out_and_a_big_answer_is_cut() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             // First connection: never answers. Second: an answer larger than the limit.
@@ -164,7 +166,11 @@ mod tests {
         });
         let f = Fetcher::new(Duration::from_millis(300)).expect("client");
         let url = format!("http://{addr}/x");
-        let req = || http::Request::get(url.as_str()).body(Vec::new()).expect("request");
+        let req = || {
+            http::Request::get(url.as_str())
+                .body(Vec::new())
+                .expect("request")
+        };
         assert!(matches!(f.send(req()).await, Err(FetchError::Timeout(_))));
         let f = Fetcher::new(Duration::from_secs(3)).expect("client");
         assert!(matches!(f.send(req()).await, Err(FetchError::Body)));

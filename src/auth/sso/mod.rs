@@ -55,8 +55,8 @@ const IAT_FUTURE_SECS: i64 = 60;
 const IAT_MAX_AGE_SECS: i64 = 600;
 /// The RFC 8176 methods a provider's `amr` may add to a session's (others are dropped).
 const KNOWN_AMR: [&str; 20] = [
-    "face", "fpt", "geo", "hwk", "iris", "kba", "mca", "mfa", "otp", "pin", "pwd", "rba",
-    "retina", "sc", "sms", "swk", "tel", "user", "vbm", "wia",
+    "face", "fpt", "geo", "hwk", "iris", "kba", "mca", "mfa", "otp", "pin", "pwd", "rba", "retina",
+    "sc", "sms", "swk", "tel", "user", "vbm", "wia",
 ];
 
 /// Why a sign-in at a provider did not give an identity. Messages are for the user's error page
@@ -166,7 +166,9 @@ impl Refused {
         match self {
             Refused::NoEmail => "The identity provider did not share an email address",
             Refused::Domain => "Your email address is not one this site accepts",
-            Refused::Group => "Your account at the identity provider is not in a group allowed here",
+            Refused::Group => {
+                "Your account at the identity provider is not in a group allowed here"
+            }
         }
     }
 }
@@ -227,7 +229,8 @@ struct Discovered {
     /// `client_secret_post` only (no `client_secret_basic`).
     post_only: bool,
     fetched: Instant,
-    jwks_fetched: Instant,
+    /// The last fetch of the key set for an unknown key id (not counting discovery's own).
+    jwks_refetched: Option<Instant>,
 }
 
 /// One configured provider and what is cached about it.
@@ -269,7 +272,11 @@ pub struct Started {
 impl Sso {
     /// The providers of `settings`, with redirect URIs under `prefix`. `None` without providers.
     /// `secret` is the CSRF key (the flow cookie's sealing key is derived from it).
-    pub fn new(settings: &SsoSettings, prefix: &str, secret: &[u8]) -> Result<Option<Sso>, SsoError> {
+    pub fn new(
+        settings: &SsoSettings,
+        prefix: &str,
+        secret: &[u8],
+    ) -> Result<Option<Sso>, SsoError> {
         if settings.providers.is_empty() {
             return Ok(None);
         }
@@ -277,8 +284,7 @@ impl Sso {
             FlowSealer::new(secret).ok_or_else(|| SsoError::Internal("flow key".into()))?;
         let mut providers = Vec::new();
         for p in &settings.providers {
-            let fetcher =
-                Fetcher::new(p.timeout).map_err(|e| SsoError::Internal(e.to_string()))?;
+            let fetcher = Fetcher::new(p.timeout).map_err(|e| SsoError::Internal(e.to_string()))?;
             providers.push(Arc::new(Provider {
                 redirect_uri: format!("{}{}/sso/{}/callback", settings.public_url, prefix, p.id),
                 settings: p.clone(),
@@ -387,7 +393,9 @@ impl Sso {
                 None => Err("nonce missing".to_owned()),
             })
             .await?;
-        let refresh = answer.refresh_token().map(|t| SecretString::new(t.secret().clone()));
+        let refresh = answer
+            .refresh_token()
+            .map(|t| SecretString::new(t.secret().clone()));
         provider.identity(&payload, refresh)
     }
 
@@ -436,7 +444,9 @@ impl Sso {
         };
         let who = provider.identity(&payload, refresh)?;
         if who.subject != subject {
-            return Err(SsoError::BadToken("the provider answered for another subject".into()));
+            return Err(SsoError::BadToken(
+                "the provider answered for another subject".into(),
+            ));
         }
         Ok(Recheck::Current(who))
     }
@@ -528,8 +538,8 @@ impl Provider {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let post_only = methods.contains(&"client_secret_post")
-            && !methods.contains(&"client_secret_basic");
+        let post_only =
+            methods.contains(&"client_secret_post") && !methods.contains(&"client_secret_basic");
         let now = Instant::now();
         Ok(Discovered {
             metadata: metadata.set_jwks(jwks),
@@ -537,7 +547,7 @@ impl Provider {
             userinfo: text("userinfo_endpoint"),
             post_only,
             fetched: now,
-            jwks_fetched: now,
+            jwks_refetched: None,
         })
     }
 
@@ -546,10 +556,13 @@ impl Provider {
     async fn refetch_keys(&self) -> Option<Discovered> {
         let mut cache = self.cache.lock().await;
         let found = cache.as_mut()?;
-        if found.jwks_fetched.elapsed() < JWKS_REFETCH_MIN {
+        if found
+            .jwks_refetched
+            .is_some_and(|at| at.elapsed() < JWKS_REFETCH_MIN)
+        {
             return None;
         }
-        found.jwks_fetched = Instant::now();
+        found.jwks_refetched = Some(Instant::now());
         match JsonWebKeySet::fetch_async(found.metadata.jwks_uri(), &self.fetcher).await {
             Ok(jwks) => {
                 found.metadata = found.metadata.clone().set_jwks(jwks);
@@ -582,7 +595,9 @@ impl Provider {
         let client = CoreClient::from_provider_metadata(
             found.metadata.clone(),
             ClientId::new(self.settings.client_id.clone()),
-            Some(ClientSecret::new(self.settings.client_secret.expose().clone())),
+            Some(ClientSecret::new(
+                self.settings.client_secret.expose().clone(),
+            )),
         )
         .set_redirect_uri(redirect);
         Ok(if found.post_only {
@@ -637,7 +652,11 @@ impl Provider {
         let payload = text
             .split('.')
             .nth(1)
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .filter(Value::is_object)
             .ok_or_else(|| SsoError::BadToken("unreadable payload".into()))?;
@@ -667,7 +686,10 @@ impl Provider {
             .await
             .map_err(|e| SsoError::Unreachable(e.to_string()))?;
         if !resp.status().is_success() {
-            return Err(SsoError::BadProvider(format!("{url} answered {}", resp.status())));
+            return Err(SsoError::BadProvider(format!(
+                "{url} answered {}",
+                resp.status()
+            )));
         }
         serde_json::from_slice(resp.body())
             .map_err(|e| SsoError::BadProvider(format!("{url}: not JSON: {e}")))
@@ -748,7 +770,10 @@ fn time_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn discovery_error<E: std::error::Error>(what: &str, e: openidconnect::DiscoveryError<E>) -> SsoError {
+fn discovery_error<E: std::error::Error>(
+    what: &str,
+    e: openidconnect::DiscoveryError<E>,
+) -> SsoError {
     match e {
         openidconnect::DiscoveryError::Request(inner) => {
             SsoError::Unreachable(format!("{what}: {inner}"))
@@ -763,10 +788,10 @@ where
     T: openidconnect::ErrorResponse + 'static,
 {
     match e {
-        RequestTokenError::ServerResponse(r) => {
-            SsoError::Denied(format!("token endpoint: {r}"))
+        RequestTokenError::ServerResponse(r) => SsoError::Denied(format!("token endpoint: {r}")),
+        RequestTokenError::Request(inner) => {
+            SsoError::Unreachable(format!("token endpoint: {inner}"))
         }
-        RequestTokenError::Request(inner) => SsoError::Unreachable(format!("token endpoint: {inner}")),
         RequestTokenError::Parse(inner, _) => {
             SsoError::BadProvider(format!("token endpoint answer: {inner}"))
         }

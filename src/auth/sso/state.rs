@@ -93,7 +93,8 @@ impl FlowSealer {
 /// Whether the `state` a provider sent back is the sealed one (constant time).
 pub fn state_matches(flow: &Flow, returned: &str) -> bool {
     use subtle::ConstantTimeEq as _;
-    flow.state.len() == returned.len() && bool::from(flow.state.as_bytes().ct_eq(returned.as_bytes()))
+    flow.state.len() == returned.len()
+        && bool::from(flow.state.as_bytes().ct_eq(returned.as_bytes()))
 }
 
 #[cfg(test)]

@@ -47,9 +47,18 @@ fn domains_need_a_verified_address_at_one_of_them() {
     p.allowed_email_domains = vec!["example.com".into()];
     assert!(admit(&p, &who("a@example.com", true, &[])).is_ok());
     assert!(admit(&p, &who("a@EXAMPLE.com", true, &[])).is_ok());
-    assert_eq!(admit(&p, &who("a@example.com", false, &[])), Err(Refused::Domain));
-    assert_eq!(admit(&p, &who("a@example.com.evil", true, &[])), Err(Refused::Domain));
-    assert_eq!(admit(&p, &who("a@sub.example.com", true, &[])), Err(Refused::Domain));
+    assert_eq!(
+        admit(&p, &who("a@example.com", false, &[])),
+        Err(Refused::Domain)
+    );
+    assert_eq!(
+        admit(&p, &who("a@example.com.evil", true, &[])),
+        Err(Refused::Domain)
+    );
+    assert_eq!(
+        admit(&p, &who("a@sub.example.com", true, &[])),
+        Err(Refused::Domain)
+    );
     let mut none = who("x", true, &[]);
     none.email = None;
     assert_eq!(admit(&p, &none), Err(Refused::NoEmail));
@@ -59,7 +68,10 @@ fn domains_need_a_verified_address_at_one_of_them() {
 fn groups_gate_and_map_roles() {
     let mut p = provider();
     p.allowed_groups = vec!["eng".into()];
-    assert_eq!(admit(&p, &who("a@x.io", false, &["sales"])), Err(Refused::Group));
+    assert_eq!(
+        admit(&p, &who("a@x.io", false, &["sales"])),
+        Err(Refused::Group)
+    );
     assert_eq!(admit(&p, &who("a@x.io", false, &[])), Err(Refused::Group));
     let mapped = admit(&p, &who("a@x.io", false, &["eng", "admins"])).expect("admitted");
     assert_eq!(mapped, ["admin", "dev", "user"]);
@@ -70,7 +82,10 @@ fn managed_roles_follow_the_provider_and_others_stay() {
     let p = provider();
     let current = vec!["user".to_owned(), "admin".to_owned(), "billing".to_owned()];
     // Out of `admins`, still in `eng`: admin goes, dev comes, billing (not managed) stays.
-    assert_eq!(apply_roles(&p, &current, &["dev", "user"]), ["user", "billing", "dev"]);
+    assert_eq!(
+        apply_roles(&p, &current, &["dev", "user"]),
+        ["user", "billing", "dev"]
+    );
     assert_eq!(apply_roles(&p, &current, &[]), ["billing"]);
 }
 

@@ -28,6 +28,7 @@ fn issue(keys: &Keys) -> (String, AccessClaims) {
         roles: &roles,
         email_verified: true,
         amr: &[],
+        provider: None,
         session_id: "fam1",
         session_version: 3,
     };

@@ -139,7 +139,11 @@ fn provider(cx: &Ctx, i: usize, p: &RawSsoProvider) -> Result<SsoProvider, Confi
             let mut scopes = vec!["openid".to_owned()];
             for (j, s) in list.iter().enumerate() {
                 let v = s.value.trim();
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                {
                     return Err(cx.err(s, &key(&format!("scopes[{j}]")), "invalid scope"));
                 }
                 if !scopes.iter().any(|x| x == v) {
@@ -294,10 +298,7 @@ fn issuer_ok(issuer: &str) -> bool {
         return false;
     };
     let scheme_ok = scheme == "https" || scheme == "http" && is_loopback_host(authority.host());
-    scheme_ok
-        && uri.query().is_none()
-        && !issuer.contains('#')
-        && !authority.as_str().contains('@')
+    scheme_ok && uri.query().is_none() && !issuer.contains('#') && !authority.as_str().contains('@')
 }
 
 /// The origin of a URL (`scheme://host[:port]`, lowercase): https, or http on this machine.
@@ -339,7 +340,11 @@ mod tests {
         assert_eq!(p.scopes, ["openid", "email", "profile"]);
         assert_eq!(p.groups_claim, None);
         assert_eq!(p.recheck_interval.as_secs(), 900);
-        assert!(!p.id_token_algorithms.iter().any(|a| a == "none" || a.starts_with("HS")));
+        assert!(
+            !p.id_token_algorithms
+                .iter()
+                .any(|a| a == "none" || a.starts_with("HS"))
+        );
         assert!(c.auth.password_login);
         assert_eq!(format!("{:?}", p.client_secret), "***");
     }
@@ -347,14 +352,38 @@ mod tests {
     #[test]
     fn mistakes_name_their_key() {
         let cases = [
-            ("    - id: Corp!\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n", "sso.providers[0].id"),
-            ("    - id: c\n      issuer: http://idp.example.com\n      client_id: gw\n      client_secret: s\n", "sso.providers[0].issuer"),
-            ("    - id: c\n      issuer: https://i\n      client_id: gw\n", "sso.providers[0].client_secret"),
-            ("    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      id_token_algorithms: [none]\n", "sso.providers[0].id_token_algorithms[0]"),
-            ("    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      id_token_algorithms: [HS256]\n", "sso.providers[0].id_token_algorithms[0]"),
-            ("    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      role_mappings:\n        admins: [\"bad role\"]\n", "sso.providers[0].role_mappings.admins[0]"),
-            ("    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      auth_params:\n        state: x\n", "sso.providers[0].auth_params.state"),
-            ("    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n    - id: c\n      issuer: https://j\n      client_id: gw\n      client_secret: s\n", "sso.providers[1].id"),
+            (
+                "    - id: Corp!\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n",
+                "sso.providers[0].id",
+            ),
+            (
+                "    - id: c\n      issuer: http://idp.example.com\n      client_id: gw\n      client_secret: s\n",
+                "sso.providers[0].issuer",
+            ),
+            (
+                "    - id: c\n      issuer: https://i\n      client_id: gw\n",
+                "sso.providers[0].client_secret",
+            ),
+            (
+                "    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      id_token_algorithms: [none]\n",
+                "sso.providers[0].id_token_algorithms[0]",
+            ),
+            (
+                "    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      id_token_algorithms: [HS256]\n",
+                "sso.providers[0].id_token_algorithms[0]",
+            ),
+            (
+                "    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      role_mappings:\n        admins: [\"bad role\"]\n",
+                "sso.providers[0].role_mappings.admins[0]",
+            ),
+            (
+                "    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n      auth_params:\n        state: x\n",
+                "sso.providers[0].auth_params.state",
+            ),
+            (
+                "    - id: c\n      issuer: https://i\n      client_id: gw\n      client_secret: s\n    - id: c\n      issuer: https://j\n      client_id: gw\n      client_secret: s\n",
+                "sso.providers[1].id",
+            ),
         ];
         for (yaml, key) in cases {
             let err = load(&with(yaml)).expect_err(key).to_string();
@@ -370,7 +399,10 @@ mod tests {
         .expect("valid");
         let p = &c.sso.providers[0];
         assert_eq!(p.groups_claim.as_deref(), Some("groups"));
-        assert_eq!(p.mapped_roles(&["admins".into(), "x".into()]), ["admin", "ops"]);
+        assert_eq!(
+            p.mapped_roles(&["admins".into(), "x".into()]),
+            ["admin", "ops"]
+        );
         assert!(p.manages_role("ops"));
         assert!(!p.manages_role("user"));
     }
