@@ -171,6 +171,7 @@ async fn serve(
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+                "end_session_endpoint": format!("{iss}/logout"),
             }),
         ),
         "/jwks" => {
@@ -398,6 +399,61 @@ async fn sign_in_gives_the_ordinary_session_and_a_callback_works_once() {
     )
     .await;
     assert_eq!(ids.json()["identities"][0]["provider"], "corp");
+
+    // Per provider in the metrics: two sign-ins, one replayed callback.
+    let metrics = get(&format!("http://{}/metrics", gw.admin))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("sso_events_total{provider=\"corp\",outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sso_events_total{provider=\"corp\",outcome=\"bad_state\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn signing_out_can_end_the_session_at_the_provider_too() {
+    let (idp, upstream) = (Idp::start().await, Upstream::start().await);
+    let gw = Gateway::start(&config(&idp, &upstream, "      logout_at_provider: true\n")).await;
+    let s = start(&gw).await;
+    let resp = callback(&gw, &idp, &s, "alice", "c1").await;
+    let (access, csrf) = (access_cookie(&resp), set_cookie(&resp, "gw_csrf").value);
+    let form = format!("csrf={csrf}");
+    let out = send(
+        req("POST", &gw.url("/api/auth/logout"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "cookie",
+                cookie_header(&[("gw_access", &access), ("gw_csrf", &csrf)]),
+            )
+            .body(Full::new(Bytes::from(form)))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status, 303, "{}", out.text());
+    let location = out.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("{}/logout?", idp.issuer())),
+        "{location}"
+    );
+    assert!(location.contains("client_id=gw"), "{location}");
+    assert!(
+        location
+            .contains("post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fapi%2Fauth%2Flogin"),
+        "{location}"
+    );
+    // The gateway's session is over as well.
+    let me = get_with(
+        &gw.url("/api/auth/me"),
+        &[("authorization", &bearer(&access))],
+    )
+    .await;
+    assert_eq!(me.status, 401);
 }
 
 #[tokio::test]

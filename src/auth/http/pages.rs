@@ -458,22 +458,17 @@ impl AuthApi {
             format!("<p class=\"done\" role=\"status\">{}</p>", escape_html(n))
         });
         let sso = self.sso_buttons(v.next);
+        let passkey = if self.passwordless() {
+            super::passkeys::button(
+                "sign-in",
+                "Sign in with a passkey",
+                &[("next", safe_next(v.next))],
+            ) + &super::passkeys::support(prefix)
+        } else {
+            String::new()
+        };
         let (title, body) = match v.form {
-            Form::Login if !self.password_login() => (
-                "Sign in",
-                format!(
-                    "{sso}{passkey}",
-                    passkey = if self.passwordless() {
-                        super::passkeys::button(
-                            "sign-in",
-                            "Sign in with a passkey",
-                            &[("next", safe_next(v.next))],
-                        ) + &super::passkeys::support(prefix)
-                    } else {
-                        String::new()
-                    },
-                ),
-            ),
+            Form::Login if !self.password_login() => ("Sign in", format!("{sso}{passkey}")),
             Form::Signup if !self.password_login() => (
                 "Create an account",
                 format!(
@@ -491,15 +486,6 @@ impl AuthApi {
                      <button type=\"submit\">Sign in</button></form>{sso}{passkey}{forgot}\
                      <p>No account? <a href=\"{prefix}/signup?next={next_q}\">Sign up</a></p>",
                     email = escape_html(v.email),
-                    passkey = if self.passwordless() {
-                        super::passkeys::button(
-                            "sign-in",
-                            "Sign in with a passkey",
-                            &[("next", safe_next(v.next))],
-                        ) + &super::passkeys::support(prefix)
-                    } else {
-                        String::new()
-                    },
                     forgot = if self.mailer().is_some() {
                         format!(
                             "<p><a href=\"{}\">Forgot password?</a></p>",
