@@ -249,7 +249,6 @@ impl AuthApi {
     /// The sign-in page with why a provider sign-in failed; the cause goes to the log.
     fn sso_error(&self, id: &str, e: &SsoError, next: &str) -> Response<Body> {
         let status = match e {
-            SsoError::UnknownProvider => StatusCode::NOT_FOUND,
             SsoError::BadState => StatusCode::BAD_REQUEST,
             SsoError::Denied(_) | SsoError::BadToken(_) => StatusCode::UNAUTHORIZED,
             SsoError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,

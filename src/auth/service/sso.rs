@@ -287,13 +287,10 @@ impl AuthService {
         provider_id: &str,
         now: u64,
     ) -> Result<User, AuthError> {
-        let sso = self.sso();
-        let Some(provider) = sso.as_ref().and_then(|s| s.provider(provider_id)).cloned() else {
-            return self
-                .end_federated(record, provider_id, "provider_removed", now)
-                .await;
-        };
-        let Some(sso) = sso else {
+        let found = self
+            .sso()
+            .and_then(|sso| Some((sso.provider(provider_id)?.clone(), sso)));
+        let Some((provider, sso)) = found else {
             return self
                 .end_federated(record, provider_id, "provider_removed", now)
                 .await;

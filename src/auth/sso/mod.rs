@@ -44,13 +44,16 @@ use openidconnect::{
 };
 use serde_json::Value;
 
-use self::fetch::{FetchError, Fetcher};
+use self::fetch::Fetcher;
 use self::state::{FLOW_TTL_SECS, Flow, FlowSealer};
 use crate::config::{SsoProvider, SsoSettings};
 use crate::secret::SecretString;
 
 /// How long a discovery document (and its key set) is used before it is fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+/// After a failed discovery, how long a stale copy is used before the provider is asked again
+/// (so that sign-ins during an outage do not each wait for the provider's timeout).
+const DISCOVERY_RETRY: Duration = Duration::from_secs(60);
 /// The least time between two fetches of a key set for an unknown key id.
 const JWKS_REFETCH_MIN: Duration = Duration::from_secs(10);
 /// How far in the future an ID token's `iat` may be (clock skew), and how old it may be.
@@ -66,8 +69,6 @@ const KNOWN_AMR: [&str; 20] = [
 /// and the log: nothing secret (no code, token or claim values beyond the provider's id).
 #[derive(Debug, thiserror::Error)]
 pub enum SsoError {
-    #[error("unknown provider")]
-    UnknownProvider,
     /// The callback does not belong to a sign-in this browser started here (no cookie, another
     /// tab's, expired, or a `state` that does not match).
     #[error("this sign-in was not started here, took too long, or was already used")]
@@ -91,7 +92,6 @@ impl SsoError {
     /// A short label for metrics and audit lines.
     pub fn label(&self) -> &'static str {
         match self {
-            SsoError::UnknownProvider => "unknown_provider",
             SsoError::BadState => "bad_state",
             SsoError::Denied(_) => "denied_at_provider",
             SsoError::Unreachable(_) => "provider_unreachable",
@@ -437,9 +437,13 @@ impl Provider {
                 *cache = Some(found.clone());
                 Ok(found)
             }
-            Err(e) => match cache.as_ref() {
+            Err(e) => match cache.as_mut() {
                 Some(stale) => {
                     tracing::warn!(provider = %self.settings.id, error = %e, detail = e.detail(), "sso: discovery failed; using the cached document");
+                    // Counted as fetched a little before the TTL runs out again.
+                    if let Some(at) = Instant::now().checked_sub(DISCOVERY_TTL - DISCOVERY_RETRY) {
+                        stale.fetched = at;
+                    }
                     Ok(stale.clone())
                 }
                 None => Err(e),
@@ -729,13 +733,6 @@ where
             SsoError::BadProvider(format!("token endpoint answer: {inner}"))
         }
         RequestTokenError::Other(t) => SsoError::BadProvider(format!("token endpoint: {t}")),
-    }
-}
-
-/// `FetchError` is what the crate's requests fail with.
-impl From<FetchError> for SsoError {
-    fn from(e: FetchError) -> SsoError {
-        SsoError::Unreachable(e.to_string())
     }
 }
 
