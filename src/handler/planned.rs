@@ -1,6 +1,6 @@
 //! The planned path: the HTTP/1.1 fast path's pre-planned forward for the commonest proxied
-//! request, a bodiless GET or HEAD to a plain-HTTP upstream, on a public route or with a bearer
-//! token.
+//! request, a bodiless GET or HEAD to a plain-HTTP upstream, on a public route, with a bearer
+//! token or with a browser's access cookie.
 //!
 //! [`App::plan_forward`] decides from the raw head ([`RawHead`]) and has no side effects; when
 //! it takes the request, [`App::forward_planned`] writes the upstream request head straight
@@ -15,11 +15,18 @@
 //!   `Connection` naming any other header sends the request the general way;
 //! - identity headers in any spelling are dropped, and the token's claims are written as the
 //!   identity headers ([`crate::auth::http::AuthApi::identity_lines`]) on required routes;
-//! - to the answer on a required route: the caching headers of [`crate::proxy::cache`], as on
-//!   the general path; then the same epilogue ([`policy::finish`]).
+//! - the `Cookie` lines become the one line [`cookies::forwarded`] makes of them (the
+//!   gateway's own cookies removed), as `strip_credentials` does on the general path;
+//! - to the answer on a required route: the caching headers of [`crate::proxy::cache`] (with
+//!   `Vary: Cookie` when the access cookie decided), as on the general path; then the same
+//!   epilogue ([`policy::finish`]).
 //!
-//! Everything else goes the general way, decided before anything happens: other methods, any
-//! `Cookie` (gateway cookies must be stripped, and cookie sessions may refresh), CORS routes,
+//! A cookie session is taken only while its access cookie is valid: an expired or refused one
+//! goes the general way, which refreshes it (transparent refresh) or deletes dead cookies, so
+//! those rules have one implementation. GET and HEAD need no CSRF token.
+//!
+//! Everything else goes the general way, decided before anything happens: other methods, CORS
+//! routes,
 //! identity assertions, the health endpoints, the auth API and forward-auth, HTTPS redirects,
 //! `Connection` naming other headers, and every refusal: a request that would get a 400, 401,
 //! 403 or 404 is answered by the general path, so those answers have one implementation.
@@ -33,7 +40,7 @@ use http::{Method, Response};
 use super::meta::canonical_host;
 use super::policy::{self, Access, ForwardingPlan, HeaderView, REQUEST_ID, Served};
 use super::{App, Conn};
-use crate::auth::http::TokenVerdict;
+use crate::auth::http::{TokenVerdict, cookies};
 use crate::auth::token::AccessClaims;
 use crate::body::Body;
 use crate::config::{AuthPolicy, UpstreamTarget};
@@ -66,6 +73,10 @@ pub struct ForwardPlan {
     path: String,
     /// `Connection: close` was sent: a header named `close` is hop-by-hop too.
     close_listed: bool,
+    /// The request carries a `Cookie` header (rewritten on the way).
+    cookie: bool,
+    /// The access cookie (not a bearer token) authenticated the request.
+    via_cookie: bool,
 }
 
 /// Whether a header is hop-by-hop by name (with `close` when `Connection: close` named it).
@@ -97,7 +108,7 @@ impl App {
             return None;
         }
         let admission = policy::admission(head);
-        if admission.cookie || admission.several_hosts || admission.several_authorizations {
+        if admission.several_hosts || admission.several_authorizations {
             return None;
         }
         let mut close_listed = false;
@@ -135,18 +146,31 @@ impl App {
         if *scheme != Scheme::HTTP {
             return None;
         }
+        let mut via_cookie = false;
         let claims = match &route.spec.policy {
             AuthPolicy::Public => None,
             AuthPolicy::Required { roles } => {
                 if self.auth.has_assertion() {
                     return None;
                 }
-                let claims = match self.auth.service().authenticate(admission.bearer()?) {
+                // The bearer token first, then the access cookie, as `AuthApi::authenticate`.
+                let token = match admission.bearer() {
+                    Some(token) => token,
+                    None if admission.cookie => {
+                        via_cookie = true;
+                        self.auth.access_cookie(head.get_all("cookie"), conn.tls)?
+                    }
+                    None => return None,
+                };
+                let claims = match self.auth.service().authenticate(token) {
                     Ok(claims) => claims,
                     Err(e) => {
-                        // Only a plain refusal is passed on: anything else (the store being
-                        // out of date) the general path finds out for itself.
-                        if let crate::auth::AuthError::NotAuthenticated(reason) = e {
+                        // Only a bearer token's plain refusal is passed on: anything else (the
+                        // store being out of date) the general path finds out for itself, and
+                        // a refused access cookie may be refreshed there.
+                        if let crate::auth::AuthError::NotAuthenticated(reason) = e
+                            && !via_cookie
+                        {
                             *verdict = Some(TokenVerdict(
                                 crate::auth::http::Unauthenticated::Rejected(reason),
                             ));
@@ -178,6 +202,8 @@ impl App {
             claims,
             path,
             close_listed,
+            cookie: admission.cookie,
+            via_cookie,
         })
     }
 
@@ -214,10 +240,16 @@ impl App {
             if hop_by_hop(name, plan.close_listed)
                 || self.auth.is_identity_name(name)
                 || forwarding.drops(name, value)
+                || (plan.cookie && name.eq_ignore_ascii_case(b"cookie"))
             {
                 continue;
             }
             write::header_line(&mut out, name, value);
+        }
+        if plan.cookie
+            && let Some(kept) = cookies::forwarded(head.get_all("cookie"))
+        {
+            write::header_line(&mut out, b"cookie", kept.as_bytes());
         }
         write::header_line(
             &mut out,
@@ -257,9 +289,13 @@ impl App {
         let mut resp =
             answer.unwrap_or_else(|e| e.response(policy::wants_html(&head.method, head)));
         if plan.claims.is_some() {
-            // Only bearer tokens come this way (any Cookie goes the general way).
             let status = resp.status();
-            crate::proxy::cache::protect(status, resp.headers_mut(), route.spec.cache, false);
+            crate::proxy::cache::protect(
+                status,
+                resp.headers_mut(),
+                route.spec.cache,
+                plan.via_cookie,
+            );
         }
         self.finish(
             &mut resp,

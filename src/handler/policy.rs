@@ -20,8 +20,9 @@
 //!
 //! What is not here: hop-by-hop headers and `Connection` (HTTP/1.1 framing, [`crate::proxy`]),
 //! the identity headers' names and values (the auth API: [`crate::auth::http::AuthApi`] strips
-//! and sets them; the rules here take its predicate), and the gateway's cookies (stripped by
-//! [`crate::auth::http::strip_credentials`]; the planned path takes no request with cookies).
+//! and sets them; the rules here take its predicate), and the gateway's cookies (the one
+//! forwarded `Cookie` value is [`crate::auth::http::cookies::forwarded`]'s, which
+//! `strip_credentials` and the planned path both use).
 
 use std::fmt::Display;
 use std::net::IpAddr;
@@ -83,21 +84,7 @@ impl HeaderView for RawHead {
     }
 }
 
-/// A header value as text, by [`HeaderValue::to_str`]'s rule (visible ASCII and tabs): the
-/// rules that read a value as text skip the others, whichever representation holds it.
-pub fn text(value: &[u8]) -> Option<&str> {
-    // One branch-free pass the compiler vectorises: this runs on every bearer token (a few
-    // hundred bytes), and a short-circuiting `all` over the bytes cost a tenth of the planned
-    // path's instructions (callgrind, BENCHMARKS.md).
-    let refused = value.iter().fold(false, |bad, &b| {
-        bad | ((b < 0x20) & (b != b'\t')) | (b >= 0x7f)
-    });
-    if refused {
-        None
-    } else {
-        std::str::from_utf8(value).ok()
-    }
-}
+pub use crate::http1::text;
 
 /// What a request brings before any route is looked at.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

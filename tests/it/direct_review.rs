@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 use crate::raw::*;
 use crate::util::*;
 
+/// Browser sessions (the access cookie) on both paths.
+mod cookie_sessions;
 /// Issue 14's header and routing rules, checked with the pair of gateways defined here.
 mod edge_rules;
 

@@ -172,19 +172,30 @@ impl AuthApi {
     ) -> Result<Session, Unauthenticated> {
         let (token, via_cookie) = match bearer(headers) {
             Some(t) => (t, false),
-            None => match cookies::get(
-                headers,
-                cookies::names(tls, self.transparent_refresh()).access,
-            ) {
-                Some(t) if !t.is_empty() => (t, true),
-                _ => return Err(Unauthenticated::Missing),
-            },
+            None => {
+                let values = headers.get_all(header::COOKIE).iter();
+                match self.access_cookie(values.map(HeaderValue::as_bytes), tls) {
+                    Some(t) => (t, true),
+                    None => return Err(Unauthenticated::Missing),
+                }
+            }
         };
         match self.service().authenticate(token) {
             Ok(claims) => Ok(Session { claims, via_cookie }),
             Err(AuthError::NotAuthenticated(reason)) => Err(Unauthenticated::Rejected(reason)),
             Err(_) => Err(Unauthenticated::Rejected("invalid")),
         }
+    }
+
+    /// The access token a cookie session presents in these `Cookie` values (empty counts as
+    /// none). The planned path reads the raw head's values with this too.
+    pub(crate) fn access_cookie<'a>(
+        &self,
+        cookie_values: impl Iterator<Item = &'a [u8]>,
+        tls: bool,
+    ) -> Option<&'a str> {
+        let name = cookies::names(tls, self.transparent_refresh()).access;
+        cookies::get_in(cookie_values, name).filter(|t| !t.is_empty())
     }
 
     /// The CSRF rule for a cookie-authenticated request with an unsafe method: the
@@ -306,14 +317,14 @@ pub fn strip_credentials(headers: &mut HeaderMap, keep_bearer: bool) {
     if !headers.contains_key(header::COOKIE) {
         return;
     }
-    let kept: Vec<String> = cookies::iter(headers)
-        .filter(|(n, _)| !cookies::is_gateway_cookie(n))
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect();
+    let kept = cookies::forwarded(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    );
     headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
+    if let Some(v) = kept.and_then(|k| HeaderValue::from_str(&k).ok()) {
         headers.insert(header::COOKIE, v);
     }
 }

@@ -16,7 +16,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
-use http::header::{COOKIE, HeaderMap};
+use http::header::{COOKIE, HeaderMap, HeaderValue};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -73,34 +73,71 @@ pub fn is_gateway_cookie(name: &str) -> bool {
 /// Iterates over `name=value` pairs of every `Cookie` header (HTTP/2 may send several): names and
 /// values trimmed, one pair of surrounding double quotes removed from a value, pieces without `=`
 /// skipped, an empty name kept.
+pub fn iter(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    pairs(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes))
+}
+
+/// [`iter`] over `Cookie` values as bytes, whichever representation holds them (the planned
+/// path reads them from the raw head): a value that is not text by
+/// [`HeaderValue::to_str`]'s rule is skipped, as `to_str` would refuse it.
 ///
 /// Hand-written rather than the `cookie` crate's `Cookie::split_parse`, for two reasons. That
-/// parser refuses a pair with an empty name (`=v`), which this one yields and
-/// [`super::admission::strip_credentials`] passes on to the upstream untouched: adopting it
-/// would change what upstreams receive. And this runs on every request that carries cookies
-/// (the access cookie is looked up here), where a borrowing scan builds nothing, while the crate
-/// builds a full `Cookie` (its attributes included) per pair.
-pub fn iter(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+/// parser refuses a pair with an empty name (`=v`), which this one yields and [`forwarded`]
+/// passes on to the upstream untouched: adopting it would change what upstreams receive. And
+/// this runs on every request that carries cookies (the access cookie is looked up here), where
+/// a borrowing scan builds nothing, while the crate builds a full `Cookie` (its attributes
+/// included) per pair.
+pub fn pairs<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    pieces(values).filter_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        Some((n.trim(), v))
+    })
+}
+
+/// The `;`-separated pieces of `Cookie` values that are text.
+fn pieces<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a str> {
+    values
+        .filter_map(crate::http1::text)
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v);
-            Some((n.trim(), v))
-        })
 }
 
 /// The value of the first cookie called `name` (browsers send the cookie with the longest path
 /// first).
 pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     iter(headers).find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+/// [`get`] over `Cookie` values as bytes.
+pub fn get_in<'a>(values: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a str> {
+    pairs(values).find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
+/// The one `Cookie` value the upstream gets in place of `values`: every `name=value` pair that
+/// is not one of the gateway's cookies, as the client wrote it (trimmed; quotes kept), in
+/// order, joined with `; `. `None` when nothing is left (no `Cookie` is forwarded then). Both
+/// serving paths forward exactly this.
+pub fn forwarded<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let mut out = String::new();
+    for piece in pieces(values) {
+        let Some((name, _)) = piece.split_once('=') else {
+            continue;
+        };
+        if is_gateway_cookie(name.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(piece.trim());
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Attributes for one `Set-Cookie`.
@@ -216,6 +253,31 @@ mod tests {
         assert_eq!(get(&h, "gw_access"), Some("tok"));
         assert_eq!(get(&h, "b"), Some("quoted"));
         assert_eq!(get(&h, "missing"), None);
+    }
+
+    #[test]
+    fn the_forwarded_cookie_keeps_every_other_pair_as_written() {
+        let fw = |values: &[&[u8]]| forwarded(values.iter().copied());
+        assert_eq!(
+            fw(&[
+                b"a=1; gw_access=t;gw_csrf=c",
+                b" b=\"q v\" ; =e;noequals;__Host-gw_refresh=r"
+            ]),
+            Some("a=1; b=\"q v\"; =e".to_owned())
+        );
+        assert_eq!(fw(&[b"gw_access=t; __Secure-gw_refresh=r"]), None);
+        assert_eq!(fw(&[]), None);
+        // A value that is not text is dropped whole, as `HeaderValue::to_str` refuses it.
+        assert_eq!(fw(&[b"a=caf\xc3\xa9; b=1", b"c=2"]), Some("c=2".to_owned()));
+        // The names are the gateway's exactly: look-alikes pass.
+        assert_eq!(
+            fw(&[b"gw_access2=x; GW_ACCESS=y"]),
+            Some("gw_access2=x; GW_ACCESS=y".to_owned())
+        );
+        assert_eq!(
+            get_in([&b"gw_access=; gw_access=t"[..]].into_iter(), "gw_access"),
+            Some("")
+        );
     }
 
     #[test]
