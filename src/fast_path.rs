@@ -1,15 +1,21 @@
-//! HTTP/1.1 requests without a body, served without hyper.
+//! HTTP/1.1 requests without a body or with a small one, served without hyper.
 //!
-//! Most proxied traffic is GETs: a head, no body, a response streamed back. For those, this
-//! module reads the head (parsed by the HTTP/1.1 codec, `crate::http1`), decides whether it can
+//! Most proxied traffic is GETs, and most uploads are small: a head, at most a few KiB of body
+//! framed by one `Content-Length`, a response streamed back. For those, this module reads the
+//! head (parsed by the HTTP/1.1 codec, `crate::http1`) and the body, decides whether it can
 //! take the request, hands it to the handler (its planned forward, [`App::plan_forward`], when
 //! the request qualifies; else the same [`App::handle_request`] as every other request), and
 //! writes the response itself: one task, no channels, one write per response when the answer is
-//! small. Everything else on the connection (a request with a body, `Expect`, `Upgrade`,
-//! HTTP/1.0, HTTP/2's preface, anything malformed or over the limits) is handed to hyper
-//! together with the bytes already read, and hyper serves the connection from then on. So hyper
-//! stays the one place that decides about bodies, upgrades and protocol errors; this module only
-//! takes the requests whose framing cannot be ambiguous.
+//! small. Everything else on the connection (a chunked body, a body over [`MAX_BODY`] or over
+//! `limits.max_body_bytes`, several `Content-Length`s, `Expect`, `Upgrade`, HTTP/1.0, HTTP/2's
+//! preface, anything malformed or over the limits) is handed to hyper together with the bytes
+//! already read, and hyper serves the connection from then on. So hyper stays the one place
+//! that decides about streamed bodies, upgrades and protocol errors; this module only takes the
+//! requests whose framing cannot be ambiguous.
+//!
+//! A body taken here is read whole before the request is handled (as nginx buffers a body up to
+//! its `client_body_buffer_size`), with `limits.body_timeout` between reads: a client that stops
+//! sending gets the general path's 408 and the connection closes.
 //!
 //! Timeouts: the first request's head must arrive within `limits.header_read_timeout` of the
 //! connection; a keep-alive connection waits up to `limits.idle_timeout` for its next request,
@@ -32,7 +38,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::body::Body;
+use crate::body::{Body, ClientBodyError};
 use crate::handler::{App, Conn, Planned};
 use crate::http1::connection::{self, Token};
 use crate::http1::head::{self, ParsedRequest};
@@ -54,6 +60,10 @@ pub struct Limits {
     pub max_headers: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// The largest request body read here: [`MAX_BODY`], or `limits.max_body_bytes` if lower
+    /// (a larger one goes to hyper, and the general path answers 413).
+    pub max_body: u64,
+    pub body_timeout: Duration,
 }
 
 impl Limits {
@@ -65,12 +75,16 @@ impl Limits {
             max_headers: l.max_headers,
             header_read_timeout: l.header_read_timeout,
             idle_timeout: l.idle_timeout,
+            max_body: MAX_BODY.min(l.max_body_bytes),
+            body_timeout: l.body_timeout,
         }
     }
 }
 
 /// How much room a read asks for.
 const READ_SIZE: usize = 4096;
+/// The largest request body this module reads itself (see the module docs).
+pub const MAX_BODY: u64 = 64 * 1024;
 /// A response is written out once this much of it is buffered.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -78,7 +92,8 @@ const WRITE_CHUNK: usize = 64 * 1024;
 // Made once per request and moved once: boxing the head would cost more than its size.
 #[allow(clippy::large_enum_variant)]
 enum Next {
-    Request(RawHead),
+    /// A head, and the length of the body that follows it.
+    Request(RawHead, u64),
     /// Not ours to serve: hand over to hyper.
     Handover,
     Closed,
@@ -100,32 +115,62 @@ where
     loop {
         let next = read_head(io, &mut buf, stop, limits, first).await;
         first = false;
-        let head = match next {
-            Next::Request(head) => head,
+        let (head, body_len) = match next {
+            Next::Request(head, body_len) => (head, body_len),
             Next::Handover => return Outcome::Handover(buf.freeze()),
             Next::Closed => return Outcome::Closed,
         };
         let (head_request, close) = (head.method == Method::HEAD, head.close);
-        let app = app.load_full();
-        let resp = match app.plan_forward(&head, conn) {
-            Planned::Take(plan) => app.forward_planned(plan, &head, conn).await,
-            Planned::Decline(verdict) => match head.into_request(crate::body::empty()) {
-                // Boxed: the general path's future is several times the size of the rest of
-                // this connection's, and an idle keep-alive connection should not carry it.
-                Ok(mut req) => {
-                    if let Some(v) = verdict {
-                        req.extensions_mut().insert(v);
-                    }
-                    Box::pin(app.handle_request(req, conn)).await
-                }
-                Err(bytes) => {
-                    let mut back = BytesMut::from(&bytes[..]);
-                    back.extend_from_slice(&buf);
-                    return Outcome::Handover(back.freeze());
-                }
-            },
+        // A body that stalled or ended short goes to the general path as a body that fails at
+        // once: it answers as for any client body that broke (408 or 400, counted and logged
+        // with its route, or the refusal due before the body is read), and the connection
+        // closes, its framing lost.
+        let (body, cut) = match read_body(io, &mut buf, body_len, limits.body_timeout).await {
+            Ok(body) => (Ok(body), false),
+            Err(BodyCut::Stalled) => (Err(ClientBodyError::Timeout(limits.body_timeout)), true),
+            Err(BodyCut::Closed) => (
+                Err(ClientBodyError::Broken("the client closed".into())),
+                true,
+            ),
         };
-        let close = close || *stop.borrow() || resp.headers().contains_key(header::CONNECTION);
+        let app = app.load_full();
+        let planned = match &body {
+            Ok(_) => app.plan_forward(&head, conn),
+            Err(_) => Planned::Decline(None),
+        };
+        let resp = match planned {
+            // Only a body read whole is planned.
+            Planned::Take(plan) => {
+                let body = body.unwrap_or_default();
+                app.forward_planned(plan, &head, body, conn).await
+            }
+            Planned::Decline(verdict) => {
+                let read = body.as_ref().ok().cloned();
+                match head.into_request(request_body(body, body_len)) {
+                    // Boxed: the general path's future is several times the size of the rest
+                    // of this connection's, and an idle keep-alive connection should not carry
+                    // it.
+                    Ok(mut req) => {
+                        if let Some(v) = verdict {
+                            req.extensions_mut().insert(v);
+                        }
+                        Box::pin(app.handle_request(req, conn)).await
+                    }
+                    // hyper reads the request again: the head, the body, what followed.
+                    Err(bytes) => {
+                        let Some(read) = read else {
+                            return Outcome::Closed;
+                        };
+                        let mut back = BytesMut::from(&bytes[..]);
+                        back.extend_from_slice(&read);
+                        back.extend_from_slice(&buf);
+                        return Outcome::Handover(back.freeze());
+                    }
+                }
+            }
+        };
+        let close =
+            close || cut || *stop.borrow() || resp.headers().contains_key(header::CONNECTION);
         let mut written = write_response(io, resp, head_request, close, limits.idle_timeout).await;
         if let Err(Unfinished::Unsent(e)) = written {
             // The body failed before any byte of the answer left: answer 502 instead, as for
@@ -137,6 +182,81 @@ where
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }
+    }
+}
+
+/// Why a request body could not be read whole.
+enum BodyCut {
+    /// The client closed its side (or the read failed) before the end.
+    Closed,
+    /// No byte came for `limits.body_timeout`.
+    Stalled,
+}
+
+/// Reads the `len` bytes of body that follow a head (some may be buffered already) and takes
+/// them from `buf`; bytes after them stay there, the next request's.
+async fn read_body<S>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    len: u64,
+    timeout: Duration,
+) -> Result<Bytes, BodyCut>
+where
+    S: AsyncRead + Unpin,
+{
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // Bounded by `Limits::max_body`, which fits in memory.
+    let len = usize::try_from(len).map_err(|_| BodyCut::Closed)?;
+    if buf.len() < len {
+        buf.reserve(len - buf.len());
+    }
+    while buf.len() < len {
+        match tokio::time::timeout(timeout, io.read_buf(buf)).await {
+            Err(_) => return Err(BodyCut::Stalled),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyCut::Closed),
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok(buf.split_to(len).freeze())
+}
+
+/// The body of a request the general path serves: none, the bytes read here (its exact size
+/// known, so the upstream client can send it as one write), or, for a body that broke off, one
+/// that fails with the reason as soon as it is read.
+fn request_body(body: Result<Bytes, ClientBodyError>, declared: u64) -> Body {
+    match body {
+        Ok(body) if body.is_empty() => crate::body::empty(),
+        Ok(body) => crate::body::full(body),
+        Err(e) => crate::body::boxed(BrokenBody {
+            error: Some(e),
+            declared,
+        }),
+    }
+}
+
+/// A request body that broke off while the fast path read it.
+struct BrokenBody {
+    error: Option<ClientBodyError>,
+    /// Its Content-Length: the size it says it has, so that the upstream client reads it
+    /// (and fails) before sending anything.
+    declared: u64,
+}
+
+impl http_body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, ClientBodyError>>> {
+        Poll::Ready(self.error.take().map(Err))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.declared)
     }
 }
 
@@ -158,7 +278,7 @@ where
     loop {
         if !buf.is_empty() {
             match parse_head(buf, limits) {
-                Parsed::Complete(head) => return Next::Request(head),
+                Parsed::Complete(head, body_len) => return Next::Request(head, body_len),
                 Parsed::NotOurs => return Next::Handover,
                 Parsed::Partial if buf.len() >= limits.max_head_bytes => return Next::Handover,
                 Parsed::Partial => {}
@@ -196,13 +316,15 @@ where
 
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
-    Complete(RawHead),
+    /// A head, and the length of the body that follows it.
+    Complete(RawHead, u64),
     Partial,
     NotOurs,
 }
 
 /// Parses a request head at the front of `buf` (removing it) when it is complete and is one
-/// this module serves: origin-form HTTP/1.1 without a body, `Expect` or `Upgrade`.
+/// this module serves: origin-form HTTP/1.1 without `Expect` or `Upgrade`, and without a body
+/// or with one framed by a single `Content-Length` of at most `limits.max_body`.
 fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
     let head = match head::parse_request(buf, limits.max_headers) {
         ParsedRequest::Complete(head) => head,
@@ -215,16 +337,19 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
     }
     // Decide before taking the bytes: a request that is not ours stays in the buffer for hyper.
     let mut close = false;
-    let mut lengths = 0;
+    let mut body_len = None;
     for (name, value) in head.headers(buf) {
+        // A chunked body, a large one, or two Content-Lengths (hyper forwards one), is hyper's
+        // to handle.
         if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
+            match framing::content_length(value) {
+                Some(n) if body_len.is_none() && n <= limits.max_body => body_len = Some(n),
+                _ => return Parsed::NotOurs,
+            }
         }
-        // A body, or two Content-Lengths (hyper forwards one), is hyper's to handle.
         if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"upgrade")
-            || (name.eq_ignore_ascii_case(b"content-length") && (value != b"0" || lengths > 1))
         {
             return Parsed::NotOurs;
         }
@@ -240,7 +365,7 @@ fn parse_head(buf: &mut BytesMut, limits: Limits) -> Parsed {
     }
     // hyper answers a malformed target; `take` leaves the bytes in `buf` for it.
     match head.take(buf, close) {
-        Some(head) => Parsed::Complete(head),
+        Some(head) => Parsed::Complete(head, body_len.unwrap_or(0)),
         None => Parsed::NotOurs,
     }
 }
@@ -436,6 +561,8 @@ pub mod fuzz {
         /// As sent: names in the client's spelling.
         pub headers: Vec<(Vec<u8>, Vec<u8>)>,
         pub close: bool,
+        /// The length of the body after the head (its `Content-Length`; 0 without one).
+        pub body_len: u64,
     }
 
     #[derive(Debug)]
@@ -455,10 +582,12 @@ pub mod fuzz {
             max_headers,
             header_read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            max_body: MAX_BODY,
+            body_timeout: Duration::from_secs(1),
         };
         let mut buf = BytesMut::from(bytes);
         match parse_head(&mut buf, limits) {
-            Parsed::Complete(head) => Parse::Complete(Head {
+            Parsed::Complete(head, body_len) => Parse::Complete(Head {
                 len: bytes.len() - buf.len(),
                 method: head.method.to_string(),
                 target: head.target.to_string(),
@@ -467,6 +596,7 @@ pub mod fuzz {
                     .map(|(n, v)| (n.to_vec(), v.to_vec()))
                     .collect(),
                 close: head.close,
+                body_len,
             }),
             Parsed::Partial if buf.len() >= limits.max_head_bytes => Parse::Handover,
             Parsed::Partial => Parse::Partial,

@@ -1,6 +1,7 @@
 //! The planned path: the HTTP/1.1 fast path's pre-planned forward for the commonest proxied
-//! request, a bodiless GET or HEAD to a plain-HTTP upstream, on a public route, with a bearer
-//! token or with a browser's access cookie.
+//! requests, to a plain-HTTP upstream: a GET or HEAD on a public route, with a bearer token or
+//! with a browser's access cookie; a POST, PUT, PATCH or DELETE (with the small body the fast
+//! path has read whole, or none) on a public route or with a bearer token.
 //!
 //! [`App::plan_forward`] decides from the raw head ([`RawHead`]) and has no side effects; when
 //! it takes the request, [`App::forward_planned`] writes the upstream request head straight
@@ -21,9 +22,10 @@
 //!   `Vary: Cookie` when the access cookie decided), as on the general path; then the same
 //!   epilogue ([`policy::finish`]).
 //!
-//! A cookie session is taken only while its access cookie is valid: an expired or refused one
-//! goes the general way, which refreshes it (transparent refresh) or deletes dead cookies, so
-//! those rules have one implementation. GET and HEAD need no CSRF token.
+//! A cookie session is taken only while its access cookie is valid and only for GET and HEAD,
+//! which need no CSRF token: an expired or refused cookie goes the general way, which refreshes
+//! it (transparent refresh) or deletes dead cookies, and so does an unsafe method with a
+//! cookie session (the CSRF check), so those rules have one implementation.
 //!
 //! Everything else goes the general way, decided before anything happens: other methods, CORS
 //! routes,
@@ -102,9 +104,12 @@ impl App {
         conn: Conn,
         verdict: &mut Option<TokenVerdict>,
     ) -> Option<ForwardPlan> {
-        if !matches!(head.method, Method::GET | Method::HEAD)
-            || (!conn.tls && self.config.listen.redirect_http_to_https)
-        {
+        let safe = matches!(head.method, Method::GET | Method::HEAD);
+        let planned = matches!(
+            head.method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        if !(safe || planned) || (!conn.tls && self.config.listen.redirect_http_to_https) {
             return None;
         }
         let admission = policy::admission(head);
@@ -156,7 +161,8 @@ impl App {
                 // The bearer token first, then the access cookie, as `AuthApi::authenticate`.
                 let token = match admission.bearer() {
                     Some(token) => token,
-                    None if admission.cookie => {
+                    // Unsafe methods need the CSRF check of the general path.
+                    None if admission.cookie && safe => {
                         via_cookie = true;
                         self.auth.access_cookie(head.get_all("cookie"), conn.tls)?
                     }
@@ -210,10 +216,12 @@ impl App {
     /// Forwards a request [`App::plan_forward`] took and returns the upstream's answer (or the
     /// error answer), with the same response headers, metrics and access-log line as the
     /// general path.
+    /// `body` is the request's whole body (empty for none), read by the fast path.
     pub async fn forward_planned(
         &self,
         plan: ForwardPlan,
         head: &RawHead,
+        body: bytes::Bytes,
         conn: Conn,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -281,10 +289,15 @@ impl App {
         write::end_head(&mut out);
 
         let sent = Instant::now();
-        let answer = self
-            .proxy
-            .send_head(&plan.authority, &out, &head.method, route)
-            .await;
+        let answer = if body.is_empty() {
+            self.proxy
+                .send_head(&plan.authority, &out, &head.method, route)
+                .await
+        } else {
+            self.proxy
+                .send_head_and_body(&plan.authority, out, body, route)
+                .await
+        };
         let upstream_time = sent.elapsed();
         let mut resp =
             answer.unwrap_or_else(|e| e.response(policy::wants_html(&head.method, head)));

@@ -294,7 +294,8 @@ impl Proxy {
         }
     }
 
-    /// [`Proxy::send_head`] with `upstream.builtin_client: false`: the head is read back (by the
+    /// [`Proxy::send_head`] (and [`Proxy::send_head_and_body`]) with
+    /// `upstream.builtin_client: false`: the head is read back (by the
     /// codec, [`crate::http1::head`]) into a request and sent over hyper's client, like every
     /// other request. Not the fast path's speed, but its exact headers, so the built-in client
     /// can be compared with hyper's.
@@ -302,6 +303,7 @@ impl Proxy {
         &self,
         authority: &http::uri::Authority,
         head: &[u8],
+        body: bytes::Bytes,
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
         use crate::http1::head::{MAX_REQUEST_HEADERS, ParsedRequest, parse_request};
@@ -316,7 +318,12 @@ impl Proxy {
         };
         let mut buf = bytes::BytesMut::from(head);
         let raw = parsed.take(&mut buf, false).ok_or_else(unreadable)?;
-        let mut req = raw.into_request(body::empty()).map_err(|_| unreadable())?;
+        let body = if body.is_empty() {
+            body::empty()
+        } else {
+            body::full(body)
+        };
+        let mut req = raw.into_request(body).map_err(|_| unreadable())?;
         let uri = format!("http://{authority}{}", req.uri());
         *req.uri_mut() = uri.parse().map_err(|_| unreadable())?;
         let mut resp = self.send_hyper(req, route, false).await?;
@@ -363,10 +370,34 @@ impl Proxy {
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
         if !self.settings.builtin_client {
-            return self.send_head_hyper(authority, head, route).await;
+            return self
+                .send_head_hyper(authority, head, bytes::Bytes::new(), route)
+                .await;
         }
         let worker = WORKER.with(|w| w.get());
         let sent = self.pools.send(worker, authority, head, method);
+        self.upstream_answer(sent, route).await
+    }
+
+    /// [`Proxy::send_head`] for a request whose whole body is at hand (the fast path read it;
+    /// its `Content-Length` is in `head`): head and body go out in one write over the built-in
+    /// client. As for every request with a body, it is not sent again on a pooled connection
+    /// found closed.
+    pub async fn send_head_and_body(
+        &self,
+        authority: &http::uri::Authority,
+        head: Vec<u8>,
+        body: bytes::Bytes,
+        route: &Route,
+    ) -> Result<Response<Body>, HttpError> {
+        if !self.settings.builtin_client {
+            return self.send_head_hyper(authority, &head, body, route).await;
+        }
+        let worker = WORKER.with(|w| w.get());
+        let len = body.len() as u64;
+        let sent = self
+            .pools
+            .send_with_body(worker, authority, head.into(), body::full(body), len);
         self.upstream_answer(sent, route).await
     }
 

@@ -6,12 +6,14 @@
 //! requests; what their upstream received (exact bytes of the head) and what the client got
 //! must agree, and must be right in absolute terms too (status, forwarded or not).
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::raw::*;
 use crate::util::*;
 
+/// Requests with small bodies on both paths.
+mod bodies;
 /// Browser sessions (the access cookie) on both paths.
 mod cookie_sessions;
 /// Issue 14's header and routing rules, checked with the pair of gateways defined here.
