@@ -32,7 +32,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -209,17 +209,26 @@ where
     }
     // Bounded by `Limits::max_body`, which fits in memory.
     let len = usize::try_from(len).map_err(|_| BodyCut::Closed)?;
-    if buf.len() < len {
-        buf.reserve(len - buf.len());
+    if buf.len() >= len {
+        return Ok(buf.split_to(len).freeze());
     }
-    while buf.len() < len {
-        match tokio::time::timeout(timeout, io.read_buf(buf)).await {
+    // The rest is read into a buffer of its own, the part already here copied into it: growing
+    // `buf` instead would copy the whole allocation it shares with the head (callgrind: 64 KiB
+    // copied per 64 KiB upload, as many instructions as the rest of the request).
+    let mut body = BytesMut::with_capacity(len);
+    body.extend_from_slice(buf);
+    buf.clear();
+    while body.len() < len {
+        // Never past the body: what follows is the next request's, read as its head.
+        let left = len - body.len();
+        let mut rest = (&mut body).limit(left);
+        match tokio::time::timeout(timeout, io.read_buf(&mut rest)).await {
             Err(_) => return Err(BodyCut::Stalled),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyCut::Closed),
             Ok(Ok(_)) => {}
         }
     }
-    Ok(buf.split_to(len).freeze())
+    Ok(body.freeze())
 }
 
 /// The body of a request the general path serves: none, the bytes read here (its exact size
