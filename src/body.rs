@@ -24,6 +24,73 @@ pub fn empty() -> Body {
         .boxed()
 }
 
+/// A request body read whole before it is forwarded (the HTTP/1.1 fast path's small bodies), in
+/// the chunks it arrived in: nothing is copied to join them, since the upstream client writes
+/// them with one vectored write, and memory is taken as the bytes come, not for the length a
+/// client announced.
+#[derive(Debug, Clone, Default)]
+pub struct Buffered {
+    chunks: std::collections::VecDeque<Bytes>,
+    len: u64,
+}
+
+impl Buffered {
+    /// Adds the next chunk.
+    pub fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len() as u64;
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// How many bytes it holds.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The chunks, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.chunks.iter()
+    }
+
+    /// As a [`Body`] whose size is known exactly.
+    pub fn into_body(self) -> Body {
+        if self.is_empty() {
+            empty()
+        } else {
+            self.map_err(|never| match never {}).boxed()
+        }
+    }
+}
+
+impl http_body::Body for Buffered {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(chunk) = &next {
+            self.len -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.len)
+    }
+}
+
 /// Wraps any body with a compatible error type.
 pub fn boxed<B>(body: B) -> Body
 where

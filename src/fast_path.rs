@@ -38,7 +38,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::body::{Body, ClientBodyError};
+use crate::body::{Body, Buffered, ClientBodyError};
 use crate::handler::{App, Conn, Planned};
 use crate::http1::connection::{self, Token};
 use crate::http1::head::{self, ParsedRequest};
@@ -162,7 +162,9 @@ where
                             return Outcome::Closed;
                         };
                         let mut back = BytesMut::from(&bytes[..]);
-                        back.extend_from_slice(&read);
+                        for chunk in read.chunks() {
+                            back.extend_from_slice(chunk);
+                        }
                         back.extend_from_slice(&buf);
                         return Outcome::Handover(back.freeze());
                     }
@@ -193,51 +195,52 @@ enum BodyCut {
     Stalled,
 }
 
-/// Reads the `len` bytes of body that follow a head (some may be buffered already) and takes
-/// them from `buf`; bytes after them stay there, the next request's.
+/// The most a read of a body asks room for.
+const BODY_READ: usize = 16 * 1024;
+
+/// Reads the `len` bytes of body that follow a head (some may be buffered already), taking
+/// those from `buf`; bytes after them stay there, the next request's.
+///
+/// The rest is read in chunks of its own, each taking memory only once bytes arrive: growing
+/// `buf` would copy the allocation it shares with the head (callgrind: 64 KiB copied per
+/// 64 KiB upload, as many instructions as the rest of the request), and one buffer of the
+/// announced length would let a client that sends nothing hold that much memory.
 async fn read_body<S>(
     io: &mut S,
     buf: &mut BytesMut,
     len: u64,
     timeout: Duration,
-) -> Result<Bytes, BodyCut>
+) -> Result<Buffered, BodyCut>
 where
     S: AsyncRead + Unpin,
 {
-    if len == 0 {
-        return Ok(Bytes::new());
-    }
-    // Bounded by `Limits::max_body`, which fits in memory.
-    let len = usize::try_from(len).map_err(|_| BodyCut::Closed)?;
-    if buf.len() >= len {
-        return Ok(buf.split_to(len).freeze());
-    }
-    // The rest is read into a buffer of its own, the part already here copied into it: growing
-    // `buf` instead would copy the whole allocation it shares with the head (callgrind: 64 KiB
-    // copied per 64 KiB upload, as many instructions as the rest of the request).
-    let mut body = BytesMut::with_capacity(len);
-    body.extend_from_slice(buf);
-    buf.clear();
+    let mut body = Buffered::default();
+    let here = usize::try_from(len).map_or(buf.len(), |len| len.min(buf.len()));
+    body.push(buf.split_to(here).freeze());
     while body.len() < len {
         // Never past the body: what follows is the next request's, read as its head.
-        let left = len - body.len();
-        let mut rest = (&mut body).limit(left);
-        match tokio::time::timeout(timeout, io.read_buf(&mut rest)).await {
-            Err(_) => return Err(BodyCut::Stalled),
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyCut::Closed),
-            Ok(Ok(_)) => {}
+        let left = usize::try_from(len - body.len()).unwrap_or(BODY_READ);
+        let mut chunk = BytesMut::with_capacity(left.min(BODY_READ));
+        while chunk.len() < chunk.capacity() {
+            let room = chunk.capacity() - chunk.len();
+            let mut rest = (&mut chunk).limit(room);
+            match tokio::time::timeout(timeout, io.read_buf(&mut rest)).await {
+                Err(_) => return Err(BodyCut::Stalled),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyCut::Closed),
+                Ok(Ok(_)) => {}
+            }
         }
+        body.push(chunk.freeze());
     }
-    Ok(body.freeze())
+    Ok(body)
 }
 
 /// The body of a request the general path serves: none, the bytes read here (its exact size
 /// known, so the upstream client can send it as one write), or, for a body that broke off, one
 /// that fails with the reason as soon as it is read.
-fn request_body(body: Result<Bytes, ClientBodyError>, declared: u64) -> Body {
+fn request_body(body: Result<Buffered, ClientBodyError>, declared: u64) -> Body {
     match body {
-        Ok(body) if body.is_empty() => crate::body::empty(),
-        Ok(body) => crate::body::full(body),
+        Ok(body) => body.into_body(),
         Err(e) => crate::body::boxed(BrokenBody {
             error: Some(e),
             declared,

@@ -106,8 +106,8 @@ pub struct Listen {
     pub redirect_http_to_https: bool,
     /// Serving threads, each running its own event loop and upstream connection pool.
     pub workers: usize,
-    /// Bodiless HTTP/1.1 requests are served by [`crate::fast_path`] (and the commonest proxied ones
-    /// by the handler's direct path) rather than hyper. On by default; off is a way out if the
+    /// HTTP/1.1 requests without a body or with a small one are served by [`crate::fast_path`]
+    /// (and the commonest proxied ones by the handler's planned forward) rather than hyper. On by default; off is a way out if the
     /// fast path ever misbehaves, and how tests compare the two.
     pub fast_path: bool,
 }

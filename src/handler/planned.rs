@@ -44,7 +44,7 @@ use super::policy::{self, Access, ForwardingPlan, HeaderView, REQUEST_ID, Served
 use super::{App, Conn};
 use crate::auth::http::{TokenVerdict, cookies};
 use crate::auth::token::AccessClaims;
-use crate::body::Body;
+use crate::body::{Body, Buffered};
 use crate::config::{AuthPolicy, UpstreamTarget};
 use crate::http1::connection::{self, Token};
 use crate::http1::{RawHead, write};
@@ -221,7 +221,7 @@ impl App {
         &self,
         plan: ForwardPlan,
         head: &RawHead,
-        body: bytes::Bytes,
+        body: Buffered,
         conn: Conn,
     ) -> Response<Body> {
         let start = Instant::now();
@@ -294,8 +294,9 @@ impl App {
                 .send_head(&plan.authority, &out, &head.method, route)
                 .await
         } else {
+            let len = body.len();
             self.proxy
-                .send_head_and_body(&plan.authority, out, body, route)
+                .send_head_and_body(&plan.authority, out, body.into_body(), len, route)
                 .await
         };
         let upstream_time = sent.elapsed();

@@ -303,7 +303,7 @@ impl Proxy {
         &self,
         authority: &http::uri::Authority,
         head: &[u8],
-        body: bytes::Bytes,
+        body: Body,
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
         use crate::http1::head::{MAX_REQUEST_HEADERS, ParsedRequest, parse_request};
@@ -318,11 +318,6 @@ impl Proxy {
         };
         let mut buf = bytes::BytesMut::from(head);
         let raw = parsed.take(&mut buf, false).ok_or_else(unreadable)?;
-        let body = if body.is_empty() {
-            body::empty()
-        } else {
-            body::full(body)
-        };
         let mut req = raw.into_request(body).map_err(|_| unreadable())?;
         let uri = format!("http://{authority}{}", req.uri());
         *req.uri_mut() = uri.parse().map_err(|_| unreadable())?;
@@ -371,7 +366,7 @@ impl Proxy {
     ) -> Result<Response<Body>, HttpError> {
         if !self.settings.builtin_client {
             return self
-                .send_head_hyper(authority, head, bytes::Bytes::new(), route)
+                .send_head_hyper(authority, head, body::empty(), route)
                 .await;
         }
         let worker = WORKER.with(|w| w.get());
@@ -379,25 +374,25 @@ impl Proxy {
         self.upstream_answer(sent, route).await
     }
 
-    /// [`Proxy::send_head`] for a request whose whole body is at hand (the fast path read it;
-    /// its `Content-Length` is in `head`): head and body go out in one write over the built-in
-    /// client. As for every request with a body, it is not sent again on a pooled connection
+    /// [`Proxy::send_head`] for a request whose whole body of `len` bytes is at hand (the fast
+    /// path read it; its `Content-Length` is in `head`): the head and the body's chunks go out
+    /// in one vectored write over the built-in client. As for every request with a body, it is not sent again on a pooled connection
     /// found closed.
     pub async fn send_head_and_body(
         &self,
         authority: &http::uri::Authority,
         head: Vec<u8>,
-        body: bytes::Bytes,
+        body: Body,
+        len: u64,
         route: &Route,
     ) -> Result<Response<Body>, HttpError> {
         if !self.settings.builtin_client {
             return self.send_head_hyper(authority, &head, body, route).await;
         }
         let worker = WORKER.with(|w| w.get());
-        let len = body.len() as u64;
         let sent = self
             .pools
-            .send_with_body(worker, authority, head.into(), body::full(body), len);
+            .send_with_body(worker, authority, head.into(), body, len);
         self.upstream_answer(sent, route).await
     }
 

@@ -4,6 +4,8 @@
 //! cookie session's unsafe request, and everything else, goes the general way. Either way the
 //! upstream must get what the general path sends, body included.
 
+use std::time::Duration;
+
 use super::*;
 
 /// `method path` with `headers` and a body framed by its Content-Length.
@@ -225,5 +227,41 @@ async fn a_body_cut_short_is_never_forwarded() {
         let cut = guard(10, c.try_response(false)).await.expect("an answer");
         assert_eq!(cut.status, 400, "{}", cut.head);
         assert_eq!(last_body(&up, before), None, "forwarded");
+    }
+}
+
+/// A body that arrives in pieces (the head alone first, then parts of several reads each, the
+/// last one followed at once by the next request) reaches the upstream whole and in order.
+#[tokio::test]
+async fn a_body_arriving_in_pieces_is_forwarded_whole() {
+    let up = ok_upstream().await;
+    let pair = Pair::start(&auth_config("", &routes(&up.url()))).await;
+    let body: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    for (gw, (_, token)) in [&pair.fast, &pair.general].into_iter().zip(&pair.users) {
+        let before = up.requests().len();
+        let mut c = Client::connect(gw.http).await;
+        c.send(format!(
+            "PUT /app HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ))
+        .await;
+        for (i, piece) in body.chunks(20_001).enumerate() {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let mut bytes = piece.to_vec();
+            if i == 2 {
+                bytes.extend_from_slice(b"GET /public HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            }
+            c.send(bytes).await;
+        }
+        assert_eq!(c.try_response(false).await.map(|w| w.status), Some(200));
+        assert_eq!(c.try_response(false).await.map(|w| w.status), Some(200));
+        let seen = up.requests();
+        assert_eq!(seen.len(), before + 2);
+        assert!(
+            seen[before].body == body,
+            "{} bytes arrived",
+            seen[before].body.len()
+        );
+        assert_eq!(seen[before + 1].target, "/public");
     }
 }
