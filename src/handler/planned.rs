@@ -75,6 +75,9 @@ pub struct ForwardPlan {
     path: String,
     /// `Connection: close` was sent: a header named `close` is hop-by-hop too.
     close_listed: bool,
+    /// The request came over HTTPS: to this listener, or to a trusted proxy that says so (as
+    /// the general path decides it: cookie names, forwarding headers).
+    tls: bool,
     /// The request carries a `Cookie` header (rewritten on the way).
     cookie: bool,
     /// The access cookie (not a bearer token) authenticated the request.
@@ -116,6 +119,7 @@ impl App {
         if admission.several_hosts || admission.several_authorizations {
             return None;
         }
+        let tls = conn.tls || self.forwarded_https(conn.peer.ip(), head);
         let mut close_listed = false;
         for value in head.get_all("connection") {
             for token in connection::connection_tokens(value) {
@@ -164,7 +168,7 @@ impl App {
                     // Unsafe methods need the CSRF check of the general path.
                     None if admission.cookie && safe => {
                         via_cookie = true;
-                        self.auth.access_cookie(head.get_all("cookie"), conn.tls)?
+                        self.auth.access_cookie(head.get_all("cookie"), tls)?
                     }
                     None => return None,
                 };
@@ -208,6 +212,7 @@ impl App {
             claims,
             path,
             close_listed,
+            tls,
             cookie: admission.cookie,
             via_cookie,
         })
@@ -235,7 +240,7 @@ impl App {
             head,
             peer,
             &trusted,
-            conn.tls,
+            plan.tls,
             head.first("host"),
             route.spec.forward_token,
             &self.config.upstream.strip_request_headers,

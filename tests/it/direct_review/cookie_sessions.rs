@@ -147,3 +147,64 @@ async fn cookie_sessions_over_tls_use_the_host_prefixed_names_on_both_paths() {
         }
     }
 }
+
+/// Behind a trusted TLS-terminating proxy (`X-Forwarded-Proto: https`), sessions use the TLS
+/// cookie names on plain HTTP, as the general path decides, and the planned forward takes them.
+#[tokio::test]
+async fn cookie_sessions_behind_a_trusted_https_proxy_use_the_tls_names_on_both_paths() {
+    let up = ok_upstream().await;
+    let pair = Pair::start(&auth_config(
+        "",
+        &format!("trusted_proxies: ['127.0.0.1/32']\n{}", routes(&up.url())),
+    ))
+    .await;
+    let https = "X-Forwarded-Proto: https\r\nX-Forwarded-For: 203.0.113.7\r\n";
+    for (raw, status, forwarded) in [
+        (
+            get(
+                "/app",
+                &format!("{https}{}", cookie("__Host-gw_access=<token>; k=v")),
+            ),
+            200,
+            vec!["k=v"],
+        ),
+        (
+            get("/app", &format!("{https}{}", cookie("gw_access=<token>"))),
+            401,
+            vec![],
+        ),
+        (
+            get("/app", &cookie("__Host-gw_access=<token>")),
+            401,
+            vec![],
+        ),
+        (
+            get("/app", &cookie("gw_access=<token>; k=v")),
+            200,
+            vec!["k=v"],
+        ),
+    ] {
+        let o = pair.agree(&up, &raw).await;
+        assert_eq!(o.status(), status, "{o:#?}");
+        if status == 200 {
+            assert_eq!(values(&o.up_headers(), "cookie"), forwarded);
+        }
+    }
+    // Taken by the planned forward (the client's header order is kept).
+    let before = up.heads().len();
+    let raw = get(
+        "/app",
+        &format!(
+            "X-Dup: 1\r\nX-Mid: m\r\nX-Dup: 2\r\n{https}{}",
+            cookie("__Host-gw_access=<token>")
+        ),
+    );
+    assert_eq!(pair.agree(&up, &raw).await.status(), 200);
+    let heads = up.heads();
+    let order: Vec<String> = header_lines(&heads[before])
+        .into_iter()
+        .filter(|(k, _)| k == "x-dup" || k == "x-mid")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(order, ["x-dup=1", "x-mid=m", "x-dup=2"]);
+}
