@@ -1,6 +1,7 @@
 //! `gateway migrate --to <postgres://... | file.redb>`: moves everything a running gateway
 //! needs (users with their password hashes and verified state, live refresh sessions with
-//! their records, pending reset and verification links, revocations, and the signing,
+//! their records, pending reset and verification links, second factors and passkeys, linked
+//! single sign-on identities, revocations, and the signing,
 //! refresh and CSRF keys, so issued tokens stay valid) from the configured store into another,
 //! empty one. The copy is read in one consistent snapshot and written in one transaction: the
 //! target gets all of it or nothing. Stop the servers (or accept that sessions started during
@@ -40,12 +41,15 @@ pub fn run(config_path: &Path, to: &str) -> anyhow::Result<()> {
         }
     }
     say!(
-        "copied {} users, {} sessions with {} refresh tokens, {} pending mail links, {} revoked \
-         token ids, {} revoked sessions and {} keys from {from_name} to {target_name}",
+        "copied {} users, {} sessions with {} refresh tokens, {} pending mail links, {} users' \
+         second factors, {} linked sign-in identities, {} revoked token ids, {} revoked sessions \
+         and {} keys from {from_name} to {target_name}",
         snapshot.users.len(),
         snapshot.sessions.len(),
         snapshot.refresh.len(),
         snapshot.one_time.len(),
+        snapshot.factors.len(),
+        snapshot.identities.len(),
         snapshot.revoked_jtis.len(),
         snapshot.revoked_families.len(),
         snapshot.meta.len(),

@@ -65,7 +65,10 @@ async fn migrating_from_redb_to_postgres_and_back_keeps_accounts_keys_and_sessio
     let out = cli(&redb_config, &["migrate", "--to", &url], "").await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stdout.contains("copied 3 users, 4 sessions"),
+        out.stdout.contains("copied 3 users, 4 sessions")
+            && out
+                .stdout
+                .contains(" 0 users' second factors, 0 linked sign-in identities, "),
         "{}",
         out.stdout
     );
