@@ -101,22 +101,8 @@ async fn cookie_sessions_get_the_same_answer_and_upstream_head_on_both_paths() {
     // The comparison means something: the fast gateway did take the planned forward for a
     // cookie session (it keeps the client's header order; the general path groups a name's
     // values).
-    let before = up.heads().len();
-    let raw = get(
-        "/app",
-        &format!("X-Dup: 1\r\nX-Mid: m\r\nX-Dup: 2\r\n{}", cookie(s)),
-    );
-    pair.agree(&up, &raw).await;
-    let heads = up.heads();
-    let order = |h: &[u8]| -> Vec<String> {
-        header_lines(h)
-            .into_iter()
-            .filter(|(k, _)| k == "x-dup" || k == "x-mid")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect()
-    };
-    assert_eq!(order(&heads[before]), ["x-dup=1", "x-mid=m", "x-dup=2"]);
-    assert_eq!(order(&heads[before + 1]), ["x-dup=1", "x-dup=2", "x-mid=m"]);
+    pair.agree_planned(&up, &get("/app", &format!("{DUPS}{}", cookie(s))))
+        .await;
 }
 
 #[tokio::test]
@@ -191,20 +177,14 @@ async fn cookie_sessions_behind_a_trusted_https_proxy_use_the_tls_names_on_both_
         }
     }
     // Taken by the planned forward (the client's header order is kept).
-    let before = up.heads().len();
-    let raw = get(
-        "/app",
-        &format!(
-            "X-Dup: 1\r\nX-Mid: m\r\nX-Dup: 2\r\n{https}{}",
-            cookie("__Host-gw_access=<token>")
-        ),
-    );
-    assert_eq!(pair.agree(&up, &raw).await.status(), 200);
-    let heads = up.heads();
-    let order: Vec<String> = header_lines(&heads[before])
-        .into_iter()
-        .filter(|(k, _)| k == "x-dup" || k == "x-mid")
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    assert_eq!(order, ["x-dup=1", "x-mid=m", "x-dup=2"]);
+    let o = pair
+        .agree_planned(
+            &up,
+            &get(
+                "/app",
+                &format!("{DUPS}{https}{}", cookie("__Host-gw_access=<token>")),
+            ),
+        )
+        .await;
+    assert_eq!(o.status(), 200);
 }
