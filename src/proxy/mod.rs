@@ -233,24 +233,17 @@ impl Proxy {
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            // Keeps the client connection counted (connection limit, open-connections metric,
-            // shutdown drain) for as long as the tunnel lives.
-            let activity = tunnel.as_ref().map(|t| t.activity.clone());
-            let guard = tunnel.map(Tunnels::open);
-            let idle_timeout = self.idle_timeout;
-            tokio::spawn(async move {
-                let _guard = guard;
-                let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "upgrade failed");
-                        return;
-                    }
-                };
-                // A tunnel with no traffic either way for `limits.idle_timeout` is closed, like
-                // an idle keep-alive connection (nginx's proxy_read_timeout does the same).
-                tunnel::run(client, upstream, activity, idle_timeout).await;
-            });
+            // Only the server's connections can upgrade, and it gives each request the
+            // connection's `Tunnels`: they keep the client connection counted (connection limit,
+            // open-connections metric, shutdown drain) for as long as the tunnel lives, and
+            // close it after `limits.idle_timeout` without traffic either way, like an idle
+            // keep-alive connection (nginx's proxy_read_timeout does the same).
+            match tunnel {
+                Some(tunnels) => {
+                    tunnel::spawn(client_upgrade, upstream_upgrade, tunnels, self.idle_timeout);
+                }
+                None => tracing::debug!("an upgrade outside a server connection; no tunnel"),
+            }
             return Ok(resp.map(body::boxed));
         }
 

@@ -9,9 +9,10 @@
 //!   that cannot be named), read through hyper's own `Read`/`Write`;
 //! - no idle tracker of its own: every byte of the tunnel passes through the client
 //!   connection, whose tracker ([`crate::idle::Tracked`], set up by the server) already records
-//!   it, so the tunnel's idle timeout watches that connection's [`Activity`].
+//!   it, so the tunnel's idle timeout watches that connection's [`crate::idle::Activity`].
 //!
-//! One task per tunnel (both directions), one buffer per direction allocated once.
+//! One task copies both directions, with one buffer per direction allocated once; a second
+//! task, woken only by its timer, closes the tunnel when it is idle.
 //! End of input on one side is passed on as a shutdown of the other side's writing (half-close);
 //! the other direction goes on until it ends too.
 
@@ -19,13 +20,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use hyper_util::rt::TokioIo;
-
-use crate::idle::{Activity, Tracked};
 
 /// Bytes read at once in each direction.
 const BUF_BYTES: usize = 16 * 1024;
@@ -33,76 +32,71 @@ const BUF_BYTES: usize = 16 * 1024;
 /// The upstream end as hyper's client leaves it for a plain-HTTP upstream.
 type PlainUpstream = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
 
-/// Copies between `client` and `upstream` until both directions end, either fails, or no byte
-/// has moved through the client connection for `idle_timeout`. `activity` is the client
-/// connection's tracker; without one (a request that did not come through the server) the
-/// tunnel tracks the client end itself.
-pub(crate) async fn run(
-    client: Upgraded,
-    upstream: Upgraded,
-    activity: Option<Activity>,
+/// Starts the tunnel of a request that upgraded: once both upgrades resolve, copies between the
+/// client and the upstream until both directions end or either fails. The tunnel counts as one
+/// of `tunnels` (the client connection's) while it lives, and is closed when no byte has moved
+/// through the client connection for `idle_timeout`.
+///
+/// The idle watch is a task of its own, woken only by its timer (once per `idle_timeout`), so
+/// the copying task is not made to poll a timer on every message it moves.
+pub(super) fn spawn(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    tunnels: super::Tunnels,
     idle_timeout: std::time::Duration,
 ) {
-    let result = match activity {
-        Some(activity) => to_upstream(client, upstream, activity, idle_timeout).await,
-        None => {
-            let (client, activity) = Tracked::new(TokioIo::new(client));
-            to_upstream(client, upstream, activity, idle_timeout).await
+    let activity = tunnels.activity.clone();
+    let guard = tunnels.open();
+    let mut copying = tokio::spawn(async move {
+        let _guard = guard;
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        if let Err(e) = run(client, upstream).await {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
         }
-    };
-    match result {
-        Some(Err(e)) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
-        None => tracing::debug!("upgraded connection closed after being idle"),
-        Some(Ok(())) => {}
-    }
+    });
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut copying => {}
+            _ = activity.idle_for(idle_timeout) => {
+                // Dropping the copy closes both ends and the tunnel's count.
+                copying.abort();
+                tracing::debug!("upgraded connection closed after being idle");
+            }
+        }
+    });
 }
 
-/// [`copy`] with the upstream end taken back out of hyper when it is a plain TCP connection.
-async fn to_upstream(
-    client: impl End,
-    upstream: Upgraded,
-    activity: Activity,
-    idle_timeout: std::time::Duration,
-) -> Option<io::Result<()>> {
+/// Copies between the ends, with the upstream end taken back out of hyper when it is a plain
+/// TCP connection.
+async fn run(client: Upgraded, upstream: Upgraded) -> io::Result<()> {
     match upstream.downcast::<PlainUpstream>() {
         Ok(parts) => match parts.io {
             hyper_rustls::MaybeHttpsStream::Http(tcp) => {
-                copy(
-                    client,
-                    tcp.into_inner(),
-                    parts.read_buf,
-                    activity,
-                    idle_timeout,
-                )
-                .await
+                copy(client, tcp.into_inner(), parts.read_buf).await
             }
-            other => copy(client, other, parts.read_buf, activity, idle_timeout).await,
+            other => copy(client, other, parts.read_buf).await,
         },
-        Err(upstream) => {
-            copy(
-                client,
-                upstream,
-                bytes::Bytes::new(),
-                activity,
-                idle_timeout,
-            )
-            .await
-        }
+        Err(upstream) => copy(client, upstream, bytes::Bytes::new()).await,
     }
 }
 
-/// The tunnel with its ends' types known; `None` when it was closed for being idle.
+/// The tunnel with its ends' types known; `from_upstream` is what hyper read from the upstream
+/// past its 101, to be sent to the client first.
 async fn copy(
     mut client: impl End,
     mut upstream: impl End,
     from_upstream: bytes::Bytes,
-    activity: Activity,
-    idle_timeout: std::time::Duration,
-) -> Option<io::Result<()>> {
+) -> io::Result<()> {
     let mut up = Half::new(&[]);
     let mut down = Half::new(&from_upstream);
     drop(from_upstream);
-    let both = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         let to_upstream = up.poll(cx, &mut client, &mut upstream)?;
         let to_client = down.poll(cx, &mut upstream, &mut client)?;
         if to_upstream.is_ready() && to_client.is_ready() {
@@ -110,11 +104,8 @@ async fn copy(
         } else {
             Poll::Pending
         }
-    });
-    tokio::select! {
-        r = both => Some(r),
-        _ = activity.idle_for(idle_timeout) => None,
-    }
+    })
+    .await
 }
 
 /// One direction of the tunnel: a buffer, what of it is still to be written, and whether the
@@ -255,4 +246,3 @@ macro_rules! tokio_end {
     };
 }
 tokio_end!(TcpStream);
-tokio_end!(Tracked<TokioIo<Upgraded>>);
