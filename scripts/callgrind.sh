@@ -88,7 +88,7 @@ if [ "$row" = ws ]; then
   echo "ws: $msgs messages in ${n}s, $total instructions, $base of them connecting and closing (0 s run)," \
     "$(( (total - base) / msgs )) per message (profile: $dump)"
   callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' |
-    head -45 | awk -v n="$msgs" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); printf "%8d/msg  %s\n", c / n, substr($0, index($0, $3))}'
+    head -45 | awk -v n="$msgs" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); f=$0; sub(/^[^)]*\) */, "", f); printf "%8d/msg  %s\n", c / n, f}'
   exit 0
 fi
 load() { # load REQUESTS
@@ -113,4 +113,4 @@ dump=$(ls "$file".* | sort -V | tail -1) # the dump of the counted requests
 total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$row: $n requests, $total instructions, $((total / n)) per request (profile: $dump)"
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' |
-  head -45 | awk -v n="$n" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); printf "%8d/req  %s\n", c / n, substr($0, index($0, $3))}'
+  head -45 | awk -v n="$n" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); f=$0; sub(/^[^)]*\) */, "", f); printf "%8d/req  %s\n", c / n, f}'
