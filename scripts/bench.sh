@@ -7,8 +7,8 @@
 # Needs nginx, haproxy and wrk (and h2load, openssl for table and tls); this script installs
 # nothing. On Debian:
 #   apt-get install -y nginx-light haproxy wrk nghttp2-client
-# Builds the release binary (and the examples: fill_store, ws_bench) first. Uses ports 19001-19008 and
-# 19012-19014.
+# Builds the release binary (and the examples: fill_store, ws_bench) first. Uses ports 19001-19008,
+# 19010 and 19012-19014.
 # Environment: CARGO_TARGET_DIR (default ./target), ROUNDS/SECS/CONNS for the peer run
 # (default 3 rounds of 5 s at 64 connections), FILL_USERS/FILL_JTIS for the scale run (1000000).
 # The postgres run needs Debian's postgresql server binaries (it starts a private cluster on port
@@ -319,6 +319,30 @@ table() {
   haproxy -f "$peerbench/haproxy.cfg" >"$work/haproxy.log" 2>&1 & pids+=($!)
   haproxy -f "$peerbench/haproxy-tls.cfg" >"$work/haproxy-tls.log" 2>&1 & pids+=($!)
   "$target/release/examples/ws_bench" echo 127.0.0.1:19006 & pids+=($!)
+  # The WebSocket row's peer: nginx on 19010 (2 workers, no auth, like the other rows' nginx)
+  # passing the upgrade through to the same echo server, so the row shows what a mature
+  # proxy's extra hop costs on this machine beside ours.
+  cat >"$work/nginx-ws.conf" <<NGINX
+worker_processes 2;
+daemon off;
+pid $work/nginx-ws.pid;
+error_log $work/nginx-ws-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:19010 backlog=4096;
+    location /ws {
+      proxy_pass http://127.0.0.1:19006;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection upgrade;
+      proxy_read_timeout 1h;
+    }
+  }
+}
+NGINX
+  nginx -c "$work/nginx-ws.conf" & pids+=($!)
   local common="rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}
 auth: {access_ttl: 1h}"
   # The gateway of most rows: HTTP on 19004, HTTPS on 19014 with the peers' certificate.
@@ -365,7 +389,7 @@ YAML
   local ok
   for _ in $(seq 100); do
     ok=1
-    for port in 19001 19002 19003 19007 19008; do curl -s -o /dev/null "http://127.0.0.1:$port/" || ok=0; done
+    for port in 19001 19002 19003 19007 19008 19010; do curl -s -o /dev/null "http://127.0.0.1:$port/" || ok=0; done
     for port in 19012 19013 19014; do curl -sk -o /dev/null "https://127.0.0.1:$port/" || ok=0; done
     [ $ok = 1 ] && break; sleep 0.1
   done
@@ -422,7 +446,8 @@ YAML
                 one cookie gateway "" http://127.0.0.1:19004/ -H "Cookie: $cookie" ;;
         routes) one routes 3-routes "$gw3" http://127.0.0.1:19007/; one routes 10k-routes "$gw10k" http://127.0.0.1:19008/ ;;
         ws) echo "ws direct $("$target/release/examples/ws_bench" load ws://127.0.0.1:19006/ws "$conns" "$secs" "${WS_BYTES:-128}")us" >>"$out"
-            echo "ws gateway $("$target/release/examples/ws_bench" load ws://127.0.0.1:19004/ws "$conns" "$secs" "${WS_BYTES:-128}" "Authorization: Bearer $gw")us" >>"$out" ;;
+            echo "ws gateway $("$target/release/examples/ws_bench" load ws://127.0.0.1:19004/ws "$conns" "$secs" "${WS_BYTES:-128}" "Authorization: Bearer $gw")us" >>"$out"
+            echo "ws nginx $("$target/release/examples/ws_bench" load ws://127.0.0.1:19010/ws "$conns" "$secs" "${WS_BYTES:-128}")us" >>"$out" ;;
         *) echo "unknown row $row" >&2; exit 2 ;;
       esac
     done
@@ -457,8 +482,11 @@ if "routes" in order:
 if "ws" in order:
     a, b = med(rps, ("ws", "direct")), med(rps, ("ws", "gateway"))
     pa, pb = med(p99, ("ws", "direct")), med(p99, ("ws", "gateway"))
+    c, pc = med(rps, ("ws", "nginx")), med(p99, ("ws", "nginx"))
     print(f"websocket echo: direct {a:,.0f} msg/s (p99 {pa / 1e3:.2f} ms), through the gateway {b:,.0f} msg/s "
-          f"(p99 {pb / 1e3:.2f} ms): gateway/direct msg/s {b / a:.3f}, p99 x{pb / pa:.2f}")
+          f"(p99 {pb / 1e3:.2f} ms): gateway/direct msg/s {b / a:.3f}, p99 x{pb / pa:.2f}; "
+          f"through nginx {c:,.0f} msg/s (p99 {pc / 1e3:.2f} ms): nginx/direct {c / a:.3f}, p99 x{pc / pa:.2f}; "
+          f"gateway/nginx {b / c:.3f}")
 print("all rounds:")
 for line in open(sys.argv[1]): print("  " + line.rstrip())
 PY

@@ -5,6 +5,13 @@
 # are counted (instrumentation is switched on and off around them).
 #
 #   scripts/callgrind.sh get|post4k|post64k|h2|cookie [REQUESTS]
+#   scripts/callgrind.sh ws [SECS]
+#
+# ws: a WebSocket echo (examples/ws_bench.rs on 19006, 64 connections, 128-byte messages, one in
+# flight per connection) through the gateway for SECS seconds (default 10); the instructions of
+# a 0-second run (connecting, upgrading and closing the 64 connections) are subtracted, so the
+# figure is per message round trip (both directions of the tunnel). Its top frames include the
+# one set of upgrades.
 #
 # Prints instructions per request and the top frames by inclusive count; the full profile is
 # left in /tmp/gwprof/ for callgrind_annotate. Needs valgrind, nginx, h2load (nghttp2-client).
@@ -13,8 +20,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 peerbench=${PEERBENCH:-$root/../shared/peerbench}
 target=${CARGO_TARGET_DIR:-$root/target}
-row=${1:?usage: callgrind.sh get|post4k|post64k|h2|cookie [REQUESTS]}
+row=${1:?usage: callgrind.sh get|post4k|post64k|h2|cookie [REQUESTS] | ws [SECS]}
 n=${2:-20000}
+[ "$row" = ws ] && n=${2:-10}
 # The same build as scripts/bench.sh (examples unify the dev-dependencies' features).
 (cd "$root" && cargo build --release --bin gateway --examples)
 bin=$target/release/gateway
@@ -39,8 +47,10 @@ log: {level: warn}
 store: {redb: {path: $work/gw.redb}}
 rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}
 routes:
+  - {name: ws, path: /ws, upstream: 'http://127.0.0.1:19006', auth: required}
   - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}
 YAML
+if [ "$row" = ws ]; then "$target/release/examples/ws_bench" echo 127.0.0.1:19006 & pids+=($!); fi
 file=$out/callgrind.$row.out; rm -f "$file" "$file".*
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$file" \
   "$bin" serve --config "$work/gw.yaml" >"$work/gw.log" 2>&1 & pids+=($!); vg=$!
@@ -54,6 +64,33 @@ tok=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["access_token"]
 cookie=$(awk 'tolower($1) == "set-cookie:" && $2 ~ /^gw_(access|csrf)=/ {sub(/;.*/, "", $2); printf "%s%s", sep, $2; sep="; "}' "$work/login.head")
 head -c 4096 /dev/zero | tr '\0' a >"$work/post4k"
 head -c 65536 /dev/zero | tr '\0' a >"$work/post64k"
+ws_load() { # ws_load SECS: prints the messages echoed
+  local r
+  r=$("$target/release/examples/ws_bench" load ws://127.0.0.1:19004/ws 64 "$1" 128 "Authorization: Bearer $tok")
+  if [ "$1" = 0 ]; then echo 0; else echo $(( ${r%% *} * $1 )); fi
+}
+if [ "$row" = ws ]; then
+  ws_load 2 >/dev/null # warm-up
+  callgrind_control -i on "$vg" >/dev/null
+  ws_load 0 >/dev/null # connecting, upgrading and closing only
+  callgrind_control -i off "$vg" >/dev/null
+  callgrind_control -d "$vg" >/dev/null
+  base_dump=$(ls "$file".* | sort -V | tail -1)
+  base=$(callgrind_annotate "$base_dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  callgrind_control -z "$vg" >/dev/null
+  callgrind_control -i on "$vg" >/dev/null
+  msgs=$(ws_load "$n")
+  callgrind_control -i off "$vg" >/dev/null
+  callgrind_control -d "$vg" >/dev/null
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+  dump=$(ls "$file".* | sort -V | tail -1)
+  total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "ws: $msgs messages in ${n}s, $total instructions, $base of them connecting and closing (0 s run)," \
+    "$(( (total - base) / msgs )) per message (profile: $dump)"
+  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' |
+    head -45 | awk -v n="$msgs" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); f=$0; sub(/^[^)]*\) */, "", f); printf "%8d/msg  %s\n", c / n, f}'
+  exit 0
+fi
 load() { # load REQUESTS
   case $row in
     get) h2load --h1 -n "$1" -c16 -H "Authorization: Bearer $tok" http://127.0.0.1:19004/ ;;
@@ -76,4 +113,4 @@ dump=$(ls "$file".* | sort -V | tail -1) # the dump of the counted requests
 total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$row: $n requests, $total instructions, $((total / n)) per request (profile: $dump)"
 callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' |
-  head -45 | awk -v n="$n" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); printf "%8d/req  %s\n", c / n, substr($0, index($0, $3))}'
+  head -45 | awk -v n="$n" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); f=$0; sub(/^[^)]*\) */, "", f); printf "%8d/req  %s\n", c / n, f}'

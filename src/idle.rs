@@ -1,7 +1,11 @@
-//! Idle detection for connections: the stream records when bytes last moved, and
+//! Idle detection for connections: the stream counts its reads and writes that moved bytes, and
 //! [`Activity::idle_for`] resolves once none have moved for the given time. Used for client
 //! connections (a connection waiting on a slow upstream counts as idle too, which is harmless:
 //! it is closed gracefully, so the request in flight completes) and for upgraded tunnels.
+//!
+//! A read or write only bumps a counter (no clock is read on the data path: a tunnel reads and
+//! writes for every message); the watcher looks at the counter [`CHECKS`] times per limit, so
+//! it resolves after at least the limit and at most a quarter more of silence.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,28 +22,40 @@ pub struct Tracked<S> {
     activity: Activity,
 }
 
-/// When a [`Tracked`] stream last moved bytes.
+/// How many times per limit [`Activity::idle_for`] looks whether bytes moved.
+const CHECKS: u32 = 4;
+
+/// How often a [`Tracked`] stream has moved bytes.
 #[derive(Clone)]
 pub struct Activity {
-    origin: Instant,
-    last_ms: Arc<AtomicU64>,
+    moves: Arc<AtomicU64>,
 }
 
 impl Activity {
+    /// Counts a read or write that moved bytes. Only the task that owns the stream writes the
+    /// counter, so a plain load and store is enough (no locked instruction).
     fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        let n = self.moves.load(Ordering::Relaxed);
+        self.moves.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
-    /// Resolves when nothing has been read or written for `limit`.
+    /// Resolves when nothing has been read or written for `limit` (at most a quarter more).
     pub async fn idle_for(&self, limit: Duration) {
+        let tick = limit / CHECKS;
+        let mut seen = self.moves.load(Ordering::Relaxed);
+        let mut quiet = 0;
         loop {
-            let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
-            if Instant::now() >= deadline {
-                return;
+            tokio::time::sleep_until(Instant::now() + tick).await;
+            let now = self.moves.load(Ordering::Relaxed);
+            if now == seen {
+                quiet += 1;
+                if quiet >= CHECKS {
+                    return;
+                }
+            } else {
+                seen = now;
+                quiet = 0;
             }
-            tokio::time::sleep_until(deadline).await;
         }
     }
 }
@@ -48,8 +64,7 @@ impl<S> Tracked<S> {
     /// Wraps a stream; the [`Activity`] watches it.
     pub fn new(inner: S) -> (Self, Activity) {
         let activity = Activity {
-            origin: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
+            moves: Arc::new(AtomicU64::new(0)),
         };
         (
             Tracked {

@@ -724,7 +724,7 @@ async fn serve<S>(
     // handed over still has to be followed by a request within the header timeout.
     let started = Arc::new(AtomicBool::new(false));
     let (stream, activity) = crate::idle::Tracked::new(crate::fast_path::Rewind::new(read, stream));
-    let tunnels = crate::proxy::Tunnels::default();
+    let tunnels = crate::proxy::Tunnels::new(activity.clone());
     let service = {
         let started = started.clone();
         let tunnels = tunnels.clone();

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod http1_client;
 pub mod path;
 pub mod route;
+mod tunnel;
 pub mod whoami;
 
 use std::error::Error as _;
@@ -22,7 +23,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::config::{UpstreamSettings, UpstreamTarget};
@@ -232,34 +233,17 @@ impl Proxy {
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            // Keeps the client connection counted (connection limit, open-connections metric,
-            // shutdown drain) for as long as the tunnel lives.
-            let guard = tunnel.map(Tunnels::open);
-            let idle_timeout = self.idle_timeout;
-            tokio::spawn(async move {
-                let _guard = guard;
-                let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "upgrade failed");
-                        return;
-                    }
-                };
-                let (mut client, activity) = crate::idle::Tracked::new(TokioIo::new(client));
-                let mut upstream = TokioIo::new(upstream);
-                // A tunnel with no traffic either way for `limits.idle_timeout` is closed, like
-                // an idle keep-alive connection (nginx's proxy_read_timeout does the same).
-                tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "upgraded connection ended with an error");
-                        }
-                    }
-                    _ = activity.idle_for(idle_timeout) => {
-                        tracing::debug!("upgraded connection closed after being idle");
-                    }
+            // Only the server's connections can upgrade, and it gives each request the
+            // connection's `Tunnels`: they keep the client connection counted (connection limit,
+            // open-connections metric, shutdown drain) for as long as the tunnel lives, and
+            // close it after `limits.idle_timeout` without traffic either way, like an idle
+            // keep-alive connection (nginx's proxy_read_timeout does the same).
+            match tunnel {
+                Some(tunnels) => {
+                    tunnel::spawn(client_upgrade, upstream_upgrade, tunnels, self.idle_timeout);
                 }
-            });
+                None => tracing::debug!("an upgrade outside a server connection; no tunnel"),
+            }
             return Ok(resp.map(body::boxed));
         }
 
@@ -447,16 +431,27 @@ fn path_and_query(path: &str, query: Option<&str>, base: Option<&str>) -> Result
 /// The upgraded tunnels of one client connection. The server puts one in every request's
 /// extensions and, when the connection's HTTP exchange ends, waits for its tunnels to close
 /// before it releases the connection's slot.
-#[derive(Clone, Default, Debug)]
+#[derive(Clone)]
 pub struct Tunnels {
     open: Arc<std::sync::atomic::AtomicUsize>,
     closed: Arc<tokio::sync::Notify>,
+    /// The client connection's idle tracker: every byte of its tunnels passes through it.
+    activity: crate::idle::Activity,
 }
 
 /// One open tunnel; closing it (dropping) wakes the server.
 pub struct TunnelGuard(Tunnels);
 
 impl Tunnels {
+    /// The tunnels of a client connection whose bytes `activity` tracks.
+    pub fn new(activity: crate::idle::Activity) -> Tunnels {
+        Tunnels {
+            open: Arc::default(),
+            closed: Arc::default(),
+            activity,
+        }
+    }
+
     fn open(self) -> TunnelGuard {
         self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         TunnelGuard(self)

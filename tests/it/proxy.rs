@@ -454,3 +454,103 @@ async fn websocket_echo_through_the_proxy() {
             .any(|v| v.to_ascii_lowercase().contains("upgrade"))
     );
 }
+
+/// An upstream that accepts upgrades on raw sockets: answers each 101 with `GREETING` in the
+/// same write (bytes past the 101 that the gateway's client reads with the answer), echoes
+/// everything it reads, and once the client's side has ended writes `TRAILER` and ends its own.
+async fn raw_upgrade_upstream() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(upgrade_and_echo(s));
+        }
+    });
+    addr
+}
+
+async fn upgrade_and_echo(mut s: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "the request head broke off"
+        );
+        head.push(b[0]);
+    }
+    let mut answer =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+            .to_vec();
+    answer.extend_from_slice(GREETING);
+    s.write_all(&answer).await.unwrap();
+    let (mut r, mut w) = s.split();
+    tokio::io::copy(&mut r, &mut w).await.unwrap();
+    w.write_all(TRAILER).await.unwrap();
+    w.shutdown().await.unwrap();
+}
+
+const GREETING: &[u8] = b"first words from the upstream;";
+const TRAILER: &[u8] = b";the upstream's last words";
+
+/// Through an upgraded tunnel: bytes the upstream sends with its 101, 4 MiB each way while both
+/// directions are busy, the client's end of input passed on (the upstream only writes its
+/// trailer after it), and the upstream's end passed back (the client reads to the end).
+async fn a_tunnel_carries_everything_both_ways<S>(client: S, fast_path: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::io::BufReader::new(client);
+    client
+        .write_all(b"GET /tunnel HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        client.read_line(&mut line).await.unwrap();
+        assert!(!line.is_empty(), "no answer head (fast path {fast_path})");
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let payload: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (mut r, mut w) = tokio::io::split(client);
+    let write = async {
+        w.write_all(&payload).await.unwrap();
+        w.shutdown().await.unwrap();
+        w
+    };
+    let read = async {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let (_w, got) = guard(60, async { tokio::join!(write, read) }).await;
+    let mut want = GREETING.to_vec();
+    want.extend_from_slice(&payload);
+    want.extend_from_slice(TRAILER);
+    assert_eq!(got.len(), want.len(), "fast path {fast_path}");
+    assert!(got == want, "the bytes differ (fast path {fast_path})");
+}
+
+#[tokio::test]
+async fn a_tunnel_carries_large_data_and_half_closes_on_both_serving_paths() {
+    for fast_path in [true, false] {
+        let up = raw_upgrade_upstream().await;
+        let gw = Gateway::start(&format!(
+            "listen: {{http: 127.0.0.1:0, https: 127.0.0.1:0, fast_path: {fast_path}}}\nroutes:\n  - {{path: /tunnel, upstream: 'http://{up}', auth: public}}\n"
+        ))
+        .await;
+        let tcp = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        a_tunnel_carries_everything_both_ways(tcp, fast_path).await;
+        // The same over TLS, where what the tunnel writes must be flushed out of TLS.
+        let tls = tls_connect(&gw, &[b"http/1.1"]).await;
+        a_tunnel_carries_everything_both_ways(tls, fast_path).await;
+    }
+}
