@@ -85,14 +85,14 @@ const OUTCOMES: [&str; 6] = [
 ];
 
 /// Which rate limit refused a request.
-const LIMITED: [&str; 3] = ["login", "signup", "refresh"];
+const LIMITED: [&str; 4] = ["login", "signup", "refresh", "sso"];
 
 /// All metrics of one process (shared across config reloads).
 #[derive(Debug, Default)]
 pub struct Metrics {
     routes: Mutex<HashMap<String, Arc<RouteStats>>>,
     auth: [Counter; 6],
-    rate_limited: [Counter; 3],
+    rate_limited: [Counter; 4],
     open_connections: AtomicI64,
     refused_per_ip: Counter,
     reloads_ok: Counter,
@@ -148,6 +148,7 @@ impl Metrics {
             crate::ratelimit::Action::Login => 0,
             crate::ratelimit::Action::Signup => 1,
             crate::ratelimit::Action::Refresh => 2,
+            crate::ratelimit::Action::Sso => 3,
         };
         if let Some(c) = self.rate_limited.get(i) {
             c.inc();

@@ -79,6 +79,8 @@ pub enum Action {
     Login,
     Signup,
     Refresh,
+    /// A single sign-on start (`rate_limits.sso_per_ip`).
+    Sso,
 }
 
 /// Why a request was refused, and for how long.
@@ -94,6 +96,7 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     login_ip: Option<Keyed<IpKey, C>>,
     login_account: Option<Keyed<String, C>>,
     signup_ip: Option<Keyed<IpKey, C>>,
+    sso_ip: Option<Keyed<IpKey, C>>,
     refresh_ip: Option<Keyed<IpKey, C>>,
     regulator: Regulator,
     /// Whether regulation lives in a store shared by several servers (then the caller applies
@@ -137,6 +140,7 @@ impl<C: Clock + Clone> Limits<C> {
             login_ip: keyed(&s.login_per_ip, &clock),
             login_account: keyed(&s.login_per_account, &clock),
             signup_ip: keyed(&s.signup_per_ip, &clock),
+            sso_ip: keyed(&s.sso_per_ip, &clock),
             refresh_ip: keyed(&s.refresh_per_ip, &clock),
             regulator: Regulator::new(Rules::new(s.max_retries, s.find_time, s.ban_time)),
             shared_regulation: false,
@@ -178,6 +182,7 @@ impl<C: Clock + Clone> Limits<C> {
                 Ok(())
             }
             Action::Refresh => self.wait(&self.refresh_ip, &key, "ip"),
+            Action::Sso => self.wait(&self.sso_ip, &key, "ip"),
             Action::Login => {
                 self.wait(&self.login_ip, &key, "ip")?;
                 if let Some(account) = account {
@@ -224,9 +229,14 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// Drops state that no longer limits anything and returns the memory.
     pub fn housekeep(&self, now: Instant) {
-        for l in [&self.login_ip, &self.signup_ip, &self.refresh_ip]
-            .into_iter()
-            .flatten()
+        for l in [
+            &self.login_ip,
+            &self.signup_ip,
+            &self.refresh_ip,
+            &self.sso_ip,
+        ]
+        .into_iter()
+        .flatten()
         {
             l.retain_recent();
             l.shrink_to_fit();
@@ -240,11 +250,16 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// How many keys the limiters and the regulator hold (for tests and metrics).
     pub fn tracked_keys(&self) -> usize {
-        [&self.login_ip, &self.signup_ip, &self.refresh_ip]
-            .into_iter()
-            .flatten()
-            .map(|l| l.len())
-            .sum::<usize>()
+        [
+            &self.login_ip,
+            &self.signup_ip,
+            &self.refresh_ip,
+            &self.sso_ip,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|l| l.len())
+        .sum::<usize>()
             + self.login_account.as_ref().map_or(0, |l| l.len())
             + self.regulator.len()
     }
@@ -432,6 +447,7 @@ mod tests {
                 per: Duration::from_secs(60),
             }),
             refresh_per_ip: None,
+            sso_per_ip: None,
             max_retries: 3,
             find_time: Duration::from_secs(120),
             ban_time: Duration::from_secs(300),
@@ -619,5 +635,26 @@ mod tests {
         for _ in 0..100 {
             l.check(Action::Refresh, ip("10.0.0.1"), None, now).unwrap();
         }
+    }
+
+    #[test]
+    fn sso_starts_have_their_own_limit() {
+        let mut s = settings();
+        s.sso_per_ip = Some(Rate {
+            count: 3,
+            per: Duration::from_secs(60),
+        });
+        let l = Limits::with_clock(&s, FakeRelativeClock::default());
+        let now = Instant::now();
+        // The sign-up bucket being empty does not stop single sign-on, nor the other way round.
+        l.check(Action::Signup, ip("10.0.0.1"), None, now).unwrap();
+        l.check(Action::Signup, ip("10.0.0.1"), None, now).unwrap();
+        assert!(l.check(Action::Signup, ip("10.0.0.1"), None, now).is_err());
+        for _ in 0..3 {
+            l.check(Action::Sso, ip("10.0.0.1"), None, now).unwrap();
+        }
+        let t = l.check(Action::Sso, ip("10.0.0.1"), None, now).unwrap_err();
+        assert_eq!(t.by, "ip");
+        l.check(Action::Sso, ip("10.0.0.2"), None, now).unwrap();
     }
 }

@@ -382,6 +382,9 @@ pub struct RateLimitSettings {
     pub login_per_account: Option<Rate>,
     pub signup_per_ip: Option<Rate>,
     pub refresh_per_ip: Option<Rate>,
+    /// Single sign-on starts (each sends the browser to the provider and keeps a one-time
+    /// token): a limit of their own, since a whole office may sign in from one address.
+    pub sso_per_ip: Option<Rate>,
     /// Consecutive failed logins for one account before it is banned (0 turns it off).
     pub max_retries: u32,
     /// Failures further apart than this do not add up.

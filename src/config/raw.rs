@@ -354,6 +354,7 @@ pub struct RawRateLimits {
     pub login_per_account: Option<Sp<String>>,
     pub signup_per_ip: Option<Sp<String>>,
     pub refresh_per_ip: Option<Sp<String>>,
+    pub sso_per_ip: Option<Sp<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

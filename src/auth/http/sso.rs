@@ -113,7 +113,7 @@ impl AuthApi {
         };
         let linking = link_user.is_some();
         // Each start writes a marker to the store: as bounded as sign-up attempts.
-        if let Err(e) = self.throttle(Action::Signup, client_ip, None).await {
+        if let Err(e) = self.throttle(Action::Sso, client_ip, None).await {
             return Ok(self.sso_failure(
                 e.status(),
                 "Too many attempts; please wait a little and try again",

@@ -37,6 +37,7 @@ pub(super) fn validate_rate_limits(
             "rate_limits.refresh_per_ip",
             per_min(120),
         )?,
+        sso_per_ip: rate(&r.sso_per_ip, "rate_limits.sso_per_ip", per_min(60))?,
         max_retries: cx.number(&g.max_retries, "regulation.max_retries", 5, (0, 1000))?,
         find_time: cx.duration(
             &g.find_time,
