@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 
-use super::{App, policy};
+use super::App;
+use super::policy::{self, HeaderView};
 use crate::body::{self, Body};
 use crate::error::HttpError;
 
@@ -17,11 +18,15 @@ impl App {
     }
 
     /// A trusted proxy says the client reached it over HTTPS.
-    pub(super) fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+    pub(super) fn forwarded_https<V: HeaderView + ?Sized>(
+        &self,
+        peer: IpAddr,
+        headers: &V,
+    ) -> bool {
         self.is_trusted(peer)
             && headers
-                .get("x-forwarded-proto")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+                .first("x-forwarded-proto")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"https"))
     }
 
     /// The client's address: the socket peer, or, when the peer is a trusted proxy, the

@@ -146,7 +146,8 @@ fn hop_by_hop(name: &[u8], close_listed: bool) -> bool {
 }
 
 impl App {
-    /// Whether the fast path's planned forward serves this request, and how.
+    /// Whether the planned forward serves this request (the fast path's, or an HTTP/2 one),
+    /// and how.
     pub fn plan_forward(&self, head: &impl PlanHead, conn: Conn) -> Planned {
         let mut verdict = None;
         match self.plan(head, conn, &mut verdict) {
@@ -212,6 +213,8 @@ impl App {
         if *scheme != Scheme::HTTP {
             return None;
         }
+        // Behind a trusted TLS-terminating proxy, the TLS cookie names, as on the general path.
+        let tls = conn.tls || self.forwarded_https(conn.peer.ip(), headers);
         let mut via_cookie = false;
         let claims = match &route.spec.policy {
             AuthPolicy::Public => None,
@@ -225,8 +228,7 @@ impl App {
                     // Unsafe methods need the CSRF check of the general path.
                     None if admission.cookie && safe => {
                         via_cookie = true;
-                        self.auth
-                            .access_cookie(headers.get_all("cookie"), conn.tls)?
+                        self.auth.access_cookie(headers.get_all("cookie"), tls)?
                     }
                     None => return None,
                 };

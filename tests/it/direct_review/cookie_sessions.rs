@@ -147,3 +147,36 @@ async fn cookie_sessions_over_tls_use_the_host_prefixed_names_on_both_paths() {
         }
     }
 }
+
+#[tokio::test]
+async fn behind_a_trusted_tls_proxy_the_tls_cookie_names_count_on_both_paths() {
+    let up = ok_upstream().await;
+    let pair = Pair::start(&auth_config(
+        "",
+        &format!("trusted_proxies: ['127.0.0.1/32']\n{}", routes(&up.url())),
+    ))
+    .await;
+    let https = "X-Forwarded-Proto: https\r\nAccept: application/json\r\n";
+    for (headers, status, forwarded) in [
+        // The proxy's client came over HTTPS: the session is the `__Host-` cookie's.
+        (
+            format!("{https}{}", cookie("__Host-gw_access=<token>; k=v")),
+            200,
+            vec!["k=v"],
+        ),
+        // The plain-HTTP spelling is no session there (and is stripped all the same).
+        (
+            format!("{https}{}", cookie("gw_access=<token>; k=v")),
+            401,
+            vec![],
+        ),
+        // Without the proxy's word, plain HTTP's names.
+        (cookie("gw_access=<token>; k=v"), 200, vec!["k=v"]),
+    ] {
+        let o = pair.agree(&up, &get("/app", &headers)).await;
+        assert_eq!(o.status(), status, "{headers:?}: {o:#?}");
+        if status == 200 {
+            assert_eq!(values(&o.up_headers(), "cookie"), forwarded, "{headers:?}");
+        }
+    }
+}
