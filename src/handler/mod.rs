@@ -173,12 +173,14 @@ impl App {
                 }
             }
         }
+        // Boxed: the general path's future is several times the size of the rest, and hyper
+        // spawns a task per HTTP/2 stream, which copies the whole future (BENCHMARKS.md).
         if http_body::Body::is_end_stream(req.body()) {
-            return self.handle_request(req.map(body::boxed), conn).await;
+            return Box::pin(self.handle_request(req.map(body::boxed), conn)).await;
         }
         let timeout = limits.body_timeout;
         let req = req.map(|b| body::boxed(body::ClientBody::new(b, timeout)));
-        self.handle_request(req, conn).await
+        Box::pin(self.handle_request(req, conn)).await
     }
 
     /// [`App::handle`] for a request whose body is already boxed (the HTTP/1.1 fast path,
