@@ -14,7 +14,8 @@
 //! without a body or with a small one use its own HTTP/1.1 client ([`proxy::http1_client`]). The commonest proxied
 //! request (a GET with a bearer token, or to a public route) takes the fast path's planned
 //! forward ([`handler::planned`]), which applies the same rules ([`handler::policy`]) to the raw
-//! head without building a header map. Every error a client sees is
+//! head without building a header map; a bodiless HTTP/2 request takes it too, from hyper's
+//! request, before the general pipeline. Every error a client sees is
 //! shaped in one place, [`error`].
 //!
 //! # Modules

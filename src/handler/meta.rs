@@ -62,11 +62,21 @@ impl App {
 /// The request's host name without port, lowercased: the Host header (HTTP/1.1) or the URI
 /// authority (HTTP/2). `None` if absent or malformed.
 pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.headers().get(header::HOST) {
-        Some(v) => v.to_str().ok()?,
-        None => req.uri().authority()?.as_str(),
-    };
-    canonical_host(raw)
+    canonical_host(policy::text(named_host(
+        req.headers().get(header::HOST).map(HeaderValue::as_bytes),
+        req.uri().authority().map(|a| a.as_str()),
+    )?)?)
+}
+
+/// Where a request names its host: its (first) Host header when it has one, whatever the
+/// value, else the URI's authority (HTTP/2's `:authority`). The one rule for routing
+/// ([`request_host`]), `X-Forwarded-Host` ([`raw_host`]) and the planned path
+/// ([`super::planned`]).
+pub(super) fn named_host<'a>(
+    host_header: Option<&'a [u8]>,
+    authority: Option<&'a str>,
+) -> Option<&'a [u8]> {
+    host_header.or(authority.map(str::as_bytes))
 }
 
 /// A host as routes compare it: lowercase, without port, brackets or one trailing dot. `None`
@@ -103,10 +113,11 @@ pub fn canonical_host(raw: &str) -> Option<String> {
 
 /// The Host header as sent (with port), or the HTTP/2 authority, for `X-Forwarded-Host`.
 pub(super) fn raw_host<B>(req: &Request<B>) -> Option<String> {
-    match req.headers().get(header::HOST) {
-        Some(v) => v.to_str().ok().map(str::to_owned),
-        None => req.uri().authority().map(|a| a.as_str().to_owned()),
-    }
+    let host = named_host(
+        req.headers().get(header::HOST).map(HeaderValue::as_bytes),
+        req.uri().authority().map(|a| a.as_str()),
+    )?;
+    policy::text(host).map(str::to_owned)
 }
 
 #[cfg(test)]

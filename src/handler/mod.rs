@@ -20,7 +20,8 @@
 //!
 //! The rules of steps 6 to 8 are written once, in [`policy`], over a read-only view of the
 //! headers; the planned path ([`planned`]) applies them to the HTTP/1.1 fast path's raw head
-//! for the requests it can take, and declines every other request to this pipeline.
+//! and to HTTP/2 requests without a body ([`App::handle`]) for the requests it can take, and
+//! declines every other request to this pipeline.
 //!
 //! Files: this one (the pipeline, [`App`]), [`policy`] (the rules), `meta.rs` (client address,
 //! host, HTTPS), `verify.rs` (forward-auth), [`planned`] (the fast path's pre-planned forward).
@@ -143,19 +144,43 @@ impl App {
     }
 
     /// Handles one request; never fails (errors become responses here).
-    pub async fn handle(&self, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Conn) -> Response<Body> {
         let limits = &self.config.limits;
-        // hyper counts HTTP/1.1 header lines itself (431 beyond); HTTP/2 has only a size limit.
-        if req.version() == http::Version::HTTP_2 && req.headers().len() > limits.max_headers {
-            let html = wants_html(req.method(), req.headers());
-            return HttpError::HeadersTooLarge.response(html);
+        if req.version() == http::Version::HTTP_2 {
+            // hyper counts HTTP/1.1 header lines itself (431 beyond); HTTP/2 has only a size
+            // limit.
+            if req.headers().len() > limits.max_headers {
+                let html = wants_html(req.method(), req.headers());
+                return HttpError::HeadersTooLarge.response(html);
+            }
+            // The planned forward, as for the fast path's HTTP/1.1 requests: only a request
+            // that has ended (nothing left unread) and says no Content-Length (its limit is
+            // the general path's).
+            if self.config.listen.fast_path
+                && http_body::Body::is_end_stream(req.body())
+                && !req.headers().contains_key(header::CONTENT_LENGTH)
+            {
+                match self.plan_forward(&req, conn) {
+                    Planned::Take(plan) => {
+                        return self
+                            .forward_planned(plan, &req, crate::body::Buffered::default(), conn)
+                            .await;
+                    }
+                    Planned::Decline(Some(verdict)) => {
+                        req.extensions_mut().insert(verdict);
+                    }
+                    Planned::Decline(None) => {}
+                }
+            }
         }
+        // Boxed: the general path's future is several times the size of the rest, and hyper
+        // spawns a task per HTTP/2 stream, which copies the whole future (BENCHMARKS.md).
         if http_body::Body::is_end_stream(req.body()) {
-            return self.handle_request(req.map(body::boxed), conn).await;
+            return Box::pin(self.handle_request(req.map(body::boxed), conn)).await;
         }
         let timeout = limits.body_timeout;
         let req = req.map(|b| body::boxed(body::ClientBody::new(b, timeout)));
-        self.handle_request(req, conn).await
+        Box::pin(self.handle_request(req, conn)).await
     }
 
     /// [`App::handle`] for a request whose body is already boxed (the HTTP/1.1 fast path,

@@ -1,13 +1,18 @@
-//! The planned path: the HTTP/1.1 fast path's pre-planned forward for the commonest proxied
-//! requests, to a plain-HTTP upstream: a GET or HEAD on a public route, with a bearer token or
-//! with a browser's access cookie; a POST, PUT, PATCH or DELETE (with the small body the fast
-//! path has read whole, or none) on a public route or with a bearer token.
+//! The planned path: a pre-planned forward for the commonest proxied requests, to a plain-HTTP
+//! upstream: a GET or HEAD on a public route, with a bearer token or with a browser's access
+//! cookie; a POST, PUT, PATCH or DELETE (with the small body the fast path has read whole, or
+//! none) on a public route or with a bearer token. It serves the HTTP/1.1 fast path's requests
+//! and HTTP/2 requests that have ended with their head (no body, no Content-Length;
+//! [`App::handle`]), both when `listen.fast_path` is on.
 //!
-//! [`App::plan_forward`] decides from the raw head ([`RawHead`]) and has no side effects; when
-//! it takes the request, [`App::forward_planned`] writes the upstream request head straight
-//! from the client's header bytes plus the gateway's additions, with no `http::Request` and no
-//! header map in between (they cost more than everything else the gateway does per request;
-//! see BENCHMARKS.md). The rules are the general path's, from [`super::policy`], over the same
+//! [`App::plan_forward`] decides from the request head ([`PlanHead`]: the fast path's raw head
+//! [`RawHead`], or hyper's HTTP/2 request) and has no side effects; when it takes the request,
+//! [`App::forward_planned`] writes the upstream request head straight from the client's header
+//! lines plus the gateway's additions, with no header map built or rewritten on the way (they
+//! cost more than everything else the gateway does per request; see BENCHMARKS.md). The host
+//! is the Host header, else HTTP/2's `:authority` ([`named_host`], the general path's rule);
+//! an HTTP/2 request without a Host header gets the `host` line the general path adds from its
+//! authority. The rules are the general path's, from [`super::policy`], over the same
 //! [`HeaderView`]: [`policy::admission`] and [`policy::access`] decide, and the
 //! [`ForwardingPlan`] says which client headers stay behind and what the gateway sets, which
 //! this module writes out as bytes. Here only what is particular to bytes:
@@ -37,9 +42,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::uri::{Authority, Scheme};
-use http::{Method, Response};
+use http::{HeaderMap, Method, Request, Response};
 
-use super::meta::canonical_host;
+use super::meta::{canonical_host, named_host};
 use super::policy::{self, Access, ForwardingPlan, HeaderView, REQUEST_ID, Served};
 use super::{App, Conn};
 use crate::auth::http::{TokenVerdict, cookies};
@@ -84,14 +89,69 @@ pub struct ForwardPlan {
     via_cookie: bool,
 }
 
+/// The request head the planned path reads: the HTTP/1.1 fast path's raw head ([`RawHead`]),
+/// or hyper's request (HTTP/2, from [`App::handle`]). Both are planned by the same decisions
+/// from the same view of their headers ([`HeaderView`]).
+pub trait PlanHead {
+    /// The headers, as the policy's rules read them.
+    type Headers: HeaderView + ?Sized;
+    fn method(&self) -> &Method;
+    /// The request target's path, as sent.
+    fn path(&self) -> &str;
+    fn query(&self) -> Option<&str>;
+    fn header_view(&self) -> &Self::Headers;
+    /// The URI's authority: HTTP/2's `:authority`, which names the host when no Host header
+    /// does ([`named_host`]). The fast path takes origin-form targets only: none there.
+    fn authority(&self) -> Option<&str>;
+}
+
+impl PlanHead for RawHead {
+    type Headers = RawHead;
+    fn method(&self) -> &Method {
+        &self.method
+    }
+    fn path(&self) -> &str {
+        self.target.path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.target.query()
+    }
+    fn header_view(&self) -> &RawHead {
+        self
+    }
+    fn authority(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl<B> PlanHead for Request<B> {
+    type Headers = HeaderMap;
+    fn method(&self) -> &Method {
+        Request::method(self)
+    }
+    fn path(&self) -> &str {
+        self.uri().path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.uri().query()
+    }
+    fn header_view(&self) -> &HeaderMap {
+        self.headers()
+    }
+    fn authority(&self) -> Option<&str> {
+        self.uri().authority().map(|a| a.as_str())
+    }
+}
+
 /// Whether a header is hop-by-hop by name (with `close` when `Connection: close` named it).
 fn hop_by_hop(name: &[u8], close_listed: bool) -> bool {
     connection::is_hop_by_hop(name) || (close_listed && name.eq_ignore_ascii_case(b"close"))
 }
 
 impl App {
-    /// Whether the fast path's planned forward serves this request, and how.
-    pub fn plan_forward(&self, head: &RawHead, conn: Conn) -> Planned {
+    /// Whether the planned forward serves this request (the fast path's, or an HTTP/2 one),
+    /// and how.
+    pub fn plan_forward(&self, head: &impl PlanHead, conn: Conn) -> Planned {
         let mut verdict = None;
         match self.plan(head, conn, &mut verdict) {
             Some(plan) => Planned::Take(plan),
@@ -103,25 +163,26 @@ impl App {
     /// `verdict` set when a bearer token was checked and refused).
     fn plan(
         &self,
-        head: &RawHead,
+        head: &impl PlanHead,
         conn: Conn,
         verdict: &mut Option<TokenVerdict>,
     ) -> Option<ForwardPlan> {
-        let safe = matches!(head.method, Method::GET | Method::HEAD);
+        let method = head.method();
+        let headers = head.header_view();
+        let safe = matches!(*method, Method::GET | Method::HEAD);
         let planned = matches!(
-            head.method,
+            *method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         );
         if !(safe || planned) || (!conn.tls && self.config.listen.redirect_http_to_https) {
             return None;
         }
-        let admission = policy::admission(head);
+        let admission = policy::admission(headers);
         if admission.several_hosts || admission.several_authorizations {
             return None;
         }
-        let tls = conn.tls || self.forwarded_https(conn.peer.ip(), head);
         let mut close_listed = false;
-        for value in head.get_all("connection") {
+        for value in headers.get_all("connection") {
             for token in connection::connection_tokens(value) {
                 match token {
                     Token::Close => close_listed = true,
@@ -130,16 +191,16 @@ impl App {
                 }
             }
         }
-        let raw_path = head.target.path();
+        let raw_path = head.path();
         if self.is_health(raw_path) {
             return None;
         }
-        let host = canonical_host(std::str::from_utf8(admission.host?).ok()?)?;
+        let host = canonical_host(policy::text(named_host(admission.host, head.authority())?)?)?;
         let path = path::normalize(raw_path).ok()?;
         if self.is_gateway_api(&path) {
             return None;
         }
-        let matched = self.routes.find(Some(&host), &head.method, &path)?;
+        let matched = self.routes.find(Some(&host), method, &path)?;
         let route = &matched.route;
         if self.route_cors(route).is_some() {
             return None;
@@ -155,6 +216,8 @@ impl App {
         if *scheme != Scheme::HTTP {
             return None;
         }
+        // Behind a trusted TLS-terminating proxy, the TLS cookie names, as on the general path.
+        let tls = conn.tls || self.forwarded_https(conn.peer.ip(), headers);
         let mut via_cookie = false;
         let claims = match &route.spec.policy {
             AuthPolicy::Public => None,
@@ -168,7 +231,7 @@ impl App {
                     // Unsafe methods need the CSRF check of the general path.
                     None if admission.cookie && safe => {
                         via_cookie = true;
-                        self.auth.access_cookie(head.get_all("cookie"), tls)?
+                        self.auth.access_cookie(headers.get_all("cookie"), tls)?
                     }
                     None => return None,
                 };
@@ -195,7 +258,7 @@ impl App {
             }
         };
         let upstream_path = route.upstream_path(&path, &matched.path);
-        let query = head.target.query();
+        let query = head.query();
         let mut target = String::with_capacity(
             base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
         );
@@ -225,7 +288,7 @@ impl App {
     pub async fn forward_planned(
         &self,
         plan: ForwardPlan,
-        head: &RawHead,
+        head: &impl PlanHead,
         body: Buffered,
         conn: Conn,
     ) -> Response<Body> {
@@ -234,22 +297,31 @@ impl App {
             self.metrics.auth_outcome(AuthOutcome::Ok);
         }
         let route = &plan.route;
+        let (method, headers) = (head.method(), head.header_view());
         let peer = conn.peer.ip();
         let trusted = |ip| self.is_trusted(ip);
+        let host_header = headers.first("host");
         let forwarding = ForwardingPlan::new(
-            head,
+            headers,
             peer,
             &trusted,
             plan.tls,
-            head.first("host"),
+            named_host(host_header, head.authority()),
             route.spec.forward_token,
             &self.config.upstream.strip_request_headers,
         );
-        let request_id = policy::request_id(forwarding.trusted, head);
+        let request_id = policy::request_id(forwarding.trusted, headers);
 
         let mut out = Vec::with_capacity(768);
-        write::request_line(&mut out, &head.method, plan.target.as_bytes());
-        for (name, value) in head.headers() {
+        write::request_line(&mut out, method, plan.target.as_bytes());
+        // HTTP/2 names the host in `:authority` only; the upstream speaks HTTP/1.1 and needs
+        // Host, which the general path adds the same way (`Proxy::forward`).
+        if host_header.is_none()
+            && let Some(authority) = head.authority()
+        {
+            write::header_line(&mut out, b"host", authority.as_bytes());
+        }
+        for (name, value) in headers.each() {
             if hop_by_hop(name, plan.close_listed)
                 || self.auth.is_identity_name(name)
                 || forwarding.drops(name, value)
@@ -260,7 +332,7 @@ impl App {
             write::header_line(&mut out, name, value);
         }
         if plan.cookie
-            && let Some(kept) = cookies::forwarded(head.get_all("cookie"))
+            && let Some(kept) = cookies::forwarded(headers.get_all("cookie"))
         {
             write::header_line(&mut out, b"cookie", kept.as_bytes());
         }
@@ -277,7 +349,7 @@ impl App {
             &mut out,
             b"x-forwarded-for",
             forwarding
-                .chain(head)
+                .chain(headers)
                 .chain(std::iter::once(peer_hop.as_bytes())),
         );
         write::header_line(
@@ -296,7 +368,7 @@ impl App {
         let sent = Instant::now();
         let answer = if body.is_empty() {
             self.proxy
-                .send_head(&plan.authority, &out, &head.method, route)
+                .send_head(&plan.authority, &out, method, route)
                 .await
         } else {
             let len = body.len();
@@ -305,8 +377,7 @@ impl App {
                 .await
         };
         let upstream_time = sent.elapsed();
-        let mut resp =
-            answer.unwrap_or_else(|e| e.response(policy::wants_html(&head.method, head)));
+        let mut resp = answer.unwrap_or_else(|e| e.response(policy::wants_html(method, headers)));
         if plan.claims.is_some() {
             let status = resp.status();
             crate::proxy::cache::protect(
@@ -320,7 +391,7 @@ impl App {
             &mut resp,
             Served {
                 conn,
-                method: &head.method,
+                method,
                 path: &plan.path,
                 route: &route.spec.name,
                 upstream: &route.spec.upstream,

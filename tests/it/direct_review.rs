@@ -18,6 +18,8 @@ mod bodies;
 mod cookie_sessions;
 /// Issue 14's header and routing rules, checked with the pair of gateways defined here.
 mod edge_rules;
+/// HTTP/2 requests on both paths (the planned forward takes bodiless ones on the fast gateway).
+mod h2;
 
 fn replace(hay: &[u8], what: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
@@ -199,44 +201,7 @@ impl Pair {
                 "{}: sent upstream more than once",
                 String::from_utf8_lossy(raw)
             );
-            let scrub = |s: &str| {
-                s.replace(id.as_str(), "<sub>")
-                    .replace(token.as_str(), "<token>")
-            };
-            let upstream = heads.get(before).map(|h| {
-                let text = String::from_utf8_lossy(h).into_owned();
-                let mut ls = text.split("\r\n").filter(|l| !l.is_empty());
-                let first = scrub(ls.next().unwrap_or(""));
-                let mut rest: Vec<String> = ls
-                    .map(|l| {
-                        let (n, v) = l.split_once(':').unwrap_or((l, ""));
-                        let n = n.to_ascii_lowercase();
-                        if VOLATILE.contains(&n.as_str()) {
-                            format!("{n}: <volatile>")
-                        } else {
-                            scrub(&format!("{n}:{v}"))
-                        }
-                    })
-                    .collect();
-                rest.sort();
-                (first, rest)
-            });
-            let https_port = format!(":{}", gw.https.port());
-            let answer = answer.map(|mut a| {
-                a.headers.retain(|(k, _)| k != "date");
-                for (k, v) in &mut a.headers {
-                    if VOLATILE.contains(&k.as_str()) {
-                        *v = "<volatile>".into();
-                    }
-                    if k == "location" {
-                        *v = v.replace(&https_port, ":<https port>");
-                    }
-                }
-                a.headers.sort();
-                a.body = without_created_at(&scrub(&a.body));
-                a
-            });
-            out.push(Outcome { upstream, answer });
+            out.push(outcome(gw, id, token, heads.get(before), answer));
         }
         (out[0].clone(), out[1].clone())
     }
@@ -289,6 +254,56 @@ fn dup_order(head: &[u8]) -> Vec<String> {
         .filter(|(k, _)| k == "x-dup" || k == "x-mid")
         .map(|(k, v)| format!("{k}={v}"))
         .collect()
+}
+
+/// What one request did on `gw` (whose user is `id`, with `token`): the upstream `head` it
+/// sent (if any) and the client's `answer`, scrubbed and sorted as [`Outcome`] says.
+fn outcome(
+    gw: &Gateway,
+    id: &str,
+    token: &str,
+    head: Option<&Vec<u8>>,
+    answer: Option<Answer>,
+) -> Outcome {
+    let https_port = format!(":{}", gw.https.port());
+    let scrub = |s: &str| {
+        s.replace(id, "<sub>")
+            .replace(token, "<token>")
+            .replace(&https_port, ":<https port>")
+    };
+    let upstream = head.map(|h| {
+        let text = String::from_utf8_lossy(h).into_owned();
+        let mut ls = text.split("\r\n").filter(|l| !l.is_empty());
+        let first = scrub(ls.next().unwrap_or(""));
+        let mut rest: Vec<String> = ls
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap_or((l, ""));
+                let n = n.to_ascii_lowercase();
+                if VOLATILE.contains(&n.as_str()) {
+                    format!("{n}: <volatile>")
+                } else {
+                    scrub(&format!("{n}:{v}"))
+                }
+            })
+            .collect();
+        rest.sort();
+        (first, rest)
+    });
+    let answer = answer.map(|mut a| {
+        a.headers.retain(|(k, _)| k != "date");
+        for (k, v) in &mut a.headers {
+            if VOLATILE.contains(&k.as_str()) {
+                *v = "<volatile>".into();
+            }
+            if k == "location" {
+                *v = v.replace(&https_port, ":<https port>");
+            }
+        }
+        a.headers.sort();
+        a.body = without_created_at(&scrub(&a.body));
+        a
+    });
+    Outcome { upstream, answer }
 }
 
 /// Routes exercising every decision the direct path makes.
