@@ -215,8 +215,14 @@ where
     S: AsyncRead + Unpin,
 {
     let mut body = Buffered::default();
+    if len == 0 {
+        // Most requests: nothing to take (splitting off nothing would still make `buf` shared).
+        return Ok(body);
+    }
     let here = usize::try_from(len).map_or(buf.len(), |len| len.min(buf.len()));
-    body.push(buf.split_to(here).freeze());
+    if here > 0 {
+        body.push(buf.split_to(here).freeze());
+    }
     while body.len() < len {
         // Never past the body: what follows is the next request's, read as its head.
         let left = usize::try_from(len - body.len()).unwrap_or(BODY_READ);
