@@ -227,17 +227,19 @@ impl<C: Clock + Clone> Limits<C> {
         }
     }
 
-    /// Drops state that no longer limits anything and returns the memory.
-    pub fn housekeep(&self, now: Instant) {
-        for l in [
+    /// The limiters keyed by client address.
+    fn ip_limiters(&self) -> [&Option<Keyed<IpKey, C>>; 4] {
+        [
             &self.login_ip,
             &self.signup_ip,
             &self.refresh_ip,
             &self.sso_ip,
         ]
-        .into_iter()
-        .flatten()
-        {
+    }
+
+    /// Drops state that no longer limits anything and returns the memory.
+    pub fn housekeep(&self, now: Instant) {
+        for l in self.ip_limiters().into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -250,16 +252,11 @@ impl<C: Clock + Clone> Limits<C> {
 
     /// How many keys the limiters and the regulator hold (for tests and metrics).
     pub fn tracked_keys(&self) -> usize {
-        [
-            &self.login_ip,
-            &self.signup_ip,
-            &self.refresh_ip,
-            &self.sso_ip,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|l| l.len())
-        .sum::<usize>()
+        self.ip_limiters()
+            .into_iter()
+            .flatten()
+            .map(|l| l.len())
+            .sum::<usize>()
             + self.login_account.as_ref().map_or(0, |l| l.len())
             + self.regulator.len()
     }
