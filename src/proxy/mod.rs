@@ -279,9 +279,9 @@ impl Proxy {
     }
 
     /// [`Proxy::send_head`] (and [`Proxy::send_head_and_body`]) with
-    /// `upstream.builtin_client: false`: the head is read back (by the
-    /// codec, [`crate::http1::head`]) into a request and sent over hyper's client, like every
-    /// other request. Not the fast path's speed, but its exact headers, so the built-in client
+    /// `upstream.builtin_client: false`: the head is read back (by the codec,
+    /// [`crate::http1::head`]) into a request and sent over hyper's client, like every other
+    /// request. Not the fast path's speed, but its exact headers, so the built-in client
     /// can be compared with hyper's.
     async fn send_head_hyper(
         &self,
@@ -360,8 +360,8 @@ impl Proxy {
 
     /// [`Proxy::send_head`] for a request whose whole body of `len` bytes is at hand (the fast
     /// path read it; its `Content-Length` is in `head`): the head and the body's chunks go out
-    /// in one vectored write over the built-in client. As for every request with a body, it is not sent again on a pooled connection
-    /// found closed.
+    /// in one vectored write over the built-in client. As for every request with a body, it
+    /// is not sent again on a pooled connection found closed.
     pub async fn send_head_and_body(
         &self,
         authority: &http::uri::Authority,
