@@ -125,14 +125,8 @@ where
         // once: it answers as for any client body that broke (408 or 400, counted and logged
         // with its route, or the refusal due before the body is read), and the connection
         // closes, its framing lost.
-        let (body, cut) = match read_body(io, &mut buf, body_len, limits.body_timeout).await {
-            Ok(body) => (Ok(body), false),
-            Err(BodyCut::Stalled) => (Err(ClientBodyError::Timeout(limits.body_timeout)), true),
-            Err(BodyCut::Closed) => (
-                Err(ClientBodyError::Broken("the client closed".into())),
-                true,
-            ),
-        };
+        let body = read_body(io, &mut buf, body_len, limits.body_timeout).await;
+        let cut = body.is_err();
         let app = app.load_full();
         let planned = match &body {
             Ok(_) => app.plan_forward(&head, conn),
@@ -187,19 +181,12 @@ where
     }
 }
 
-/// Why a request body could not be read whole.
-enum BodyCut {
-    /// The client closed its side (or the read failed) before the end.
-    Closed,
-    /// No byte came for `limits.body_timeout`.
-    Stalled,
-}
-
 /// The most a read of a body asks room for.
 const BODY_READ: usize = 16 * 1024;
 
 /// Reads the `len` bytes of body that follow a head (some may be buffered already), taking
-/// those from `buf`; bytes after them stay there, the next request's.
+/// those from `buf`; bytes after them stay there, the next request's. Fails when no byte comes
+/// for `timeout` or the client closes its side (or the read fails) before the end.
 ///
 /// The rest is read in chunks of its own, each taking memory only once bytes arrive: growing
 /// `buf` would copy the allocation it shares with the head (callgrind: 64 KiB copied per
@@ -210,7 +197,7 @@ async fn read_body<S>(
     buf: &mut BytesMut,
     len: u64,
     timeout: Duration,
-) -> Result<Buffered, BodyCut>
+) -> Result<Buffered, ClientBodyError>
 where
     S: AsyncRead + Unpin,
 {
@@ -225,14 +212,17 @@ where
     }
     while body.len() < len {
         // Never past the body: what follows is the next request's, read as its head.
-        let left = usize::try_from(len - body.len()).unwrap_or(BODY_READ);
-        let mut chunk = BytesMut::with_capacity(left.min(BODY_READ));
-        while chunk.len() < chunk.capacity() {
-            let room = chunk.capacity() - chunk.len();
+        // (The allocation may be larger than asked: the chunk's own size is `want`.)
+        let want = usize::try_from(len - body.len()).map_or(BODY_READ, |l| l.min(BODY_READ));
+        let mut chunk = BytesMut::with_capacity(want);
+        while chunk.len() < want {
+            let room = want - chunk.len();
             let mut rest = (&mut chunk).limit(room);
             match tokio::time::timeout(timeout, io.read_buf(&mut rest)).await {
-                Err(_) => return Err(BodyCut::Stalled),
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyCut::Closed),
+                Err(_) => return Err(ClientBodyError::Timeout(timeout)),
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    return Err(ClientBodyError::Broken("the client closed".into()));
+                }
                 Ok(Ok(_)) => {}
             }
         }

@@ -62,10 +62,15 @@ impl App {
 /// The request's host name without port, lowercased: the Host header (HTTP/1.1) or the URI
 /// authority (HTTP/2). `None` if absent or malformed.
 pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    canonical_host(policy::text(named_host(
+    canonical_host(policy::text(host_named_by(req)?)?)
+}
+
+/// [`named_host`] of a request.
+fn host_named_by<B>(req: &Request<B>) -> Option<&[u8]> {
+    named_host(
         req.headers().get(header::HOST).map(HeaderValue::as_bytes),
         req.uri().authority().map(|a| a.as_str()),
-    )?)?)
+    )
 }
 
 /// Where a request names its host: its (first) Host header when it has one, whatever the
@@ -113,11 +118,7 @@ pub fn canonical_host(raw: &str) -> Option<String> {
 
 /// The Host header as sent (with port), or the HTTP/2 authority, for `X-Forwarded-Host`.
 pub(super) fn raw_host<B>(req: &Request<B>) -> Option<String> {
-    let host = named_host(
-        req.headers().get(header::HOST).map(HeaderValue::as_bytes),
-        req.uri().authority().map(|a| a.as_str()),
-    )?;
-    policy::text(host).map(str::to_owned)
+    policy::text(host_named_by(req)?).map(str::to_owned)
 }
 
 #[cfg(test)]
