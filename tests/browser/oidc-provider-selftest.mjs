@@ -420,10 +420,26 @@ function spawnCli(args) {
   return { child, first, exited, stderr: () => stderr };
 }
 
+/** The command's first line, or an error (naming what it printed to stderr) after 15 s. */
+async function firstLine(cli) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      cli.child.kill("SIGKILL");
+      reject(new Error(`no line in 15 s: ${cli.stderr()}`));
+    }, 15_000);
+  });
+  try {
+    return await Promise.race([cli.first, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function cliChecks() {
   const cli = spawnCli(["--port", "0", "--client-id", "gw", "--client-secret", "s3cret", "--redirect-uri", "http://127.0.0.1:9/cb"]);
   const info = await step("the command prints one JSON line {issuer, port}", async () => {
-    const line = await Promise.race([cli.first, sleep(10_000).then(() => Promise.reject(new Error("no line in 10 s")))]);
+    const line = await firstLine(cli);
     const o = JSON.parse(line);
     assert(o.issuer === `http://127.0.0.1:${o.port}` && o.port > 0, line);
     assert(JSON.stringify(Object.keys(o)) === '["issuer","port"]', line);
@@ -452,7 +468,7 @@ async function cliChecks() {
   });
   const cli2 = spawnCli(["--port", "0"]);
   await step("the command exits 0 on SIGTERM", async () => {
-    await cli2.first;
+    await firstLine(cli2);
     cli2.child.kill("SIGTERM");
     const r = await Promise.race([cli2.exited, sleep(5_000).then(() => null)]);
     if (!r) cli2.child.kill("SIGKILL");
