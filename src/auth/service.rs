@@ -466,8 +466,7 @@ impl AuthService {
                 "revocations are out of date: the store is unreachable".into(),
             ));
         }
-        let key = verified::key(token);
-        let claims = match self.inner.verified.get(&key, now) {
+        let claims = match self.inner.verified.get(token, now) {
             Lookup::Hit(claims) => claims,
             Lookup::Expired => return Err(AuthError::NotAuthenticated("expired")),
             Lookup::Miss => {
@@ -484,7 +483,7 @@ impl AuthService {
                         }
                     })?;
                 let claims = Arc::new(claims);
-                self.inner.verified.insert(key, claims.clone(), now);
+                self.inner.verified.insert(token, claims.clone(), now);
                 claims
             }
         };
@@ -495,7 +494,7 @@ impl AuthService {
             .map_err(|_| AuthError::Internal("revocation state lock poisoned".into()))?
             .check(&claims);
         if let Err(reason) = refused {
-            self.inner.verified.remove(&key);
+            self.inner.verified.remove(token);
             return Err(AuthError::NotAuthenticated(reason));
         }
         Ok(claims)
