@@ -849,6 +849,11 @@ fn an_unreachable_database_fails_promptly_as_unavailable() {
 
 /// Runs SQL statements outside the store (to build a database as an older gateway left it).
 pub(crate) fn batch(url: &str, sql: &str) {
+    try_batch(url, sql).unwrap();
+}
+
+/// [`batch`], with the database's refusal as an error.
+pub(crate) fn try_batch(url: &str, sql: &str) -> Result<(), String> {
     let (url, sql) = (url.to_owned(), sql.to_owned());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -860,11 +865,11 @@ pub(crate) fn batch(url: &str, sql: &str) {
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            client.batch_execute(&sql).await.unwrap();
+            client.batch_execute(&sql).await.map_err(|e| e.to_string())
         })
     })
     .join()
-    .unwrap();
+    .unwrap()
 }
 
 /// Runs one SQL statement returning an int4 column, outside the store.

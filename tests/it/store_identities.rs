@@ -528,7 +528,7 @@ fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
             &url,
             "SELECT version FROM gateway_schema_migrations ORDER BY version"
         ),
-        vec![1, 2, 3, 4]
+        (1..=gateway::store::postgres::SCHEMA_VERSION).collect::<Vec<_>>()
     );
     let ada = store.user_by_id("u1").unwrap().unwrap();
     assert!(ada.email_verified);
@@ -543,5 +543,61 @@ fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
     assert_eq!(
         crate::store::query(&url, "SELECT count(*)::int4 FROM gateway_identities"),
         vec![0]
+    );
+}
+
+/// A PostgreSQL database as a schema-4 gateway left it: the upgrade drops a factor row whose
+/// user is gone and ties the rest to their users, so that a user row deleted by any means takes
+/// its second factors with it (as `gateway_identities` already did).
+#[test]
+fn a_postgres_database_of_schema_4_ties_factors_to_their_users() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("schema4");
+    let migrations: Vec<&str> = (1..=4)
+        .map(|v| gateway::store::postgres::migration_sql(v).unwrap())
+        .collect();
+    crate::store::batch(
+        &url,
+        &format!(
+            "CREATE TABLE gateway_schema_migrations (
+                 version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+             {}
+             INSERT INTO gateway_schema_migrations (version) VALUES (1), (2), (3), (4);
+             INSERT INTO gateway_users VALUES
+                 ('u1', 'ada@x.test', 'Ada', '$argon2id$x', '{{}}', false, 10, 10, 0, true),
+                 ('u2', 'bob@x.test', 'Bob', '$argon2id$x', '{{}}', false, 10, 10, 0, true);
+             INSERT INTO gateway_factors VALUES
+                 ('u1', '\\x7b7d'), ('u2', '\\x7b7d'), ('gone', '\\x7b7d');",
+            migrations.join("\n")
+        ),
+    );
+    let count = |sql: &str| crate::store::query(&url, sql);
+    let _store = Store::connect(&gateway::config::StoreSettings::Postgres(settings(&url))).unwrap();
+    assert_eq!(
+        count("SELECT max(version) FROM gateway_schema_migrations"),
+        vec![5]
+    );
+    assert_eq!(
+        count("SELECT count(*)::int4 FROM gateway_factors WHERE user_id = 'gone'"),
+        vec![0],
+        "the orphaned factor row stays"
+    );
+    assert_eq!(count("SELECT count(*)::int4 FROM gateway_factors"), vec![2]);
+    // A user row deleted outside the gateway takes its factors along.
+    crate::store::batch(&url, "DELETE FROM gateway_users WHERE id = 'u1'");
+    assert_eq!(
+        count("SELECT count(*)::int4 FROM gateway_factors WHERE user_id = 'u1'"),
+        vec![0],
+        "u1's factors outlived u1"
+    );
+    assert_eq!(count("SELECT count(*)::int4 FROM gateway_factors"), vec![1]);
+    // And no factor row can name a user that does not exist.
+    let orphan = crate::store::try_batch(
+        &url,
+        "INSERT INTO gateway_factors VALUES ('nobody', '\\x7b7d')",
+    );
+    assert!(
+        orphan.is_err(),
+        "a factor row without its user was accepted"
     );
 }

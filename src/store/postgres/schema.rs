@@ -25,15 +25,18 @@
 //! started before the upgrade are listed too (without user agent or address). Version 3 added
 //! `gateway_factors` and `gateway_refresh_tokens.amr` (empty for existing sessions: password); a
 //! version-2 gateway refuses the database from then on, since it would sign users in without
-//! their second factor. Version 4 added `gateway_identities` (and `gateway_refresh_tokens.provider`, the identity provider of a federated session), keyed by (provider, subject), one
-//! per provider and user, deleted with their user.
+//! their second factor. Version 4 added `gateway_identities` (and `gateway_refresh_tokens.provider`, the identity
+//! provider of a federated session), keyed by (provider, subject), one per provider and user, deleted with their user. Version 5 makes `gateway_factors` follow its
+//! user the same way (a foreign key, `ON DELETE CASCADE`; the gateway deleted them together
+//! already, so the key only guards against a user row deleted by other means), first dropping
+//! any factor row whose user is gone. A version-4 gateway refuses the database from then on.
 
 use deadpool_postgres::Transaction;
 
 use super::{StoreError, db_error};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Advisory lock key taken while migrating ("gw-schema").
 const MIGRATION_LOCK: i64 = 0x6777_2d73_6368_656d;
@@ -139,6 +142,11 @@ CREATE TABLE gateway_identities (
     UNIQUE (user_id, provider)
 );
 ALTER TABLE gateway_refresh_tokens ADD COLUMN provider text;
+"#,
+    r#"
+DELETE FROM gateway_factors f WHERE NOT EXISTS (SELECT 1 FROM gateway_users u WHERE u.id = f.user_id);
+ALTER TABLE gateway_factors ADD CONSTRAINT gateway_factors_user_id_fkey
+    FOREIGN KEY (user_id) REFERENCES gateway_users (id) ON DELETE CASCADE;
 "#,
 ];
 
