@@ -25,7 +25,10 @@ for tool in nginx haproxy wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light haproxy wrk)" >&2; exit 1; }
 done
 
-(cd "$root" && cargo build --release --bin gateway --examples)
+# The examples first, then the gateway alone: built in one invocation, the examples' dev-dependencies
+# would switch their features (tokio's test-util) on in the measured binary too, which is then
+# not the one `cargo build --release` ships.
+(cd "$root" && cargo build --release --examples && cargo build --release --bin gateway)
 bin=$target/release/gateway
 work=$(mktemp -d /tmp/gwbench.XXXX); mkdir -p /tmp/peerbench
 export GATEWAY_BIN=$bin GATEWAY_WORK=$work
@@ -314,11 +317,25 @@ table() {
   fi
   export JWT_SECRET=${JWT_SECRET:-peerbench-secret-0123456789abcdef0123456789}
   upstream
-  nginx -c "$peerbench/nginx.conf" & pids+=($!)
-  nginx -c "$peerbench/nginx-tls.conf" & pids+=($!)
-  haproxy -f "$peerbench/haproxy.cfg" >"$work/haproxy.log" 2>&1 & pids+=($!)
-  haproxy -f "$peerbench/haproxy-tls.cfg" >"$work/haproxy-tls.log" 2>&1 & pids+=($!)
-  "$target/release/examples/ws_bench" echo 127.0.0.1:19006 & pids+=($!)
+  # Each target's process, whose CPU time (with its children's: nginx's workers) per request is
+  # measured beside its rate.
+  # Only the peers of the rows asked for are started (and waited for).
+  local nginx_pid nginx_tls_pid haproxy_pid haproxy_tls_pid routes3_pid routes10k_pid
+  local ports=(19001 19004) tls_ports=()
+  wants() { local w; for w in "$@"; do [[ " $rows " == *" $w "* ]] && return 0; done; return 1; }
+  if wants h1 post4k post64k cookie; then
+    nginx -c "$peerbench/nginx.conf" & pids+=($!); nginx_pid=$!
+    haproxy -f "$peerbench/haproxy.cfg" >"$work/haproxy.log" 2>&1 & pids+=($!); haproxy_pid=$!
+    ports+=(19002 19003)
+  fi
+  if wants tls h2; then
+    nginx -c "$peerbench/nginx-tls.conf" & pids+=($!); nginx_tls_pid=$!
+    haproxy -f "$peerbench/haproxy-tls.cfg" >"$work/haproxy-tls.log" 2>&1 & pids+=($!); haproxy_tls_pid=$!
+    tls_ports+=(19012 19013 19014)
+  fi
+  if wants ws; then
+    "$target/release/examples/ws_bench" echo 127.0.0.1:19006 & pids+=($!)
+    ports+=(19010)
   # The WebSocket row's peer: nginx on 19010 (2 workers, no auth, like the other rows' nginx)
   # passing the upgrade through to the same echo server, so the row shows what a mature
   # proxy's extra hop costs on this machine beside ours.
@@ -343,6 +360,7 @@ http {
 }
 NGINX
   nginx -c "$work/nginx-ws.conf" & pids+=($!)
+  fi
   local common="rate_limits: {login_per_ip: 'off', login_per_account: 'off', signup_per_ip: 'off'}
 auth: {access_ttl: 1h}"
   # The gateway of most rows: HTTP on 19004, HTTPS on 19014 with the peers' certificate.
@@ -384,19 +402,23 @@ YAML
     echo "  - {name: app, path: /, upstream: 'http://127.0.0.1:19001', auth: required}"
   } >>"$work/routes19008.yaml"
   start_gateway "$work/table.yaml" "$work/table.log"
-  "$bin" serve --config "$work/routes19007.yaml" >"$work/routes19007.log" 2>&1 & pids+=($!)
-  "$bin" serve --config "$work/routes19008.yaml" >"$work/routes19008.log" 2>&1 & pids+=($!)
+  if wants routes; then
+    "$bin" serve --config "$work/routes19007.yaml" >"$work/routes19007.log" 2>&1 & pids+=($!); routes3_pid=$!
+    "$bin" serve --config "$work/routes19008.yaml" >"$work/routes19008.log" 2>&1 & pids+=($!); routes10k_pid=$!
+    ports+=(19007 19008)
+  fi
   local ok
   for _ in $(seq 100); do
     ok=1
-    for port in 19001 19002 19003 19007 19008 19010; do curl -s -o /dev/null "http://127.0.0.1:$port/" || ok=0; done
-    for port in 19012 19013 19014; do curl -sk -o /dev/null "https://127.0.0.1:$port/" || ok=0; done
+    for port in "${ports[@]}"; do curl -s -o /dev/null "http://127.0.0.1:$port/" || ok=0; done
+    for port in "${tls_ports[@]}"; do curl -sk -o /dev/null "https://127.0.0.1:$port/" || ok=0; done
     [ $ok = 1 ] && break; sleep 0.1
   done
   [ $ok = 1 ] || { echo "a target did not start" >&2; exit 1; }
   local hs gw gw3 gw10k
   hs=$("$peerbench/mkjwt.py" "$JWT_SECRET" bench-user)
-  gw=$(token); gw3=$(token 19007); gw10k=$(token 19008)
+  gw=$(token)
+  if wants routes; then gw3=$(token 19007); gw10k=$(token 19008); fi
   # The cookie session: the access and CSRF cookies a JSON login sets.
   local email="cookie$RANDOM@example.org"
   curl -sf -o /dev/null -X POST http://127.0.0.1:19004/api/auth/signup -H 'content-type: application/json' \
@@ -413,38 +435,55 @@ YAML
 
   local out="$work/table.results" r row name
   : >"$out"
-  # one ROW NAME TOKEN URL [wrk args]: appends "ROW NAME REQ/S P99" to the results.
-  one() {
-    local row=$1 name=$2 tok=$3 url=$4; shift 4
-    local auth=(); [ -n "$tok" ] && auth=(-H "Authorization: Bearer $tok")
-    echo "$row $name $(wrk -t1 -c"$conns" -d"${secs}s" --latency "${auth[@]}" "$@" "$url" |
-      awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} END {print r, p}')" >>"$out"
+  # ticks PID: CPU time (user + system, in clock ticks) of the process and its children so far.
+  ticks() {
+    local t=0 p
+    for p in "$1" $(pgrep -P "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    echo "$t"
   }
-  h2() { # h2 NAME TOKEN PORT
-    h2load -t1 -c"$((conns / 4))" -m16 -D"$secs" -H "Authorization: Bearer $2" \
-      --log-file="$work/h2.log" "https://127.0.0.1:$3/" >"$work/h2.out" 2>&1
-    local rps p99
+  local hz; hz=$(getconf CLK_TCK)
+  # cpu_us TICKS_BEFORE PID REQUESTS: the target's CPU microseconds per request over the run.
+  cpu_us() { python3 -c "import sys; t, n = int(sys.argv[1]), int(sys.argv[2]); print(f'{t * 1e6 / $hz / max(n, 1):.2f}')" "$(( $(ticks "$2") - $1 ))" "$3"; }
+  # one ROW NAME PID TOKEN URL [wrk args]: appends "ROW NAME REQ/S P99 CPU-US/REQ" to the results.
+  one() {
+    local row=$1 name=$2 pid=$3 tok=$4 url=$5; shift 5
+    local auth=(); [ -n "$tok" ] && auth=(-H "Authorization: Bearer $tok")
+    local t0 res; t0=$(ticks "$pid")
+    res=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "${auth[@]}" "$@" "$url" |
+      awk '/Requests\/sec/ {r=$2} $1=="99%" {p=$2} / requests in / {n=$1} END {print r, p, n}')
+    echo "$row $name ${res% *} $(cpu_us "$t0" "$pid" "${res##* }")" >>"$out"
+  }
+  h2() { # h2 NAME PID TOKEN PORT
+    local t0; t0=$(ticks "$2")
+    h2load -t1 -c"$((conns / 4))" -m16 -D"$secs" -H "Authorization: Bearer $3" \
+      --log-file="$work/h2.log" "https://127.0.0.1:$4/" >"$work/h2.out" 2>&1
+    local rps p99 n
     rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$work/h2.out")
+    n=$(awk '/^requests:/ {print $8}' "$work/h2.out")
     p99=$(sort -n -k3,3 "$work/h2.log" | awk '{v[NR]=$3} END {i=int(NR*0.99); if (i<1) i=1; print v[i] "us"}')
-    echo "h2 $1 ${rps:-0} $p99" >>"$out"
+    echo "h2 $1 ${rps:-0} $p99 $(cpu_us "$t0" "$2" "${n:-0}")" >>"$out"
   }
   for r in $(seq "$rounds"); do
     echo "round $r, load $(cut -d' ' -f1 /proc/loadavg)"
     for row in $rows; do
       case $row in
-        h1) one h1 nginx "" http://127.0.0.1:19002/; one h1 haproxy "$hs" http://127.0.0.1:19003/
-            one h1 gateway "$gw" http://127.0.0.1:19004/ ;;
-        tls) one tls nginx "" https://127.0.0.1:19012/; one tls haproxy "$hs" https://127.0.0.1:19013/
-             one tls gateway "$gw" https://127.0.0.1:19014/ ;;
-        h2) h2 nginx "$hs" 19012; h2 haproxy "$hs" 19013; h2 gateway "$gw" 19014 ;;
+        h1) one h1 nginx "$nginx_pid" "" http://127.0.0.1:19002/
+            one h1 haproxy "$haproxy_pid" "$hs" http://127.0.0.1:19003/
+            one h1 gateway "$gw_pid" "$gw" http://127.0.0.1:19004/ ;;
+        tls) one tls nginx "$nginx_tls_pid" "" https://127.0.0.1:19012/
+             one tls haproxy "$haproxy_tls_pid" "$hs" https://127.0.0.1:19013/
+             one tls gateway "$gw_pid" "$gw" https://127.0.0.1:19014/ ;;
+        h2) h2 nginx "$nginx_tls_pid" "$hs" 19012; h2 haproxy "$haproxy_tls_pid" "$hs" 19013
+            h2 gateway "$gw_pid" "$gw" 19014 ;;
         post4k|post64k)
-            one "$row" nginx "" http://127.0.0.1:19002/ -s "$work/$row.lua"
-            one "$row" haproxy "$hs" http://127.0.0.1:19003/ -s "$work/$row.lua"
-            one "$row" gateway "$gw" http://127.0.0.1:19004/ -s "$work/$row.lua" ;;
-        cookie) one cookie nginx "" http://127.0.0.1:19002/ -H "Cookie: $cookie"
-                one cookie haproxy "$hs" http://127.0.0.1:19003/ -H "Cookie: $cookie"
-                one cookie gateway "" http://127.0.0.1:19004/ -H "Cookie: $cookie" ;;
-        routes) one routes 3-routes "$gw3" http://127.0.0.1:19007/; one routes 10k-routes "$gw10k" http://127.0.0.1:19008/ ;;
+            one "$row" nginx "$nginx_pid" "" http://127.0.0.1:19002/ -s "$work/$row.lua"
+            one "$row" haproxy "$haproxy_pid" "$hs" http://127.0.0.1:19003/ -s "$work/$row.lua"
+            one "$row" gateway "$gw_pid" "$gw" http://127.0.0.1:19004/ -s "$work/$row.lua" ;;
+        cookie) one cookie nginx "$nginx_pid" "" http://127.0.0.1:19002/ -H "Cookie: $cookie"
+                one cookie haproxy "$haproxy_pid" "$hs" http://127.0.0.1:19003/ -H "Cookie: $cookie"
+                one cookie gateway "$gw_pid" "" http://127.0.0.1:19004/ -H "Cookie: $cookie" ;;
+        routes) one routes 3-routes "$routes3_pid" "$gw3" http://127.0.0.1:19007/
+                one routes 10k-routes "$routes10k_pid" "$gw10k" http://127.0.0.1:19008/ ;;
         ws) echo "ws direct $("$target/release/examples/ws_bench" load ws://127.0.0.1:19006/ws "$conns" "$secs" "${WS_BYTES:-128}")us" >>"$out"
             echo "ws gateway $("$target/release/examples/ws_bench" load ws://127.0.0.1:19004/ws "$conns" "$secs" "${WS_BYTES:-128}" "Authorization: Bearer $gw")us" >>"$out"
             echo "ws nginx $("$target/release/examples/ws_bench" load ws://127.0.0.1:19010/ws "$conns" "$secs" "${WS_BYTES:-128}")us" >>"$out" ;;
@@ -458,23 +497,26 @@ import collections, statistics, sys
 def us(s):
     for suf, m in (("us", 1), ("ms", 1e3), ("s", 1e6)):
         if s.endswith(suf): return float(s[:-len(suf)]) * m
-rps, p99 = collections.defaultdict(list), collections.defaultdict(list)
+rps, p99, cpu = collections.defaultdict(list), collections.defaultdict(list), collections.defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    row, name, r, p = line.split()
+    row, name, r, p, *c = line.split()
     if row not in order: order.append(row)
     rps[row, name].append(float(r)); p99[row, name].append(us(p))
+    if c: cpu[row, name].append(float(c[0]))
 med = lambda d, k: statistics.median(d[k])
 label = {"h1": "HTTP/1.1 GET, plain", "tls": "HTTP/1.1 GET over TLS", "h2": "HTTP/2 GET over TLS (16 x 16)",
          "post4k": "HTTP/1.1 POST 4 KiB", "post64k": "HTTP/1.1 POST 64 KiB", "cookie": "cookie-session GET"}
-print("| row | nginx req/s (p99) | HAProxy req/s (p99) | gateway req/s (p99) | gw/nginx | gw/HAProxy | p99 <= nginx |")
-print("|---|---:|---:|---:|---:|---:|---|")
+print("| row | nginx req/s (p99) | HAProxy req/s (p99) | gateway req/s (p99) | gw/nginx | gw/HAProxy | p99 <= nginx "
+      "| CPU us/request: nginx, HAProxy, gateway |")
+print("|---|---:|---:|---:|---:|---:|---|---|")
 for row in order:
     if row not in label: continue
     g, n, h = (med(rps, (row, x)) for x in ("gateway", "nginx", "haproxy"))
     gp, np_, hp = (med(p99, (row, x)) / 1e3 for x in ("gateway", "nginx", "haproxy"))
+    c = ", ".join(f"{med(cpu, (row, x)):.1f}" if cpu[row, x] else "-" for x in ("nginx", "haproxy", "gateway"))
     print(f"| {label[row]} | {n:,.0f} ({np_:.2f} ms) | {h:,.0f} ({hp:.2f} ms) | {g:,.0f} ({gp:.2f} ms) "
-          f"| {g / n:.2f} | {g / h:.2f} | {'yes' if gp <= np_ else 'no'} |")
+          f"| {g / n:.2f} | {g / h:.2f} | {'yes' if gp <= np_ else 'no'} | {c} |")
 if "routes" in order:
     a, b = med(rps, ("routes", "3-routes")), med(rps, ("routes", "10k-routes"))
     print(f"routes: 3-route demo {a:,.0f} req/s (p99 {med(p99, ('routes', '3-routes')) / 1e3:.2f} ms), "

@@ -6,12 +6,17 @@
 #
 #   scripts/callgrind.sh get|post4k|post64k|h2|cookie [REQUESTS]
 #   scripts/callgrind.sh ws [SECS]
+#   scripts/callgrind.sh nginx [REQUESTS]
 #
 # ws: a WebSocket echo (examples/ws_bench.rs on 19006, 64 connections, 128-byte messages, one in
 # flight per connection) through the gateway for SECS seconds (default 10); the instructions of
 # a 0-second run (connecting, upgrading and closing the 64 connections) are subtracted, so the
 # figure is per message round trip (both directions of the tunnel). Its top frames include the
 # one set of upgrades.
+#
+# nginx: the peer itself, measured the same way for comparison: the peer benchmark's nginx
+# (../shared/peerbench/nginx.conf: plain proxy, no authentication) as one process
+# (`master_process off`, one worker) on 19002, plain GETs without a token.
 #
 # Prints instructions per request and the top frames by inclusive count; the full profile is
 # left in /tmp/gwprof/ for callgrind_annotate. Needs valgrind, nginx, h2load (nghttp2-client).
@@ -20,11 +25,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 peerbench=${PEERBENCH:-$root/../shared/peerbench}
 target=${CARGO_TARGET_DIR:-$root/target}
-row=${1:?usage: callgrind.sh get|post4k|post64k|h2|cookie [REQUESTS] | ws [SECS]}
+row=${1:?usage: callgrind.sh get|post4k|post64k|h2|cookie|nginx [REQUESTS] | ws [SECS]}
 n=${2:-20000}
 [ "$row" = ws ] && n=${2:-10}
-# The same build as scripts/bench.sh (examples unify the dev-dependencies' features).
-(cd "$root" && cargo build --release --bin gateway --examples)
+# The examples first, then the gateway alone: built in one invocation, the examples' dev-dependencies
+# would switch their features (tokio's test-util) on in the measured binary too, which is then
+# not the one `cargo build --release` ships.
+(cd "$root" && cargo build --release --examples && cargo build --release --bin gateway)
 bin=$target/release/gateway
 out=/tmp/gwprof; mkdir -p "$out" /tmp/peerbench/tls
 work=$(mktemp -d /tmp/gwprof.XXXX)
@@ -52,6 +59,30 @@ routes:
 YAML
 if [ "$row" = ws ]; then "$target/release/examples/ws_bench" echo 127.0.0.1:19006 & pids+=($!); fi
 file=$out/callgrind.$row.out; rm -f "$file" "$file".*
+if [ "$row" = nginx ]; then
+  sed -e 's/^worker_processes .*/worker_processes 1; master_process off;/' \
+    -e "s#^pid .*#pid $work/nginx.pid;#" -e "s#^error_log .*#error_log $work/nginx-error.log warn;#" \
+    "$peerbench/nginx.conf" >"$work/nginx.conf"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$file" \
+    nginx -c "$work/nginx.conf" >"$work/nginx.log" 2>&1 & pids+=($!); vg=$!
+  for _ in $(seq 600); do curl -s -o /dev/null http://127.0.0.1:19002/ && break; sleep 0.1; done
+  nginx_load() { # nginx_load REQUESTS
+    h2load --h1 -n "$1" -c16 http://127.0.0.1:19002/ >"$work/load.out" 2>&1
+    grep -q "$1 succeeded, 0 failed" "$work/load.out" || { echo "the load failed:"; cat "$work/load.out"; exit 1; } >&2
+  }
+  nginx_load 2000
+  callgrind_control -i on "$vg" >/dev/null
+  nginx_load "$n"
+  callgrind_control -i off "$vg" >/dev/null
+  callgrind_control -d "$vg" >/dev/null
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+  dump=$(ls "$file".* | sort -V | tail -1)
+  total=$(callgrind_annotate "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  echo "nginx: $n requests, $total instructions, $((total / n)) per request (profile: $dump)"
+  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | grep -v '^-' | sed -n '/file:function/,$p' |
+    head -30 | awk -v n="$n" 'NR > 1 && $1 ~ /[0-9]/ {c=$1; gsub(",", "", c); f=$0; sub(/^[^)]*\) */, "", f); printf "%8d/req  %s\n", c / n, f}'
+  exit 0
+fi
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$file" \
   "$bin" serve --config "$work/gw.yaml" >"$work/gw.log" 2>&1 & pids+=($!); vg=$!
 for _ in $(seq 600); do curl -sf -o /dev/null http://127.0.0.1:19004/healthz && break; sleep 0.1; done
