@@ -632,6 +632,99 @@ async fn a_provider_that_is_down_gets_a_clear_page_and_proxied_traffic_goes_on()
     assert_eq!(app.status, 200);
 }
 
+/// The sign-in on the PostgreSQL store: the identity is linked at the first sign-in and found
+/// at the second (the same account, one row), listed, and a refresh of the federated session
+/// keeps its provider (`idp` in the new access token, from the refresh token's row).
+#[tokio::test]
+async fn sign_in_works_on_the_postgres_store() {
+    let Some(pg) = crate::pg::PgServer::start_async().await else {
+        return;
+    };
+    let url = pg.create_database_async("sso").await;
+    let (idp, upstream) = (Idp::start().await, Upstream::start().await);
+    let yaml = format!(
+        "store:\n  postgres: {{url: '{url}'}}\n{}",
+        config(&idp, &upstream, "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let me = |resp: Resp| {
+        let access = access_cookie(&resp);
+        let url = gw.url("/api/auth/me");
+        async move {
+            get_with(&url, &[("authorization", &bearer(&access))])
+                .await
+                .json()
+        }
+    };
+    let first = callback(&gw, &idp, &start(&gw).await, "alice", "c1").await;
+    assert_eq!(first.status, 303, "{}", first.text());
+    let first = me(first).await;
+    let second = callback(&gw, &idp, &start(&gw).await, "alice", "c2").await;
+    assert_eq!(second.status, 303, "{}", second.text());
+    let refresh_token = set_cookie(&second, "gw_refresh").value;
+    let ids = get_with(
+        &gw.url("/api/auth/identities"),
+        &[("authorization", &bearer(&access_cookie(&second)))],
+    )
+    .await
+    .json();
+    assert_eq!(me(second).await["id"], first["id"]);
+    assert_eq!(ids["identities"].as_array().map(Vec::len), Some(1), "{ids}");
+    assert_eq!(ids["identities"][0]["provider"], "corp");
+    assert_eq!(
+        crate::store::query(&url, "SELECT count(*)::int4 FROM gateway_identities"),
+        vec![1]
+    );
+    let r = refresh(&gw, &refresh_token).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let payload: Value =
+        serde_json::from_slice(&B64.decode(access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(payload["idp"], "corp");
+    assert_eq!(payload["amr"][0], "fed");
+}
+
+/// A provider that accepts connections and never answers, down since the gateway started:
+/// sign-ins started together wait for one discovery attempt, not one each in turn, and those
+/// right after get its failure at once.
+#[tokio::test]
+async fn sign_ins_during_an_outage_share_one_failed_discovery() {
+    let (idp, upstream) = (Idp::start().await, Upstream::start().await);
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_issuer = format!("http://{}", silent.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let yaml =
+        config(&idp, &upstream, "      timeout: 1s\n").replace(&idp.issuer(), &silent_issuer);
+    let gw = Gateway::start(&yaml).await;
+    let url = gw.url("/api/auth/sso/corp/start?next=/app/");
+    let together: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for started in together {
+        let resp = started.await.unwrap().unwrap();
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert!(resp.text().contains("cannot be reached"));
+    }
+    let again = get(&url).await.unwrap();
+    assert_eq!(again.status, 503, "{}", again.text());
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "each sign-in asked the unanswering provider again"
+    );
+}
+
 #[tokio::test]
 async fn password_login_off_leaves_only_single_sign_on() {
     let (idp, upstream) = (Idp::start().await, Upstream::start().await);

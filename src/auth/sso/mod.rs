@@ -15,7 +15,8 @@
 //!    group) and its `role_mappings`.
 //!
 //! Discovery documents and key sets are fetched on first use and kept for an hour (a stale copy
-//! is used when the provider cannot be reached); a token signed with a key id the cached set
+//! is used when the provider cannot be reached; with no copy yet, a failed fetch is the answer
+//! for ten seconds, so sign-ins during an outage do not each wait out the timeout); a token signed with a key id the cached set
 //! does not have makes one fresh fetch of the set (at most every ten seconds), so a provider's
 //! key rotation is followed at once. Nothing here runs on the proxied path: only the sign-in
 //! endpoints and refreshes of federated sessions talk to providers.
@@ -54,6 +55,11 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// After a failed discovery, how long a stale copy is used before the provider is asked again
 /// (so that sign-ins during an outage do not each wait for the provider's timeout).
 const DISCOVERY_RETRY: Duration = Duration::from_secs(60);
+/// After a failed discovery with no earlier copy to fall back on, how long sign-ins get that
+/// failure at once before the provider is asked again: with the provider down since start-up,
+/// sign-ins would otherwise queue behind one another (discovery is one at a time), each waiting
+/// out the provider's `timeout`.
+const DISCOVERY_FAILED_RETRY: Duration = Duration::from_secs(10);
 /// The least time between two fetches of a key set for an unknown key id.
 const JWKS_REFETCH_MIN: Duration = Duration::from_secs(10);
 /// How far in the future an ID token's `iat` may be (clock skew), and how old it may be.
@@ -67,7 +73,7 @@ const KNOWN_AMR: [&str; 20] = [
 
 /// Why a sign-in at a provider did not give an identity. Messages are for the user's error page
 /// and the log: nothing secret (no code, token or claim values beyond the provider's id).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SsoError {
     /// The callback does not belong to a sign-in this browser started here (no cookie, another
     /// tab's, expired, or a `state` that does not match).
@@ -166,12 +172,20 @@ struct Discovered {
     jwks_refetched: Option<Instant>,
 }
 
+/// What is known of a provider's discovery document.
+#[derive(Default)]
+struct Cache {
+    found: Option<Discovered>,
+    /// The last failed discovery while there was no copy: when, and why.
+    failed: Option<(Instant, SsoError)>,
+}
+
 /// One configured provider and what is cached about it.
 pub struct Provider {
     pub settings: SsoProvider,
     redirect_uri: String,
     fetcher: Fetcher,
-    cache: tokio::sync::Mutex<Option<Discovered>>,
+    cache: tokio::sync::Mutex<Cache>,
     /// Serialises re-checks of one identity (by a hash of its subject into these), so two
     /// refreshes of one session at once do not both spend a rotating refresh token.
     recheck_locks: Vec<Arc<tokio::sync::Mutex<()>>>,
@@ -222,7 +236,7 @@ impl Sso {
                 redirect_uri: format!("{}{}/sso/{}/callback", settings.public_url, prefix, p.id),
                 settings: p.clone(),
                 fetcher,
-                cache: tokio::sync::Mutex::new(None),
+                cache: tokio::sync::Mutex::new(Cache::default()),
                 recheck_locks: (0..RECHECK_LOCKS)
                     .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                     .collect(),
@@ -424,20 +438,29 @@ impl Provider {
     }
 
     /// The discovery document and key set: cached, fetched when missing or older than
-    /// [`DISCOVERY_TTL`]; a stale copy is used while the provider cannot be reached.
+    /// [`DISCOVERY_TTL`]; a stale copy is used while the provider cannot be reached, and
+    /// without one a failure is the answer for [`DISCOVERY_FAILED_RETRY`].
     async fn discovered(&self) -> Result<Discovered, SsoError> {
         let mut cache = self.cache.lock().await;
-        if let Some(found) = cache.as_ref()
+        if let Some(found) = cache.found.as_ref()
             && found.fetched.elapsed() < DISCOVERY_TTL
         {
             return Ok(found.clone());
         }
+        if let Some((at, e)) = &cache.failed
+            && at.elapsed() < DISCOVERY_FAILED_RETRY
+        {
+            return Err(e.clone());
+        }
         match self.discover().await {
             Ok(found) => {
-                *cache = Some(found.clone());
+                *cache = Cache {
+                    found: Some(found.clone()),
+                    failed: None,
+                };
                 Ok(found)
             }
-            Err(e) => match cache.as_mut() {
+            Err(e) => match cache.found.as_mut() {
                 Some(stale) => {
                     tracing::warn!(provider = %self.settings.id, error = %e, detail = e.detail(), "sso: discovery failed; using the cached document");
                     // Counted as fetched a little before the TTL runs out again.
@@ -446,7 +469,10 @@ impl Provider {
                     }
                     Ok(stale.clone())
                 }
-                None => Err(e),
+                None => {
+                    cache.failed = Some((Instant::now(), e.clone()));
+                    Err(e)
+                }
             },
         }
     }
@@ -492,7 +518,7 @@ impl Provider {
     /// fetched too recently (or the fetch failed).
     async fn refetch_keys(&self) -> Option<Discovered> {
         let mut cache = self.cache.lock().await;
-        let found = cache.as_mut()?;
+        let found = cache.found.as_mut()?;
         if found
             .jwks_refetched
             .is_some_and(|at| at.elapsed() < JWKS_REFETCH_MIN)
