@@ -463,7 +463,12 @@ YAML
     p99=$(sort -n -k3,3 "$work/h2.log" | awk '{v[NR]=$3} END {i=int(NR*0.99); if (i<1) i=1; print v[i] "us"}')
     echo "h2 $1 ${rps:-0} $p99 $(cpu_us "$t0" "$2" "${n:-0}")" >>"$out"
   }
+  # The CPU time the VM's host took from this machine (steal, in /proc/stat): on a shared host
+  # it moves every rate of a round, whoever is measured, so it is printed beside each round.
+  steal() { awk '/^cpu / {print $9; exit}' /proc/stat; }
+  local steal0 steal1 total0; total0=$(steal)
   for r in $(seq "$rounds"); do
+    steal0=$(steal)
     echo "round $r, load $(cut -d' ' -f1 /proc/loadavg)"
     for row in $rows; do
       case $row in
@@ -490,8 +495,10 @@ YAML
         *) echo "unknown row $row" >&2; exit 2 ;;
       esac
     done
+    steal1=$(steal)
+    echo "  steal this round: $(awk -v a="$steal0" -v b="$steal1" -v hz="$hz" 'BEGIN {printf "%.1f", (b - a) / hz}') CPU-seconds"
   done
-  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); steal over the run: $(awk -v a="$total0" -v b="$(steal)" -v hz="$hz" 'BEGIN {printf "%.1f", (b - a) / hz}') CPU-seconds"
   python3 - "$out" <<'PY'
 import collections, statistics, sys
 def us(s):
