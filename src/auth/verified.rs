@@ -18,7 +18,10 @@
 //! 570-byte token even with the CPU's SHA instructions, where a foldhash of it is about a tenth
 //! of that; BENCHMARKS.md). What that costs is memory: a cached token's bytes (about 600 with
 //! the default claims) instead of 32, so at the default 100,000 entries about 60 MB more at the
-//! worst, that is with 100,000 distinct tokens live within an access token's lifetime.
+//! worst, that is with 100,000 distinct tokens live within an access token's lifetime. The
+//! process now holds each live access token until it expires or is evicted (before, only while
+//! its request was served), so a core dump of the process would show them; nothing here is
+//! logged or printed (no `Debug` for entries).
 //!
 //! Flooding the table does not work: only tokens that passed verification are inserted, and a
 //! lookup of a string that is not there inserts nothing. The byte comparison is not constant
