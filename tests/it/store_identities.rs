@@ -500,27 +500,39 @@ fn a_redb_file_of_schema_3_is_upgraded_in_place() {
     );
 }
 
+/// Builds the database at `url` as a gateway of schema `version` left it (its migrations, run
+/// outside the store), then runs `rows`.
+fn database_of_schema(url: &str, version: usize, rows: &str) {
+    let migrations: Vec<&str> = (1..=version)
+        .map(|v| gateway::store::postgres::migration_sql(v).unwrap())
+        .collect();
+    let versions: Vec<String> = (1..=version).map(|v| format!("({v})")).collect();
+    crate::store::batch(
+        url,
+        &format!(
+            "CREATE TABLE gateway_schema_migrations (
+                 version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+             {}
+             INSERT INTO gateway_schema_migrations (version) VALUES {};
+             {rows}",
+            migrations.join("\n"),
+            versions.join(", ")
+        ),
+    );
+}
+
 /// A PostgreSQL database as a schema-3 gateway left it gains `gateway_identities` at start-up
 /// and keeps its users; the new table follows them (deleted with their user).
 #[test]
 fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
     let Some(pg) = PgServer::start() else { return };
     let url = pg.create_database("schema3");
-    let migrations: Vec<&str> = (1..=3)
-        .map(|v| gateway::store::postgres::migration_sql(v).unwrap())
-        .collect();
-    crate::store::batch(
+    database_of_schema(
         &url,
-        &format!(
-            "CREATE TABLE gateway_schema_migrations (
-                 version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-             {}
-             INSERT INTO gateway_schema_migrations (version) VALUES (1), (2), (3);
-             INSERT INTO gateway_users VALUES
-                 ('u1', 'ada@x.test', 'Ada', '$argon2id$x', '{{admin}}', false, 10, 10, 0, true);
-             INSERT INTO gateway_factors VALUES ('u1', '\\x7b7d');",
-            migrations.join("\n")
-        ),
+        3,
+        "INSERT INTO gateway_users VALUES
+             ('u1', 'ada@x.test', 'Ada', '$argon2id$x', '{admin}', false, 10, 10, 0, true);
+         INSERT INTO gateway_factors VALUES ('u1', '\\x7b7d');",
     );
     let store = Store::connect(&gateway::config::StoreSettings::Postgres(settings(&url))).unwrap();
     assert_eq!(
@@ -553,23 +565,14 @@ fn a_postgres_database_of_schema_3_is_upgraded_in_place() {
 fn a_postgres_database_of_schema_4_ties_factors_to_their_users() {
     let Some(pg) = PgServer::start() else { return };
     let url = pg.create_database("schema4");
-    let migrations: Vec<&str> = (1..=4)
-        .map(|v| gateway::store::postgres::migration_sql(v).unwrap())
-        .collect();
-    crate::store::batch(
+    database_of_schema(
         &url,
-        &format!(
-            "CREATE TABLE gateway_schema_migrations (
-                 version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-             {}
-             INSERT INTO gateway_schema_migrations (version) VALUES (1), (2), (3), (4);
-             INSERT INTO gateway_users VALUES
-                 ('u1', 'ada@x.test', 'Ada', '$argon2id$x', '{{}}', false, 10, 10, 0, true),
-                 ('u2', 'bob@x.test', 'Bob', '$argon2id$x', '{{}}', false, 10, 10, 0, true);
-             INSERT INTO gateway_factors VALUES
-                 ('u1', '\\x7b7d'), ('u2', '\\x7b7d'), ('gone', '\\x7b7d');",
-            migrations.join("\n")
-        ),
+        4,
+        "INSERT INTO gateway_users VALUES
+             ('u1', 'ada@x.test', 'Ada', '$argon2id$x', '{}', false, 10, 10, 0, true),
+             ('u2', 'bob@x.test', 'Bob', '$argon2id$x', '{}', false, 10, 10, 0, true);
+         INSERT INTO gateway_factors VALUES
+             ('u1', '\\x7b7d'), ('u2', '\\x7b7d'), ('gone', '\\x7b7d');",
     );
     let count = |sql: &str| crate::store::query(&url, sql);
     let _store = Store::connect(&gateway::config::StoreSettings::Postgres(settings(&url))).unwrap();
