@@ -65,6 +65,13 @@ struct Entry {
     claims: Arc<AccessClaims>,
 }
 
+impl Entry {
+    /// Whether this entry is the token's (the whole string, not only its hash).
+    fn is(&self, hash: u64, token: &str) -> bool {
+        self.hash == hash && *self.token == *token
+    }
+}
+
 type Shard = RwLock<HashTable<Entry>>;
 
 /// The cache. Shared by reference from the auth service.
@@ -115,7 +122,7 @@ impl VerifiedCache {
     /// Looks a token up at time `now`. A poisoned lock reads as a miss (the caller verifies).
     pub fn get(&self, token: &str, now: u64) -> Lookup {
         let (hash, shard) = self.locate(token);
-        let same = |e: &Entry| e.hash == hash && *e.token == *token;
+        let same = |e: &Entry| e.is(hash, token);
         let found = match shard.read() {
             Ok(table) => table.find(hash, same).map(|e| e.claims.clone()),
             Err(_) => return Lookup::Miss,
@@ -140,7 +147,7 @@ impl VerifiedCache {
         let Ok(mut table) = shard.write() else {
             return;
         };
-        let same = |e: &Entry| e.hash == hash && *e.token == *token;
+        let same = |e: &Entry| e.is(hash, token);
         if let Some(entry) = table.find_mut(hash, same) {
             entry.claims = claims;
             return;
@@ -168,7 +175,7 @@ impl VerifiedCache {
     pub fn remove(&self, token: &str) {
         let (hash, shard) = self.locate(token);
         if let Ok(mut table) = shard.write()
-            && let Ok(entry) = table.find_entry(hash, |e| e.hash == hash && *e.token == *token)
+            && let Ok(entry) = table.find_entry(hash, |e| e.is(hash, token))
         {
             entry.remove();
         }
